@@ -1,0 +1,5 @@
+import sys
+
+from flipguard.cli import main
+
+sys.exit(main())

@@ -1,0 +1,53 @@
+"""The `flipguard` command line: a thin layer over the importable API.
+
+Each subcommand lives in its own module here with a ``register(subparsers)`` function that adds
+its parser and sets ``func`` (``args -> exit code``). User errors (:class:`FlipGuardError`) are
+caught once, here, and printed as one sentence without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from flipguard import __version__
+from flipguard.errors import FlipGuardError
+
+# Subcommand modules, in the order `flipguard --help` lists them.
+SUBCOMMANDS = ["scan"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flipguard",
+        description=(
+            "Find and remove quantization-conditioned backdoors: checkpoints that behave well in "
+            "full precision and turn malicious once quantized (bitsandbytes INT8, FP4, NF4)."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"flipguard {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"flipguard.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 4
+    try:
+        return int(args.func(args) or 0)
+    except FlipGuardError as err:
+        print(f"flipguard {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("flipguard: interrupted; nothing was written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
