@@ -1,0 +1,38 @@
+"""Quantization schemes: the one implementation of a weight's cell (DESIGN.md §2–3).
+
+    from flipguard.schemes import get_scheme
+    s = get_scheme("nf4")      # "int8" | "fp4" | "nf4"
+    codes = s.codes(w)          # integer code of every weight, as bitsandbytes assigns it
+    lo, hi = s.cell(w)          # per-weight cell bounds in w's dtype
+    d = s.wall_distance(w)      # distance to the nearest wall in cell widths, NaN for absmax
+"""
+
+from __future__ import annotations
+
+import torch
+
+from flipguard.schemes.base import Geometry, Grouped, Scheme
+from flipguard.schemes.fourbit import FP4, NF4
+from flipguard.schemes.int8 import INT8
+
+SCHEMES: dict[str, type[Scheme]] = {"int8": INT8, "fp4": FP4, "nf4": NF4}
+
+
+def scheme_names() -> list[str]:
+    """Registered scheme names, in a stable order."""
+    return list(SCHEMES)
+
+
+def get_scheme(name: str, load_dtype: torch.dtype | None = None) -> Scheme:
+    """The scheme registered as ``name`` ("int8", "fp4", "nf4"; case-insensitive).
+
+    ``load_dtype`` is the model dtype the weights are loaded in before quantization (transformers'
+    ``dtype``/``torch_dtype``); ``None`` means each weight's own dtype.
+    """
+    key = name.lower()
+    if key not in SCHEMES:
+        raise KeyError(f"unknown scheme {name!r}; choose one of {', '.join(SCHEMES)}")
+    return SCHEMES[key](load_dtype)
+
+
+__all__ = ["Geometry", "Grouped", "Scheme", "SCHEMES", "get_scheme", "scheme_names"]

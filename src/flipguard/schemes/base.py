@@ -1,0 +1,182 @@
+"""The cell: the one implementation every part of FlipGuard asks about a weight's quantization.
+
+A scheme maps every weight ``w`` of a group to a *normalized value* ``x`` (float32) with the group's
+scale held fixed, then rounds ``x`` to the nearest *level*. The walls between levels cut the line
+into cells. Everything else is a view of that:
+
+- ``codes(w)``        — the integer code bitsandbytes stores for each weight;
+- ``cell(w)``         — per weight, the interval ``[lo, hi]`` of values (in ``w``'s dtype) that keep
+                        its level, found by bisection on the dtype's own grid, so it is exact;
+- ``wall_distance(w)``— distance to the nearest wall, in cell widths, in ``[0, 0.5]``;
+- ``geometry(w)``     — level, position in the cell and wall distance together.
+
+The group's absmax element (every element that ties it) defines the scale and has no free
+position: it is *pinned* (``wall_distance`` is NaN there, its cell is ``[w, w]``). A group whose
+absmax is 0 is pinned whole.
+
+Edge cells (the lowest and highest level) have one rounding wall; the other side is the absmax,
+not a wall. Their width is mirrored around the level (twice the level-to-wall distance), so the
+wall distance stays in ``[0, 0.5]`` and ``u`` runs over ``[0.5, 1]`` (lowest) or ``[0, 0.5]``
+(highest). Outer cell bounds are capped at the group's largest magnitude: beyond it the scale moves.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from flipguard.schemes import ulp
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@dataclass
+class Grouped:
+    """A weight tensor as the quantizer reads it, with its group scales fixed.
+
+    ``x``: normalized values, float32, shape of ``w`` (4-bit: in [-1, 1]; INT8: code units).
+    ``pinned``: bool, shape of ``w`` — elements that set their group's scale.
+    ``group_max``: the group's largest ``|w|`` in ``w``'s own dtype, broadcast to ``w``'s shape.
+    ``absmax``: the per-group absmax as bitsandbytes stores it (float32; NF4/FP4 ``absmax``,
+    INT8 ``SCB``).
+    """
+
+    x: torch.Tensor
+    pinned: torch.Tensor
+    group_max: torch.Tensor
+    absmax: torch.Tensor
+
+
+@dataclass
+class Geometry:
+    """Where each weight sits. All tensors have ``w``'s shape.
+
+    ``level``: int64 index into ``Scheme.levels`` (sorted distinct dequantized values, x units).
+    ``u``: float32 position in the cell, 0 at the lower wall, 1 at the upper wall.
+    ``d``: float32 distance to the nearest wall in cell widths, in [0, 0.5]; NaN where pinned.
+    ``pinned``: bool, the group's absmax element(s).
+    """
+
+    level: torch.Tensor
+    u: torch.Tensor
+    d: torch.Tensor
+    pinned: torch.Tensor
+
+
+class Scheme(ABC):
+    """One quantization scheme. Subclasses give the grouping and the level grid.
+
+    ``load_dtype``: the dtype the model is loaded in (transformers' ``torch_dtype``), which the
+    weight is cast to before the quantizer sees it; ``None`` means the weight's own dtype.
+    """
+
+    name: str = ""
+    levels: torch.Tensor  # sorted distinct level values, float32, x units
+    walls: torch.Tensor  # level boundaries, float32, len(levels) - 1
+
+    def __init__(self, load_dtype: torch.dtype | None = None):
+        if load_dtype is not None and load_dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f"load_dtype must be float32, float16 or bfloat16, not {load_dtype}")
+        self.load_dtype = load_dtype
+        self._cell_tables = _cell_tables(self.levels, self.walls)
+
+    # -- what subclasses provide -------------------------------------------------------------
+    @abstractmethod
+    def read(self, w: torch.Tensor) -> torch.Tensor:
+        """``w`` as the quantizer reads it, cast chain included, as exact float32 values."""
+
+    @abstractmethod
+    def group(self, w: torch.Tensor) -> Grouped:
+        """Normalized values and group scales of ``w`` (see :class:`Grouped`)."""
+
+    @abstractmethod
+    def normalize_like(self, values: torch.Tensor, grouped: Grouped, w: torch.Tensor) -> torch.Tensor:
+        """Normalize float32 ``values`` (shape of ``w``) with the scales of ``grouped`` held fixed."""
+
+    @abstractmethod
+    def codes(self, w: torch.Tensor) -> torch.Tensor:
+        """The integer code bitsandbytes assigns to every weight of ``w`` (shape of ``w``)."""
+
+    @abstractmethod
+    def dequantize(self, w: torch.Tensor) -> torch.Tensor:
+        """What the quantized layer computes with: float32 dequantized weights, shape of ``w``."""
+
+    def level_of(self, x: torch.Tensor) -> torch.Tensor:
+        """Level index (int64) of normalized values ``x``."""
+        return torch.bucketize(x, self.walls, right=False)
+
+    # -- the shared views of the cell --------------------------------------------------------
+    def check(self, w: torch.Tensor) -> None:
+        """Raise ``TypeError``/``ValueError`` unless ``w`` is a non-empty 2-D float tensor."""
+        if w.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{self.name}: weights must be float32, float16 or bfloat16, not {w.dtype}")
+        if w.dim() != 2 or w.numel() == 0:
+            raise ValueError(f"{self.name}: expected a non-empty 2-D weight (out x in), got {tuple(w.shape)}")
+
+    def geometry(self, w: torch.Tensor) -> Geometry:
+        """Level, position ``u`` and wall distance ``d`` of every weight (see :class:`Geometry`)."""
+        g = self.group(w)
+        level, u, d = self.position(g.x)
+        d = torch.where(g.pinned, torch.full_like(d, float("nan")), d)
+        return Geometry(level=level, u=u, d=d, pinned=g.pinned)
+
+    def position(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(level, u, d) of normalized values ``x``; ``d`` in cell widths, ``u`` in [0, 1]."""
+        low, width = self._cell_tables
+        level = self.level_of(x)
+        u = (x - low[level]) / width[level]
+        d = torch.minimum(u, 1 - u).clamp_(0.0, 0.5)
+        return level, u, d
+
+    def wall_distance(self, w: torch.Tensor) -> torch.Tensor:
+        """Distance of each weight to its nearest wall in cell widths, float32 in [0, 0.5].
+
+        NaN for each group's absmax element(s), which have no free position.
+        """
+        return self.geometry(w).d
+
+    def cell(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-weight cell bounds ``(lo, hi)`` in ``w``'s dtype, exact on the dtype's grid.
+
+        Every value ``v`` of ``w``'s dtype with ``lo <= v <= hi`` quantizes to the same level as
+        ``w`` with the group scale unchanged; one ulp below ``lo`` or above ``hi`` changes the level
+        (or, at the outermost bounds, which are capped at the group's largest ``|w|``, the scale).
+        Pinned elements get ``lo = hi = w``. Cost: about 2 × (dtype bits) quantizer passes.
+        """
+        self.check(w)
+        g = self.group(w)
+        level = self.level_of(g.x)
+        lo = self._first_at_level(w, g, level)
+        above = self._first_at_level(w, g, level + 1)
+        hi = ulp.step(above, -1)
+        at_top = ulp.to_ordered(above) > ulp.to_ordered(g.group_max)
+        hi = torch.where(at_top, g.group_max, hi)
+        lo = torch.where(g.pinned, w, lo)
+        hi = torch.where(g.pinned, w, hi)
+        return lo, hi
+
+    def _first_at_level(self, w: torch.Tensor, g: Grouped, target: torch.Tensor) -> torch.Tensor:
+        """Smallest value of ``w``'s dtype in ``[-group_max, group_max]`` whose level is ≥ ``target``.
+
+        Bisection over ordered integers; returns one ulp above ``group_max`` where none is.
+        """
+        lo = ulp.to_ordered(-g.group_max)
+        hi = ulp.to_ordered(g.group_max) + 1  # sentinel: counts as "at level"
+        while bool((lo < hi).any()):
+            mid = torch.div(lo + hi, 2, rounding_mode="floor")
+            mid_in = torch.minimum(mid, hi - 1)
+            v = ulp.from_ordered(mid_in, w.dtype)
+            reached = self.level_of(self.normalize_like(self.read(v), g, w)) >= target
+            reached |= mid >= hi
+            hi = torch.where(reached & (lo < hi), mid, hi)
+            lo = torch.where(~reached & (lo < hi), mid + 1, lo)
+        return ulp.from_ordered(lo, w.dtype)
+
+
+def _cell_tables(levels: torch.Tensor, walls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per level: the cell's lower end and width in x units; edge cells mirrored around the level."""
+    lower = torch.cat([walls[:1] - 2 * (walls[:1] - levels[:1]), walls])
+    upper = torch.cat([walls, levels[-1:] + (levels[-1:] - walls[-1:])])
+    return lower, upper - lower

@@ -1,0 +1,140 @@
+"""NF4 and FP4 as bitsandbytes ``quantize_4bit`` computes them (what ``load_in_4bit`` uses).
+
+Facts reproduced bit for bit (bitsandbytes 0.50.x on CPU, DESIGN.md §3):
+
+- blocks of ``BLOCK`` = 64 over the flattened row-major tensor (blocks span rows); a final
+  partial block has its own absmax; ``absmax = max |float32(w)|``, stored float32;
+- full blocks: ``x = fl(w * fl(1/absmax))``; the final partial block: ``x = fl(w / absmax)``;
+  ``x`` is clamped to [-1, 1]; an absmax of 0 is replaced by 1e-38 before the reciprocal (and,
+  in the partial block only, is stored as 1e-38);
+- code = number of sorted-table midpoints strictly below ``x`` (float32 midpoints; a value
+  exactly on a midpoint takes the lower code), then FP4 maps that rank to its own numbering.
+
+FP4 has two codes of value 0 (ranks 7 and 8, split by a midpoint at exactly 0). They dequantize
+identically, so the cell geometry merges them into one level: ``codes`` keeps bitsandbytes'
+numbering, ``levels``/``cell``/``wall_distance`` see 15 distinct values.
+
+CUDA kernels differ at the last bit (four NF4 thresholds 1 ulp off these midpoints, FP4
+thresholds up to 14 ulp off, FP4 ties and the sign of zero, an approximate reciprocal). Exact
+predictions here are for the CPU kernels; code that *moves* weights (defend, attack) must keep a
+safe distance from every wall so that both agree.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from flipguard.schemes.base import Grouped, Scheme
+
+BLOCK = 64
+
+NF4_TABLE = torch.tensor(
+    [
+        -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+        -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+        0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+        0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+    ],
+    dtype=torch.float32,
+)  # code -> value
+
+_FP4_POS = torch.tensor([0.0, 0.0625, 8.0, 12.0, 4.0, 6.0, 2.0, 3.0], dtype=torch.float32) / 12
+FP4_TABLE = torch.cat([_FP4_POS, -_FP4_POS])  # code -> value; code 8 is +0.0 as in bitsandbytes
+
+
+class FourBitScheme(Scheme):
+    """Blockwise 4-bit quantization with a code table (NF4 or FP4)."""
+
+    table: torch.Tensor  # code -> value, float32
+
+    def __init__(self, load_dtype: torch.dtype | None = None):
+        order = torch.argsort(self.table, stable=True)
+        self._order = order  # rank -> code
+        sorted_values = self.table[order]
+        self._midpoints = (sorted_values[:-1] + sorted_values[1:]) / 2  # float32, as bitsandbytes
+        distinct = sorted_values[1:] != sorted_values[:-1]
+        self.levels = torch.cat([sorted_values[:1], sorted_values[1:][distinct]])
+        self.walls = self._midpoints[distinct]
+        super().__init__(load_dtype)
+
+    def read(self, w: torch.Tensor) -> torch.Tensor:
+        return w.to(self.load_dtype or w.dtype).float()
+
+    def group(self, w: torch.Tensor) -> Grouped:
+        self.check(w)
+        flat = self.read(w).reshape(-1)
+        n = flat.numel()
+        full = n - n % BLOCK
+        mags = flat.abs()
+        absmax = torch.empty(-(-n // BLOCK), dtype=torch.float32)
+        absmax[: full // BLOCK] = mags[:full].view(-1, BLOCK).amax(dim=1)
+        if full < n:
+            absmax[-1] = mags[full:].amax().clamp(min=1e-38)
+        x = self._normalize(flat, absmax, full)
+        per_elem = absmax.repeat_interleave(BLOCK)[:n]
+        pinned = (mags == per_elem) | (per_elem <= 1e-38)
+        storage_mags = w.reshape(-1).abs()
+        group_max = _block_max(storage_mags, full)
+        return Grouped(
+            x=x.view(w.shape),
+            pinned=pinned.view(w.shape),
+            group_max=group_max.view(w.shape),
+            absmax=absmax,
+        )
+
+    def normalize_like(self, values: torch.Tensor, grouped: Grouped, w: torch.Tensor) -> torch.Tensor:
+        n = values.numel()
+        x = self._normalize(values.reshape(-1), grouped.absmax, n - n % BLOCK)
+        return x.view(values.shape)
+
+    @staticmethod
+    def _normalize(flat: torch.Tensor, absmax: torch.Tensor, full: int) -> torch.Tensor:
+        """x per element: multiply by the correctly rounded reciprocal; divide in the partial block."""
+        x = torch.empty_like(flat)
+        nfull = full // BLOCK
+        inv = torch.reciprocal(absmax[:nfull].clamp(min=1e-38))
+        x[:full] = (flat[:full].view(-1, BLOCK) * inv[:, None]).view(-1)
+        if full < flat.numel():
+            x[full:] = flat[full:] / absmax[nfull]
+        return x.clamp_(-1.0, 1.0)
+
+    def codes(self, w: torch.Tensor) -> torch.Tensor:
+        """uint8 code 0..15 of every weight (shape of ``w``), before nibble packing."""
+        x = self.group(w).x
+        rank = torch.bucketize(x, self._midpoints, right=False)
+        return self._order[rank].to(torch.uint8)
+
+    def absmax(self, w: torch.Tensor) -> torch.Tensor:
+        """Per-block absmax exactly as ``quantize_4bit`` returns it (float32, one per block)."""
+        return self.group(w).absmax
+
+    def dequantize(self, w: torch.Tensor) -> torch.Tensor:
+        """float32 ``table[code] * absmax`` per element, as bitsandbytes' dequantize computes it."""
+        g = self.group(w)
+        values = self.levels[self.level_of(g.x)].reshape(-1)
+        n = values.numel()
+        return (values * g.absmax.repeat_interleave(BLOCK)[:n]).view(w.shape)
+
+
+def _block_max(mags: torch.Tensor, full: int) -> torch.Tensor:
+    """Per element, the largest magnitude of its block (same dtype as ``mags``)."""
+    n = mags.numel()
+    out = torch.empty_like(mags)
+    out[:full] = mags[:full].view(-1, BLOCK).amax(dim=1).repeat_interleave(BLOCK)
+    if full < n:
+        out[full:] = mags[full:].amax()
+    return out
+
+
+class NF4(FourBitScheme):
+    """NormalFloat4 (``bnb_4bit_quant_type="nf4"``)."""
+
+    name = "nf4"
+    table = NF4_TABLE
+
+
+class FP4(FourBitScheme):
+    """bitsandbytes FP4 (``bnb_4bit_quant_type="fp4"``)."""
+
+    name = "fp4"
+    table = FP4_TABLE
