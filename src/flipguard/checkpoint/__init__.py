@@ -1,0 +1,27 @@
+"""Checkpoint streaming: open a safetensors checkpoint by its headers, list the tensors bitsandbytes
+would quantize, and write a new checkpoint in the same layout one tensor at a time.
+
+The code here walks files and modules; it does no arithmetic on weights.
+"""
+
+from .checkpoint import Checkpoint, open_checkpoint
+from .header import ShardHeader, TensorInfo
+from .layout import WeightLayout
+from .stream_copy import Transform, copy_checkpoint
+from .targets import QUANTIZABLE_DTYPES, QuantTarget, build_skeleton, quantizable_tensors
+from .writer import CheckpointWriter
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointWriter",
+    "QUANTIZABLE_DTYPES",
+    "QuantTarget",
+    "ShardHeader",
+    "TensorInfo",
+    "Transform",
+    "WeightLayout",
+    "build_skeleton",
+    "copy_checkpoint",
+    "open_checkpoint",
+    "quantizable_tensors",
+]
