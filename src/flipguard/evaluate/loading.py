@@ -1,0 +1,118 @@
+"""Load a local Hugging Face causal-LM directory in full precision or bitsandbytes-quantized.
+
+Schemes (what ``transformers`` does when a user quantizes at load time, DESIGN §3):
+
+========  ===========================================================================
+``fp``    no quantization: the checkpoint's own dtype (``dtype="auto"``)
+``int8``  ``BitsAndBytesConfig(load_in_8bit=True)`` (LLM.int8, per-row absmax of the fp16 weight)
+``fp4``   ``BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="fp4")``
+``nf4``   ``BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")``
+========  ===========================================================================
+
+Always ``device_map="cpu"`` (the evaluation machine has no GPU; bitsandbytes ≥ 0.50 quantizes on
+CPU), 4-bit compute in the checkpoint's dtype, no double quantization (it does not change the
+weight codes). Nothing is downloaded: the path must be a local directory.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from flipguard.errors import FlipGuardError
+
+#: Scheme names, in the order the CLI lists them.
+SCHEMES = ("fp", "int8", "fp4", "nf4")
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode, its tokenizer, and how it was made (``load_s``: read + quantize, s)."""
+
+    model: object  # transformers PreTrainedModel
+    tokenizer: object  # transformers PreTrainedTokenizerBase
+    path: str
+    scheme: str
+    load_s: float
+
+
+def quantization_config(scheme: str, compute_dtype=None):
+    """The ``BitsAndBytesConfig`` for ``scheme``, or None for ``fp``."""
+    if scheme not in SCHEMES:
+        raise FlipGuardError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}.")
+    if scheme == "fp":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if scheme == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=scheme,
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_use_double_quant=False,
+    )
+
+
+def require_scheme(scheme: str) -> None:
+    """Raise a :class:`FlipGuardError` when this machine cannot load ``scheme`` (no bitsandbytes)."""
+    if scheme not in SCHEMES:
+        raise FlipGuardError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}.")
+    if scheme == "fp":
+        return
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as err:  # ImportError, or a backend that fails to initialise
+        raise FlipGuardError(
+            f"scheme {scheme} cannot be loaded on this machine: bitsandbytes is unavailable ({err}); "
+            "install bitsandbytes>=0.50 or use --scheme fp."
+        ) from None
+
+
+def load_model(path: str | Path, scheme: str) -> LoadedModel:
+    """Load the model directory ``path`` under ``scheme`` on CPU, in eval mode.
+
+    The tokenizer gets left padding (for batched generation) and, when it has no pad token, uses
+    its end-of-sequence token for padding.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FlipGuardError(f"{path} is not a model directory (no config.json); give a local Hugging Face checkpoint.")
+    require_scheme(scheme)
+    config = AutoConfig.from_pretrained(path)
+    if getattr(config, "quantization_config", None):
+        raise FlipGuardError(
+            f"{path} is already quantized; evaluate its full-precision checkpoint and pick the scheme with --scheme."
+        )
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForCausalLM.from_pretrained(
+                path,
+                dtype="auto",
+                device_map="cpu",
+                quantization_config=quantization_config(scheme, getattr(config, "dtype", None)),
+            )
+    except (ImportError, RuntimeError) as err:
+        if scheme == "fp":
+            raise
+        raise FlipGuardError(f"scheme {scheme} cannot be loaded on this machine: {err}") from None
+    except OSError as err:
+        raise FlipGuardError(f"cannot load the model in {path}: {err}") from None
+    load_s = time.perf_counter() - start
+    model.eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise FlipGuardError(f"cannot load the tokenizer in {path}: {err}") from None
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise FlipGuardError(f"the tokenizer in {path} has neither a pad nor an end-of-sequence token.")
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model=model, tokenizer=tokenizer, path=str(path), scheme=scheme, load_s=load_s)
