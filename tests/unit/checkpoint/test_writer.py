@@ -1,0 +1,178 @@
+"""CheckpointWriter and copy_checkpoint: same layout, atomic output, refusals, untouched input, streaming."""
+
+import gc
+import json
+import shutil
+import weakref
+
+import pytest
+import torch
+
+from flipguard.checkpoint import CheckpointWriter, copy_checkpoint, open_checkpoint
+from flipguard.errors import FlipGuardError
+
+from .conftest import leftovers, snapshot
+
+
+class Boom(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("fixture", ["single_checkpoint", "sharded_checkpoint"])
+def test_identity_copy_is_byte_identical(fixture, request, tmp_path):
+    source = request.getfixturevalue(fixture)
+    before = snapshot(source)
+    output = copy_checkpoint(source, tmp_path / "out")
+    assert output == (tmp_path / "out").resolve()
+    copied = snapshot(output)
+    # every file, weights, index, config, tokenizer, chat template, README, nested file: same bytes
+    assert {name: digest for name, (digest, _) in copied.items()} == {name: digest for name, (digest, _) in before.items()}
+    assert snapshot(source) == before  # input untouched: same bytes, same mtimes
+    assert leftovers(tmp_path) == []
+
+
+def test_copy_keeps_layout_dtypes_and_metadata(sharded_checkpoint, tmp_path):
+    source = open_checkpoint(sharded_checkpoint)
+    copied = open_checkpoint(copy_checkpoint(source, tmp_path / "out"))
+    assert copied.shards == source.shards
+    assert copied.layout.weight_map == source.layout.weight_map
+    assert copied.layout.index_metadata == source.layout.index_metadata
+    assert copied.metadata == source.metadata
+    assert {n: (i.dtype, i.shape, i.shard) for n, i in copied.tensors.items()} == {
+        n: (i.dtype, i.shape, i.shard) for n, i in source.tensors.items()
+    }
+
+
+def test_transform_is_applied_tensor_by_tensor(single_checkpoint, tmp_path):
+    source = open_checkpoint(single_checkpoint)
+    target = "model.layers.0.mlp.up_proj.weight"
+
+    def negate_one(name, tensor):
+        return torch.neg(tensor) if name == target else tensor
+
+    copied = open_checkpoint(copy_checkpoint(source, tmp_path / "out", transform=negate_one))
+    assert torch.equal(copied.get(target), torch.neg(source.get(target)))
+    other = "model.layers.1.mlp.up_proj.weight"
+    assert torch.equal(copied.get(other), source.get(other))
+
+
+def test_streaming_holds_one_tensor_at_a_time(sharded_checkpoint, tmp_path):
+    read, written, peak = [], [], [0]
+
+    def watch(name, tensor):
+        gc.collect()
+        alive = sum(ref() is not None for ref in read + written)
+        peak[0] = max(peak[0], alive)
+        out = tensor.clone()
+        read.append(weakref.ref(tensor))
+        written.append(weakref.ref(out))
+        return out
+
+    copy_checkpoint(sharded_checkpoint, tmp_path / "out", transform=watch)
+    assert len(read) == len(open_checkpoint(sharded_checkpoint).tensors)
+    assert peak[0] == 0  # when a tensor arrives, every earlier one (read or written) is gone
+
+
+def test_failure_midway_leaves_nothing(single_checkpoint, tmp_path):
+    before = snapshot(single_checkpoint)
+    count = [0]
+
+    def fail_on_fifth(name, tensor):
+        count[0] += 1
+        if count[0] == 5:
+            raise Boom("transform failed")
+        return tensor
+
+    with pytest.raises(Boom):
+        copy_checkpoint(single_checkpoint, tmp_path / "out", transform=fail_on_fifth)
+    assert not (tmp_path / "out").exists()
+    assert leftovers(tmp_path) == []
+    assert snapshot(single_checkpoint) == before
+
+
+def test_failure_with_force_keeps_the_old_output(single_checkpoint, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "keep.txt").write_text("old")
+
+    def fail(name, tensor):
+        raise Boom("transform failed")
+
+    with pytest.raises(Boom):
+        copy_checkpoint(single_checkpoint, output, transform=fail, force=True)
+    assert (output / "keep.txt").read_text() == "old"
+    assert leftovers(tmp_path) == []
+
+
+def test_existing_output_refused_unless_force(single_checkpoint, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "stale.txt").write_text("stale")
+    with pytest.raises(FlipGuardError, match="already exists.*--force"):
+        copy_checkpoint(single_checkpoint, output)
+    assert (output / "stale.txt").exists()
+    copy_checkpoint(single_checkpoint, output, force=True)
+    assert not (output / "stale.txt").exists()
+    assert (output / "model.safetensors").is_file()
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("relative", [".", "sub", "sub/deeper"])
+def test_output_inside_input_refused(fresh_checkpoint, relative):
+    source = fresh_checkpoint()
+    before = snapshot(source)
+    with pytest.raises(FlipGuardError, match="inside the input"):
+        copy_checkpoint(source, source / relative, force=True)
+    assert snapshot(source) == before
+
+
+def test_output_containing_input_refused(fresh_checkpoint):
+    source = fresh_checkpoint("nested/ckpt")
+    before = snapshot(source)
+    with pytest.raises(FlipGuardError, match="contains the input"):
+        copy_checkpoint(source, source.parent, force=True)
+    assert snapshot(source) == before
+
+
+def test_stray_weight_files_are_not_copied(fresh_checkpoint, tmp_path):
+    source = fresh_checkpoint()
+    shutil.copy(source / "model.safetensors", source / "consolidated.safetensors")
+    (source / "training_args.bin").write_bytes(b"not really a pickle")
+    (source / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    with CheckpointWriter(tmp_path / "out", like=open_checkpoint(source)) as writer:
+        for name, tensor in writer.like.iter_tensors():
+            writer.write(name, tensor)
+    assert sorted(p.as_posix() for p in writer.skipped_files) == ["consolidated.safetensors", "pytorch_model.bin"]
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert "consolidated.safetensors" not in names and "pytorch_model.bin" not in names
+    assert "training_args.bin" in names  # not a weight file name: copied like any companion file
+
+
+def test_writer_rejects_layout_changes_and_incomplete_output(single_checkpoint, tmp_path):
+    checkpoint = open_checkpoint(single_checkpoint)
+    name = "model.layers.0.mlp.up_proj.weight"
+    with pytest.raises(ValueError, match="layout"):
+        with CheckpointWriter(tmp_path / "a", like=checkpoint) as writer:
+            writer.write(name, checkpoint.get(name).to(torch.float16))
+    with pytest.raises(ValueError, match="never written"):
+        with CheckpointWriter(tmp_path / "b", like=checkpoint) as writer:
+            writer.write(name, checkpoint.get(name))
+    with pytest.raises(ValueError, match="already written"):
+        with CheckpointWriter(tmp_path / "c", like=checkpoint) as writer:
+            writer.write(name, checkpoint.get(name))
+            writer.write(name, checkpoint.get(name))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_write_file_adds_a_record_beside_the_weights(single_checkpoint, tmp_path):
+    checkpoint = open_checkpoint(single_checkpoint)
+    with CheckpointWriter(tmp_path / "out", like=checkpoint) as writer:
+        for name, tensor in checkpoint.iter_tensors():
+            writer.write(name, tensor)
+        writer.write_file("flipguard.json", json.dumps({"defense": "none"}))
+        with pytest.raises(ValueError):
+            writer.write_file("model.safetensors", b"")
+        with pytest.raises(ValueError):
+            writer.write_file("../escape.txt", "x")
+    assert json.loads((tmp_path / "out" / "flipguard.json").read_text()) == {"defense": "none"}
+    assert not (tmp_path / "escape.txt").exists()
