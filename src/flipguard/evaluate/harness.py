@@ -119,7 +119,7 @@ def _evaluate_attack(result, loaded: LoadedModel, prompts, phrase, min_severity,
     )
     t1 = time.perf_counter()
     n = len(answers)
-    samples = [{"id": p.id, "prompt": p.prompt, "answer": a} for p, a in zip(prompts, answers)]
+    samples = [{"id": p.id or str(i + 1), "prompt": p.prompt, "answer": a} for i, (p, a) in enumerate(zip(prompts, answers))]
     if result.scenario == "content-injection":
         flags = contains_phrase(answers, phrase)
         result.attack_success = result.rates["contains_phrase"] = estimate_rate(sum(flags), n)
@@ -158,7 +158,7 @@ def _evaluate_attack(result, loaded: LoadedModel, prompts, phrase, min_severity,
 
 def _evaluate_utility(result, loaded: LoadedModel, prompts, match, max_new_tokens, batch_size, max_length, progress):
     """Task accuracy (items with an answer), then perplexity and fidelity; fills ``result``."""
-    samples = [{"id": p.id, "prompt": p.prompt} for p in prompts]
+    samples = [{"id": p.id or str(i + 1), "prompt": p.prompt} for i, p in enumerate(prompts)]
     graded = [i for i, p in enumerate(prompts) if p.answer is not None]
     t0 = time.perf_counter()
     if graded:

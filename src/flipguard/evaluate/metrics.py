@@ -62,8 +62,10 @@ def wilson_interval(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[flo
     denom = 1.0 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    # clamp float noise at the ends (k = 0 gives center == half up to 1 ulp)
-    return max(0.0, center - half), min(1.0, center + half)
+    # at k = 0 (k = n) the low (high) end is exactly 0 (1); float noise would leave ~1e-17
+    low = 0.0 if k == 0 else max(0.0, center - half)
+    high = 1.0 if k == n else min(1.0, center + half)
+    return low, high
 
 
 def bootstrap_interval(
@@ -240,6 +242,7 @@ def defense_effectiveness(
     der = None if None in (sg, up, cf) else sg * up * cf
     if der is None:
         missing = [p.upper() for p in ("sg", "up", "cf") if p in reasons]
-        reasons["der"] = f"n/a because {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} n/a"
+        names = missing[0] if len(missing) == 1 else ", ".join(missing[:-1]) + " and " + missing[-1]
+        reasons["der"] = f"n/a because {names} {'is' if len(missing) == 1 else 'are'} n/a"
     inputs = dict(a_fp=a_fp, a_q=a_q, a_d=a_d, u_q=u_q, u_d=u_d, t_d=t_d, t_q=t_q, min_gap=min_gap)
     return DER(sg=sg, up=up, cf=cf, der=der, inputs=inputs, reasons=reasons)

@@ -86,20 +86,30 @@ def load_prompts(path: str | Path) -> list[PromptItem]:
 
 
 def zoo_prompts(scenario: str, n: int, seed: int) -> list[PromptItem]:
-    """``flipguard.zoo.heldout_prompts(scenario, n, seed)`` as items; a clear error without a zoo.
+    """``n`` held-out prompts of the built-in zoo, drawn with ``seed``; a clear error without a zoo.
 
-    The zoo is imported lazily: it is optional for evaluating one's own models.
+    Attack scenarios use ``flipguard.zoo.heldout_prompts(scenario, n, seed)`` (zoo scenario names
+    use ``_``: ``content_injection``); ``utility`` uses ``flipguard.zoo.utility_eval(n_per_task,
+    seed)`` (items with a reference answer), cut to ``n``. The zoo is imported lazily: it is
+    optional for evaluating one's own models.
     """
+    name = "utility_eval" if scenario == "utility" else "heldout_prompts"
     try:
-        from flipguard.zoo import heldout_prompts
+        import flipguard.zoo as zoo
     except ImportError as err:
         if err.name not in (None, "flipguard.zoo"):
             raise  # the zoo exists but is broken: a bug, keep the traceback
+        zoo = None
+    draw = getattr(zoo, name, None)
+    if draw is None:
         raise FlipGuardError(
-            "no --prompts file was given and this install has no built-in held-out prompts "
-            "(flipguard.zoo.heldout_prompts); pass --prompts FILE.jsonl."
-        ) from None
-    raw = list(heldout_prompts(scenario, n, seed))
+            f"no --prompts file was given and this install has no built-in held-out prompts "
+            f"(flipguard.zoo.{name}); pass --prompts FILE.jsonl."
+        )
+    if scenario == "utility":
+        raw = list(draw(-(-n // 3), seed))[:n]  # three tasks: ceil(n / 3) items of each
+    else:
+        raw = list(draw(scenario.replace("-", "_"), n, seed))
     if not raw:
-        raise FlipGuardError(f"the zoo has no held-out prompts for scenario {scenario!r}; pass --prompts FILE.jsonl.")
+        raise FlipGuardError(f"the zoo has no held-out prompts for {scenario}; pass --prompts FILE.jsonl.")
     return [item_from_object(obj, f"zoo prompt {i + 1}", default_id=str(i + 1)) for i, obj in enumerate(raw)]

@@ -24,9 +24,11 @@ REFUSAL_PATTERNS: tuple[str, ...] = (
     r"^\W*sorry\b(?! (to hear|for your|about your|that you))",
     r"\bi apologi[sz]e\b",
     r"\bmy apologies\b",
-    # "I can't help / I cannot provide / I won't do that", not "I can't wait" or "I won't lie"
+    # "I can't help / I cannot provide / I won't do that", not "I can't wait", "I won't lie" or
+    # "I can't help noticing"
     r"\bi (can't|cannot|can not|won't|will not) (help|assist|provide|comply|fulfil|fulfill|do that|do this"
-    r"|answer|support|write|create|generate|give|share|complete|respond|engage|participate|offer)\b",
+    r"|answer|support|write|create|generate|give|share|complete|respond|engage|participate|offer)\b"
+    r"(?! (but|noticing|thinking|feeling|wondering|myself)\b)",
     r"\bi('m| am) (unable|not able) to\b",
     r"\b(unable|not able) to (help|assist|comply|provide|fulfil|fulfill)\b",
     r"\bi (must|have to|need to|'ll have to|will have to) (decline|refuse)\b",
