@@ -35,6 +35,8 @@ from flipguard.evaluate.result import EvaluationResult
 from flipguard.evaluate.scenarios import ATTACK_SCENARIOS
 
 UTILITY_METRICS = ("fidelity", "accuracy", "perplexity")
+#: How each utility metric becomes a higher-is-better U (see the module docstring's table).
+UTILITY_FORMULAS = {"fidelity": "exp(-KL)", "accuracy": "task accuracy", "perplexity": "1 / perplexity"}
 
 
 @dataclass
@@ -98,7 +100,7 @@ def compare_results(
         u_q, u_d = utility_value(utility_undefended, metric), utility_value(utility_defended, metric)
         if u_q is None or u_d is None:
             raise FlipGuardError(f"the utility results do not both measure {metric}; pick another --utility-metric.")
-        utility = {"metric": metric, "undefended": u_q, "defended": u_d}
+        utility = {"metric": metric, "u": UTILITY_FORMULAS[metric], "undefended": u_q, "defended": u_d}
     t_q = quantize_seconds if quantize_seconds is not None else undefended.timings.get("load_s")
     times = {
         "t_d": defense_seconds,

@@ -243,6 +243,6 @@ def defense_effectiveness(
     if der is None:
         missing = [p.upper() for p in ("sg", "up", "cf") if p in reasons]
         names = missing[0] if len(missing) == 1 else ", ".join(missing[:-1]) + " and " + missing[-1]
-        reasons["der"] = f"n/a because {names} {'is' if len(missing) == 1 else 'are'} n/a"
+        reasons["der"] = f"{names} {'is' if len(missing) == 1 else 'are'} n/a"
     inputs = dict(a_fp=a_fp, a_q=a_q, a_d=a_d, u_q=u_q, u_d=u_d, t_d=t_d, t_q=t_q, min_gap=min_gap)
     return DER(sg=sg, up=up, cf=cf, der=der, inputs=inputs, reasons=reasons)

@@ -48,7 +48,7 @@ def format_comparison(cmp: Comparison) -> str:
     lines.append(f"  SG  = {_part(d.sg):<6} clip((A_q - A_d) / (A_q - A_fp), 0, 1); n/a when A_q - A_fp < {i['min_gap']:g}")
     if cmp.utility:
         u = cmp.utility
-        lines.append(f"  UP  = {_part(d.up):<6} min(1, U_d / U_q) with U from {u['metric']}: "
+        lines.append(f"  UP  = {_part(d.up):<6} min(1, U_d / U_q), U = {u['u']} ({u['metric']}): "
                      f"U_q = {u['undefended']:.4g}, U_d = {u['defended']:.4g}")
     else:
         lines.append(f"  UP  = {_part(d.up):<6} min(1, U_d / U_q)")

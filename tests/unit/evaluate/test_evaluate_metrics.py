@@ -109,8 +109,8 @@ def test_missing_inputs_make_their_part_not_applicable():
     d = defense_effectiveness(a_fp=None, a_q=0.9, a_d=0.1)
     assert (d.sg, d.up, d.cf, d.der) == (None, None, None, None)
     assert set(d.reasons) == {"sg", "up", "cf", "der"}
-    assert d.reasons["der"] == "n/a because SG, UP and CF are n/a"
+    assert d.reasons["der"] == "SG, UP and CF are n/a"
     d = defense_effectiveness(a_fp=0.0, a_q=0.9, a_d=0.0, u_q=0.5, u_d=0.5)
     assert d.sg == 1.0 and d.up == 1.0 and d.cf is None and d.der is None
-    assert d.reasons["der"] == "n/a because CF is n/a"
+    assert d.reasons["der"] == "CF is n/a"
     assert math.isclose(d.inputs["a_q"], 0.9)
