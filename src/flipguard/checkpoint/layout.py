@@ -82,13 +82,15 @@ def _read_index(directory: Path) -> WeightLayout:
 
 
 def _check_shard_path(directory: Path, shard: str) -> None:
-    resolved = (directory / shard).resolve()
-    if directory.resolve() not in resolved.parents:
+    """A shard must be named relative to the directory, without "..": shards may be symlinks
+    (a hub cache snapshot links into ``blobs/``), so the check is on the name, not the target."""
+    parts = Path(shard).parts
+    if not parts or Path(shard).is_absolute() or ".." in parts:
         raise FlipGuardError(
             f"{directory / INDEX_FILE} points at {shard!r}, outside the checkpoint directory; "
             "use an index whose shards sit inside the directory."
         )
-    if not resolved.is_file():
+    if not (directory / shard).is_file():
         raise FlipGuardError(
             f"{directory / INDEX_FILE} lists shard {shard!r}, which is missing; "
             "download the missing shard or the whole checkpoint again."

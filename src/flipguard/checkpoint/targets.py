@@ -17,7 +17,6 @@ The skeleton is built on the meta device (``accelerate.init_empty_weights``): no
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -57,24 +56,19 @@ def quantizable_tensors(checkpoint: Checkpoint, skip_modules: list[str] | None =
 
     ``skip_modules`` acts as ``llm_int8_skip_modules``: ``None`` keeps transformers' default skip
     list; a list replaces it (``_keep_in_fp32_modules`` still applies). Targets come in module
-    order. Raises FlipGuardError when the config cannot be built, a converted module has no tensor
-    in the checkpoint, or a target's dtype is not float32, float16 or bfloat16.
+    order; converted modules with no stored weight (tied ``lm_head``, headless checkpoint) are
+    left out. Raises FlipGuardError when the config cannot be built, another converted module has
+    no tensor in the checkpoint, or a target's dtype is not float32, float16 or bfloat16.
     """
+    _require_transformers_5()
     model = build_skeleton(checkpoint)
     patterns = _modules_to_not_convert(model, skip_modules)
     targets = []
     for module_name, module in model.named_modules():
-        if not _is_converted(module_name, module, patterns):
-            continue
-        tensor_name = _find_tensor(checkpoint, f"{module_name}.weight", model.base_model_prefix)
-        if tensor_name is None and f"{module_name}.weight" in model.all_tied_weights_keys:
-            continue  # re-tied to the (unquantized) source after loading
-        if tensor_name is None:
-            raise FlipGuardError(
-                f"config.json describes module {module_name!r} but {checkpoint.path} has no tensor "
-                f"{module_name}.weight; use the config.json that belongs to these weights."
-            )
-        targets.append(_target(checkpoint, tensor_name, module_name, module))
+        if _is_converted(module_name, module, patterns):
+            tensor_name = _stored_weight(checkpoint, model, module_name, module)
+            if tensor_name is not None:
+                targets.append(_target(checkpoint, tensor_name, module_name, module))
     return targets
 
 
@@ -85,10 +79,11 @@ def build_skeleton(checkpoint: Checkpoint) -> nn.Module:
     """
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.initialization import no_tie_weights
 
     try:
         config = AutoConfig.from_pretrained(str(checkpoint.path), local_files_only=True, trust_remote_code=False)
-        with init_empty_weights(), _no_tie_weights():
+        with init_empty_weights(), no_tie_weights():
             return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     except (ValueError, KeyError, TypeError, OSError) as err:
         model_type = checkpoint.config.get("model_type")
@@ -98,12 +93,15 @@ def build_skeleton(checkpoint: Checkpoint) -> nn.Module:
         ) from err
 
 
-def _no_tie_weights():
-    try:
-        from transformers.initialization import no_tie_weights
-    except ImportError:  # older transformers tie in post_init; the skip list is the same for lm_head
-        return contextlib.nullcontext()
-    return no_tie_weights()
+def _require_transformers_5() -> None:
+    """The helpers mirrored here (``should_convert_module``, ``all_tied_weights_keys``) are 5.x API."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        raise FlipGuardError(
+            f"FlipGuard lists quantized weights with transformers 5 but found {transformers.__version__}; "
+            "install transformers>=5 (pip install -U transformers)."
+        )
 
 
 def _modules_to_not_convert(model: nn.Module, skip_modules: list[str] | None) -> list[str]:
@@ -121,6 +119,25 @@ def _is_converted(module_name: str, module: nn.Module, patterns: list[str]) -> b
     if not should_convert_module(module_name, patterns):
         return False
     return isinstance(module, Conv1D) or type(module) is nn.Linear
+
+
+def _stored_weight(checkpoint: Checkpoint, model: nn.Module, module_name: str, module: nn.Module) -> str | None:
+    """The checkpoint tensor holding ``module``'s weight; None when nothing of it is stored.
+
+    Not stored and fine: a tied weight (re-tied to its float source after loading) and the
+    output embedding of a headless checkpoint. Any other missing weight means the config does
+    not describe these tensors.
+    """
+    key = f"{module_name}.weight"
+    tensor_name = _find_tensor(checkpoint, key, model.base_model_prefix)
+    if tensor_name is not None:
+        return tensor_name
+    if key in model.all_tied_weights_keys or module is model.get_output_embeddings():
+        return None
+    raise FlipGuardError(
+        f"config.json describes module {module_name!r} but {checkpoint.path} has no tensor {key}; "
+        "use the config.json that belongs to these weights."
+    )
 
 
 def _find_tensor(checkpoint: Checkpoint, key: str, prefix: str) -> str | None:

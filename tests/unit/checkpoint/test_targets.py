@@ -101,3 +101,12 @@ def test_config_that_does_not_match_the_weights(fresh_checkpoint):
     save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(FlipGuardError, match=r"module 'model\.layers\.1\.mlp\.up_proj'"):
         quantizable_tensors(open_checkpoint(path))
+
+
+def test_headless_checkpoint_with_a_user_skip_list(tmp_path):
+    """No lm_head stored: transformers would quantize a random one; nothing of the file is touched."""
+    path = tmp_path / "base"
+    AutoModel.from_config(tiny_config("llama", tie_word_embeddings=False)).save_pretrained(path)
+    ours = {t.module_name for t in quantizable_tensors(open_checkpoint(path), skip_modules=["q_proj"])}
+    real = quantized_modules(load_quantized(path, load_in_4bit=True, llm_int8_skip_modules=["q_proj"]))
+    assert ours == real - {"lm_head"}

@@ -1,7 +1,7 @@
 """CheckpointWriter and copy_checkpoint: same layout, atomic output, refusals, untouched input, streaming."""
 
-import gc
 import json
+import os
 import shutil
 import weakref
 
@@ -60,7 +60,6 @@ def test_streaming_holds_one_tensor_at_a_time(sharded_checkpoint, tmp_path):
     read, written, peak = [], [], [0]
 
     def watch(name, tensor):
-        gc.collect()
         alive = sum(ref() is not None for ref in read + written)
         peak[0] = max(peak[0], alive)
         out = tensor.clone()
@@ -176,3 +175,23 @@ def test_write_file_adds_a_record_beside_the_weights(single_checkpoint, tmp_path
             writer.write_file("../escape.txt", "x")
     assert json.loads((tmp_path / "out" / "flipguard.json").read_text()) == {"defense": "none"}
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_hub_cache_snapshot_of_symlinks(fresh_checkpoint, tmp_path):
+    """A hub cache snapshot links every file into ../../blobs; the output holds real files."""
+    blobs = fresh_checkpoint("repo/blobs", shards=3)
+    snapshot_dir = tmp_path / "repo" / "snapshots" / "abc123"
+    snapshot_dir.mkdir(parents=True)
+    for path in blobs.iterdir():
+        (snapshot_dir / path.name).symlink_to(os.path.relpath(path, snapshot_dir))
+    output = copy_checkpoint(snapshot_dir, tmp_path / "out")
+    assert not any(path.is_symlink() for path in output.iterdir())
+    assert {n: d for n, (d, _) in snapshot(output).items()} == {n: d for n, (d, _) in snapshot(blobs).items()}
+
+
+def test_force_replaces_a_file_at_the_output_path(single_checkpoint, tmp_path):
+    (tmp_path / "out").write_text("a file, not a checkpoint")
+    with pytest.raises(FlipGuardError, match="already exists"):
+        copy_checkpoint(single_checkpoint, tmp_path / "out")
+    copy_checkpoint(single_checkpoint, tmp_path / "out", force=True)
+    assert (tmp_path / "out" / "model.safetensors").is_file()
