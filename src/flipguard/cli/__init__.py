@@ -15,7 +15,7 @@ from flipguard import __version__
 from flipguard.errors import FlipGuardError
 
 # Subcommand modules, in the order `flipguard --help` lists them.
-SUBCOMMANDS = ["scan", "evaluate", "compare"]
+SUBCOMMANDS = ["scan", "evaluate", "compare", "zoo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
