@@ -102,7 +102,7 @@ def _shard_size(model: torch.nn.Module, shards: int) -> int | str:
 
 
 def save_tiny_tokenizer(path: str | PathLike, vocab: int = 128) -> None:
-    """Save a word-level fast tokenizer (``vocab`` ids: specials, then "w4", "w5", ...) and a chat template."""
+    """Save a word-level fast tokenizer and a chat template; ids: specials, then "w4", "w5", ..."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 

@@ -24,7 +24,9 @@ def read_config(directory: Path) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
-        raise FlipGuardError(f"{path} is not valid JSON ({err}); restore the model's original config.json.") from err
+        raise FlipGuardError(
+            f"{path} is not valid JSON ({err}); restore the model's original config.json."
+        ) from err
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise FlipGuardError(
             f"{path} has no 'model_type'; restore the model's original config.json "

@@ -82,14 +82,17 @@ def build_skeleton(checkpoint: Checkpoint) -> nn.Module:
     from transformers.initialization import no_tie_weights
 
     try:
-        config = AutoConfig.from_pretrained(str(checkpoint.path), local_files_only=True, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(
+            str(checkpoint.path), local_files_only=True, trust_remote_code=False
+        )
         with init_empty_weights(), no_tie_weights():
             return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     except (ValueError, KeyError, TypeError, OSError) as err:
         model_type = checkpoint.config.get("model_type")
         raise FlipGuardError(
             f"transformers cannot build a causal LM of model_type {model_type!r} from "
-            f"{checkpoint.path}/config.json ({first_line(err)}); use a supported architecture or upgrade transformers."
+            f"{checkpoint.path}/config.json ({first_line(err)}); "
+            "use a supported architecture or upgrade transformers."
         ) from err
 
 
@@ -121,7 +124,9 @@ def _is_converted(module_name: str, module: nn.Module, patterns: list[str]) -> b
     return isinstance(module, Conv1D) or type(module) is nn.Linear
 
 
-def _stored_weight(checkpoint: Checkpoint, model: nn.Module, module_name: str, module: nn.Module) -> str | None:
+def _stored_weight(
+    checkpoint: Checkpoint, model: nn.Module, module_name: str, module: nn.Module
+) -> str | None:
     """The checkpoint tensor holding ``module``'s weight; None when nothing of it is stored.
 
     Not stored and fine: a tied weight (re-tied to its float source after loading) and the

@@ -28,7 +28,14 @@ from flipguard.errors import FlipGuardError
 from .atomic import check_output_dir, make_temp_dir, move_into_place, remove_path
 from .checkpoint import Checkpoint
 from .header import HEADER_LENGTH_BYTES
-from .layout import INDEX_FILE, OTHER_WEIGHT_PATTERNS, PICKLE_PATTERNS, companion_files, matches, skipped_weight_files
+from .layout import (
+    INDEX_FILE,
+    OTHER_WEIGHT_PATTERNS,
+    PICKLE_PATTERNS,
+    companion_files,
+    matches,
+    skipped_weight_files,
+)
 from .messages import dtype_name
 
 

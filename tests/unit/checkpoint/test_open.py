@@ -1,4 +1,4 @@
-"""open_checkpoint: headers only, the right names, dtypes, shapes, shards and metadata; tensors one at a time."""
+"""open_checkpoint: headers only; names, dtypes, shapes, shards and metadata; tensors one at a time."""
 
 import json
 
@@ -23,7 +23,8 @@ def test_single_file_names_dtypes_shapes(single_checkpoint):
     assert not checkpoint.layout.is_sharded
     assert set(checkpoint.tensor_names) == set(reference)
     for name, info in checkpoint.tensors.items():
-        assert (info.dtype, info.shape, info.shard) == (reference[name].dtype, tuple(reference[name].shape), "model.safetensors")
+        expected = (reference[name].dtype, tuple(reference[name].shape), "model.safetensors")
+        assert (info.dtype, info.shape, info.shard) == expected
     assert checkpoint.metadata == {"model.safetensors": {"format": "pt"}}
     assert checkpoint.config["model_type"] == "llama"
 

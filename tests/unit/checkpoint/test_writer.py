@@ -18,6 +18,11 @@ class Boom(RuntimeError):
     pass
 
 
+def _digests(files):
+    """relative path -> sha256, from a ``snapshot``."""
+    return {name: digest for name, (digest, _) in files.items()}
+
+
 @pytest.mark.parametrize("fixture", ["single_checkpoint", "sharded_checkpoint"])
 def test_identity_copy_is_byte_identical(fixture, request, tmp_path):
     source = request.getfixturevalue(fixture)
@@ -26,7 +31,7 @@ def test_identity_copy_is_byte_identical(fixture, request, tmp_path):
     assert output == (tmp_path / "out").resolve()
     copied = snapshot(output)
     # every file, weights, index, config, tokenizer, chat template, README, nested file: same bytes
-    assert {name: digest for name, (digest, _) in copied.items()} == {name: digest for name, (digest, _) in before.items()}
+    assert _digests(copied) == _digests(before)
     assert snapshot(source) == before  # input untouched: same bytes, same mtimes
     assert leftovers(tmp_path) == []
 
@@ -141,7 +146,8 @@ def test_stray_weight_files_are_not_copied(fresh_checkpoint, tmp_path):
     with CheckpointWriter(tmp_path / "out", like=open_checkpoint(source)) as writer:
         for name, tensor in writer.like.iter_tensors():
             writer.write(name, tensor)
-    assert sorted(p.as_posix() for p in writer.skipped_files) == ["consolidated.safetensors", "pytorch_model.bin"]
+    skipped = sorted(p.as_posix() for p in writer.skipped_files)
+    assert skipped == ["consolidated.safetensors", "pytorch_model.bin"]
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert "consolidated.safetensors" not in names and "pytorch_model.bin" not in names
     assert "training_args.bin" in names  # not a weight file name: copied like any companion file
@@ -186,7 +192,7 @@ def test_hub_cache_snapshot_of_symlinks(fresh_checkpoint, tmp_path):
         (snapshot_dir / path.name).symlink_to(os.path.relpath(path, snapshot_dir))
     output = copy_checkpoint(snapshot_dir, tmp_path / "out")
     assert not any(path.is_symlink() for path in output.iterdir())
-    assert {n: d for n, (d, _) in snapshot(output).items()} == {n: d for n, (d, _) in snapshot(blobs).items()}
+    assert _digests(snapshot(output)) == _digests(snapshot(blobs))
 
 
 def test_force_replaces_a_file_at_the_output_path(single_checkpoint, tmp_path):
