@@ -67,11 +67,17 @@ class ShardHeader:
     tensors: dict[str, TensorInfo]  # in header order
     metadata: dict[str, str] = field(default_factory=dict)
     raw: bytes = b""  # the N JSON bytes exactly as stored, padding included
+    file_size: int = 0  # bytes; safetensors checked that the tensors' byte ranges fill it exactly
 
     @property
     def data_start(self) -> int:
         """Byte position of the data buffer in the file."""
         return HEADER_LENGTH_BYTES + len(self.raw)
+
+    @property
+    def prefix(self) -> bytes:
+        """The file's first ``data_start`` bytes: little-endian u64 header length, then the header."""
+        return struct.pack("<Q", len(self.raw)) + self.raw
 
 
 def read_shard_header(directory: Path, shard: str) -> ShardHeader:
@@ -87,7 +93,9 @@ def read_shard_header(directory: Path, shard: str) -> ShardHeader:
     metadata = parsed.pop("__metadata__", None) or {}
     tensors = {name: _tensor_info(name, entry, shard) for name, entry in parsed.items()}
     tensors = dict(sorted(tensors.items(), key=lambda item: item[1].data_offsets))
-    return ShardHeader(shard=shard, tensors=tensors, metadata=dict(metadata), raw=raw)
+    return ShardHeader(
+        shard=shard, tensors=tensors, metadata=dict(metadata), raw=raw, file_size=path.stat().st_size
+    )
 
 
 def _check_opens(path: Path) -> None:

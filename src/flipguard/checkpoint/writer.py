@@ -27,7 +27,6 @@ from flipguard.errors import FlipGuardError
 
 from .atomic import check_output_dir, make_temp_dir, move_into_place, remove_path
 from .checkpoint import Checkpoint
-from .header import HEADER_LENGTH_BYTES
 from .layout import (
     INDEX_FILE,
     OTHER_WEIGHT_PATTERNS,
@@ -121,14 +120,13 @@ class CheckpointWriter:
             shutil.copy2(self.like.path / relative, target)
 
     def _create_shards(self) -> None:
-        """Each shard: the input's length prefix and header bytes, then zeros up to the input's size."""
+        """Each shard: the input's header bytes, then zeros up to the input's file size."""
         for shard, header in self.like.headers.items():
-            source = self.like.path / shard
             target = self._temp / shard
             target.parent.mkdir(parents=True, exist_ok=True)
-            with open(source, "rb") as reader, open(target, "wb") as writer:
-                writer.write(reader.read(HEADER_LENGTH_BYTES + len(header.raw)))
-                writer.truncate(source.stat().st_size)
+            with open(target, "wb") as handle:
+                handle.write(header.prefix)
+                handle.truncate(header.file_size)
 
     def _finish(self) -> None:
         missing = [name for name in self.like.tensors if name not in self._written]
