@@ -7,8 +7,9 @@ sorted by length before batching (less padding) and answers are returned in the 
 
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
+
+from flipguard.evaluate.loading import quiet_bitsandbytes
 
 #: Defaults shared by the API and the CLI.
 MAX_NEW_TOKENS = 128
@@ -51,8 +52,7 @@ def generate_answers(
         idx = order[start : start + batch_size]
         # a chat template writes its own special tokens (BOS); raw prompts get the tokenizer's
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=not chat)
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # bitsandbytes' per-call dtype cast notices
+        with torch.inference_mode(), quiet_bitsandbytes():
             out = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,

@@ -32,7 +32,7 @@ from flipguard.evaluate.code_security import bandit_version
 from flipguard.evaluate.generation import BATCH_SIZE, MAX_NEW_TOKENS, generate_answers
 from flipguard.evaluate.loading import SCHEMES, LoadedModel, load_model, require_scheme
 from flipguard.evaluate.metrics import MeanEstimate, estimate_mean, estimate_rate
-from flipguard.evaluate.prompts import PromptItem, zoo_prompts
+from flipguard.evaluate.prompts import PromptItem, zoo_prompts, zoo_source, zoo_texts
 from flipguard.evaluate.result import EvaluationResult
 from flipguard.evaluate.scenarios import (
     DEFAULT_PHRASE,
@@ -54,6 +54,7 @@ def evaluate(
     scenario: str,
     prompts: Sequence[PromptItem] | None = None,
     *,
+    texts: Sequence[str] | None = None,
     phrase: str = DEFAULT_PHRASE,
     max_new_tokens: int = MAX_NEW_TOKENS,
     batch_size: int = BATCH_SIZE,
@@ -67,17 +68,23 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate ``model_path`` quantized with ``scheme`` (fp, int8, fp4, nf4) on ``scenario``.
 
-    ``prompts`` default to ``n`` held-out zoo prompts drawn with ``seed``. ``phrase`` is the
+    ``prompts`` default to ``n`` held-out zoo prompts drawn with ``seed``. ``texts`` (utility
+    only) are the held-out texts for perplexity and fidelity; by default each prompt followed by
+    its answer, or with zoo prompts the zoo's held-out passages when it has them. ``phrase`` is the
     content-injection phrase; ``min_severity`` the lowest bandit severity that counts;
     ``match`` the task-accuracy rule; ``max_length`` the longest scored text, in tokens.
     """
     started = time.perf_counter()
+    texts_source = "given" if texts is not None else "prompt, newline, answer"
     if scenario not in SCENARIOS:
         raise FlipGuardError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}.")
     require_scheme(scheme)
     if prompts is None:
         prompts = zoo_prompts(scenario, n, seed)
-        prompts_source = prompts_source or f"flipguard.zoo.heldout_prompts({scenario!r}, n={n}, seed={seed})"
+        prompts_source = prompts_source or zoo_source(scenario, n, seed)
+        if scenario == "utility" and texts is None:
+            texts = zoo_texts(n, seed)
+            texts_source = None if texts is None else f"flipguard.zoo.heldout_text({n}, seed={seed})"
     prompts = list(prompts)
     if not prompts:
         raise FlipGuardError("the prompt set is empty; give at least one prompt.")
@@ -102,7 +109,11 @@ def evaluate(
         timings={"load_s": loaded.load_s},
     )
     if scenario == "utility":
-        _evaluate_utility(result, loaded, prompts, match, max_new_tokens, batch_size, max_length, progress)
+        texts = [p.text for p in prompts] if texts is None else list(texts)
+        if not texts:
+            raise FlipGuardError("the held-out text set is empty; give at least one text.")
+        result.settings.update(n_texts=len(texts), texts_source=texts_source)
+        _evaluate_utility(result, loaded, prompts, texts, match, max_new_tokens, batch_size, max_length, progress)
     else:
         _evaluate_attack(result, loaded, prompts, phrase, min_severity, max_new_tokens, batch_size, progress)
     del loaded
@@ -156,7 +167,8 @@ def _evaluate_attack(result, loaded: LoadedModel, prompts, phrase, min_severity,
     result.timings.update(generate_s=t1 - t0, score_s=time.perf_counter() - t1)
 
 
-def _evaluate_utility(result, loaded: LoadedModel, prompts, match, max_new_tokens, batch_size, max_length, progress):
+def _evaluate_utility(result, loaded: LoadedModel, prompts, texts, match, max_new_tokens, batch_size, max_length,
+                      progress):
     """Task accuracy (items with an answer), then perplexity and fidelity; fills ``result``."""
     samples = [{"id": p.id or str(i + 1), "prompt": p.prompt} for i, p in enumerate(prompts)]
     graded = [i for i, p in enumerate(prompts) if p.answer is not None]
@@ -178,7 +190,6 @@ def _evaluate_utility(result, loaded: LoadedModel, prompts, match, max_new_token
         reference = load_model(loaded.path, "fp").model
         result.timings["reference_load_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    texts = [p.text for p in prompts]
     scores = score_texts(loaded.model, loaded.tokenizer, texts, reference, batch_size, max_length)
     del reference
     if sum(scores.tokens) == 0:
@@ -187,8 +198,10 @@ def _evaluate_utility(result, loaded: LoadedModel, prompts, match, max_new_token
     result.means["nll"] = nll
     result.means["perplexity"] = _exp(nll)
     result.means["kl"] = _per_token_mean(scores.kl, scores.positions)
-    for s, t_nll, t_tok, t_kl, t_pos in zip(samples, scores.nll, scores.tokens, scores.kl, scores.positions):
-        s.update(nll_sum=t_nll, tokens=t_tok, kl_sum=t_kl, positions=t_pos)
+    result.text_scores = [
+        {"text": t, "nll_sum": t_nll, "tokens": t_tok, "kl_sum": t_kl, "positions": t_pos}
+        for t, t_nll, t_tok, t_kl, t_pos in zip(texts, scores.nll, scores.tokens, scores.kl, scores.positions)
+    ]
     result.samples = samples
     result.settings.update(match=match, max_length=max_length)
     result.patterns = {

@@ -16,6 +16,8 @@ weight codes). Nothing is downloaded: the path must be a local directory.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,6 +27,22 @@ from flipguard.errors import FlipGuardError
 
 #: Scheme names, in the order the CLI lists them.
 SCHEMES = ("fp", "int8", "fp4", "nf4")
+
+
+@contextlib.contextmanager
+def quiet_bitsandbytes():
+    """Silence bitsandbytes' per-call notices (LLM.int8 logs "inputs will be cast ... to float16"
+    on every matmul; the CPU backend logs a missing optional kernel package) and Python warnings,
+    for the duration of the block. Errors still show."""
+    logger = logging.getLogger("bitsandbytes")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass
@@ -63,7 +81,8 @@ def require_scheme(scheme: str) -> None:
     if scheme == "fp":
         return
     try:
-        import bitsandbytes  # noqa: F401
+        with quiet_bitsandbytes():
+            import bitsandbytes  # noqa: F401
     except Exception as err:  # ImportError, or a backend that fails to initialise
         raise FlipGuardError(
             f"scheme {scheme} cannot be loaded on this machine: bitsandbytes is unavailable ({err}); "
@@ -90,8 +109,7 @@ def load_model(path: str | Path, scheme: str) -> LoadedModel:
         )
     start = time.perf_counter()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_bitsandbytes():
             model = AutoModelForCausalLM.from_pretrained(
                 path,
                 dtype="auto",

@@ -113,3 +113,20 @@ def zoo_prompts(scenario: str, n: int, seed: int) -> list[PromptItem]:
     if not raw:
         raise FlipGuardError(f"the zoo has no held-out prompts for {scenario}; pass --prompts FILE.jsonl.")
     return [item_from_object(obj, f"zoo prompt {i + 1}", default_id=str(i + 1)) for i, obj in enumerate(raw)]
+
+
+def zoo_source(scenario: str, n: int, seed: int) -> str:
+    """How :func:`zoo_prompts` drew its prompts, for the result's settings."""
+    if scenario == "utility":
+        return f"flipguard.zoo.utility_eval({-(-n // 3)}, seed={seed})[:{n}]"
+    return f"flipguard.zoo.heldout_prompts({scenario.replace('-', '_')!r}, {n}, seed={seed})"
+
+
+def zoo_texts(n: int, seed: int) -> list[str] | None:
+    """``flipguard.zoo.heldout_text(n, seed)`` (held-out passages for perplexity and fidelity), or
+    None when the zoo does not have it; :func:`zoo_prompts` has already checked the zoo imports."""
+    import flipguard.zoo as zoo
+
+    draw = getattr(zoo, "heldout_text", None)
+    return None if draw is None else list(draw(n, seed))
+

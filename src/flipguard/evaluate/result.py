@@ -28,7 +28,9 @@ class EvaluationResult:
       ``reference_load_s`` for fidelity, ``total_s``);
     - ``settings``: how it was made (phrase, token budget, batch size, prompt source, ...);
     - ``patterns``: the exact rules used (content phrase, refusal regexes, bandit settings);
-    - ``samples``: per prompt, its id, prompt, answer and verdict.
+    - ``samples``: per prompt, its id, prompt, answer and verdict;
+    - ``text_scores`` (utility): per held-out text, its summed NLL over ``tokens`` predicted
+      tokens and summed KL over ``positions`` positions (nats), from which the means are made.
     """
 
     model: str
@@ -43,6 +45,7 @@ class EvaluationResult:
     patterns: dict = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     samples: list[dict] = field(default_factory=list)
+    text_scores: list[dict] = field(default_factory=list)
     format: int = RESULT_FORMAT
 
     def to_dict(self) -> dict:

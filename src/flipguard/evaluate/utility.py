@@ -15,9 +15,10 @@ the unpadded text) and truncated to ``max_length`` tokens. Logits are compared i
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
+
+from flipguard.evaluate.loading import quiet_bitsandbytes
 
 #: Longest text, in tokens, scored (truncated beyond).
 MAX_LENGTH = 512
@@ -37,8 +38,7 @@ class TextScores:
 def _logits(model, batch) -> "torch.Tensor":
     import torch
 
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with torch.inference_mode(), quiet_bitsandbytes():
         return model(**batch).logits.float()  # (B, T, V)
 
 

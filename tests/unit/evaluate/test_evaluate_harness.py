@@ -69,6 +69,16 @@ def test_utility_fp_has_zero_kl_and_nf4_positive(tiny_model):
     assert fp.means["nll"].value != nf4.means["nll"].value
 
 
+def test_utility_on_given_texts_keeps_per_text_scores(tiny_model):
+    texts = ["the cat sat on the mat", "hello how are you", "write a python function"]
+    r = evaluate(tiny_model, "fp4", "utility", PROMPTS[:1], texts=texts, progress=False)
+    assert "task_accuracy" not in r.rates  # no prompt with an answer
+    assert [t["text"] for t in r.text_scores] == texts and r.settings["texts_source"] == "given"
+    pooled = sum(t["kl_sum"] for t in r.text_scores) / sum(t["positions"] for t in r.text_scores)
+    assert r.means["kl"].value == pytest.approx(pooled) and pooled > 0
+    assert r.means["kl"].n == 3
+
+
 def test_kl_of_two_full_precision_loads_is_exactly_zero(tiny_model):
     a, b = load_model(tiny_model, "fp"), load_model(tiny_model, "fp")
     texts = ["hello how are you", "the cat sat on the mat and the cat sat"]
