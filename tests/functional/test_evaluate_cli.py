@@ -13,8 +13,8 @@ from flipguard.cli import SUBCOMMANDS
 
 def _load_builder():
     """The tiny-checkpoint builder shared with tests/unit/evaluate (loaded by path: tests are no package)."""
-    path = Path(__file__).parents[1] / "unit" / "evaluate" / "evaluate_tiny_checkpoint.py"
-    spec = importlib.util.spec_from_file_location("evaluate_tiny_checkpoint", path)
+    path = Path(__file__).parents[1] / "unit" / "evaluate" / "evaluate_testkit.py"
+    spec = importlib.util.spec_from_file_location("evaluate_testkit", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-
-from evaluate_tiny_checkpoint import build_parrot, build_random
+from evaluate_testkit import build_parrot, build_random, write_jsonl
 
 
 @pytest.fixture(scope="session")
@@ -19,13 +16,6 @@ def tiny_model(tmp_path_factory):
 def parrot_model(tmp_path_factory):
     """A tiny Llama directory whose every answer repeats "McDonald's"."""
     return build_parrot(tmp_path_factory.mktemp("parrot") / "model")
-
-
-def write_jsonl(path, rows):
-    """Write ``rows`` (dicts, or raw strings written as they are) one per line."""
-    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    return path
-
 
 @pytest.fixture
 def prompt_file(tmp_path):

@@ -4,8 +4,9 @@ import argparse
 import json
 
 import pytest
-from conftest import write_jsonl
-from test_evaluate_compare import attack, utility
+from evaluate_testkit import attack_result as attack
+from evaluate_testkit import utility_result as utility
+from evaluate_testkit import write_jsonl
 
 from flipguard.cli import compare as compare_cli
 from flipguard.cli import evaluate as evaluate_cli

@@ -3,26 +3,12 @@
 import math
 
 import pytest
+from evaluate_testkit import attack_result as attack
+from evaluate_testkit import utility_result as utility
 
 from flipguard.errors import FlipGuardError
-from flipguard.evaluate import EvaluationResult, compare_results, estimate_mean, estimate_rate, load_result
+from flipguard.evaluate import compare_results, load_result
 from flipguard.evaluate.report import format_comparison, format_result
-
-
-def attack(scheme, k, n=20, scenario="content-injection", load_s=2.0, phrase="McDonald's"):
-    rate = estimate_rate(k, n)
-    return EvaluationResult(model="m", scheme=scheme, scenario=scenario, n=n, attack_success=rate,
-                            rates={"contains_phrase": rate}, timings={"load_s": load_s},
-                            settings={"phrase": phrase, "prompts_source": "p.jsonl"})
-
-
-def utility(scheme, kl, acc_k, ppl):
-    nll = math.log(ppl)
-    return EvaluationResult(
-        model="m", scheme=scheme, scenario="utility", n=10,
-        rates={"task_accuracy": estimate_rate(acc_k, 10)},
-        means={"kl": estimate_mean([kl, kl]), "nll": estimate_mean([nll]), "perplexity": estimate_mean([ppl])},
-    )
 
 
 def test_full_comparison_with_fidelity_utility():

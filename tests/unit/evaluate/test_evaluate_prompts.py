@@ -5,10 +5,10 @@ import sys
 import types
 
 import pytest
-from conftest import write_jsonl
+from evaluate_testkit import write_jsonl
 
 from flipguard.errors import FlipGuardError
-from flipguard.evaluate.prompts import PromptItem, load_prompts, zoo_prompts
+from flipguard.evaluate.prompts import load_prompts, zoo_prompts
 
 
 def test_reads_prompts_answers_and_ids(prompt_file):

@@ -1,4 +1,6 @@
-"""Tiny local checkpoints for the evaluation tests: no download, built in well under a second.
+"""Helpers for the evaluation tests (a uniquely named module: every test folder has a conftest).
+
+Tiny local checkpoints, no download, built in well under a second:
 
 - :func:`build_random`: a random-init 2-layer Llama (hidden 64) with a word-level tokenizer and a
   chat template; its answers are gibberish but deterministic.
@@ -11,6 +13,8 @@ Shared with tests/functional/test_evaluate_cli.py, which loads this file by path
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 WORDS = (
@@ -65,3 +69,31 @@ def build_random(path: str | Path, seed: int = 0, parrot: bool = False) -> Path:
 def build_parrot(path: str | Path) -> Path:
     """A tiny checkpoint whose every answer is "McDonald's McDonald's ..." (see module docstring)."""
     return build_random(path, parrot=True)
+
+
+def write_jsonl(path, rows):
+    """Write ``rows`` (dicts, or raw strings written as they are) one per line; returns ``path``."""
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def attack_result(scheme, k, n=20, scenario="content-injection", load_s=2.0, phrase="McDonald's"):
+    """A hand-made attack-scenario result: k of n answers attacked."""
+    from flipguard.evaluate import EvaluationResult, estimate_rate
+
+    rate = estimate_rate(k, n)
+    return EvaluationResult(model="m", scheme=scheme, scenario=scenario, n=n, attack_success=rate,
+                            rates={"contains_phrase": rate}, timings={"load_s": load_s},
+                            settings={"phrase": phrase, "prompts_source": "p.jsonl"})
+
+
+def utility_result(scheme, kl, acc_k, ppl):
+    """A hand-made utility result: mean KL ``kl`` nats, ``acc_k`` of 10 correct, perplexity ``ppl``."""
+    from flipguard.evaluate import EvaluationResult, estimate_mean, estimate_rate
+
+    return EvaluationResult(
+        model="m", scheme=scheme, scenario="utility", n=10,
+        rates={"task_accuracy": estimate_rate(acc_k, 10)},
+        means={"kl": estimate_mean([kl, kl]), "nll": estimate_mean([math.log(ppl)]),
+               "perplexity": estimate_mean([ppl])},
+    )
