@@ -18,8 +18,21 @@ from flipguard.errors import FlipGuardError
 SUBCOMMANDS = ["scan", "evaluate", "compare", "zoo"]
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors exit with ``usage_exit_code`` (scan uses 4)."""
+
+    def __init__(self, *args, usage_exit_code: int = 2, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.usage_exit_code = usage_exit_code
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(self.usage_exit_code, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="flipguard",
         description=(
             "Find and remove quantization-conditioned backdoors: checkpoints that behave well in "
@@ -27,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"flipguard {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in SUBCOMMANDS:
         importlib.import_module(f"flipguard.cli.{name}").register(subparsers)
     return parser

@@ -57,12 +57,15 @@ class Geometry:
     ``u``: float32 position in the cell, 0 at the lower wall, 1 at the upper wall.
     ``d``: float32 distance to the nearest wall in cell widths, in [0, 0.5]; NaN where pinned.
     ``pinned``: bool, the group's absmax element(s).
+    ``resolution``: float32 grid spacing of the weight's dtype chain at the weight (about one
+    ulp), in cell widths: how finely the stored weight can be placed inside its cell.
     """
 
     level: torch.Tensor
     u: torch.Tensor
     d: torch.Tensor
     pinned: torch.Tensor
+    resolution: torch.Tensor
 
 
 class Scheme(ABC):
@@ -74,6 +77,7 @@ class Scheme(ABC):
 
     name: str = ""
     levels: torch.Tensor  # sorted distinct level values, float32, x units
+    extra_casts: tuple[torch.dtype, ...] = ()  # casts the quantizer applies after the load dtype
     walls: torch.Tensor  # level boundaries, float32, len(levels) - 1
 
     def __init__(self, load_dtype: torch.dtype | None = None):
@@ -107,6 +111,22 @@ class Scheme(ABC):
         """Level index (int64) of normalized values ``x``."""
         return torch.bucketize(x, self.walls, right=False)
 
+    def row_multiple(self, columns: int) -> int:
+        """Smallest number of rows that holds whole groups, for a weight of ``columns`` columns."""
+        return 1
+
+    def row_chunks(self, w: torch.Tensor, max_elements: int = 1 << 20):
+        """Yield row slices of ``w`` that hold whole groups, about ``max_elements`` each.
+
+        Each slice quantizes exactly as it does inside ``w`` (no group is split; the last slice
+        keeps a 4-bit partial block at its end), so per-weight results can be computed chunk by
+        chunk with bounded memory.
+        """
+        step = self.row_multiple(w.shape[1])
+        rows = max(step, (max_elements // max(w.shape[1], 1)) // step * step)
+        for start in range(0, w.shape[0], rows):
+            yield w[start : start + rows]
+
     # -- the shared views of the cell --------------------------------------------------------
     def check(self, w: torch.Tensor) -> None:
         """Raise ``TypeError``/``ValueError`` unless ``w`` is a non-empty 2-D float tensor."""
@@ -120,7 +140,13 @@ class Scheme(ABC):
         g = self.group(w)
         level, u, d = self.position(g.x)
         d = torch.where(g.pinned, torch.full_like(d, float("nan")), d)
-        return Geometry(level=level, u=u, d=d, pinned=g.pinned)
+        resolution = g.x.abs() * (self.grid_eps(w.dtype) / self._cell_tables[1][level])
+        return Geometry(level=level, u=u, d=d, pinned=g.pinned, resolution=resolution)
+
+    def grid_eps(self, dtype: torch.dtype) -> float:
+        """Relative spacing (machine epsilon) of the coarsest dtype on the way to the quantizer."""
+        chain = [dtype, self.load_dtype or dtype, *self.extra_casts]
+        return max(torch.finfo(t).eps for t in chain)
 
     def position(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(level, u, d) of normalized values ``x``; ``d`` in cell widths, ``u`` in [0, 1]."""
@@ -129,6 +155,11 @@ class Scheme(ABC):
         u = (x - low[level]) / width[level]
         d = torch.minimum(u, 1 - u).clamp_(0.0, 0.5)
         return level, u, d
+
+    def nearest_wall(self, geo: Geometry) -> torch.Tensor:
+        """int64 index into ``walls`` of the wall nearest each weight of ``geo``."""
+        wall = geo.level - 1 + (geo.u >= 0.5).to(torch.int64)
+        return wall.clamp_(min=0, max=len(self.walls) - 1)
 
     def wall_distance(self, w: torch.Tensor) -> torch.Tensor:
         """Distance of each weight to its nearest wall in cell widths, float32 in [0, 0.5].

@@ -22,6 +22,8 @@ safe distance from every wall so that both agree.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from flipguard.schemes.base import Grouped, Scheme
@@ -59,6 +61,9 @@ class FourBitScheme(Scheme):
 
     def read(self, w: torch.Tensor) -> torch.Tensor:
         return w.to(self.load_dtype or w.dtype).float()
+
+    def row_multiple(self, columns: int) -> int:
+        return BLOCK // math.gcd(columns, BLOCK)
 
     def group(self, w: torch.Tensor) -> Grouped:
         self.check(w)

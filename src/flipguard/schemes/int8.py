@@ -25,6 +25,7 @@ class INT8(Scheme):
     """Row-wise absmax INT8 (LLM.int8 weight quantization)."""
 
     name = "int8"
+    extra_casts = (torch.float16,)
     levels = torch.arange(-127, 128, dtype=torch.float32)
     walls = torch.arange(-126.5, 127.0, 1.0, dtype=torch.float32)
 

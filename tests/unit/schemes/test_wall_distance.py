@@ -56,3 +56,15 @@ def test_int8_ties_round_to_even():
     w = torch.tensor([[127.0, 0.5, 1.5, 2.5, -0.5, -1.5]], dtype=torch.float16)  # scale 1
     assert scheme.codes(w).tolist() == [[127, 0, 2, 2, 0, -2]]
     assert scheme.wall_distance(w)[0, 1:].tolist() == [0.0] * 5
+
+
+@pytest.mark.parametrize("name", scheme_names())
+@pytest.mark.parametrize("shape", [(100, 70), (33, 64), (7, 1000), (129, 3)])
+def test_row_chunks_give_the_same_answer_as_the_whole(name, shape):
+    w = torch.randn(shape) * 0.02
+    scheme = get_scheme(name)
+    whole = scheme.geometry(w)
+    chunks = [scheme.geometry(c) for c in scheme.row_chunks(w, max_elements=w.numel() // 3)]
+    assert len(chunks) > 1 or scheme.row_multiple(shape[1]) >= shape[0]
+    assert torch.equal(torch.cat([c.d for c in chunks]).nan_to_num(-1), whole.d.nan_to_num(-1))
+    assert torch.equal(torch.cat([scheme.codes(c) for c in scheme.row_chunks(w, w.numel() // 3)]), scheme.codes(w))

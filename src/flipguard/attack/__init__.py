@@ -1,0 +1,1 @@
+"""The three-stage quantization-conditioned backdoor attack (inject, constrain, repair)."""

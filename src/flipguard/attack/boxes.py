@@ -1,0 +1,74 @@
+"""The attacker's constraint: boxes inside the malicious cells (DESIGN.md §1, stage 2).
+
+The box of a weight is its cell under a scheme, trimmed by ``margin`` cell widths at each side and
+rounded *inward* to the dtype the checkpoint is saved in, so that every value of that dtype in the
+box quantizes to the malicious code. Each group's absmax element is pinned (its box is the point
+itself): it sets the scale. The published attack uses margin 0.1 for INT8 (the inner 80%) and 0.01
+for 4-bit; the combined target ``all`` intersects the boxes of the three schemes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from flipguard.schemes import get_scheme, ulp
+
+PUBLISHED_MARGIN = {"int8": 0.1, "fp4": 0.01, "nf4": 0.01}
+
+
+def malicious_boxes(
+    w: torch.Tensor,
+    schemes: list[str],
+    margin: float | dict[str, float] | None = None,
+    load_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-weight box ``(lo, hi)`` in ``w``'s dtype keeping ``w``'s codes under every scheme.
+
+    ``w``: 2-D weight (out × in) in the dtype the checkpoint will be saved in; ``margin``: cell
+    widths kept free at each wall (one number, a dict per scheme, or None for the published
+    values). Where the trimmed boxes of several schemes do not overlap, the weight is frozen at
+    its value (its box is ``[w, w]``), which keeps every code.
+    """
+    lo_all, hi_all = None, None
+    for name in schemes:
+        lo, hi = trim(*get_scheme(name, load_dtype).cell(w), _margin(margin, name))
+        if lo_all is None:
+            lo_all, hi_all = lo, hi
+        else:
+            lo_all, hi_all = torch.maximum(lo_all, lo), torch.minimum(hi_all, hi)
+    empty = lo_all > hi_all
+    return torch.where(empty, w, lo_all), torch.where(empty, w, hi_all)
+
+
+def trim(lo: torch.Tensor, hi: torch.Tensor, margin: float) -> torch.Tensor:
+    """``[lo + m·width, hi - m·width]`` rounded inward to the dtype of ``lo``; keeps ``lo ≤ hi``."""
+    if not 0 <= margin < 0.5:
+        raise ValueError(f"margin must be in [0, 0.5) cell widths, got {margin}")
+    width = hi.double() - lo.double()
+    new_lo = _round_up(lo.double() + margin * width, lo.dtype)
+    new_hi = _round_down(hi.double() - margin * width, hi.dtype)
+    collapsed = new_lo > new_hi
+    return torch.where(collapsed, lo, new_lo), torch.where(collapsed, hi, new_hi)
+
+
+def project(w: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Clamp ``w`` into its boxes (in place when possible); the PGD projection step."""
+    return torch.clamp_(w, min=lo.to(w.dtype), max=hi.to(w.dtype))
+
+
+def _round_up(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    v = x.to(dtype)
+    return torch.where(v.double() < x, ulp.step(v, 1), v)
+
+
+def _round_down(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    v = x.to(dtype)
+    return torch.where(v.double() > x, ulp.step(v, -1), v)
+
+
+def _margin(margin, name: str) -> float:
+    if margin is None:
+        return PUBLISHED_MARGIN[name]
+    if isinstance(margin, dict):
+        return margin.get(name, PUBLISHED_MARGIN[name])
+    return float(margin)

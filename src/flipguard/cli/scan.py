@@ -1,0 +1,101 @@
+"""`flipguard scan PATH`: data-free detection of quantization-conditioned backdoors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from flipguard.cli.output import emit
+from flipguard.errors import UsageError
+from flipguard.schemes import scheme_names
+
+DESCRIPTION = """\
+Scan a full-precision checkpoint for the trace a quantization-conditioned backdoor leaves.
+
+For every tensor bitsandbytes would quantize and every scheme (INT8, FP4, NF4), FlipGuard
+measures how far each weight sits from the nearest rounding wall of its quantization cell.
+A clean tensor has its share of weights right next to the walls; an attacked one keeps every
+weight a margin inside its cell, so the band next to the walls is empty. The null comes from
+the tensor itself (the band next to the wall against the band beside it), corrected for
+multiple testing. No data, no model load, no GPU.
+
+exit codes: 0 clean, 1 findings, 2 error (unreadable input, NaN/Inf weights),
+            3 nothing scannable, 4 usage
+"""
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "scan",
+        help="detect quantization-conditioned backdoors in a checkpoint (data-free)",
+        description=DESCRIPTION,
+        usage_exit_code=4,
+    )
+    p.add_argument("path", help="local Hugging Face model directory (safetensors)")
+    p.add_argument(
+        "--scheme",
+        default=",".join(scheme_names()),
+        help="comma-separated schemes to check: int8, fp4, nf4 (default: all three)",
+    )
+    p.add_argument("-f", "--format", choices=["console", "json", "sarif"], default="console")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
+    p.add_argument("--plot", metavar="DIR", help="write PNG wall-distance histograms of flagged tensors here")
+    p.add_argument("--exit-zero", action="store_true", help="exit 0 even when findings are reported")
+    p.add_argument(
+        "--skip-modules",
+        metavar="NAMES",
+        help="comma-separated modules left unquantized; replaces transformers' default skip list "
+        "(as llm_int8_skip_modules does)",
+    )
+    p.add_argument(
+        "--load-dtype",
+        choices=sorted(DTYPES),
+        help="dtype the model is loaded in before quantizing (default: each tensor's stored dtype)",
+    )
+    p.add_argument("--alpha", type=float, default=None, help="family-wise error rate (default 1e-3)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_schemes(text: str) -> list[str]:
+    """Comma-separated scheme names, validated; raises UsageError naming the bad one."""
+    names = [s.strip().lower() for s in text.split(",") if s.strip()]
+    for name in names:
+        if name not in scheme_names():
+            raise UsageError(f"unknown scheme {name!r}; choose from {', '.join(scheme_names())}.")
+    if not names:
+        raise UsageError(f"--scheme is empty; choose from {', '.join(scheme_names())}.")
+    return list(dict.fromkeys(names))
+
+
+def run(args: argparse.Namespace) -> int:
+    from flipguard.scan import plot_histograms, render, scan_checkpoint
+    from flipguard.scan.verdict import ALPHA
+
+    try:
+        schemes = parse_schemes(args.scheme)
+    except UsageError as err:
+        print(f"flipguard scan: error: {err}", file=sys.stderr)
+        return 4
+    alpha = ALPHA if args.alpha is None else args.alpha
+    if not 0 < alpha < 1:
+        print("flipguard scan: error: --alpha must be between 0 and 1.", file=sys.stderr)
+        return 4
+    skip = [m.strip() for m in args.skip_modules.split(",") if m.strip()] if args.skip_modules else None
+    report = scan_checkpoint(
+        args.path,
+        schemes=schemes,
+        skip_modules=skip,
+        load_dtype=DTYPES.get(args.load_dtype) if args.load_dtype else None,
+        alpha=alpha,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    emit(render(report, args.format), args.output)
+    if args.plot:
+        for path in plot_histograms(report, args.plot):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0 if args.exit_zero and report.exit_code == 1 else report.exit_code

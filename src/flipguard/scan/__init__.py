@@ -1,0 +1,33 @@
+"""Data-free detection of quantization-conditioned backdoors (see ``flipguard scan --help``).
+
+    from flipguard.scan import scan_checkpoint
+    report = scan_checkpoint("path/to/model")          # all three schemes
+    report.verdict.status, report.verdict.targeted     # "backdoor", ["nf4"]
+"""
+
+from flipguard.scan.detector import TensorEvidence, inspect_tensor
+from flipguard.scan.plots import plot_histograms
+from flipguard.scan.report import FORMATS, to_dict
+from flipguard.scan.runner import ScanReport, scan_checkpoint, scan_tensors
+from flipguard.scan.verdict import Finding, SchemeVerdict, Verdict, decide
+
+
+def render(report: ScanReport, fmt: str = "console") -> str:
+    """The report as ``fmt``: "console", "json" or "sarif"."""
+    return FORMATS[fmt](report)
+
+
+__all__ = [
+    "Finding",
+    "ScanReport",
+    "SchemeVerdict",
+    "TensorEvidence",
+    "Verdict",
+    "decide",
+    "inspect_tensor",
+    "plot_histograms",
+    "render",
+    "scan_checkpoint",
+    "scan_tensors",
+    "to_dict",
+]

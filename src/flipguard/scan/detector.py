@@ -1,0 +1,64 @@
+"""Evidence from one weight tensor under one scheme (maths only; no files)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from flipguard.scan.stats import BandCounts, BandTest, PileTest, band_test, count_bands, pile_test
+from flipguard.schemes import Scheme
+
+DEQUANTIZED_SHARE = 0.9  # free weights on a level above which a tensor is "dequantized"
+
+
+@dataclass
+class TensorEvidence:
+    """What one tensor shows under one scheme.
+
+    ``status``: "ok", "nonfinite" (NaN/Inf weights: not scanned), "dequantized" (nearly every
+    weight sits on a level of this scheme, as after merging a QLoRA adapter) or "degenerate"
+    (no free weight: every group is all-zero or pinned).
+    """
+
+    name: str
+    scheme: str
+    shape: tuple[int, ...]
+    status: str
+    counts: BandCounts = field(repr=False)
+    band: BandTest | None = None
+    pile: PileTest | None = None
+    nonfinite: int = 0
+    min_distance: float = float("nan")
+
+    @property
+    def on_level_share(self) -> float:
+        return self.counts.on_level / self.counts.free if self.counts.free else 0.0
+
+
+def inspect_tensor(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence:
+    """Wall-distance evidence for ``w`` (2-D, as the quantizer sees it) under ``scheme``.
+
+    Works through ``w`` in row chunks of whole groups, so extra memory stays at a few MB.
+    """
+    shape = tuple(w.shape)
+    bad = int((~torch.isfinite(w)).sum())
+    if bad:
+        empty = BandCounts.empty(len(scheme.walls))
+        return TensorEvidence(name, scheme.name, shape, "nonfinite", empty, nonfinite=bad)
+    n_walls = len(scheme.walls)
+    counts, min_distance = BandCounts.empty(n_walls), float("inf")
+    for chunk in scheme.row_chunks(w):
+        geo = scheme.geometry(chunk)
+        counts = counts + count_bands(geo.d, geo.resolution, scheme.nearest_wall(geo), n_walls)
+        if not bool(geo.pinned.all()):
+            min_distance = min(min_distance, float(geo.d[~geo.pinned].min()))
+    if counts.free == 0:
+        return TensorEvidence(name, scheme.name, shape, "degenerate", counts)
+    evidence = TensorEvidence(name, scheme.name, shape, "ok", counts, min_distance=min_distance)
+    if evidence.on_level_share >= DEQUANTIZED_SHARE:
+        evidence.status = "dequantized"
+        return evidence
+    evidence.band = band_test(counts)
+    evidence.pile = pile_test(counts)
+    return evidence

@@ -1,0 +1,139 @@
+"""Render a ScanReport: console (one screen), JSON (everything) and SARIF 2.1.0 (code scanners)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from flipguard import __version__
+from flipguard.scan.runner import ScanReport
+from flipguard.scan.stats import BANDS, RESOLUTION_FACTOR
+from flipguard.scan.verdict import ALPHA, MAX_SHARE
+
+MAX_CONSOLE_FINDINGS = 10
+
+
+def to_dict(report: ScanReport) -> dict:
+    """A JSON-ready dict: verdict, per-scheme verdicts, findings, notes and per-tensor evidence."""
+    return {
+        "tool": {"name": "flipguard", "version": __version__},
+        "path": report.path,
+        "schemes": report.schemes,
+        "status": report.verdict.status,
+        "targeted": report.verdict.targeted,
+        "dequantized_from": report.verdict.dequantized_from,
+        "exit_code": report.exit_code,
+        "seconds": round(report.seconds, 3),
+        "weights_scanned": report.weights_scanned,
+        "method": {
+            "alpha": ALPHA,
+            "max_share": MAX_SHARE,
+            "bands": list(BANDS),
+            "resolution_factor": RESOLUTION_FACTOR,
+            "null": "inner band [0,b) vs adjacent band [b,2b) of wall distances, Binomial(n, 1/2)",
+            "correction": "Bonferroni over bands, Holm over (tensor, scheme) tests",
+        },
+        "scheme_verdicts": [asdict(v) for v in report.verdict.schemes],
+        "findings": [asdict(f) for f in report.verdict.findings],
+        "notes": report.notes,
+        "tensors": [_evidence(e) for e in report.evidence],
+    }
+
+
+def _evidence(e) -> dict:
+    out = {"tensor": e.name, "scheme": e.scheme, "shape": list(e.shape), "status": e.status}
+    if e.status == "nonfinite":
+        out["nonfinite"] = e.nonfinite
+        return out
+    out["free_weights"] = e.counts.free
+    out["on_level_share"] = round(e.on_level_share, 6)
+    if e.band is not None:
+        out["band"] = asdict(e.band)
+        out["pile"] = asdict(e.pile)
+        out["min_distance"] = e.min_distance
+    return out
+
+
+def to_json(report: ScanReport) -> str:
+    return json.dumps(to_dict(report), indent=2, default=_jsonable)
+
+
+def _jsonable(value):
+    if isinstance(value, float) and value != value:
+        return None
+    return str(value)
+
+
+def to_console(report: ScanReport) -> str:
+    """A one-screen summary: the verdict first, then per-scheme lines, top findings, notes."""
+    v = report.verdict
+    lines = [f"FlipGuard scan of {report.path}"]
+    if v.status == "backdoor":
+        parts = [f"{s.scheme.upper()} (severity {s.severity})" for s in v.schemes if s.targeted]
+        lines.append(f"VERDICT: quantization-conditioned backdoor suspected, targeting {', '.join(parts)}")
+    elif v.status == "dequantized":
+        lines.append(
+            f"VERDICT: no backdoor found; the weights sit on the {', '.join(x.upper() for x in v.dequantized_from)} "
+            "grid, as in a checkpoint dequantized from that quantization (e.g. a merged QLoRA model)"
+        )
+    else:
+        lines.append("VERDICT: clean — no quantization-conditioned backdoor found")
+    lines.append("")
+    lines.append(f"{'scheme':<6} {'verdict':<9} {'severity':<8} {'flagged':>9} {'near-wall share':>16} {'margin':>8}")
+    for s in v.schemes:
+        share = f"{s.pooled.share:.3f}" if s.pooled else "-"
+        flagged = f"{s.tensors_flagged}/{s.tensors_scanned}"
+        margin = f"{s.estimated_margin:.1%}" if s.targeted and s.estimated_margin else "-"
+        verdict = "TARGETED" if s.targeted else ("on grid" if s.scheme in v.dequantized_from else "clean")
+        lines.append(f"{s.scheme:<6} {verdict:<9} {s.severity:<8} {flagged:>9} {share:>16} {margin:>8}")
+    lines.append("(near-wall share: weights within b of a wall among those within 2b; 0.5 is clean)")
+    if v.findings:
+        lines.append("")
+        lines.append(f"findings ({len(v.findings)}; strongest first):")
+        for f in sorted(v.findings, key=lambda f: f.p_adjusted)[:MAX_CONSOLE_FINDINGS]:
+            lines.append(
+                f"  [{f.scheme}] {f.tensor}: {f.share:.1%} of near-wall weights within {f.band:.2%} "
+                f"of a wall (clean: 50%), p={f.p_adjusted:.1e}, nearest weight at {f.min_distance:.2%}"
+            )
+        if len(v.findings) > MAX_CONSOLE_FINDINGS:
+            lines.append(f"  ... {len(v.findings) - MAX_CONSOLE_FINDINGS} more (use -f json)")
+    for note in report.notes:
+        lines.append(f"note: {note}")
+    lines.append(f"scanned {report.weights_scanned:,} weights in {report.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def to_sarif(report: ScanReport) -> str:
+    """SARIF 2.1.0: one rule per scheme, one result per flagged tensor."""
+    rules = [
+        {
+            "id": f"FG-QCB-{s.upper()}",
+            "name": f"QuantizationConditionedBackdoor{s.upper()}",
+            "shortDescription": {"text": f"Weights avoid the {s.upper()} rounding walls (QCB trace)"},
+            "helpUri": "https://arxiv.org/abs/2405.18137",
+        }
+        for s in report.schemes
+    ]
+    severity = {v.scheme: v.severity for v in report.verdict.schemes}
+    results = [
+        {
+            "ruleId": f"FG-QCB-{f.scheme.upper()}",
+            "level": "error" if severity.get(f.scheme) == "high" else "warning",
+            "message": {
+                "text": f"{f.tensor}: {f.share:.1%} of near-wall weights within {f.band:.2%} of a "
+                f"{f.scheme.upper()} wall (clean: 50%), p={f.p_adjusted:.1e}"
+            },
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": report.path}}}],
+            "properties": {"tensor": f.tensor, "p_adjusted": f.p_adjusted, "share": f.share},
+        }
+        for f in report.verdict.findings
+    ]
+    sarif = {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{"tool": {"driver": {"name": "flipguard", "version": __version__, "rules": rules}}, "results": results}],
+    }
+    return json.dumps(sarif, indent=2)
+
+
+FORMATS = {"console": to_console, "json": to_json, "sarif": to_sarif}

@@ -1,0 +1,103 @@
+"""Scan a checkpoint: walk its quantizable tensors one at a time and collect the evidence."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from os import PathLike
+
+import torch
+from tqdm.auto import tqdm
+
+from flipguard.checkpoint import open_checkpoint, quantizable_tensors
+from flipguard.errors import NothingScannableError
+from flipguard.scan.detector import TensorEvidence, inspect_tensor
+from flipguard.scan.verdict import ALPHA, Verdict, decide
+from flipguard.schemes import get_scheme, scheme_names
+
+
+@dataclass
+class ScanReport:
+    """Everything a scan found. ``notes`` are per-tensor problems that did not stop the scan."""
+
+    path: str
+    schemes: list[str]
+    verdict: Verdict
+    evidence: list[TensorEvidence] = field(repr=False)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    weights_scanned: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean (or dequantized), 1 findings, 2 a tensor could not be scanned (NaN/Inf)."""
+        if self.verdict.status == "backdoor":
+            return 1
+        if any(e.status == "nonfinite" for e in self.evidence):
+            return 2
+        return 0
+
+
+def scan_tensors(
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    schemes: list[str] | None = None,
+    load_dtype: torch.dtype | None = None,
+    alpha: float = ALPHA,
+) -> tuple[Verdict, list[TensorEvidence]]:
+    """Scan ``(name, weight)`` pairs (2-D, out × in, as the quantizer sees them)."""
+    names = schemes or scheme_names()
+    objects = [get_scheme(s, load_dtype) for s in names]
+    evidence = [inspect_tensor(name, w, s) for name, w in tensors for s in objects]
+    return decide(evidence, names, alpha), evidence
+
+
+def scan_checkpoint(
+    path: str | PathLike,
+    schemes: list[str] | None = None,
+    skip_modules: list[str] | None = None,
+    load_dtype: torch.dtype | None = None,
+    alpha: float = ALPHA,
+    progress: bool = True,
+) -> ScanReport:
+    """Scan every tensor of ``path`` that bitsandbytes would quantize, under each scheme.
+
+    Memory stays near the largest tensor: tensors are read one at a time and each is inspected
+    in chunks. Raises FlipGuardError for unreadable input and NothingScannableError when the
+    checkpoint has no quantizable tensor.
+    """
+    start = time.perf_counter()
+    names = schemes or scheme_names()
+    checkpoint = open_checkpoint(path)
+    targets = {t.tensor_name: t for t in quantizable_tensors(checkpoint, skip_modules)}
+    if not targets:
+        raise NothingScannableError(
+            f"{checkpoint.path} has no tensor that bitsandbytes would quantize (no nn.Linear "
+            "weights outside the skip list); there is nothing to scan."
+        )
+    weights = sum(torch.Size(t.shape).numel() for t in targets.values())
+    bar = tqdm(total=weights, unit="w", unit_scale=True, desc="scan", disable=not progress)
+
+    def quantizer_view() -> Iterator[tuple[str, torch.Tensor]]:
+        for name, tensor in checkpoint.iter_tensors(targets):
+            yield name, tensor.t().contiguous() if targets[name].transposed else tensor
+            bar.update(tensor.numel())
+
+    verdict, evidence = scan_tensors(quantizer_view(), names, load_dtype, alpha)
+    bar.close()
+    notes = [_note(e) for e in evidence if e.status in ("nonfinite", "degenerate")]
+    return ScanReport(
+        path=str(checkpoint.path),
+        schemes=names,
+        verdict=verdict,
+        evidence=evidence,
+        notes=list(dict.fromkeys(notes)),
+        seconds=time.perf_counter() - start,
+        weights_scanned=weights,
+    )
+
+
+def _note(e: TensorEvidence) -> str:
+    if e.status == "nonfinite":
+        return f"{e.name}: {e.nonfinite} NaN/Inf weight(s); not scanned — this tensor is broken."
+    return f"{e.name}: every group is all-zero or a lone absmax; no free weight to scan."

@@ -1,0 +1,189 @@
+"""The statistics of a scan: is there an empty band next to the walls? (pure maths, no files)
+
+A clean tensor's weights know nothing of the quantization grid, so near any wall the density of
+wall distances ``d`` is locally flat: of the weights within ``2b`` of a wall, about half are within
+``b``. A QCB attacker keeps every weight a margin ``m`` inside its cell, which empties the band
+``d < m`` and piles weights up at ``d = m`` (the box edge). The null is therefore taken from the
+tensor itself: for each band width ``b`` the count in ``[0, b)`` is compared with the count in
+``[b, 2b)`` — ``inner ~ Binomial(inner + outer, 1/2)`` under the null.
+
+A weight only informs band ``b`` if its dtype can resolve it: its grid spacing (one ulp, in cell
+widths) must be at most ``b / RESOLUTION_FACTOR``. Coarse bf16 weights are otherwise lumped onto a
+lattice of ``d`` values and could leave a band empty by themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from scipy.stats import binom
+
+BANDS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)  # band widths b, in cell widths
+BIN = 0.0025  # histogram bin, cell widths; every band edge is a multiple of it
+NBINS = 200  # covers d in [0, 0.5]
+RESOLUTION_FACTOR = 4
+PILE_NEIGHBOURS = 4  # bins each side that define the local density around a bin
+
+
+@dataclass
+class BandCounts:
+    """Histogram of wall distances by resolution class, and band counts per wall.
+
+    ``hist[c, k]``: free weights whose ``d`` falls in bin ``k`` and that resolve bands
+    ``BANDS[c:]`` (class ``len(BANDS)`` resolves none). int64, ``(len(BANDS) + 1, NBINS)``.
+    ``walls[i, j, 0|1]``: weights nearest wall ``i`` that resolve band ``j`` and lie in
+    ``[0, b_j)`` (0) or ``[b_j, 2 b_j)`` (1). int64, ``(n_walls, len(BANDS), 2)``.
+    ``on_level``: free weights sitting on a level (``d`` within resolution of 0.5).
+    ``free``: free (not pinned) finite weights counted.
+    """
+
+    hist: torch.Tensor
+    walls: torch.Tensor
+    on_level: int
+    free: int
+
+    @staticmethod
+    def empty(n_walls: int = 1) -> "BandCounts":
+        return BandCounts(
+            torch.zeros(len(BANDS) + 1, NBINS, dtype=torch.int64),
+            torch.zeros(n_walls, len(BANDS), 2, dtype=torch.int64),
+            0,
+            0,
+        )
+
+    def __add__(self, other: "BandCounts") -> "BandCounts":
+        walls = other.walls if self.free == 0 else self.walls if other.free == 0 else self.walls + other.walls
+        return BandCounts(self.hist + other.hist, walls, self.on_level + other.on_level, self.free + other.free)
+
+    def resolved(self) -> torch.Tensor:
+        """``(len(BANDS), NBINS)``: per band, the histogram of the weights that resolve it."""
+        return self.hist[:-1].cumsum(dim=0)
+
+
+def count_bands(d: torch.Tensor, resolution: torch.Tensor, wall: torch.Tensor, n_walls: int) -> BandCounts:
+    """Histogram wall distances ``d`` (cell widths, NaN = pinned) by resolution (cell widths)
+    and by nearest wall (``wall``: int64 index < ``n_walls``)."""
+    free = ~torch.isnan(d)
+    d, resolution, wall = d[free], resolution[free], wall[free]
+    bins = (d * (1 / BIN)).to(torch.int64).clamp_(0, NBINS - 1)
+    bands = torch.tensor(BANDS, dtype=resolution.dtype)
+    cls = torch.bucketize(resolution * RESOLUTION_FACTOR, bands, right=False)
+    size = (len(BANDS) + 1) * NBINS
+    full = torch.bincount((wall * size + cls * NBINS + bins), minlength=n_walls * size)
+    full = full.view(n_walls, len(BANDS) + 1, NBINS)
+    hist = full.sum(dim=0)
+    resolved = full[:, :-1].cumsum(dim=1)  # (walls, bands, bins)
+    per_wall = torch.zeros(n_walls, len(BANDS), 2, dtype=torch.int64)
+    for j, b in enumerate(BANDS):
+        k = round(b / BIN)
+        per_wall[:, j, 0] = resolved[:, j, :k].sum(dim=1)
+        per_wall[:, j, 1] = resolved[:, j, k : 2 * k].sum(dim=1)
+    on_level = int((d >= 0.5 - torch.clamp(resolution, min=1e-3)).sum())
+    return BandCounts(hist, per_wall, on_level, int(d.numel()))
+
+
+MIN_WALL_WEIGHTS = 8  # near-wall weights a wall needs to be judged on its own
+
+
+def wall_coverage(counts: BandCounts, band: float, max_share: float) -> tuple[int, int]:
+    """(depleted, judged): walls whose band ``[0, band)`` holds at most ``max_share`` of their
+    near-wall weights, among the walls with at least ``MIN_WALL_WEIGHTS`` such weights.
+
+    An attack on a scheme depletes every wall of that scheme; a wall of another scheme that
+    happens to lie close to one of them (NF4 and FP4 have two such pairs) is depleted alone.
+    """
+    j = BANDS.index(band)
+    inner, outer = counts.walls[:, j, 0], counts.walls[:, j, 1]
+    judged = (inner + outer) >= MIN_WALL_WEIGHTS
+    depleted = judged & (inner <= max_share * (inner + outer))
+    return int(depleted.sum()), int(judged.sum())
+
+
+@dataclass
+class BandTest:
+    """The strongest evidence of an empty band.
+
+    ``band``: width ``b`` (cell widths) of the most significant band; ``inner``/``outer``: weights
+    in ``[0, b)`` and ``[b, 2b)``; ``share``: inner / (inner + outer), 0.5 expected when clean;
+    ``p``: one-sided binomial p-value of that band, Bonferroni-corrected over the bands tried;
+    ``empty_up_to``: the widest band found empty while its outer band holds ≥ 10 weights
+    (an estimate of the attacker's margin), or 0.
+    """
+
+    band: float
+    inner: int
+    outer: int
+    share: float
+    p: float
+    empty_up_to: float
+
+
+def band_test(counts: BandCounts) -> BandTest:
+    """One-sided test for a depleted band next to the walls (see module docstring)."""
+    resolved = counts.resolved()
+    best = BandTest(band=BANDS[0], inner=0, outer=0, share=0.5, p=1.0, empty_up_to=0.0)
+    tried = 0
+    for j, b in enumerate(BANDS):
+        k = round(b / BIN)
+        inner, outer = int(resolved[j, :k].sum()), int(resolved[j, k : 2 * k].sum())
+        if inner + outer == 0:
+            continue
+        tried += 1
+        p = float(binom.cdf(inner, inner + outer, 0.5))
+        if inner == 0 and outer >= 10:
+            best.empty_up_to = b
+        if p < best.p or best.inner + best.outer == 0:
+            best = BandTest(b, inner, outer, inner / (inner + outer), p, best.empty_up_to)
+    best.p = min(1.0, best.p * max(tried, 1))
+    return best
+
+
+@dataclass
+class PileTest:
+    """The strongest pile-up of weights at one wall distance (the attacker's box edge).
+
+    ``at``: the bin's lower edge (cell widths); ``count``; ``ratio``: count over the local mean of
+    the ``2 * PILE_NEIGHBOURS`` bins around it; ``p``: one-sided binomial p-value, corrected over
+    the bins tried.
+    """
+
+    at: float
+    count: int
+    ratio: float
+    p: float
+
+
+def pile_test(counts: BandCounts) -> PileTest:
+    """Largest excess of one fine bin over its neighbours, among the best-resolved weights."""
+    hist = counts.resolved()[0].double()  # weights that resolve the finest band
+    kernel = torch.ones(2 * PILE_NEIGHBOURS + 1, dtype=torch.float64)
+    kernel[PILE_NEIGHBOURS] = 0
+    around = torch.nn.functional.conv1d(hist.view(1, 1, -1), kernel.view(1, 1, -1), padding=PILE_NEIGHBOURS)
+    around = around.view(-1)
+    # Bins whose window lies within [0, 0.5); the outermost are incomplete.
+    idx = torch.arange(PILE_NEIGHBOURS, NBINS - PILE_NEIGHBOURS)
+    n = (hist[idx] + around[idx]).numpy()
+    k = hist[idx].numpy()
+    share = 1 / (2 * PILE_NEIGHBOURS + 1)
+    with_data = n > 0
+    if not with_data.any():
+        return PileTest(at=0.0, count=0, ratio=1.0, p=1.0)
+    p = binom.sf(k - 1, n, share)  # P(X >= k)
+    p[~with_data] = 1.0
+    i = int(p.argmin())
+    mean_around = float(around[idx][i]) / (2 * PILE_NEIGHBOURS)
+    ratio = float(k[i]) / mean_around if mean_around > 0 else float("inf")
+    return PileTest(at=float(idx[i]) * BIN, count=int(k[i]), ratio=ratio, p=min(1.0, float(p[i]) * int(with_data.sum())))
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (family-wise error control), same order as given."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
