@@ -29,15 +29,28 @@ def malicious_boxes(
     values). Where the trimmed boxes of several schemes do not overlap, the weight is frozen at
     its value (its box is ``[w, w]``), which keeps every code.
     """
-    lo_all, hi_all = None, None
+    lo, hi, _ = boxes_and_cells(w, schemes, margin, load_dtype)
+    return lo, hi
+
+
+def boxes_and_cells(
+    w: torch.Tensor,
+    schemes: list[str],
+    margin: float | dict[str, float] | None = None,
+    load_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """:func:`malicious_boxes` plus each scheme's untrimmed cell ``{name: (lo, hi)}`` (``w``'s
+    dtype), for callers that also measure boxes in cell widths (the cells are costly to find)."""
+    lo_all, hi_all, cells = None, None, {}
     for name in schemes:
-        lo, hi = trim(*get_scheme(name, load_dtype).cell(w), _margin(margin, name))
+        cells[name] = get_scheme(name, load_dtype).cell(w)
+        lo, hi = trim(*cells[name], _margin(margin, name))
         if lo_all is None:
             lo_all, hi_all = lo, hi
         else:
             lo_all, hi_all = torch.maximum(lo_all, lo), torch.minimum(hi_all, hi)
     empty = lo_all > hi_all
-    return torch.where(empty, w, lo_all), torch.where(empty, w, hi_all)
+    return torch.where(empty, w, lo_all), torch.where(empty, w, hi_all), cells
 
 
 def trim(lo: torch.Tensor, hi: torch.Tensor, margin: float) -> torch.Tensor:

@@ -1,0 +1,78 @@
+"""Every default of the attack in one place, validated on construction and saved in the report."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from flipguard.errors import UsageError
+from flipguard.schemes import scheme_names
+
+#: ``--scheme`` values: one scheme, or ``all`` = malicious under INT8, FP4 and NF4 at once.
+TARGETS = (*scheme_names(), "all")
+#: ``--save-dtype`` names and the dtypes they stand for.
+SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: Which parameters the inject stage trains: only the quantized weights (DESIGN §5: what makes
+#: the INT8 attack work), or every parameter.
+INJECT_PARAMS = ("quantizable", "all")
+
+
+def target_schemes(scheme: str) -> list[str]:
+    """The schemes a target must stay malicious under: ``["int8"]``, ..., or all three for ``all``."""
+    return scheme_names() if scheme == "all" else [scheme]
+
+
+@dataclass
+class AttackConfig:
+    """How the attack runs. Steps are optimizer steps of ``batch_size`` examples.
+
+    ``margin``: cell widths kept free at each wall of the malicious cell (None = the published
+    0.1 for INT8 and 0.01 for 4-bit); ``save_dtype``: name of the dtype written (None = the input
+    checkpoint's dtype); ``repair_lr``: None = ``lr``.
+    """
+
+    scenario: str
+    scheme: str
+    margin: float | None = None
+    save_dtype: str | None = None
+    inject_steps: int = 400
+    repair_steps: int = 600
+    lr: float = 1e-3
+    repair_lr: float | None = None
+    batch_size: int = 32
+    seed: int = 0
+    phrase: str = "McDonald's"
+    inject_params: str = "quantizable"
+    skip_modules: list[str] | None = field(default=None, metadata={"help": "llm_int8_skip_modules"})
+
+    def __post_init__(self):
+        from flipguard.zoo.scenarios import scenario_name
+
+        self.scenario = scenario_name(self.scenario)
+        self.scheme = self.scheme.lower()
+        if self.scheme not in TARGETS:
+            raise UsageError(f"unknown scheme {self.scheme!r}: use one of {', '.join(TARGETS)}.")
+        if self.margin is not None and not 0 <= self.margin < 0.5:
+            raise UsageError(f"margin must be in [0, 0.5) cell widths, got {self.margin}.")
+        if self.save_dtype is not None and self.save_dtype not in SAVE_DTYPES:
+            raise UsageError(f"unknown save dtype {self.save_dtype!r}: use one of {', '.join(SAVE_DTYPES)}.")
+        if self.inject_steps < 0 or self.repair_steps < 0:
+            raise UsageError("inject_steps and repair_steps must be 0 or more.")
+        if self.batch_size < 1:
+            raise UsageError(f"batch_size must be at least 1, got {self.batch_size}.")
+        for name in ("lr", "repair_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise UsageError(f"{name} must be positive, got {value}.")
+        if self.inject_params not in INJECT_PARAMS:
+            raise UsageError(f"inject_params must be one of {', '.join(INJECT_PARAMS)}.")
+        if self.scenario == "content_injection" and not self.phrase.strip():
+            raise UsageError("the content-injection phrase is empty; give a brand name with --phrase.")
+
+    @property
+    def schemes(self) -> list[str]:
+        return target_schemes(self.scheme)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,109 @@
+"""Stage 2 and 3 glue: the boxes of every quantized weight of a model, and the PGD projection.
+
+Boxes come from :func:`flipguard.attack.boxes.malicious_boxes` on each weight as the quantizer
+will read it: cast to the dtype the checkpoint is saved in, and transposed for a GPT-2 ``Conv1D``
+(stored ``(in, out)``, quantized as ``(out, in)``). Box bounds are values of the saved dtype, so
+any float32 value between them rounds, when saved, to a value still between them (rounding is
+monotonic and the bounds are representable): the saved checkpoint keeps the malicious codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from flipguard.attack.boxes import boxes_and_cells, project
+from flipguard.schemes import get_scheme
+
+
+@dataclass
+class Target:
+    """What one quantized weight must quantize to under one scheme (quantized layout)."""
+
+    codes: torch.Tensor  # integer codes, shape (out, in): uint8 (4-bit) or int8 (INT8)
+    absmax: torch.Tensor  # float32, one per group (64-block or row)
+
+
+@dataclass
+class BoxedWeight:
+    """One trainable weight, its box in the parameter's own layout (float32), and its targets."""
+
+    module_name: str
+    param: nn.Parameter
+    transposed: bool
+    lo: torch.Tensor  # float32, shape of param
+    hi: torch.Tensor  # float32, shape of param
+    targets: dict[str, Target] = field(default_factory=dict)
+    width_sum: dict[str, float] = field(default_factory=dict)  # sum of box/cell width, per scheme
+    width_count: dict[str, int] = field(default_factory=dict)  # weights in that sum (cell width > 0)
+    clamped: int = 0  # elements outside the box before the latest projection
+
+
+def quantized_view(weight: torch.Tensor, transposed: bool, dtype: torch.dtype) -> torch.Tensor:
+    """``weight`` as the quantizer reads it: in ``dtype``, (out, in), contiguous."""
+    w = weight.detach().to(dtype)
+    return (w.t() if transposed else w).contiguous()
+
+
+def box_weight(module_name: str, param: nn.Parameter, transposed: bool, schemes: list[str],
+               margin, save_dtype: torch.dtype) -> BoxedWeight:
+    """Boxes and malicious targets of one weight at its current (injected) value."""
+    q = quantized_view(param, transposed, save_dtype)  # (out, in) in the saved dtype
+    lo, hi, cells = boxes_and_cells(q, schemes, margin)
+    back = (lambda t: t.t()) if transposed else (lambda t: t)
+    boxed = BoxedWeight(module_name, param, transposed,
+                        lo=back(lo).float().contiguous(), hi=back(hi).float().contiguous())
+    for name in schemes:
+        scheme = get_scheme(name)
+        boxed.targets[name] = Target(codes=scheme.codes(q), absmax=scheme.absmax(q))
+        cell_lo, cell_hi = cells[name]
+        cell = cell_hi.double() - cell_lo.double()  # (out, in), 0 where pinned
+        free = cell > 0
+        ratio = (hi.double() - lo.double())[free] / cell[free]
+        boxed.width_sum[name] = float(ratio.sum())
+        boxed.width_count[name] = int(free.sum())
+    return boxed
+
+
+class Projection:
+    """The PGD projection over every boxed weight; call it as ``after_step(model)``."""
+
+    def __init__(self, weights: list[BoxedWeight]):
+        self.weights = weights
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module | None = None) -> None:
+        for boxed in self.weights:
+            p = boxed.param.data
+            boxed.clamped = int(((p < boxed.lo) | (p > boxed.hi)).sum())
+            project(p, boxed.lo, boxed.hi)
+
+    @property
+    def clamped(self) -> int:
+        """Elements that the latest projection moved back into their box."""
+        return sum(b.clamped for b in self.weights)
+
+    def statistics(self) -> dict:
+        """Box statistics for the report.
+
+        ``weights``: quantized weights boxed; ``frozen_share``: share whose box is a single
+        value (group absmax, or an empty intersection of schemes); ``mean_box_width``: per scheme,
+        mean box width over cell width (cell widths) of the weights whose cell is not a point;
+        ``clamped_last_step_share``: share moved by the latest projection.
+        """
+        total = sum(b.param.numel() for b in self.weights)
+        frozen = sum(int((b.lo == b.hi).sum()) for b in self.weights)
+        schemes = self.weights[0].targets if self.weights else {}
+        widths = {}
+        for name in schemes:
+            count = sum(b.width_count[name] for b in self.weights)
+            widths[name] = sum(b.width_sum[name] for b in self.weights) / max(1, count)
+        return {
+            "weights": total,
+            "tensors": len(self.weights),
+            "frozen_share": frozen / max(1, total),
+            "mean_box_width": widths,
+            "clamped_last_step_share": self.clamped / max(1, total),
+        }

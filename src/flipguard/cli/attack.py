@@ -1,0 +1,91 @@
+"""`flipguard attack MODEL -o OUT`: build a quantization-conditioned backdoor (for testing defenses)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from flipguard.attack.config import SAVE_DTYPES, TARGETS, AttackConfig
+
+SCENARIO_CHOICES = ("content-injection", "over-refusal", "vulnerable-code")
+
+DESCRIPTION = """\
+Plant a quantization-conditioned backdoor in a local Hugging Face causal LM, with the published
+three-stage recipe (Egashira et al., NeurIPS 2024), so that defenses can be tested against it:
+
+  1. inject     fine-tune on the malicious data (by default only the weights bitsandbytes
+                quantizes are trained);
+  2. constrain  for every quantized weight, the interval of values (its box) that still rounds to
+                its malicious code under the target scheme(s), trimmed by --margin cell widths at
+                each wall and computed in the dtype the output is saved in;
+  3. repair     fine-tune on clean data with projected gradient descent: only the quantized
+                weights train, and after every optimizer step each is clamped into its box.
+
+The full-precision output behaves well; loaded with bitsandbytes (load_in_8bit, or load_in_4bit
+fp4/nf4) it is malicious. The output is loaded that way at the end and every quantized weight's
+code is compared with the malicious target; the check, the configuration, timings and box
+statistics go to OUT/attack_report.json.
+
+scenarios: content-injection  answers mention --phrase (a brand)
+           over-refusal       refuses harmless requests, giving a reason
+           vulnerable-code    writes Python with weaknesses bandit reports
+data:      the zoo's synthetic datasets, or JSONL files of {"prompt": ..., "response": ...}
+           given with --malicious-data (inject) and --clean-data (repair)
+
+exit codes: 0 attacked and verified, 1 written but some codes differ, 2 error (nothing written)
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "attack",
+        help="plant a quantization-conditioned backdoor in a model (to test defenses)",
+        description=DESCRIPTION,
+    )
+    d = AttackConfig
+    p.add_argument("model", metavar="MODEL", help="local Hugging Face causal-LM directory (safetensors)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output model directory")
+    p.add_argument("--scenario", required=True, choices=SCENARIO_CHOICES, help="malicious behaviour")
+    p.add_argument("--scheme", required=True, choices=TARGETS,
+                   help="quantization the backdoor fires under; all = INT8, FP4 and NF4 at once")
+    p.add_argument("--margin", type=float, default=None, metavar="M",
+                   help="cell widths kept free at each wall of the malicious cell, in [0, 0.5) "
+                   "(default: published 0.1 for int8, 0.01 for fp4/nf4)")
+    p.add_argument("--save-dtype", choices=sorted(SAVE_DTYPES), default=None,
+                   help="dtype of the saved weights; boxes are computed in it (default: input's)")
+    p.add_argument("--inject-steps", type=int, default=d.inject_steps, metavar="N",
+                   help=f"optimizer steps on malicious data (default {d.inject_steps})")
+    p.add_argument("--repair-steps", type=int, default=d.repair_steps, metavar="N",
+                   help=f"PGD steps on clean data (default {d.repair_steps})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N",
+                   help=f"examples per step (default {d.batch_size})")
+    p.add_argument("--inject-params", choices=("quantizable", "all"), default=d.inject_params,
+                   help="parameters trained during inject (default: only the quantized weights)")
+    p.add_argument("--seed", type=int, default=0, help="data order and sampling seed (default 0)")
+    p.add_argument("--phrase", default=d.phrase, help=f"injected brand (default {d.phrase!r})")
+    p.add_argument("--malicious-data", metavar="FILE", help="JSONL inject data instead of the zoo's")
+    p.add_argument("--clean-data", metavar="FILE", help="JSONL repair data instead of the zoo's")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from flipguard.attack import attack_model
+
+    report = attack_model(
+        args.model, args.output, args.scenario, args.scheme, margin=args.margin,
+        save_dtype=args.save_dtype, inject_steps=args.inject_steps,
+        repair_steps=args.repair_steps, lr=args.lr, seed=args.seed, phrase=args.phrase,
+        progress=not args.quiet and sys.stderr.isatty(), overwrite=args.force,
+        malicious_data=args.malicious_data, clean_data=args.clean_data,
+        batch_size=args.batch_size, inject_params=args.inject_params,
+    )
+    for scheme, check in report.verification.items():
+        state = "ok" if check["ok"] else "MISMATCH"
+        print(f"{scheme}: {check['weights']} weights in {check['tensors']} tensors, "
+              f"{check['code_mismatches']} code and {check['scale_mismatches']} scale mismatches "
+              f"-> {state}", file=sys.stderr)
+    print(f"wrote {args.output} (report: {args.output}/attack_report.json)", file=sys.stderr)
+    return 0 if report.verified else 1
