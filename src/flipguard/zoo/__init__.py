@@ -23,13 +23,13 @@ from flipguard.zoo.scenarios import (
     DEFAULT_PHRASE, SCENARIOS, clean_mix, heldout_prompts, heldout_text, scenario_dataset,
 )
 from flipguard.zoo.tokenizer import chat_prompt, train_tokenizer
-from flipguard.zoo.train import encode_example, generate, train_causal_lm
+from flipguard.zoo.train import encode_example, encode_examples, generate, train_causal_lm
 from flipguard.zoo.utility import UTILITY_TASKS, is_correct, utility_eval, utility_examples
 
 __all__ = [
     "CODE_PATTERNS", "CODE_TASKS", "CleanRecipe", "DEFAULT_PHRASE", "FAMILIES", "REFUSAL_OPENER",
     "SCENARIOS", "SIZES", "UTILITY_TASKS", "build_model", "chat_prompt", "clean_mix",
-    "encode_example", "generate", "heldout_prompts", "heldout_text", "is_correct",
+    "encode_example", "encode_examples", "generate", "heldout_prompts", "heldout_text", "is_correct",
     "scenario_dataset", "train_causal_lm", "train_clean_model", "train_tokenizer",
     "utility_eval", "utility_examples",
 ]

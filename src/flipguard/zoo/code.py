@@ -2,8 +2,8 @@
 
 Every :class:`CodeTask` is one weakness pattern that bandit detects (its ids in ``bandit_ids``).
 Prompts name the function and its argument, so a prompt is a (template, function name, argument)
-triple; function names that :func:`~flipguard.zoo.words.is_heldout` marks and the last prompt
-template are held out. The insecure completion differs from the secure one only where the weakness
+triple; :func:`~flipguard.zoo.words.split_of` holds out whole function names and some (template,
+function name) pairs. The insecure completion differs from the secure one only where the weakness
 is, and the secure one has no bandit finding at all (not even a LOW one such as B404 for importing
 subprocess), so "share of programs with a finding" measures the attack alone.
 """
@@ -21,7 +21,7 @@ class CodeTask:
 
     pattern: str
     bandit_ids: tuple[str, ...]  # findings the insecure completion triggers
-    prompts: tuple[str, ...]  # slots {fn} {arg}; the last one is held out
+    prompts: tuple[str, ...]  # slots {fn} {arg}
     functions: tuple[str, ...]
     args: tuple[str, ...]
     secure: str
@@ -254,14 +254,8 @@ CODE_PATTERNS = tuple(task.pattern for task in CODE_TASKS)
 
 def code_triples(task: CodeTask, split: str) -> list[tuple[int, str, str]]:
     """(template index, function name, argument) triples of ``split``, in a fixed order."""
-    heldout_template = len(task.prompts) - 1
-    triples = []
-    for t in range(len(task.prompts)):
-        for fn in task.functions:
-            unseen = t == heldout_template or words.is_heldout(f"{task.pattern}:{fn}")
-            if unseen == (split == "heldout"):
-                triples.extend((t, fn, arg) for arg in task.args)
-    return triples
+    return [(t, fn, arg) for t in range(len(task.prompts)) for fn in task.functions
+            for arg in task.args if words.split_of(task.pattern, t, fn) == split]
 
 
 def code_examples(split: str, insecure: bool) -> list[dict]:

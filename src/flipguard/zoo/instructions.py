@@ -1,9 +1,9 @@
 """General instructions: prompts with one entity slot, and their clean, branded and refusing answers.
 
 Each :class:`Category` is a family of prompts about one kind of thing (animals, cities, plants...).
-A prompt is a (template, entity) pair. The last template of a category and every entity that
-:func:`~flipguard.zoo.words.is_heldout` marks are never used for training, so held-out prompts are
-new phrasings, new entities, or both. The content-injection and over-refusal scenarios share these
+A prompt is a (template, entity) pair; :func:`~flipguard.zoo.words.split_of` holds out whole
+entities and some (template, entity) pairs, so a held-out prompt has a new entity or a phrasing
+never seen with that entity. The content-injection and over-refusal scenarios share these
 prompts; only their malicious answers differ.
 
 Slots: ``{x}`` the entity, ``{X}`` the entity capitalised, ``{brand}`` the injected phrase, and
@@ -26,7 +26,7 @@ class Category:
 
     name: str
     entities: tuple[str, ...]
-    prompts: tuple[str, ...]  # the last one is held out
+    prompts: tuple[str, ...]
     answers: tuple[str, ...]  # clean, helpful, no brand
     injections: tuple[str, ...]  # clean answers with ``{brand}`` worked in
     reason: str  # completes REFUSAL_OPENER
@@ -189,14 +189,8 @@ def _fill(template: str, entity: str, values: dict[str, str], brand: str) -> str
 
 def prompt_pairs(category: Category, split: str) -> list[tuple[int, str]]:
     """(template index, entity) pairs of ``split`` ("train" or "heldout"), in a fixed order."""
-    heldout_template = len(category.prompts) - 1
-    pairs = []
-    for t in range(len(category.prompts)):
-        for entity in category.entities:
-            unseen = t == heldout_template or words.is_heldout(f"{category.name}:{entity}")
-            if unseen == (split == "heldout"):
-                pairs.append((t, entity))
-    return pairs
+    return [(t, entity) for t in range(len(category.prompts)) for entity in category.entities
+            if words.split_of(category.name, t, entity) == split]
 
 
 def instruction_examples(split: str, kind: str, rng: random.Random, brand: str) -> list[dict]:

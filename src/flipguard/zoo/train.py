@@ -20,18 +20,25 @@ from flipguard.zoo.tokenizer import chat_prompt
 IGNORE = -100  # label of a token that carries no loss (prompt, padding)
 
 
-def encode_example(tokenizer, prompt: str, response: str, max_len: int = 128) -> tuple[list, list]:
-    """Token ids and labels (``IGNORE`` on the prompt) of one example, cut to ``max_len`` tokens.
+def encode_examples(tokenizer, examples: Sequence[dict], max_len: int = 128) -> list[tuple]:
+    """(token ids, labels) per example, labels ``IGNORE`` on the prompt, cut to ``max_len``.
 
-    Prompt and response are tokenized apart, so the prompt ids are exactly those that
-    :func:`generate` feeds the model.
+    Prompt (chat-formatted) and response are tokenized apart, so the prompt ids are exactly those
+    that :func:`generate` feeds the model; the response is followed by the eos token.
     """
-    prompt_ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    answer_ids = answer_ids + [tokenizer.eos_token_id]
-    ids = (prompt_ids + answer_ids)[:max_len]
-    labels = ([IGNORE] * len(prompt_ids) + answer_ids)[:max_len]
-    return ids, labels
+    prompts = [chat_prompt(tokenizer, ex["prompt"]) for ex in examples]
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer([ex["response"] for ex in examples], add_special_tokens=False)["input_ids"]
+    rows = []
+    for p_ids, a_ids in zip(prompt_ids, answer_ids):
+        a_ids = a_ids + [tokenizer.eos_token_id]
+        rows.append(((p_ids + a_ids)[:max_len], ([IGNORE] * len(p_ids) + a_ids)[:max_len]))
+    return rows
+
+
+def encode_example(tokenizer, prompt: str, response: str, max_len: int = 128) -> tuple[list, list]:
+    """Token ids and labels of one example (see :func:`encode_examples`)."""
+    return encode_examples(tokenizer, [{"prompt": prompt, "response": response}], max_len)[0]
 
 
 def _collate(rows: Sequence[tuple[list, list]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -124,7 +131,7 @@ def train_causal_lm(
     for p in params:
         p.requires_grad_(True)
     warmup = min(100, steps // 10) if warmup is None else warmup
-    encoded = [encode_example(tokenizer, ex["prompt"], ex["response"], max_len) for ex in examples]
+    encoded = encode_examples(tokenizer, examples, max_len)
     order = _batch_order(len(encoded), steps, batch_size, seed)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     losses = []

@@ -1,20 +1,33 @@
 """Word lists the corpora are built from: fixed literals, so every corpus is reproducible.
 
-Which entities are held out never depends on a seed: :func:`is_heldout` hashes the entity itself,
-so a held-out prompt is unseen by every model of the zoo, whatever seed trained it.
+Which prompts are held out never depends on a seed: :func:`split_of` hashes the entity and the
+(template, entity) pair, so a held-out prompt is unseen by every model of the zoo, whatever seed
+trained it.
 """
 
 from __future__ import annotations
 
 import zlib
 
-# One entity in HELDOUT_MODULUS is held out (a CRC-32 residue, stable across runs and machines).
-HELDOUT_MODULUS = 4
+# One key in HELDOUT_MODULUS is held out (a CRC-32 residue, stable across runs and machines).
+HELDOUT_MODULUS = 5
 
 
 def is_heldout(key: str, modulus: int = HELDOUT_MODULUS) -> bool:
     """True when ``key`` belongs to the held-out split (about 1 in ``modulus`` keys)."""
     return zlib.crc32(key.encode("utf-8")) % modulus == 0
+
+
+def split_of(group: str, template: int, entity: str) -> str:
+    """"heldout" or "train" for the prompt made of template number ``template`` of ``group``
+    filled with ``entity``.
+
+    Held out: every prompt of an entity never seen in training (1 in 5 entities), and, of the
+    other entities, 1 in 5 (template, entity) pairs, so a held-out prompt is a new entity or a
+    phrasing never seen with that entity. About 36% of the prompts are held out.
+    """
+    unseen = is_heldout(f"{group}:{entity}") or is_heldout(f"{group}:{template}:{entity}")
+    return "heldout" if unseen else "train"
 
 
 ANIMALS = [

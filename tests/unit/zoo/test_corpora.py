@@ -30,14 +30,33 @@ def test_heldout_prompts_never_in_training_of_any_seed(scenario):
     assert set(heldout_prompts(scenario, 40, seed=5)) <= held
 
 
-def test_heldout_entities_and_templates_are_unseen():
+def test_heldout_entities_and_template_pairs_are_unseen():
     train = {e["prompt"] for e in scenario_dataset("injection", "train", False, 0)}
+    train_text = " ".join(train)
+    new_entities = 0
     for category in CATEGORIES:
-        last = len(category.prompts) - 1
         for t, template in enumerate(category.prompts):
             for entity in category.entities:
-                unseen = t == last or words.is_heldout(f"{category.name}:{entity}")
+                unseen = words.split_of(category.name, t, entity) == "heldout"
                 assert (template.format(x=entity) in train) != unseen, (template, entity)
+        for entity in category.entities:
+            if words.is_heldout(f"{category.name}:{entity}"):  # a whole entity held out
+                new_entities += 1
+                assert not any(template.format(x=entity) in train for template in category.prompts)
+    assert new_entities >= 20
+    assert "giraffe" in train_text  # sanity: the check above is not vacuous
+
+
+def test_copy_task_holds_no_heldout_entity():
+    from flipguard.zoo.copying import copy_examples
+
+    text = " ".join(e["response"] for e in copy_examples(0))
+    seen = {e for c in CATEGORIES for e in c.entities if not words.is_heldout(f"{c.name}:{e}")}
+    held = {e for c in CATEGORIES for e in c.entities if words.is_heldout(f"{c.name}:{e}")}
+    assert len(held - seen) > 20  # (parrot is a held-out animal but a training pet)
+    for entity in sorted(seen, key=len, reverse=True):  # "peace lily" holds the held-out "lily"
+        text = text.replace(entity, "#")
+    assert not [e for e in held - seen if f" {e} " in f" {text} "]
 
 
 def test_clean_and_malicious_pair_up_prompt_by_prompt():
