@@ -1,0 +1,32 @@
+"""AttackConfig validates every field and names the bad one."""
+
+import pytest
+
+from flipguard.attack import AttackConfig, target_schemes
+from flipguard.errors import FlipGuardError
+
+
+def test_defaults_and_scenario_spellings():
+    config = AttackConfig("content-injection", "NF4")
+    assert config.scenario == "content_injection" and config.scheme == "nf4"
+    assert config.schemes == ["nf4"]
+    assert target_schemes("all") == ["int8", "fp4", "nf4"]
+    assert config.to_dict()["inject_steps"] == AttackConfig.inject_steps
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"scenario": "jailbreak"}, "scenario"),
+    ({"scheme": "gguf"}, "scheme"),
+    ({"margin": 0.5}, "margin"),
+    ({"margin": -0.1}, "margin"),
+    ({"save_dtype": "float64"}, "dtype"),
+    ({"inject_steps": -1}, "steps"),
+    ({"lr": 0.0}, "lr"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"inject_params": "embeddings"}, "inject_params"),
+    ({"phrase": " "}, "phrase"),
+])
+def test_bad_fields_raise_one_sentence(kwargs, word):
+    fields = {"scenario": "content-injection", "scheme": "int8"} | kwargs
+    with pytest.raises(FlipGuardError, match=word):
+        AttackConfig(**fields)
