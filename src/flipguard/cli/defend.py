@@ -1,0 +1,94 @@
+"""`flipguard defend MODEL -o OUT`: data-free defense by flipping weights across rounding walls."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from flipguard.cli.output import emit
+
+DESCRIPTION = """\
+Defend a full-precision checkpoint against quantization-conditioned backdoors, without data.
+
+For every tensor bitsandbytes would quantize and every scheme (INT8, FP4, NF4), selected weights
+are moved across their nearest rounding wall to a safe depth inside the neighbouring cell, so
+an attacker's alignment of weights with the walls no longer survives quantization. The default
+policy (adaptive) asks the scan how each tensor looks: it flips weights up to the attacker's
+estimated margin plus a band where a tensor looks attacked, and only the weights closest to a
+wall (2% of a cell) where it looks clean. Other tensors and files are copied unchanged; the
+output is written atomically with a JSON report (flipguard_defense.json) inside it.
+
+policies and their parameters (defaults in flipguard.defend.policies.DEFAULTS):
+  adaptive   --tau-clean 0.02 --extra 0.05      (default)
+  ratio      --r 0.15        per group, the share r nearest a wall
+  threshold  --tau 0.05      every weight closer than tau cell widths to a wall
+  balanced   --r 0.15        up to r per group, as many flips up as down
+  random     --of adaptive --seed 0     control: same count, random weights
+  gaussian   --sigma 0.03 --relative-to std|cell --seed 0   noise baseline
+
+exit codes: 0 done, 2 error (bad option, unreadable input, output inside the input)
+"""
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+POLICY_FLAGS = ("r", "tau", "tau_clean", "extra", "sigma", "relative_to", "of", "seed")
+
+
+def register(subparsers) -> None:
+    from flipguard.defend import POLICIES
+    from flipguard.defend.flip import SAFE_DEPTH
+    from flipguard.schemes import scheme_names
+
+    p = subparsers.add_parser(
+        "defend", help="flip weights across rounding walls so a quantization backdoor breaks (data-free)",
+        description=DESCRIPTION,
+    )
+    p.add_argument("model", help="local Hugging Face model directory (safetensors)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="directory to write the defended checkpoint")
+    p.add_argument("--scheme", default=",".join(scheme_names()),
+                   help="comma-separated schemes to defend against: int8, fp4, nf4 (default: all three)")
+    p.add_argument("--policy", default="adaptive", help=f"selection policy: {', '.join(POLICIES)} (default adaptive)")
+    p.add_argument("--r", type=float, help="ratio/balanced: share of each group to flip, in (0, 1)")
+    p.add_argument("--tau", type=float, help="threshold: wall distance below which to flip, cell widths")
+    p.add_argument("--tau-clean", type=float, help="adaptive: tau where a tensor looks clean")
+    p.add_argument("--extra", type=float, help="adaptive: band beyond the attacker's estimated margin")
+    p.add_argument("--sigma", type=float, help="gaussian: noise sigma (relative, see --relative-to)")
+    p.add_argument("--relative-to", choices=["std", "cell"], help="gaussian: sigma in tensor std or cell widths")
+    p.add_argument("--of", help="random: the policy whose count is drawn at random")
+    p.add_argument("--seed", type=int, help="random/gaussian: seed")
+    p.add_argument("--depth", type=float, default=SAFE_DEPTH,
+                   help=f"cell widths a flipped weight keeps from its new cell's walls (default {SAFE_DEPTH})")
+    p.add_argument("--skip-modules", metavar="NAMES",
+                   help="comma-separated modules left unquantized; replaces transformers' default skip list")
+    p.add_argument("--load-dtype", choices=sorted(DTYPES),
+                   help="dtype the model is loaded in before quantizing (default: each tensor's stored dtype)")
+    p.add_argument("--report", metavar="FILE", help="also write the JSON report here")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from flipguard.defend import check_depth, check_schemes, console, defend_checkpoint, make_policy, to_json
+
+    schemes = check_schemes(args.scheme.split(","))
+    params = {k: getattr(args, k) for k in POLICY_FLAGS if getattr(args, k) is not None}
+    policy = make_policy(args.policy, **params)
+    check_depth(args.depth)
+    skip = [m.strip() for m in args.skip_modules.split(",") if m.strip()] if args.skip_modules else None
+    report = defend_checkpoint(
+        args.model,
+        args.output,
+        schemes=schemes,
+        policy=policy,
+        depth=args.depth,
+        skip_modules=skip,
+        load_dtype=DTYPES.get(args.load_dtype) if args.load_dtype else None,
+        force=args.force,
+    )
+    if args.report:
+        emit(to_json(report), args.report)
+    if not args.quiet:
+        sys.stdout.write(console(report))
+    return 0

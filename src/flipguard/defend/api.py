@@ -1,0 +1,147 @@
+"""Defend a checkpoint: walk its tensors, defend the quantizable ones, write the same layout.
+
+    from flipguard.defend import defend_checkpoint
+    report = defend_checkpoint("model", "model-defended")             # adaptive, int8+fp4+nf4
+    report = defend_checkpoint("model", "out", policy="ratio", params={"r": 0.15}, schemes=["nf4"])
+
+Every input is checked before anything is written; the output appears whole (temporary
+directory renamed into place) or not at all; tensors stream one at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from os import PathLike
+
+import torch
+
+from flipguard.checkpoint import CheckpointWriter, QuantTarget, open_checkpoint, quantizable_tensors
+from flipguard.checkpoint.messages import dtype_name
+from flipguard.defend.flip import SAFE_DEPTH
+from flipguard.defend.multischeme import CHUNK_ELEMENTS, defend_matrix
+from flipguard.defend.policies import Policy, make_policy
+from flipguard.defend.report import REPORT_FILE, DefenseReport, TensorDefense, to_json
+from flipguard.errors import FlipGuardError, UsageError
+from flipguard.schemes import Scheme, get_scheme, scheme_names
+
+
+def check_schemes(schemes: list[str] | None) -> list[str]:
+    """Scheme names, lower-cased and deduplicated; UsageError names an unknown one."""
+    names = [s.strip().lower() for s in (schemes or scheme_names()) if s.strip()]
+    for name in names:
+        if name not in scheme_names():
+            raise UsageError(f"unknown scheme {name!r}; choose from {', '.join(scheme_names())}.")
+    if not names:
+        raise UsageError(f"no scheme given; choose from {', '.join(scheme_names())}.")
+    return list(dict.fromkeys(names))
+
+
+def check_depth(depth: float) -> float:
+    if not 0 < depth < 0.5:
+        raise UsageError(f"depth must be between 0 and 0.5 cell widths (exclusive), got {depth}.")
+    return float(depth)
+
+
+def defend_tensor(
+    name: str,
+    w: torch.Tensor,
+    schemes: list[Scheme],
+    policy: Policy,
+    transposed: bool = False,
+    depth: float = SAFE_DEPTH,
+    max_elements: int = CHUNK_ELEMENTS,
+) -> TensorDefense:
+    """Defend one stored weight ``w`` in place (float dtype, 2-D as stored) and say what was done.
+
+    ``transposed``: GPT-2 ``Conv1D`` weight, quantized as its transpose. NaN/Inf tensors are left
+    unchanged (status "nonfinite").
+    """
+    result = TensorDefense(name, tuple(w.shape), dtype_name(w.dtype), transposed, "defended")
+    if not bool(torch.isfinite(w).all()):
+        result.status = "nonfinite"
+        return result
+    wq = w.t() if transposed else w  # a view: defended in place
+    evidence = {s.name: None for s in schemes}
+    if policy.needs_evidence:
+        from flipguard.scan import inspect_tensor
+
+        evidence = {s.name: inspect_tensor(name, wq, s) for s in schemes}
+    plans = {s.name: policy.plan(evidence[s.name]) for s in schemes}
+    result.plans = {name_: plan.detail for name_, plan in plans.items()}
+    noise_scale = None
+    if policy.is_noise and policy.relative_to == "std":
+        noise_scale = _std(w)
+        result.plans = {s.name: {**plans[s.name].detail, "std": noise_scale} for s in schemes}
+    result.schemes = defend_matrix(wq, schemes, plans, policy, name, depth, noise_scale, max_elements)
+    return result
+
+
+def defend_checkpoint(
+    path: str | PathLike,
+    out: str | PathLike,
+    schemes: list[str] | None = None,
+    policy: str | Policy = "adaptive",
+    params: dict | None = None,
+    depth: float = SAFE_DEPTH,
+    skip_modules: list[str] | None = None,
+    load_dtype: torch.dtype | None = None,
+    force: bool = False,
+) -> DefenseReport:
+    """Write ``out``: the checkpoint at ``path`` with every quantizable weight defended.
+
+    ``schemes``: "int8", "fp4", "nf4" (default all; one checkpoint safe under each); ``policy``:
+    a name from ``POLICIES`` with ``params``, or a :class:`Policy`; ``depth``: cell widths a
+    flipped weight keeps from the walls of its new cell; ``skip_modules``/``load_dtype`` as
+    transformers' ``llm_int8_skip_modules`` / ``dtype``. Non-quantizable tensors and companion
+    files are copied unchanged; ``REPORT_FILE`` is added. Raises FlipGuardError (nothing written)
+    for bad options, an unreadable checkpoint, or an output inside the input or already there
+    without ``force``.
+    """
+    start = time.perf_counter()
+    names = check_schemes(schemes)
+    depth = check_depth(depth)
+    if isinstance(policy, str):
+        policy = make_policy(policy, **(params or {}))
+    objects = [get_scheme(s, load_dtype) for s in names]
+    checkpoint = open_checkpoint(path)
+    targets: dict[str, QuantTarget] = {t.tensor_name: t for t in quantizable_tensors(checkpoint, skip_modules)}
+    if not targets:
+        raise FlipGuardError(
+            f"{checkpoint.path} has no tensor that bitsandbytes would quantize (no nn.Linear weights "
+            "outside the skip list); there is nothing to defend."
+        )
+    report = DefenseReport(
+        input=str(checkpoint.path),
+        output="",
+        schemes=names,
+        policy=policy.name,
+        params=policy.params(),
+        depth=depth,
+        load_dtype=dtype_name(load_dtype) if load_dtype else None,
+        tensors=[],
+        copied=len(checkpoint.tensors) - len(targets),
+    )
+    with CheckpointWriter(out, like=checkpoint, force=force) as writer:
+        report.output = str(writer.path)
+        for name, tensor in checkpoint.iter_tensors():
+            if name in targets:
+                done = defend_tensor(name, tensor, objects, policy, targets[name].transposed, depth)
+                report.tensors.append(done)
+                if done.status == "nonfinite":
+                    report.notes.append(f"{name}: NaN/Inf weights; left unchanged.")
+            writer.write(name, tensor)
+            del tensor
+        writer.write_file(REPORT_FILE, to_json(report))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _std(w: torch.Tensor) -> float:
+    """Standard deviation of ``w`` in float64, row chunk by row chunk (bounded memory)."""
+    total, squares, n = 0.0, 0.0, w.numel()
+    for rows in torch.split(w.reshape(w.shape[0], -1), max(1, (1 << 20) // max(1, w[0].numel()))):
+        r = rows.double()
+        total += float(r.sum())
+        squares += float((r * r).sum())
+    mean = total / n
+    return max(0.0, squares / n - mean * mean) ** 0.5

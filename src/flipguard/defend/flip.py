@@ -1,0 +1,209 @@
+"""Moving a weight across its nearest wall to a safe depth inside the neighbouring cell.
+
+A flip changes the stored value of a weight (in the checkpoint's dtype) so that the scheme gives
+it the neighbouring level, and so that it sits at least ``depth`` cell widths from both walls of
+that new cell, measured after the whole cast chain the quantizer applies (load dtype, then fp16
+for INT8) with the group's scale held fixed. Each candidate is verified by recomputing its level
+with the scheme itself; what cannot be placed safely is reported, never written.
+
+Why ``SAFE_DEPTH = 0.1`` cell widths. The CPU prediction is exact; what differs elsewhere is tiny
+in cell widths: the CUDA kernels' NF4 thresholds (1 ulp of float32) and FP4 thresholds (up to 14
+ulp) and their approximate reciprocal move a wall by at most ~1e-5 cell widths (14·2⁻²⁴·|x| over
+the narrowest cell that holds such an x). Larger are the casts a user may add: reloading an fp32
+or fp16 checkpoint in bfloat16 moves a 4-bit weight by at most 0.008 cell widths; an fp32 weight
+read as fp16 by LLM.int8 moves by up to 0.031 code units (INT8 cells are one code unit wide; this
+one is always verified, as the chain is part of the scheme). 0.1 clears all of these by 3× or more
+and equals the INT8 attack's own box margin. Depth costs nothing after quantization (the flipped
+weight dequantizes to the neighbouring level wherever it sits inside the cell); it only moves the
+full-precision weight by ``d + depth`` cell widths instead of ``d``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from flipguard.schemes import Grouped, Scheme, ulp
+
+SAFE_DEPTH = 0.1  # cell widths from either wall of the new cell (see module docstring)
+MAX_STEPS = 4  # ulp corrections after rounding the target to the stored dtype
+RETRY_AIMS = (0.0, 0.07, 0.14, 0.21)  # extra depth (cell widths) of the retries, see flip_across_wall
+# A move must not bring a weight closer than this to a wall of another scheme whose level it
+# keeps (unless it already was): above a bfloat16 reload's shift (0.008), 1000× the CUDA ones.
+OTHER_GUARD = 0.01
+
+
+@dataclass
+class Cells:
+    """A chunk under one scheme, flattened row-major (tensors ``(n,)``); scale fixed by ``grouped``.
+
+    ``level``: int64; ``u``: position in the cell (0..1); ``d``: wall distance in cell widths,
+    NaN where pinned.
+    """
+
+    scheme: Scheme
+    grouped: Grouped
+    level: torch.Tensor
+    u: torch.Tensor
+    d: torch.Tensor
+
+    @property
+    def pinned(self) -> torch.Tensor:
+        return self.grouped.pinned.reshape(-1)
+
+    def width(self, level: torch.Tensor) -> torch.Tensor:
+        """Cell width in x units (float32) of levels ``level``."""
+        return self.scheme._cell_tables[1][level]
+
+    def update(self, work: torch.Tensor, idx: torch.Tensor) -> None:
+        """Recompute level, u, d at flat indices ``idx`` after ``work`` changed there."""
+        level, u, d = self.scheme.position(x_at(self, work, idx))
+        self.level[idx], self.u[idx], self.d[idx] = level, u, d
+
+
+def cells_of(scheme: Scheme, work: torch.Tensor) -> Cells:
+    """:class:`Cells` of the 2-D chunk ``work`` (stored dtype) under ``scheme``."""
+    grouped = scheme.group(work)
+    level, u, d = scheme.position(grouped.x.reshape(-1))
+    d = torch.where(grouped.pinned.reshape(-1), torch.full_like(d, float("nan")), d)
+    return Cells(scheme, grouped, level, u, d)
+
+
+def x_at(cells: Cells, work: torch.Tensor, idx: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalized values (float32) at flat ``idx`` of ``work``, with ``values`` put there if given.
+
+    Exact: the scheme normalizes the whole chunk with its scales fixed (``work`` is restored).
+    """
+    flat = work.view(-1)
+    old = flat[idx].clone() if values is not None else None
+    if values is not None:
+        flat[idx] = values
+    try:
+        s = cells.scheme
+        return s.normalize_like(s.read(work), cells.grouped, work).reshape(-1)[idx]
+    finally:
+        if values is not None:
+            flat[idx] = old
+
+
+@dataclass
+class Placement:
+    """Result of :func:`flip_across_wall` for the selected weights ``idx``.
+
+    ``values``: new stored values (dtype of the chunk) where ``ok``; ``target``: the new level;
+    ``unsafe``: counts of selected weights left as they were, by reason — ``dtype`` (no value of
+    the stored dtype lies ``depth`` inside the neighbouring cell), ``absmax`` (it would reach the
+    group's largest magnitude under some scheme), ``other_scheme`` (it would land closer than
+    ``depth`` to a wall of another scheme, or closer than it was).
+    """
+
+    idx: torch.Tensor
+    values: torch.Tensor
+    target: torch.Tensor
+    ok: torch.Tensor
+    unsafe: dict
+
+
+def flip_across_wall(
+    work: torch.Tensor,
+    cells: Cells,
+    others: list[Cells],
+    idx: torch.Tensor,
+    cap: torch.Tensor,
+    depth: float = SAFE_DEPTH,
+) -> Placement:
+    """Place the weights at flat ``idx`` of ``work`` across their nearest wall of ``cells.scheme``.
+
+    ``work``: 2-D chunk in the stored dtype (left unchanged); ``cap``: ``(n,)`` stored-dtype
+    magnitude every weight must stay strictly below (the smallest group maximum over the schemes);
+    ``others``: the other schemes' cells (see :func:`_keeps_safe`). ``depth``: cell widths from
+    each wall of the new cell. A weight that fails only because of another scheme is tried again
+    deeper inside the new cell (``RETRY_AIMS``), which moves it to another place in the other
+    scheme's (much finer or coarser) grid.
+    """
+    scheme = cells.scheme
+    level, u = cells.level[idx], cells.u[idx]
+    top = len(scheme.levels) - 1
+    s = torch.where(u >= 0.5, 1, -1)
+    s = torch.where(level == 0, 1, torch.where(level == top, -1, s))
+    target = level + s
+    wall = scheme.walls[torch.where(s > 0, level, level - 1)].double()
+    width = cells.width(target).double()
+    slope = _slope(cells, work, idx)
+    grid = grid_dtype(scheme, work.dtype)
+    values = work.view(-1)[idx].clone()
+    ok = torch.zeros(len(idx), dtype=torch.bool)
+    reason = torch.zeros(len(idx), dtype=torch.int64)  # 1 dtype, 2 absmax, 3 other scheme
+    todo = torch.arange(len(idx))
+    for extra in RETRY_AIMS:
+        sub = idx[todo]
+        aim = (wall[todo] + s[todo] * (depth + extra) * width[todo]) / slope[todo]
+        v, good = _settle(work, cells, sub, aim.to(grid), s[todo], target[todo], depth)
+        v = v.to(work.dtype)  # _settle verified exactly these stored values
+        inside = (v.abs() < cap[sub]) & torch.isfinite(v)
+        keeps = good & inside
+        for other in others:
+            if bool(keeps.any()):
+                keeps &= _keeps_safe(work, other, sub, v, depth)
+        values[todo] = torch.where(keeps, v, values[todo])
+        ok[todo] = keeps
+        reason[todo] = torch.where(~good, 1, torch.where(~inside, 2, torch.where(~keeps, 3, 0)))
+        if not bool((reason[todo] == 3).any()):
+            break
+        todo = todo[reason[todo] == 3]
+    unsafe = {
+        "dtype": int((reason == 1).sum()),
+        "absmax": int((reason == 2).sum()),
+        "other_scheme": int((reason == 3).sum()),
+    }
+    return Placement(idx, values, target, ok, unsafe)
+
+
+def grid_dtype(scheme: Scheme, stored: torch.dtype) -> torch.dtype:
+    """The coarsest dtype on the way from storage to the quantizer: flips step on its grid.
+
+    A step of one stored ulp may not move the value the quantizer reads (fp32 read as fp16 by
+    INT8); a step on the coarsest grid always does, and its values are exact in the stored dtype
+    (the stored values are what gets verified).
+    """
+    chain = [stored, scheme.load_dtype or stored, *scheme.extra_casts]
+    return max(chain, key=lambda t: torch.finfo(t).eps)
+
+
+def _slope(cells: Cells, work: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Approximate dx/dw (float64) at ``idx``: the group's scale; exactness comes from _settle."""
+    s = cells.scheme
+    ref = s.read(cells.grouped.group_max) * 0.5  # inside every group's range, never clamped
+    ref = torch.where(ref > 0, ref, torch.ones_like(ref))
+    x = s.normalize_like(ref, cells.grouped, work).reshape(-1)[idx]
+    return x.double() / ref.reshape(-1)[idx].double()
+
+
+def _settle(work, cells, idx, values, s, target, depth):
+    """Step rounded ``values`` (grid dtype) ulp by ulp until each sits ``depth`` inside its target cell."""
+    for step in range(MAX_STEPS + 1):
+        level, u, _ = cells.scheme.position(x_at(cells, work, idx, values.to(work.dtype)))
+        from_crossed = torch.where(s > 0, u, 1 - u)  # distance from the crossed wall
+        good = (level == target) & (from_crossed >= depth) & (1 - from_crossed >= depth)
+        if bool(good.all()) or step == MAX_STEPS:
+            return values, good
+        deeper = torch.where(level == target, from_crossed < depth, s * (level - target) < 0)
+        direction = torch.where(deeper, s, -s)
+        values = torch.where(good, values, ulp.step(values, direction))
+    return values, good  # pragma: no cover - loop always returns
+
+
+def _keeps_safe(work, other: Cells, idx, values, depth) -> torch.Tensor:
+    """Whether moves are safe for another scheme.
+
+    Where the move changes that scheme's level too, the weight must land ``depth`` inside the new
+    cell (it is a flip there as well); where it keeps the level, it must stay ``OTHER_GUARD`` from
+    the walls, or no closer than it was.
+    """
+    level, _, d = other.scheme.position(x_at(other, work, idx, values))
+    before = other.d[idx]
+    need = torch.where(
+        level == other.level[idx], torch.clamp(before, max=OTHER_GUARD), torch.full_like(before, depth)
+    )
+    return ~other.pinned[idx] & (d >= need)

@@ -1,0 +1,186 @@
+"""Defending one weight matrix under several schemes at once, chunk by chunk, in place.
+
+Passes run scheme after scheme on each chunk (chunks hold whole groups of every scheme). A weight
+flipped by one pass is locked: later passes never move it again, and a later move of another
+weight must keep it ``depth`` from every earlier scheme's walls (or no closer than it was), so no
+pass undoes or endangers another. No weight ever reaches its group's largest magnitude under any
+scheme, so every group scale — and hence every code of an unmoved weight — stays as it was.
+After the last pass every scheme recomputes its scales and codes from the final values
+(:func:`verify`); a disagreement is a bug and raises.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from flipguard.defend.flip import SAFE_DEPTH, Cells, cells_of, flip_across_wall
+from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generator
+from flipguard.schemes import Scheme
+from flipguard.schemes.fourbit import BLOCK, FourBitScheme
+
+CHUNK_ELEMENTS = 1 << 20  # weights per chunk: bounds the extra memory to a few tens of MB
+
+
+@dataclass
+class SchemeStats:
+    """Counts for one tensor under one scheme (report units: weights, cell widths)."""
+
+    weights: int = 0  # free weights (not pinned)
+    candidates: int = 0  # selected by the policy (noise: weights perturbed)
+    flipped: int = 0  # written across a wall by this scheme's pass
+    unsafe: dict = field(default_factory=lambda: {"dtype": 0, "absmax": 0, "other_scheme": 0})
+    codes_changed: int = 0  # weights whose level under this scheme differs after all passes
+    max_shift: float = 0.0  # largest |Δx| of a moved weight, in its original cell's widths
+
+    def add(self, other: "SchemeStats") -> None:
+        self.weights += other.weights
+        self.candidates += other.candidates
+        self.flipped += other.flipped
+        for key, value in other.unsafe.items():
+            self.unsafe[key] = self.unsafe.get(key, 0) + value
+        self.codes_changed += other.codes_changed
+        self.max_shift = max(self.max_shift, other.max_shift)
+
+
+def defend_matrix(
+    wq: torch.Tensor,
+    schemes: list[Scheme],
+    plans: dict[str, Plan],
+    policy: Policy,
+    key: str,
+    depth: float = SAFE_DEPTH,
+    noise_scale: float | None = None,
+    max_elements: int = CHUNK_ELEMENTS,
+) -> dict[str, SchemeStats]:
+    """Defend ``wq`` (2-D, out × in as the quantizer sees it, stored dtype) in place.
+
+    ``plans``: per scheme name, the policy's plan for this tensor; ``key`` names the tensor (seeds
+    random draws); ``noise_scale``: for the Gaussian baseline with ``relative_to="std"``, sigma
+    times the tensor's std (w units). Returns per-scheme :class:`SchemeStats`.
+    """
+    totals = {s.name: SchemeStats() for s in schemes}
+    step_scheme = max(schemes, key=lambda s: s.row_multiple(wq.shape[1]))
+    for number, chunk in enumerate(step_scheme.row_chunks(wq, max_elements)):
+        work = chunk.clone(memory_format=torch.contiguous_format)
+        before = [cells_of(s, work) for s in schemes]
+        current = [cells_of(s, work) for s in schemes]
+        cap = _cap(current)
+        if policy.is_noise:
+            flipped = _add_noise(work, current, policy, cap, f"{key}#{number}", noise_scale, totals)
+        else:
+            flipped = _flip_passes(work, current, plans, cap, depth, f"{key}#{number}", totals)
+        for stats_name, stats in verify(work, before, flipped, depth).items():
+            totals[stats_name].add(stats)
+        if flipped_any(flipped):
+            chunk.copy_(work)
+    return totals
+
+
+def flipped_any(flipped: dict) -> bool:
+    return any(bool(len(v[0])) for v in flipped.values())
+
+
+def _cap(cells: list[Cells]) -> torch.Tensor:
+    """Per weight, the smallest group maximum (stored dtype) over all schemes."""
+    cap = cells[0].grouped.group_max.reshape(-1)
+    for c in cells[1:]:
+        cap = torch.minimum(cap, c.grouped.group_max.reshape(-1))
+    return cap
+
+
+def _flip_passes(work, cells: list[Cells], plans, cap, depth, key, totals) -> dict:
+    """One selection-and-flip pass per scheme; returns {scheme: (flat idx, target level)}."""
+    pinned_any = torch.zeros_like(cells[0].pinned)
+    for c in cells:
+        pinned_any |= c.pinned
+    locked = torch.zeros_like(pinned_any)
+    flat = work.view(-1)
+    flipped = {}
+    for i, c in enumerate(cells):
+        name = c.scheme.name
+        view = _view(c, work, ~pinned_any & ~locked, f"{key}:{name}")
+        idx = plans[name].select(view).nonzero().view(-1)
+        stats = totals[name]
+        stats.candidates += len(idx)
+        if len(idx) == 0:
+            flipped[name] = (idx, idx)
+            continue
+        others = cells[:i] + cells[i + 1 :]
+        placed = flip_across_wall(work, c, others, idx, cap, depth)
+        for reason, count in placed.unsafe.items():
+            stats.unsafe[reason] += count
+        done = placed.idx[placed.ok]
+        flat[done] = placed.values[placed.ok]
+        stats.flipped += len(done)
+        locked[done] = True
+        flipped[name] = (done, placed.target[placed.ok])
+        for other in cells:
+            other.update(work, done)
+    return flipped
+
+
+def _view(c: Cells, work: torch.Tensor, eligible: torch.Tensor, key: str) -> CellView:
+    n, cols = work.numel(), work.shape[1]
+    size = BLOCK if isinstance(c.scheme, FourBitScheme) else cols
+    group = torch.arange(n) // size
+    return CellView(d=c.d, u=c.u, eligible=eligible, group=group, groups=math.ceil(n / size), group_size=size, key=key)
+
+
+def _add_noise(work, cells: list[Cells], policy: Gaussian, cap, key, noise_scale, totals) -> dict:
+    """The Gaussian baseline: noise on every weight free under all schemes, kept below the cap."""
+    free = torch.ones_like(cells[0].pinned)
+    for c in cells:
+        free &= ~c.pinned
+    if policy.relative_to == "std":
+        scale = torch.full(free.shape, float(noise_scale or 0.0), dtype=torch.float64)
+    else:  # one cell width of the first scheme, in w units
+        first = cells[0]
+        x = first.grouped.x.reshape(-1).double()
+        w = first.scheme.read(work).reshape(-1).double()
+        slope = torch.where(w != 0, x / torch.where(w != 0, w, 1.0), torch.zeros_like(x))
+        width = first.width(first.level).double()
+        scale = torch.where(slope != 0, width / slope.abs().clamp(min=1e-300), torch.zeros_like(x))
+    noise = torch.randn(free.shape, generator=generator(policy.seed, key), dtype=torch.float64)
+    flat = work.view(-1)
+    values = (flat.double() + policy.sigma * scale * noise).to(work.dtype)
+    ok = free & (values.abs() < cap) & torch.isfinite(values) & (values != flat)
+    idx = ok.nonzero().view(-1)
+    flat[idx] = values[idx]
+    for c in cells:
+        totals[c.scheme.name].candidates += len(idx)
+    return {"noise": (idx, None)}
+
+
+def verify(work: torch.Tensor, before: list[Cells], flipped: dict, depth: float) -> dict[str, SchemeStats]:
+    """Recompute every scheme's scales and levels from the final ``work``; raise on any broken promise.
+
+    Checks: every group scale unchanged; every weight flipped by a scheme's pass still at its
+    target level and ``depth`` inside it. Returns per-scheme weights, codes changed and max shift.
+    """
+    flat_moved = None
+    for idx, _ in flipped.values():
+        flat_moved = idx if flat_moved is None else torch.cat([flat_moved, idx])
+    moved = torch.unique(flat_moved) if flat_moved is not None else torch.empty(0, dtype=torch.int64)
+    out = {}
+    for old in before:
+        s = old.scheme
+        grouped = s.group(work)
+        if not torch.equal(grouped.absmax, old.grouped.absmax):
+            raise RuntimeError(f"defend: a {s.name} group scale changed; this is a bug")
+        x = grouped.x.reshape(-1)[moved]
+        level, u, d = s.position(x)
+        stats = SchemeStats(weights=int((~old.pinned).sum()))
+        stats.codes_changed = int((level != old.level[moved]).sum())
+        if len(moved):
+            x_old = old.grouped.x.reshape(-1)[moved]
+            stats.max_shift = float(((x - x_old).abs() / old.width(old.level[moved])).max())
+        if s.name in flipped:
+            idx, target = flipped[s.name]
+            pos = torch.searchsorted(moved, idx)
+            if not (torch.equal(level[pos], target) and bool((d[pos] >= depth).all())):
+                raise RuntimeError(f"defend: a {s.name} flip was undone or lands short of the safe depth; bug")
+        out[s.name] = stats
+    return out

@@ -1,0 +1,349 @@
+"""Which weights to flip: the selection policies of the defense, and the noise baseline.
+
+A policy sees one tensor under one scheme. ``plan(evidence)`` is called once per tensor and
+scheme (``evidence`` is the scan's :class:`~flipguard.scan.TensorEvidence`, asked for only by
+policies whose ``needs_evidence`` is True); the returned :class:`Plan` then ``select``\\ s weights
+chunk by chunk from a :class:`CellView` (wall distances ``d`` in cell widths, group ids). Every
+default lives in this file, in ``DEFAULTS``.
+
+Policies (``POLICIES``):
+
+- ``ratio``     — per group, the fraction ``r`` of free weights with the largest rounding error
+                  (smallest ``d``); the published precursor used r = 0.15;
+- ``threshold`` — every free weight with ``d < tau``;
+- ``adaptive``  — (default) ``threshold`` with ``tau`` chosen per tensor from the scan's picture
+                  of it: where the band next to the walls is empty or weights pile up at a box
+                  edge, ``tau`` = estimated attacker margin + ``extra``; where the tensor looks
+                  clean, the small ``tau_clean``;
+- ``balanced``  — per group, up to ``r`` of the weights, in equal numbers of upward and downward
+                  flips (nearest the wall first), so the group's summed dequantization error moves
+                  by about zero;
+- ``random``    — control: as many weights as ``of`` (another policy) selects in each chunk,
+                  drawn uniformly among the free weights (seeded, deterministic);
+- ``gaussian``  — baseline, not a selection: add N(0, sigma²) noise to every free weight, sigma
+                  relative to the tensor's std (``relative_to="std"``) or to each weight's cell
+                  width under the first scheme (``"cell"``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, fields
+
+import torch
+
+from flipguard.errors import UsageError
+
+# -- every default in one place ---------------------------------------------------------------
+DEFAULTS = {
+    "ratio": {"r": 0.15},
+    "threshold": {"tau": 0.05},
+    # 4-bit attacks keep 1% of a cell free (INT8 10%); tau_clean = 0.02 flips the weights piled at
+    # a 1% box edge even when the scan cannot tell, and costs a clean tensor ~4% flipped weights,
+    # whose quantization error grows from (0.5 - d) to (0.5 + d) cell widths: +24·tau² ≈ +1% MSE.
+    "adaptive": {"tau_clean": 0.02, "extra": 0.05, "alpha": 1e-3, "pile_ratio": 2.0},
+    "balanced": {"r": 0.15},
+    "random": {"of": "adaptive", "seed": 0},
+    "gaussian": {"sigma": 0.03, "relative_to": "std", "seed": 0},
+}
+
+
+@dataclass
+class CellView:
+    """One chunk of a tensor under one scheme, flattened row-major (all tensors ``(n,)``).
+
+    ``d``: wall distance, cell widths, NaN where pinned; ``u``: position in the cell (0..1);
+    ``eligible``: bool, weights a policy may select (free under every scheme, not flipped yet);
+    ``group``: int64 group id inside the chunk (0..groups-1, contiguous runs of ``group_size``).
+    ``key``: a string naming tensor, scheme and chunk, for seeding random draws.
+    """
+
+    d: torch.Tensor
+    u: torch.Tensor
+    eligible: torch.Tensor
+    group: torch.Tensor
+    groups: int
+    group_size: int
+    key: str
+
+
+class Plan:
+    """What a policy decided for one tensor and scheme; ``select`` is called per chunk."""
+
+    detail: dict
+
+    def select(self, view: CellView) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass
+class Policy:
+    """Base of the selection policies: a validated dataclass registered by ``name``."""
+
+    name = ""
+    needs_evidence = False
+    is_noise = False
+
+    def plan(self, evidence=None) -> Plan:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def params(self) -> dict:
+        """The policy's parameters, JSON-ready (saved in the report)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.params() | {"name": value.name} if isinstance(value, Policy) else value
+        return out
+
+
+def _check_fraction(policy: str, name: str, value: float) -> None:
+    if not 0 < value < 1:
+        raise UsageError(f"{policy}: {name} must be between 0 and 1 (exclusive), got {value}.")
+
+
+def _check_nonnegative(policy: str, name: str, value: float, below: float | None = None) -> None:
+    if not value >= 0 or (below is not None and value >= below):
+        limit = f" and below {below}" if below is not None else ""
+        raise UsageError(f"{policy}: {name} must be at least 0{limit}, got {value}.")
+
+
+# -- ratio ------------------------------------------------------------------------------------
+@dataclass
+class Ratio(Policy):
+    """Per group, the ``r`` share of free weights nearest a wall (largest rounding error)."""
+
+    r: float = DEFAULTS["ratio"]["r"]
+    name = "ratio"
+
+    def __post_init__(self):
+        _check_fraction(self.name, "r", self.r)
+
+    def plan(self, evidence=None) -> Plan:
+        return _RatioPlan(self.r)
+
+
+class _RatioPlan(Plan):
+    def __init__(self, r: float):
+        self.r, self.detail = r, {"r": r}
+
+    def select(self, view: CellView) -> torch.Tensor:
+        key = torch.where(view.eligible, view.d, torch.full_like(view.d, float("inf")))
+        rank = rank_in_group(key, view)
+        budget = torch.round(self.r * group_counts(view.eligible, view).double()).to(torch.int64)
+        return view.eligible & (rank < budget[view.group])
+
+
+# -- threshold --------------------------------------------------------------------------------
+@dataclass
+class Threshold(Policy):
+    """Every free weight closer than ``tau`` cell widths to a wall."""
+
+    tau: float = DEFAULTS["threshold"]["tau"]
+    name = "threshold"
+
+    def __post_init__(self):
+        _check_nonnegative(self.name, "tau", self.tau, below=0.5)
+
+    def plan(self, evidence=None) -> Plan:
+        return _ThresholdPlan(self.tau, {"tau": self.tau})
+
+
+class _ThresholdPlan(Plan):
+    def __init__(self, tau: float, detail: dict):
+        self.tau, self.detail = tau, detail
+
+    def select(self, view: CellView) -> torch.Tensor:
+        return view.eligible & (view.d < self.tau)
+
+
+# -- adaptive ---------------------------------------------------------------------------------
+@dataclass
+class Adaptive(Policy):
+    """``threshold`` with ``tau`` read off the scan's picture of the tensor.
+
+    Margin estimate ``m``: the widest empty band next to the walls (``band.empty_up_to``) when the
+    band test is significant (p < ``alpha``), and the far edge of the pile-up bin when the pile
+    test is (p < ``alpha`` and ``pile_ratio`` times its neighbours). Attacked-looking tensor:
+    ``tau = max(m + extra, tau_clean)`` — it flips the weights the attacker pressed against the
+    box edge and a band beyond. Clean-looking tensor: ``tau = tau_clean``.
+    """
+
+    tau_clean: float = DEFAULTS["adaptive"]["tau_clean"]
+    extra: float = DEFAULTS["adaptive"]["extra"]
+    alpha: float = DEFAULTS["adaptive"]["alpha"]
+    pile_ratio: float = DEFAULTS["adaptive"]["pile_ratio"]
+    name = "adaptive"
+    needs_evidence = True
+
+    def __post_init__(self):
+        _check_nonnegative(self.name, "tau_clean", self.tau_clean, below=0.5)
+        _check_nonnegative(self.name, "extra", self.extra, below=0.5)
+        _check_fraction(self.name, "alpha", self.alpha)
+        _check_nonnegative(self.name, "pile_ratio", self.pile_ratio)
+
+    def plan(self, evidence=None) -> Plan:
+        margin, why = self.margin(evidence)
+        tau = self.tau_clean if why == "clean" else min(0.49, max(self.tau_clean, margin + self.extra))
+        return _ThresholdPlan(tau, {"tau": round(tau, 6), "margin": round(margin, 6), "evidence": why})
+
+    def margin(self, evidence) -> tuple[float, str]:
+        """(estimated attacker margin in cell widths, which evidence gave it: band/pile/clean)."""
+        if evidence is None or evidence.status != "ok" or evidence.band is None:
+            return 0.0, "clean"
+        margin, why = 0.0, []
+        band, pile = evidence.band, evidence.pile
+        if band.p < self.alpha and band.empty_up_to > 0:
+            margin, why = band.empty_up_to, ["band"]
+        if pile is not None and pile.p < self.alpha and pile.ratio >= self.pile_ratio and pile.at > 0:
+            from flipguard.scan.stats import BIN
+
+            margin, why = max(margin, pile.at + BIN), why + ["pile"]
+        return margin, "+".join(why) or "clean"
+
+
+# -- balanced ---------------------------------------------------------------------------------
+@dataclass
+class Balanced(Policy):
+    """Per group up to ``r`` of the free weights, as many flips up as down (nearest first)."""
+
+    r: float = DEFAULTS["balanced"]["r"]
+    name = "balanced"
+
+    def __post_init__(self):
+        _check_fraction(self.name, "r", self.r)
+
+    def plan(self, evidence=None) -> Plan:
+        return _BalancedPlan(self.r)
+
+
+class _BalancedPlan(Plan):
+    def __init__(self, r: float):
+        self.r, self.detail = r, {"r": r}
+
+    def select(self, view: CellView) -> torch.Tensor:
+        inf = torch.full_like(view.d, float("inf"))
+        up = view.eligible & (view.u >= 0.5)  # nearest wall above: the flip raises the level
+        down = view.eligible & ~up
+        rank_up = rank_in_group(torch.where(up, view.d, inf), view)
+        rank_down = rank_in_group(torch.where(down, view.d, inf), view)
+        budget = torch.round(self.r * group_counts(view.eligible, view).double()).to(torch.int64)
+        pairs = torch.minimum(torch.minimum(group_counts(up, view), group_counts(down, view)), budget // 2)
+        per_weight = pairs[view.group]
+        return (up & (rank_up < per_weight)) | (down & (rank_down < per_weight))
+
+
+# -- random -----------------------------------------------------------------------------------
+@dataclass
+class Random(Policy):
+    """Control: the count another policy (``of``) selects per chunk, drawn uniformly at random."""
+
+    of: Policy | str = DEFAULTS["random"]["of"]
+    seed: int = DEFAULTS["random"]["seed"]
+    name = "random"
+
+    def __post_init__(self):
+        if isinstance(self.of, str):
+            if self.of in ("random", "gaussian"):
+                raise UsageError(f"random: 'of' must be a selection policy, not {self.of!r}.")
+            self.of = make_policy(self.of)
+
+    @property
+    def needs_evidence(self) -> bool:  # type: ignore[override]
+        return self.of.needs_evidence
+
+    def plan(self, evidence=None) -> Plan:
+        return _RandomPlan(self.of.plan(evidence), self.seed)
+
+
+class _RandomPlan(Plan):
+    def __init__(self, base: Plan, seed: int):
+        self.base, self.seed = base, seed
+        self.detail = {"of": base.detail, "seed": seed}
+
+    def select(self, view: CellView) -> torch.Tensor:
+        count = int(self.base.select(view).sum())
+        candidates = view.eligible.nonzero().view(-1)
+        order = torch.randperm(len(candidates), generator=generator(self.seed, view.key))
+        chosen = torch.zeros_like(view.eligible)
+        chosen[candidates[order[:count]]] = True
+        return chosen
+
+
+# -- gaussian ---------------------------------------------------------------------------------
+@dataclass
+class Gaussian(Policy):
+    """Baseline: N(0, (sigma·scale)²) noise on every free weight; scale = tensor std or cell width."""
+
+    sigma: float = DEFAULTS["gaussian"]["sigma"]
+    relative_to: str = DEFAULTS["gaussian"]["relative_to"]
+    seed: int = DEFAULTS["gaussian"]["seed"]
+    name = "gaussian"
+    is_noise = True
+
+    def __post_init__(self):
+        _check_nonnegative(self.name, "sigma", self.sigma)
+        if self.relative_to not in ("std", "cell"):
+            raise UsageError(f"gaussian: relative_to must be 'std' or 'cell', got {self.relative_to!r}.")
+
+    def plan(self, evidence=None) -> Plan:
+        plan = Plan()
+        plan.detail = {"sigma": self.sigma, "relative_to": self.relative_to}
+        return plan
+
+
+POLICIES: dict[str, type[Policy]] = {
+    p.name: p for p in (Ratio, Threshold, Adaptive, Balanced, Random, Gaussian)
+}
+
+
+def make_policy(name: str, **params) -> Policy:
+    """The policy registered as ``name`` with ``params``; UsageError names a bad name or value."""
+    key = str(name).lower()
+    if key not in POLICIES:
+        raise UsageError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}.")
+    cls = POLICIES[key]
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise UsageError(f"policy {key} has no parameter {unknown[0]!r}; it takes {', '.join(sorted(known))}.")
+    return cls(**params)
+
+
+# -- per-group helpers ------------------------------------------------------------------------
+def group_counts(mask: torch.Tensor, view: CellView) -> torch.Tensor:
+    """int64 ``(groups,)``: how many weights of each group ``mask`` holds."""
+    return torch.bincount(view.group[mask], minlength=view.groups)
+
+
+def rank_in_group(key: torch.Tensor, view: CellView) -> torch.Tensor:
+    """int64 rank of each weight's ``key`` inside its group (0 = smallest; ties by position)."""
+    n, size = key.numel(), view.group_size
+    padded = torch.full((view.groups * size,), float("inf"), dtype=key.dtype)
+    padded[:n] = key
+    order = torch.sort(padded.view(view.groups, size), dim=1, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(size).expand_as(order))
+    return ranks.view(-1)[:n]
+
+
+def generator(seed: int, key: str) -> torch.Generator:
+    """A torch CPU generator seeded from ``seed`` and a string key (stable across runs)."""
+    g = torch.Generator()
+    g.manual_seed(zlib.crc32(f"{seed}:{key}".encode()) + (seed << 32))
+    return g
+
+
+__all__ = [
+    "DEFAULTS",
+    "POLICIES",
+    "Adaptive",
+    "Balanced",
+    "CellView",
+    "Gaussian",
+    "Plan",
+    "Policy",
+    "Random",
+    "Ratio",
+    "Threshold",
+    "make_policy",
+]
