@@ -1,6 +1,8 @@
 """Defending one weight matrix under several schemes at once, chunk by chunk, in place.
 
-Passes run scheme after scheme on each chunk (chunks hold whole groups of every scheme). A weight
+Passes run scheme after scheme on each chunk (chunks hold whole groups of every scheme), coarse
+grids first: a 4-bit flip moves a weight across many INT8 cells, so it breaks the INT8 code too,
+while an INT8 flip never changes a 4-bit code; the INT8 pass then works on what is left. A weight
 flipped by one pass is locked: later passes never move it again, and a later move of another
 weight must keep it ``depth`` from every earlier scheme's walls (or no closer than it was), so no
 pass undoes or endangers another. No weight ever reaches its group's largest magnitude under any
@@ -65,8 +67,9 @@ def defend_matrix(
     step_scheme = max(schemes, key=lambda s: s.row_multiple(wq.shape[1]))
     for number, chunk in enumerate(step_scheme.row_chunks(wq, max_elements)):
         work = chunk.clone(memory_format=torch.contiguous_format)
-        before = [cells_of(s, work) for s in schemes]
-        current = [cells_of(s, work) for s in schemes]
+        passes = sorted(schemes, key=lambda s: len(s.levels))  # coarse grids first (module docstring)
+        before = [cells_of(s, work) for s in passes]
+        current = [cells_of(s, work) for s in passes]
         cap = _cap(current)
         if policy.is_noise:
             flipped = _add_noise(work, current, policy, cap, f"{key}#{number}", noise_scale, totals)

@@ -41,7 +41,7 @@ DEFAULTS = {
     # 4-bit attacks keep 1% of a cell free (INT8 10%); tau_clean = 0.02 flips the weights piled at
     # a 1% box edge even when the scan cannot tell, and costs a clean tensor ~4% flipped weights,
     # whose quantization error grows from (0.5 - d) to (0.5 + d) cell widths: +24·tau² ≈ +1% MSE.
-    "adaptive": {"tau_clean": 0.02, "extra": 0.05, "alpha": 1e-3, "pile_ratio": 2.0},
+    "adaptive": {"tau_clean": 0.02, "extra": 0.05, "alpha": 1e-3, "pile_ratio": 3.0},
     "balanced": {"r": 0.15},
     "random": {"of": "adaptive", "seed": 0},
     "gaussian": {"sigma": 0.03, "relative_to": "std", "seed": 0},
@@ -161,9 +161,11 @@ class _ThresholdPlan(Plan):
 class Adaptive(Policy):
     """``threshold`` with ``tau`` read off the scan's picture of the tensor.
 
-    Margin estimate ``m``: the widest empty band next to the walls (``band.empty_up_to``) when the
-    band test is significant (p < ``alpha``), and the far edge of the pile-up bin when the pile
-    test is (p < ``alpha`` and ``pile_ratio`` times its neighbours). Attacked-looking tensor:
+    Margin estimate ``m``: from the widest empty band next to the walls (``band.empty_up_to``) and
+    the nearest weight (``min_distance``) when the band test is significant (p < ``alpha``), and
+    the far edge of the fullest bin of the scan's
+    wall-distance histogram when it holds ``pile_ratio`` times its neighbours (the box edge the
+    attacker's projection stops weights at). Attacked-looking tensor:
     ``tau = max(m + extra, tau_clean)`` — it flips the weights the attacker pressed against the
     box edge and a band beyond. Clean-looking tensor: ``tau = tau_clean``.
     """
@@ -191,14 +193,39 @@ class Adaptive(Policy):
         if evidence is None or evidence.status != "ok" or evidence.band is None:
             return 0.0, "clean"
         margin, why = 0.0, []
-        band, pile = evidence.band, evidence.pile
+        band = evidence.band
         if band.p < self.alpha and band.empty_up_to > 0:
-            margin, why = band.empty_up_to, ["band"]
-        if pile is not None and pile.p < self.alpha and pile.ratio >= self.pile_ratio and pile.at > 0:
-            from flipguard.scan.stats import BIN
-
-            margin, why = max(margin, pile.at + BIN), why + ["pile"]
+            # the band [b, 2b) beside the empty one is not empty: the margin is in [b, 2b); the
+            # nearest weight sits at the margin, or at half of it in the edge cells (trimmed by the
+            # same share of a cell half as wide), so 2 x min_distance bounds it from above too
+            upper = min(2 * band.empty_up_to, 2 * evidence.min_distance)
+            margin, why = max(band.empty_up_to, upper), ["band"]
+        edge, ratio, count = box_edge(evidence.counts)
+        if ratio >= self.pile_ratio and count >= MIN_PILE:
+            margin, why = max(margin, edge), why + ["pile"]
         return margin, "+".join(why) or "clean"
+
+
+MIN_PILE = 50  # weights in one histogram bin before a pile-up is believed
+
+
+def box_edge(counts) -> tuple[float, float, int]:
+    """(upper edge of the fullest bin, its count over its neighbours' mean, its count) from the
+    scan's histogram of wall distances, among weights whose dtype resolves one bin.
+
+    An attacker's projection piles every weight it stopped at the box edge into one bin, so the
+    fullest bin marks the margin; the scan's own pile test reports the *most significant* excess,
+    which can be a minor one (edge cells, trimmed by the same share of a narrower cell).
+    """
+    from flipguard.scan.stats import BANDS, BIN, NBINS, PILE_NEIGHBOURS, RESOLUTION_FACTOR
+
+    j = next(i for i, b in enumerate(BANDS) if b / RESOLUTION_FACTOR >= BIN)
+    hist = counts.resolved()[j].double()[: NBINS - PILE_NEIGHBOURS]  # leave out the on-level end
+    k = int(hist.argmax())
+    around = torch.cat([hist[max(0, k - PILE_NEIGHBOURS) : k], hist[k + 1 : k + 1 + PILE_NEIGHBOURS]])
+    mean = float(around.mean()) if len(around) else 0.0
+    ratio = float(hist[k]) / mean if mean > 0 else float("inf") if hist[k] > 0 else 0.0
+    return (k + 1) * BIN, ratio, int(hist[k])
 
 
 # -- balanced ---------------------------------------------------------------------------------

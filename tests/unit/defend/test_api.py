@@ -1,0 +1,120 @@
+"""defend_checkpoint: layout kept, non-quantizable tensors bit-identical, deterministic, atomic."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from flipguard.checkpoint import open_checkpoint, quantizable_tensors
+from flipguard.defend import REPORT_FILE, defend_checkpoint
+from flipguard.errors import FlipGuardError
+from flipguard.schemes import get_scheme
+from flipguard.testing import make_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    """Tiny GPT-2 (Conv1D, transposed) in float16, sharded."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("g") / "gpt2", family="gpt2", dtype=torch.float16, shards=2)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("l") / "llama", family="llama", dtype=torch.bfloat16)
+
+
+def _tensors(path):
+    ckpt = open_checkpoint(path)
+    return dict(ckpt.iter_tensors())
+
+
+def _digest(directory):
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_defended_checkpoint_keeps_layout_and_other_tensors(gpt2, tmp_path):
+    report = defend_checkpoint(gpt2, tmp_path / "out", policy="ratio", params={"r": 0.1})
+    out = tmp_path / "out"
+    targets = {t.tensor_name: t for t in quantizable_tensors(open_checkpoint(gpt2))}
+    before, after = _tensors(gpt2), _tensors(out)
+    assert before.keys() == after.keys()
+    for name, t in before.items():
+        assert after[name].dtype == t.dtype and after[name].shape == t.shape
+        if name in targets:
+            assert not torch.equal(after[name], t)
+        else:
+            assert torch.equal(after[name].view(torch.uint8), t.view(torch.uint8))  # bit-identical
+    # companion files and the index byte for byte
+    src, dst = _digest(gpt2), _digest(out)
+    for rel, digest in src.items():
+        if not rel.endswith(".safetensors"):
+            assert dst[rel] == digest, rel
+    for shard in open_checkpoint(gpt2).shards:
+        with safe_open(str(gpt2 / shard), "pt") as a, safe_open(str(out / shard), "pt") as b:
+            assert a.metadata() == b.metadata() and sorted(a.keys()) == sorted(b.keys())
+    # report: counts agree with the tensors written, transposed Conv1D recorded
+    saved = json.loads((out / REPORT_FILE).read_text())
+    assert saved["policy"]["name"] == "ratio" and saved["tensors_copied_unchanged"] == len(before) - len(targets)
+    assert all(t["transposed"] for t in saved["tensors"])
+    nf4 = get_scheme("nf4")
+    for t in report.tensors:
+        w0, w1 = before[t.name].t(), after[t.name].t()
+        changed = int((nf4.codes(w0) != nf4.codes(w1)).sum())
+        assert changed == t.schemes["nf4"].codes_changed
+    totals = saved["totals"]
+    assert set(totals) == {"int8", "fp4", "nf4"}
+    assert totals["nf4"]["flipped"] + sum(totals["nf4"]["unsafe"].values()) == totals["nf4"]["candidates"]
+
+
+def test_same_input_gives_byte_identical_output(llama, tmp_path):
+    for policy in ("adaptive", "random", "gaussian"):
+        a = defend_checkpoint(llama, tmp_path / f"a-{policy}", policy=policy)
+        b = defend_checkpoint(llama, tmp_path / f"b-{policy}", policy=policy)
+        assert _digest(tmp_path / f"a-{policy}") == _digest(tmp_path / f"b-{policy}")
+        assert a.totals() == b.totals()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"schemes": ["int9"]}, "unknown scheme"),
+        ({"policy": "magic"}, "unknown policy"),
+        ({"policy": "ratio", "params": {"r": 1.2}}, "between 0 and 1"),
+        ({"policy": "threshold", "params": {"tau": -0.1}}, "at least 0"),
+        ({"policy": "gaussian", "params": {"sigma": -0.1}}, "at least 0"),
+        ({"depth": 0.0}, "depth"),
+        ({"depth": 0.5}, "depth"),
+    ],
+)
+def test_bad_options_write_nothing(llama, tmp_path, kwargs, match):
+    with pytest.raises(FlipGuardError, match=match):
+        defend_checkpoint(llama, tmp_path / "out", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_inside_input_and_existing_output_are_refused(llama, tmp_path):
+    with pytest.raises(FlipGuardError, match="inside the input"):
+        defend_checkpoint(llama, llama / "defended")
+    assert not (llama / "defended").exists()
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(FlipGuardError, match="already exists"):
+        defend_checkpoint(llama, tmp_path / "taken")
+    defend_checkpoint(llama, tmp_path / "taken", policy="threshold", force=True)
+    assert (tmp_path / "taken" / REPORT_FILE).exists()
+
+
+def test_nonfinite_tensor_is_left_unchanged_and_noted(tmp_path):
+    path = make_tiny_checkpoint(tmp_path / "nan", family="llama")
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path / "model.safetensors")
+    name = next(n for n in tensors if n.endswith("q_proj.weight"))
+    tensors[name][0, 0] = float("nan")
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    report = defend_checkpoint(path, tmp_path / "out", policy="threshold")
+    assert any(name in note for note in report.notes)
+    after = _tensors(tmp_path / "out")[name]
+    assert torch.equal(after.view(torch.int32), tensors[name].view(torch.int32))

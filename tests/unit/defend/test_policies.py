@@ -1,0 +1,93 @@
+"""Selection policies: what each selects, determinism, and validation of their parameters."""
+
+import pytest
+import torch
+
+from flipguard.defend import make_policy
+from flipguard.defend.multischeme import _view
+from flipguard.defend.flip import cells_of
+from flipguard.errors import UsageError
+from flipguard.scan import inspect_tensor
+from flipguard.schemes import get_scheme
+
+from .defend_testkit import attacked_weight, clean_weight
+
+
+def _view_of(name="nf4", w=None, key="t"):
+    w = clean_weight(64, 128) if w is None else w
+    cells = cells_of(get_scheme(name), w)
+    return _view(cells, w, ~cells.pinned, key)
+
+
+@pytest.mark.parametrize("name", ["int8", "nf4"])
+def test_ratio_takes_r_of_each_group_nearest_the_walls(name):
+    view = _view_of(name)
+    chosen = make_policy("ratio", r=0.15).plan().select(view)
+    per_group = torch.bincount(view.group[chosen], minlength=view.groups)
+    free = torch.bincount(view.group[view.eligible], minlength=view.groups)
+    assert torch.equal(per_group, torch.round(0.15 * free.double()).long())
+    for g in range(view.groups):  # the chosen are the nearest: no unchosen free weight is nearer
+        in_g = (view.group == g) & view.eligible
+        if chosen[in_g].any() and (~chosen & in_g).any():
+            assert view.d[chosen & in_g].max() <= view.d[~chosen & in_g].min()
+
+
+def test_threshold_selects_below_tau_and_never_pinned():
+    view = _view_of()
+    chosen = make_policy("threshold", tau=0.05).plan().select(view)
+    assert torch.equal(chosen, view.eligible & (view.d < 0.05))
+    assert not bool(chosen[~view.eligible].any())
+
+
+def test_balanced_flips_as_many_up_as_down_in_each_group():
+    view = _view_of("int8")
+    chosen = make_policy("balanced", r=0.2).plan().select(view)
+    up = chosen & (view.u >= 0.5)
+    down = chosen & (view.u < 0.5)
+    assert torch.equal(torch.bincount(view.group[up], minlength=view.groups),
+                       torch.bincount(view.group[down], minlength=view.groups))
+    assert 0.15 < chosen.float().mean() <= 0.2
+
+
+def test_random_draws_the_same_count_deterministically():
+    view = _view_of()
+    base = make_policy("threshold", tau=0.05).plan().select(view)
+    random = make_policy("random", of="threshold")
+    first = random.plan().select(view)
+    assert int(first.sum()) == int(base.sum())
+    assert torch.equal(first, random.plan().select(view))
+    assert not torch.equal(first, make_policy("random", of="threshold", seed=1).plan().select(view))
+    assert not torch.equal(first, base)
+
+
+def test_adaptive_raises_tau_where_the_scan_sees_an_attack():
+    scheme = get_scheme("nf4")
+    policy = make_policy("adaptive")
+    clean = policy.plan(inspect_tensor("clean", clean_weight(128, 512), scheme))
+    assert clean.detail["evidence"] == "clean" and clean.tau == policy.tau_clean
+    attacked, _ = attacked_weight(["nf4"], margin=0.1, rows=128, cols=512)
+    plan = policy.plan(inspect_tensor("attacked", attacked, scheme))
+    assert plan.detail["evidence"] != "clean"
+    assert 0.1 <= plan.detail["margin"] <= 0.11
+    assert plan.tau == pytest.approx(plan.detail["margin"] + policy.extra, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, params, word",
+    [
+        ("ratio", {"r": 0.0}, "r must be between 0 and 1"),
+        ("ratio", {"r": 1.0}, "r must be between 0 and 1"),
+        ("balanced", {"r": -0.1}, "r must be between 0 and 1"),
+        ("threshold", {"tau": -0.01}, "tau must be at least 0"),
+        ("threshold", {"tau": 0.5}, "below 0.5"),
+        ("gaussian", {"sigma": -1.0}, "sigma must be at least 0"),
+        ("gaussian", {"relative_to": "max"}, "relative_to"),
+        ("adaptive", {"tau_clean": -0.1}, "tau_clean"),
+        ("adaptive", {"r": 0.1}, "no parameter 'r'"),
+        ("random", {"of": "gaussian"}, "selection policy"),
+        ("nope", {}, "unknown policy"),
+    ],
+)
+def test_bad_parameters_are_one_sentence_usage_errors(name, params, word):
+    with pytest.raises(UsageError, match=word):
+        make_policy(name, **params)
