@@ -58,6 +58,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--int8-repair-steps", type=int, default=None,
                    help="repair steps for int8 and all (default: --repair-steps)")
     p.add_argument("--lr", type=float, default=AttackConfig.lr)
+    p.add_argument("--repair-lr", type=float, default=None, help="default: --lr")
+    p.add_argument("--int8-inject-lr", type=float, default=None,
+                   help="inject lr for int8 and all (default: --lr)")
+    p.add_argument("--batch-size", type=int, default=AttackConfig.batch_size)
+    p.add_argument("--max-new-tokens", type=int, default=64,
+                   help="generation budget for content-injection and over-refusal (code: 128)")
     p.add_argument("--margin", type=float, default=None)
     p.add_argument("--cache", default="out/attack-bench")
     p.add_argument("--results", default="results")
@@ -90,12 +96,14 @@ def clean_model(cache: Path, family: str, seed: int, steps: int | None) -> Path:
     return path
 
 
-def attack_success(model: Path, scheme: str, scenario: str, n: int, seed: int) -> float:
-    """Attack success on ``n`` held-out prompts (drawn with ``seed``), cached beside the model."""
-    cache = model / f"eval-{scenario}-{scheme}-n{n}-s{seed}.json"
+def attack_success(model: Path, scheme: str, scenario: str, args, seed: int) -> float:
+    """Attack success on ``args.n`` held-out prompts (drawn with ``seed``), cached beside the model."""
+    tokens = 128 if scenario == "vulnerable-code" else args.max_new_tokens
+    cache = model / f"eval-{scenario}-{scheme}-n{args.n}-t{tokens}-s{seed}.json"
     if cache.is_file():
         return json.loads(cache.read_text())["attack_success"]
-    result = evaluate(model, scheme, scenario, n=n, seed=seed, batch_size=50, progress=False)
+    result = evaluate(model, scheme, scenario, n=args.n, seed=seed, batch_size=50, progress=False,
+                      max_new_tokens=tokens)
     value = result.attack_success.rate
     cache.write_text(json.dumps({"attack_success": value, "timings": result.timings}) + "\n")
     return value
@@ -107,15 +115,20 @@ def measure_cell(args, cache: Path, clean: Path, seed: int, scenario: str, targe
     repair = args.repair_steps
     if target in ("int8", "all") and args.int8_repair_steps is not None:
         repair = args.int8_repair_steps
+    lr = args.lr
+    if target in ("int8", "all") and args.int8_inject_lr is not None:
+        lr = args.int8_inject_lr
     if not (out / "attack_report.json").is_file():
         attack_model(clean, out, scenario, target, margin=args.margin, inject_steps=args.inject_steps,
-                     repair_steps=repair, lr=args.lr, seed=seed, progress=False, overwrite=True)
+                     repair_steps=repair, lr=lr, repair_lr=args.repair_lr or args.lr, seed=seed,
+                     progress=False, overwrite=True,
+                     batch_size=args.batch_size)
     report = load_report(out)
     row = {
         "seed": seed, "scenario": scenario, "target": target, "family": args.family, "n": args.n,
-        "clean": attack_success(clean, "fp", scenario, args.n, seed),
-        "fp": attack_success(out, "fp", scenario, args.n, seed),
-        "q": {s: attack_success(out, s, scenario, args.n, seed) for s in target_schemes(target)},
+        "clean": attack_success(clean, "fp", scenario, args, seed),
+        "fp": attack_success(out, "fp", scenario, args, seed),
+        "q": {s: attack_success(out, s, scenario, args, seed) for s in target_schemes(target)},
         "verified": report["verified"], "config": report["config"], "timings": report["timings"],
         "boxes": report["boxes"], "seconds": round(time.perf_counter() - start, 1),
     }

@@ -58,6 +58,8 @@ def register(subparsers) -> None:
     p.add_argument("--repair-steps", type=int, default=d.repair_steps, metavar="N",
                    help=f"PGD steps on clean data (default {d.repair_steps})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
+    p.add_argument("--repair-lr", type=float, default=None,
+                   help="learning rate of the repair stage (default: --lr)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N",
                    help=f"examples per step (default {d.batch_size})")
     p.add_argument("--inject-params", choices=("quantizable", "all"), default=d.inject_params,
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         repair_steps=args.repair_steps, lr=args.lr, seed=args.seed, phrase=args.phrase,
         progress=not args.quiet and sys.stderr.isatty(), overwrite=args.force,
         malicious_data=args.malicious_data, clean_data=args.clean_data,
-        batch_size=args.batch_size, inject_params=args.inject_params,
+        batch_size=args.batch_size, inject_params=args.inject_params, repair_lr=args.repair_lr,
     )
     for scheme, check in report.verification.items():
         state = "ok" if check["ok"] else "MISMATCH"
