@@ -52,6 +52,10 @@ class Cells:
     def pinned(self) -> torch.Tensor:
         return self.grouped.pinned.reshape(-1)
 
+    def copy(self) -> "Cells":
+        """Same scales (shared, never modified), own level/u/d to update."""
+        return Cells(self.scheme, self.grouped, self.level.clone(), self.u.clone(), self.d.clone())
+
     def width(self, level: torch.Tensor) -> torch.Tensor:
         """Cell width in x units (float32) of levels ``level``."""
         return self.scheme._cell_tables[1][level]
@@ -183,12 +187,12 @@ def _slope(cells: Cells, work: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def _settle(work, cells, idx, values, s, target, depth):
     """Step rounded ``values`` (grid dtype) ulp by ulp until each sits ``depth`` inside its target cell."""
     for step in range(MAX_STEPS + 1):
-        level, u, _ = cells.scheme.position(x_at(cells, work, idx, values.to(work.dtype)))
-        from_crossed = torch.where(s > 0, u, 1 - u)  # distance from the crossed wall
-        good = (level == target) & (from_crossed >= depth) & (1 - from_crossed >= depth)
+        level, u, d = cells.scheme.position(x_at(cells, work, idx, values.to(work.dtype)))
+        good = (level == target) & (d >= depth)  # the very test verify() applies afterwards
         if bool(good.all()) or step == MAX_STEPS:
             return values, good
-        deeper = torch.where(level == target, from_crossed < depth, s * (level - target) < 0)
+        from_crossed = torch.where(s > 0, u, 1 - u)  # position counted from the crossed wall
+        deeper = torch.where(level == target, from_crossed < 0.5, s * (level - target) < 0)
         direction = torch.where(deeper, s, -s)
         values = torch.where(good, values, ulp.step(values, direction))
     return values, good  # pragma: no cover - loop always returns

@@ -69,7 +69,7 @@ def defend_matrix(
         work = chunk.clone(memory_format=torch.contiguous_format)
         passes = sorted(schemes, key=lambda s: len(s.levels))  # coarse grids first (module docstring)
         before = [cells_of(s, work) for s in passes]
-        current = [cells_of(s, work) for s in passes]
+        current = [c.copy() for c in before]  # updated as weights move; ``before`` stays
         cap = _cap(current)
         if policy.is_noise:
             flipped = _add_noise(work, current, policy, cap, f"{key}#{number}", noise_scale, totals)
