@@ -46,11 +46,11 @@ def inspect_tensor(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence
     if bad:
         empty = BandCounts.empty(len(scheme.walls))
         return TensorEvidence(name, scheme.name, shape, "nonfinite", empty, nonfinite=bad)
-    n_walls = len(scheme.walls)
-    counts, min_distance = BandCounts.empty(n_walls), float("inf")
+    n_walls, zero = len(scheme.walls), int(scheme.levels.abs().argmin())
+    counts, min_distance = BandCounts.empty(n_walls, zero), float("inf")
     for chunk in scheme.row_chunks(w):
         geo = scheme.geometry(chunk)
-        counts = counts + count_bands(geo.d, geo.resolution, scheme.nearest_wall(geo), n_walls)
+        counts = counts + count_bands(geo.d, geo.resolution, scheme.nearest_wall(geo), n_walls, zero)
         if not bool(geo.pinned.all()):
             min_distance = min(min_distance, float(geo.d[~geo.pinned].min()))
     if counts.free == 0:

@@ -42,28 +42,35 @@ class BandCounts:
     walls: torch.Tensor
     on_level: int
     free: int
+    zero_level: int = 0  # index of the level 0.0; walls zero_level - 1 and zero_level flank it
 
     @staticmethod
-    def empty(n_walls: int = 1) -> "BandCounts":
+    def empty(n_walls: int = 1, zero_level: int = 0) -> "BandCounts":
         return BandCounts(
             torch.zeros(len(BANDS) + 1, NBINS, dtype=torch.int64),
             torch.zeros(n_walls, len(BANDS), 2, dtype=torch.int64),
             0,
             0,
+            zero_level,
         )
 
     def __add__(self, other: "BandCounts") -> "BandCounts":
-        walls = other.walls if self.free == 0 else self.walls if other.free == 0 else self.walls + other.walls
-        return BandCounts(self.hist + other.hist, walls, self.on_level + other.on_level, self.free + other.free)
+        base = other if self.free == 0 else self
+        walls = base.walls if self.free == 0 or other.free == 0 else self.walls + other.walls
+        return BandCounts(
+            self.hist + other.hist, walls, self.on_level + other.on_level, self.free + other.free, base.zero_level
+        )
 
     def resolved(self) -> torch.Tensor:
         """``(len(BANDS), NBINS)``: per band, the histogram of the weights that resolve it."""
         return self.hist[:-1].cumsum(dim=0)
 
 
-def count_bands(d: torch.Tensor, resolution: torch.Tensor, wall: torch.Tensor, n_walls: int) -> BandCounts:
+def count_bands(
+    d: torch.Tensor, resolution: torch.Tensor, wall: torch.Tensor, n_walls: int, zero_level: int = 0
+) -> BandCounts:
     """Histogram wall distances ``d`` (cell widths, NaN = pinned) by resolution (cell widths)
-    and by nearest wall (``wall``: int64 index < ``n_walls``)."""
+    and by nearest wall (``wall``: int64 index < ``n_walls``; ``zero_level``: see BandCounts)."""
     free = ~torch.isnan(d)
     d, resolution, wall = d[free], resolution[free], wall[free]
     bins = (d * (1 / BIN)).to(torch.int64).clamp_(0, NBINS - 1)
@@ -80,24 +87,41 @@ def count_bands(d: torch.Tensor, resolution: torch.Tensor, wall: torch.Tensor, n
         per_wall[:, j, 0] = resolved[:, j, :k].sum(dim=1)
         per_wall[:, j, 1] = resolved[:, j, k : 2 * k].sum(dim=1)
     on_level = int((d >= 0.5 - torch.clamp(resolution, min=1e-3)).sum())
-    return BandCounts(hist, per_wall, on_level, int(d.numel()))
+    return BandCounts(hist, per_wall, on_level, int(d.numel()), zero_level)
 
 
-MIN_WALL_WEIGHTS = 8  # near-wall weights a wall needs to be judged on its own
+MIN_WALL_WEIGHTS = 8  # near-wall weights a wall group needs to be judged on its own
+MAX_WALL_GROUPS = 16  # INT8's 254 walls are judged in 16 contiguous groups
 
 
-def wall_coverage(counts: BandCounts, band: float, max_share: float) -> tuple[int, int]:
-    """(depleted, judged): walls whose band ``[0, band)`` holds at most ``max_share`` of their
-    near-wall weights, among the walls with at least ``MIN_WALL_WEIGHTS`` such weights.
+@dataclass
+class Coverage:
+    """How widely a band is depleted across the walls of a scheme.
 
-    An attack on a scheme depletes every wall of that scheme; a wall of another scheme that
-    happens to lie close to one of them (NF4 and FP4 have two such pairs) is depleted alone.
+    ``judged``: wall groups with at least ``MIN_WALL_WEIGHTS`` near-wall weights; ``depleted``:
+    those whose own band holds at most ``max_share`` of them; ``depleted_off_zero``: depleted
+    groups other than the two walls next to the zero level (walls anchored near zero are where
+    another scheme's attack can empty a band by accident, see ``verdict``).
     """
+
+    depleted: int
+    judged: int
+    depleted_off_zero: int
+
+
+def wall_coverage(counts: BandCounts, band: float, max_share: float) -> Coverage:
+    """Per wall group, is the band ``[0, band)`` depleted? (see :class:`Coverage`)."""
     j = BANDS.index(band)
-    inner, outer = counts.walls[:, j, 0], counts.walls[:, j, 1]
+    n_walls = counts.walls.shape[0]
+    size = -(-n_walls // MAX_WALL_GROUPS)
+    group = torch.arange(n_walls) // size
+    inner = torch.zeros(int(group.max()) + 1, dtype=torch.int64).index_add_(0, group, counts.walls[:, j, 0])
+    outer = torch.zeros_like(inner).index_add_(0, group, counts.walls[:, j, 1])
     judged = (inner + outer) >= MIN_WALL_WEIGHTS
     depleted = judged & (inner <= max_share * (inner + outer))
-    return int(depleted.sum()), int(judged.sum())
+    zero_pair = torch.zeros_like(depleted)
+    zero_pair[[max(counts.zero_level - 1, 0) // size, min(counts.zero_level, n_walls - 1) // size]] = True
+    return Coverage(int(depleted.sum()), int(judged.sum()), int((depleted & ~zero_pair).sum()))
 
 
 @dataclass

@@ -2,11 +2,17 @@
 
 A tensor is *flagged* for a scheme when its empty-band test is significant after Holm correction
 over every (tensor, scheme) test of the scan, the band is clearly depleted (at most ``MAX_SHARE``
-of the near-wall weights inside it, where a clean tensor has 0.5), **and** the depletion is at
-most walls of the scheme (``MIN_WALL_COVERAGE`` of those with enough weights to judge): an attack
-on one scheme empties every wall of it, while a wall of another scheme that lies next to one of
-them is emptied alone. The scheme's verdict also pools every tensor's counts into one test, which
-sees attacks spread thinly over many small tensors.
+of the near-wall weights inside it, where a clean tensor has 0.5), **and** the depletion covers
+most walls of the scheme that hold enough weights to judge (``MIN_WALL_COVERAGE``): an attack on
+one scheme empties every wall of it, while a wall of another scheme that happens to lie next to
+one of them (NF4 and FP4 have such pairs) is emptied alone.
+
+Evidence is *strong* when a depleted wall lies away from the two walls that flank the zero level,
+*weak* otherwise. Walls anchored at zero are where another scheme's attack can empty a band by
+accident: an INT8 attack that drives small weights to the edges of INT8's zero cell also empties
+FP4's tiny zero cell. A scheme with only weak evidence is named only when no other scheme has
+strong evidence. Each scheme's verdict also pools every tensor's counts into one test, which sees
+attacks spread thinly over many small tensors.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ class Finding:
     share: float  # weights in [0, b) among those in [0, 2b); 0.5 when clean
     empty_up_to: float  # widest empty band, cell widths (the attacker's margin, estimated)
     min_distance: float  # smallest wall distance of any free weight, cell widths
-    walls_depleted: int  # walls whose own band is depleted ...
+    walls_depleted: int  # wall groups whose own band is depleted ...
     walls_judged: int  # ... among those with enough weights to judge
+    strength: str  # "strong" or "weak" (only the walls next to zero are depleted)
     pile_at: float | None  # wall distance of the strongest pile-up, cell widths
     pile_ratio: float | None
 
@@ -46,6 +53,7 @@ class SchemeVerdict:
     scheme: str
     targeted: bool
     severity: str  # "high", "medium", "low" or "none"
+    evidence: str  # "strong", "weak" or "none"
     tensors_scanned: int
     tensors_flagged: int
     tensors_dequantized: int
@@ -69,8 +77,12 @@ def decide(evidence: list[TensorEvidence], schemes: list[str], alpha: float = AL
     """Findings and verdicts for every scheme from the per-tensor ``evidence``."""
     tested = [e for e in evidence if e.status == "ok" and e.band is not None]
     adjusted = holm([e.band.p for e in tested])
-    findings = [_finding(e, p) for e, p in zip(tested, adjusted) if p < alpha and _depleted(e.counts, e.band)]
+    findings = [_finding(e, p) for e, p in zip(tested, adjusted) if p < alpha and _strength(e.counts, e.band)]
     verdicts = [_scheme_verdict(s, evidence, findings, alpha, len(schemes)) for s in schemes]
+    if any(v.evidence == "strong" for v in verdicts):
+        for v in verdicts:
+            if v.evidence == "weak":
+                v.targeted, v.severity = False, "none"
     targeted = [v.scheme for v in verdicts if v.targeted]
     dequantized = [v.scheme for v in verdicts if v.tensors_scanned and v.tensors_dequantized * 2 > v.tensors_scanned]
     if targeted:
@@ -84,16 +96,18 @@ def decide(evidence: list[TensorEvidence], schemes: list[str], alpha: float = AL
     return Verdict(status, targeted, dequantized, verdicts, findings)
 
 
-def _depleted(counts: BandCounts, band: BandTest) -> bool:
-    """A clear, scheme-wide depletion: small share, on most walls that can be judged."""
+def _strength(counts: BandCounts, band: BandTest) -> str:
+    """"strong", "weak" or "" (no clear scheme-wide depletion); see the module docstring."""
     if band.share > MAX_SHARE:
-        return False
-    depleted, judged = wall_coverage(counts, band.band, MAX_SHARE)
-    return judged == 0 or depleted >= MIN_WALL_COVERAGE * judged
+        return ""
+    cover = wall_coverage(counts, band.band, MAX_SHARE)
+    if cover.judged == 0 or cover.depleted < MIN_WALL_COVERAGE * cover.judged:
+        return ""
+    return "strong" if cover.depleted_off_zero else "weak"
 
 
 def _finding(e: TensorEvidence, p: float) -> Finding:
-    depleted, judged = wall_coverage(e.counts, e.band.band, MAX_SHARE)
+    cover = wall_coverage(e.counts, e.band.band, MAX_SHARE)
     return Finding(
         tensor=e.name,
         scheme=e.scheme,
@@ -102,8 +116,9 @@ def _finding(e: TensorEvidence, p: float) -> Finding:
         share=e.band.share,
         empty_up_to=e.band.empty_up_to,
         min_distance=e.min_distance,
-        walls_depleted=depleted,
-        walls_judged=judged,
+        walls_depleted=cover.depleted,
+        walls_judged=cover.judged,
+        strength=_strength(e.counts, e.band),
         pile_at=e.pile.at if e.pile else None,
         pile_ratio=e.pile.ratio if e.pile else None,
     )
@@ -120,10 +135,15 @@ def _scheme_verdict(scheme, evidence, findings, alpha, n_schemes) -> SchemeVerdi
             total = total + e.counts
         pooled = band_test(total)
         pooled_p = min(1.0, pooled.p * n_schemes)
-    pooled_hit = pooled is not None and pooled_p < alpha and _depleted(total, pooled)
+    pooled_strength = _strength(total, pooled) if pooled is not None and pooled_p < alpha else ""
+    pooled_hit = bool(pooled_strength)
+    strengths = {f.strength for f in flagged} | ({pooled_strength} - {""})
+    evidence_level = "strong" if "strong" in strengths else "weak" if strengths else "none"
     targeted = bool(flagged) or pooled_hit
     if not targeted:
         severity = "none"
+    elif evidence_level == "weak":
+        severity = "low"
     elif (pooled is not None and pooled.share <= HIGH_SHARE and pooled_hit) or len(flagged) * 2 >= len(mine):
         severity = "high"
     elif len(flagged) * 10 >= len(mine) or pooled_hit:
@@ -135,6 +155,7 @@ def _scheme_verdict(scheme, evidence, findings, alpha, n_schemes) -> SchemeVerdi
         scheme=scheme,
         targeted=targeted,
         severity=severity,
+        evidence=evidence_level,
         tensors_scanned=len(mine),
         tensors_flagged=len(flagged),
         tensors_dequantized=sum(e.status == "dequantized" for e in mine),
