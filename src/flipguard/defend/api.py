@@ -123,7 +123,10 @@ def defend_checkpoint(
     )
     with CheckpointWriter(out, like=checkpoint, force=force) as writer:
         report.output = str(writer.path)
-        for name, tensor in checkpoint.iter_tensors():
+        for name in checkpoint.tensors:  # file order; one tensor in memory at a time
+            # get() opens the shard per tensor: iter_tensors() keeps a shard's mapping open, and
+            # every page read through it stays resident until the shard ends (RSS ~ shard size)
+            tensor = checkpoint.get(name)
             if name in targets:
                 done = defend_tensor(name, tensor, objects, policy, targets[name].transposed, depth)
                 report.tensors.append(done)

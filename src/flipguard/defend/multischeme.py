@@ -23,7 +23,7 @@ from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generato
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
 
-CHUNK_ELEMENTS = 1 << 20  # weights per chunk: bounds the extra memory to a few tens of MB
+CHUNK_ELEMENTS = 1 << 18  # weights per chunk: ~40 bytes each per scheme of workspace, about 30 MB in all
 
 
 @dataclass
