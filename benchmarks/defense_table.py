@@ -21,7 +21,7 @@ summary tables, means over seeds) and ``defense_security_fidelity.png`` (attack 
 defense against fidelity loss for every contender).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/defense_table.py --seeds 0 1 2 --schemes nf4 \\
-        --scenarios content-injection --margins 0.05 0.1 0.2 0.3
+        --scenarios content-injection --margins 0.05 0.1 0.2 0.3 [--clean out/clean/llama-s0]
     .venv/bin/python benchmarks/defense_table.py --summarize-only     # tables and plot from the CSV
 """
 
@@ -55,6 +55,10 @@ def main() -> None:
     p.add_argument("--clean-steps", type=int, default=1200)
     p.add_argument("--inject-steps", type=int, default=400)
     p.add_argument("--repair-steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=32, help="attack batch size")
+    p.add_argument("--lr", type=float, default=1e-3, help="attack learning rate (inject; repair too)")
+    p.add_argument("--clean", help="an existing clean zoo model used for every seed (the attack's seed still varies)")
+    p.add_argument("--margin-seeds", type=int, nargs="*", help="seeds for the adaptive-attacker margins (default: all)")
     p.add_argument("--work", default="out/defense", help="cache of trained, attacked and defended models")
     p.add_argument("--results", default="results")
     p.add_argument("--summarize-only", action="store_true")
@@ -76,11 +80,12 @@ def run(args, table: Path) -> None:
     first_scheme, first_scenario = args.schemes[0], args.scenarios[0]
     cleans = {}
     for seed in args.seeds:
-        cleans[seed] = ensure_clean(work, seed, args.clean_steps)
+        cleans[seed] = Path(args.clean) if args.clean else ensure_clean(work, seed, args.clean_steps)
         clean_price(args, table, done, work, cleans[seed], seed, first_scheme)
         attacked = ensure_attack(args, work, cleans[seed], first_scenario, first_scheme, seed, None)
         contenders(args, table, done, work, attacked, seed, first_scheme, first_scenario, None)
-    for seed in args.seeds:
+    for seed in args.seeds if args.margin_seeds is None else args.margin_seeds:
+        cleans.setdefault(seed, Path(args.clean) if args.clean else ensure_clean(work, seed, args.clean_steps))
         for margin in args.margins:
             attacked = ensure_attack(args, work, cleans[seed], first_scenario, first_scheme, seed, margin)
             contenders(args, table, done, work, attacked, seed, first_scheme, first_scenario, margin,
@@ -109,11 +114,12 @@ def ensure_attack(args, work: Path, clean: Path, scenario: str, scheme: str, see
     from flipguard.attack import attack_model
 
     tag = "pub" if margin is None else f"m{margin:g}"
-    out = work / f"attacked-{scenario}-{scheme}-{tag}-s{seed}"
+    out = work / f"attacked-{clean.name}-{scenario}-{scheme}-{tag}-s{seed}"
     if not (out / "config.json").exists():
         _log(f"attacking {out.name}")
         attack_model(clean, out, scenario, scheme, margin=margin, inject_steps=args.inject_steps,
-                     repair_steps=args.repair_steps, seed=seed, progress=False, overwrite=True)
+                     repair_steps=args.repair_steps, lr=args.lr, seed=seed, progress=False, overwrite=True,
+                     batch_size=args.batch_size)
     return out
 
 
