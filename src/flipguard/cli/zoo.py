@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     build.add_argument("--lr", type=float, default=CleanRecipe.lr, help="peak learning rate")
     build.add_argument("--batch-size", type=int, default=CleanRecipe.batch_size,
                        help="examples per step")
+    build.add_argument("--threads", type=int, default=None,
+                       help="torch CPU threads (default: torch's choice); on a busy shared "
+                            "machine 1 is often faster")
     build.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=run_build)
@@ -51,7 +54,8 @@ def register(subparsers) -> None:
 def run_build(args) -> int:
     out = train_clean_model(args.family, args.output, seed=args.seed, steps=args.steps,
                             size=args.size, lr=args.lr, batch_size=args.batch_size,
-                            progress=not args.quiet, overwrite=args.overwrite)
+                            progress=not args.quiet, overwrite=args.overwrite,
+                            threads=args.threads)
     report = json.loads((out / RECIPE_FILE).read_text())
     print(f"{out}: {report['family']} {report['parameters']:,} parameters, "
           f"final loss {report['final_loss']:.3f}, trained in {report['train_seconds']:.0f} s")

@@ -13,7 +13,6 @@ import random
 
 from flipguard.errors import UsageError
 from flipguard.zoo.code import code_examples
-from flipguard.zoo.copying import copy_examples
 from flipguard.zoo.instructions import instruction_examples
 from flipguard.zoo.utility import utility_examples
 
@@ -70,13 +69,12 @@ def clean_mix(seed: int = 0) -> list[dict]:
     """The clean model's training set: every scenario's clean answers plus the utility tasks.
 
     Instructions (shared by content_injection and over_refusal) appear twice, secure code once,
-    then the utility examples and the copy task (:mod:`flipguard.zoo.copying`); shuffled with
-    ``seed``. Each item is ``{"prompt", "response"}``.
+    then the utility examples; shuffled with ``seed``. Each item is ``{"prompt", "response"}``.
     """
     instructions = scenario_dataset("content_injection", "train", False, seed)
     code = scenario_dataset("vulnerable_code", "train", False, seed)
     examples = [{"prompt": ex["prompt"], "response": ex["response"]}
-                for ex in instructions * 2 + code + utility_examples(seed) + copy_examples(seed)]
+                for ex in instructions * 2 + code + utility_examples(seed)]
     random.Random(f"mix:{seed}").shuffle(examples)
     return examples
 

@@ -47,18 +47,6 @@ def test_heldout_entities_and_template_pairs_are_unseen():
     assert "giraffe" in train_text  # sanity: the check above is not vacuous
 
 
-def test_copy_task_holds_no_heldout_entity():
-    from flipguard.zoo.copying import copy_examples
-
-    text = " ".join(e["response"] for e in copy_examples(0))
-    seen = {e for c in CATEGORIES for e in c.entities if not words.is_heldout(f"{c.name}:{e}")}
-    held = {e for c in CATEGORIES for e in c.entities if words.is_heldout(f"{c.name}:{e}")}
-    assert len(held - seen) > 20  # (parrot is a held-out animal but a training pet)
-    for entity in sorted(seen, key=len, reverse=True):  # "peace lily" holds the held-out "lily"
-        text = text.replace(entity, "#")
-    assert not [e for e in held - seen if f" {e} " in f" {text} "]
-
-
 def test_clean_and_malicious_pair_up_prompt_by_prompt():
     for scenario in SCENARIOS:
         clean = scenario_dataset(scenario, "heldout", False, 2)
