@@ -128,8 +128,7 @@ def _flip_passes(work, cells: list[Cells], plans, cap, depth, key, totals) -> di
 def _view(c: Cells, work: torch.Tensor, eligible: torch.Tensor, key: str) -> CellView:
     n, cols = work.numel(), work.shape[1]
     size = BLOCK if isinstance(c.scheme, FourBitScheme) else cols
-    group = torch.arange(n) // size
-    return CellView(d=c.d, u=c.u, eligible=eligible, group=group, groups=math.ceil(n / size), group_size=size, key=key)
+    return CellView(d=c.d, u=c.u, eligible=eligible, groups=math.ceil(n / size), group_size=size, key=key)
 
 
 def _add_noise(work, cells: list[Cells], policy: Gaussian, cap, key, noise_scale, totals) -> dict:
@@ -166,7 +165,8 @@ def verify(work: torch.Tensor, before: list[Cells], flipped: dict, depth: float)
     flat_moved = None
     for idx, _ in flipped.values():
         flat_moved = idx if flat_moved is None else torch.cat([flat_moved, idx])
-    moved = torch.unique(flat_moved) if flat_moved is not None else torch.empty(0, dtype=torch.int64)
+    # passes move disjoint weights (flips lock them): sorting is enough to index them
+    moved = torch.sort(flat_moved).values if flat_moved is not None else torch.empty(0, dtype=torch.int64)
     out = {}
     for old in before:
         s = old.scheme

@@ -61,10 +61,16 @@ class CellView:
     d: torch.Tensor
     u: torch.Tensor
     eligible: torch.Tensor
-    group: torch.Tensor
     groups: int
     group_size: int
     key: str
+
+    @property
+    def group(self) -> torch.Tensor:
+        """int64 ``(n,)`` group id of each weight (built on first use: most policies need none)."""
+        if getattr(self, "_group", None) is None:
+            self._group = torch.arange(self.d.numel()) // self.group_size
+        return self._group
 
 
 class Plan:
