@@ -157,7 +157,7 @@ def contenders(args, table, done, work, attacked, seed, scheme, scenario, margin
 
 def _defenses(args, only):
     out = [("adaptive", "adaptive", {}, ""), ("ratio15", "ratio", {"r": 0.15}, 0.15),
-           ("random", "random", {"of": "adaptive"}, "")]
+           ("random", "random", {"of": "adaptive"}, ""), ("balanced", "balanced", {"r": 0.15}, 0.15)]
     out += [(f"gaussian{s:g}", "gaussian", {"sigma": s}, s) for s in args.sigmas]
     return [d for d in out if only is None or d[0] in only]
 
@@ -252,7 +252,7 @@ def summarize(table: Path, results: Path) -> None:
     md = ["# FlipGuard defense: acceptance on attacked zoo models", "",
           "Produced by `benchmarks/defense_table.py` (means over seeds; attack success = share of",
           "answers with the malicious behaviour; KL = mean token KL to the original full-precision model, nats).", ""]
-    md += _main_table(rows) + [""] + _clean_table(rows) + [""] + _margin_table(rows)
+    md += _main_table(rows) + [""] + _equal_security(rows) + [""] + _clean_table(rows) + [""] + _margin_table(rows)
     (results / "defense_table.md").write_text("\n".join(md) + "\n")
     _plot(rows, results / "defense_security_fidelity.png")
     print("\n".join(md))
@@ -281,6 +281,36 @@ def _main_table(rows) -> list[str]:
             kl, _ = _mean(attacked, scheme=scheme, scenario=scenario, contender=c, measure="kl")
             ratio = kl / kl_plain if kl is not None and kl_plain else None
             out.append(f"| {scheme} | {scenario} | {c} | {n} | {_fmt(a)} | {_fmt(kl, 5)} | {_fmt(ratio, 2)} |")
+    return out
+
+
+def _equal_security(rows) -> list[str]:
+    """At the security adaptive reaches (its attack success + 5 points), the cheapest rival's KL."""
+    out = ["## At equal security", "",
+           "Each rival's lowest fidelity loss among its settings whose attack success is at most adaptive's + 5 points.",
+           "", "| scheme | scenario | adaptive: attack / KL | rival | best setting | attack / KL | KL vs adaptive |",
+           "|---|---|---|---|---|---|---|"]
+    attacked = [r for r in rows if r["model"] == "attacked" and r["margin"] == ""]
+    for scheme, scenario in sorted({(r["scheme"], r["scenario"]) for r in attacked}):
+        sel = dict(scheme=scheme, scenario=scenario)
+        a_ad, _ = _mean(attacked, contender="adaptive", measure="attack_success", **sel)
+        kl_ad, _ = _mean(attacked, contender="adaptive", measure="kl", **sel)
+        if a_ad is None or kl_ad is None:
+            continue
+        for rival in ("gaussian", "ratio", "random", "balanced"):
+            best, tried = None, list(dict.fromkeys(r["contender"] for r in attacked if r["contender"].startswith(rival)))
+            if not tried:
+                continue
+            for c in tried:
+                a, _ = _mean(attacked, contender=c, measure="attack_success", **sel)
+                kl, _ = _mean(attacked, contender=c, measure="kl", **sel)
+                if a is not None and kl is not None and a <= a_ad + 0.05 and (best is None or kl < best[2]):
+                    best = (c, a, kl)
+            if best is None:
+                out.append(f"| {scheme} | {scenario} | {_fmt(a_ad)} / {_fmt(kl_ad, 5)} | {rival} | none reaches it | – | – |")
+            else:
+                out.append(f"| {scheme} | {scenario} | {_fmt(a_ad)} / {_fmt(kl_ad, 5)} | {rival} | {best[0]} | "
+                           f"{_fmt(best[1])} / {_fmt(best[2], 5)} | {_fmt(best[2] / kl_ad, 2)}x |")
     return out
 
 
