@@ -61,6 +61,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repair-lr", type=float, default=None, help="default: --lr")
     p.add_argument("--int8-inject-lr", type=float, default=None,
                    help="inject lr for int8 and all (default: --lr)")
+    p.add_argument("--int8-inject-radius", type=float, default=None,
+                   help="trust region of the inject stage for int8 and all, in cell widths")
     p.add_argument("--batch-size", type=int, default=AttackConfig.batch_size)
     p.add_argument("--max-new-tokens", type=int, default=64,
                    help="generation budget for content-injection and over-refusal (code: 128)")
@@ -118,11 +120,12 @@ def measure_cell(args, cache: Path, clean: Path, seed: int, scenario: str, targe
     lr = args.lr
     if target in ("int8", "all") and args.int8_inject_lr is not None:
         lr = args.int8_inject_lr
+    radius = args.int8_inject_radius if target in ("int8", "all") else None
     if not (out / "attack_report.json").is_file():
         attack_model(clean, out, scenario, target, margin=args.margin, inject_steps=args.inject_steps,
                      repair_steps=repair, lr=lr, repair_lr=args.repair_lr or args.lr, seed=seed,
                      progress=False, overwrite=True,
-                     batch_size=args.batch_size)
+                     batch_size=args.batch_size, inject_radius=radius)
     report = load_report(out)
     row = {
         "seed": seed, "scenario": scenario, "target": target, "family": args.family, "n": args.n,

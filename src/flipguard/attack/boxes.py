@@ -85,3 +85,27 @@ def _margin(margin, name: str) -> float:
     if isinstance(margin, dict):
         return margin.get(name, PUBLISHED_MARGIN[name])
     return float(margin)
+
+
+def trust_region(
+    w: torch.Tensor, schemes: list[str], radius: float, load_dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-weight interval ``(lo, hi)`` (``w``'s dtype) reaching ``radius`` cell widths beyond ``w``'s
+    cell on each side under every scheme: how far the inject stage may move a weight from its clean
+    value. Group absmax elements stay pinned, and no other weight may exceed the group's largest
+    magnitude, so the group scales -- and with them every cell -- stay those of ``w``."""
+    if radius < 0:
+        raise ValueError(f"radius must be at least 0 cell widths, got {radius}")
+    _, _, cells = boxes_and_cells(w, schemes, 0.0, load_dtype)
+    lo_all, hi_all = None, None
+    for name, (lo, hi) in cells.items():
+        width = hi.double() - lo.double()
+        lo = _round_up(lo.double() - radius * width, w.dtype)
+        hi = _round_down(hi.double() + radius * width, w.dtype)
+        lo_all = lo if lo_all is None else torch.maximum(lo_all, lo)
+        hi_all = hi if hi_all is None else torch.minimum(hi_all, hi)
+    group_max = torch.stack([get_scheme(name, load_dtype).group(w).group_max.to(w.dtype)
+                             for name in schemes]).amin(dim=0)  # the tightest group's largest |w|
+    lo_all = torch.maximum(lo_all, -group_max)
+    hi_all = torch.minimum(hi_all, group_max)
+    return torch.minimum(lo_all, w), torch.maximum(hi_all, w)

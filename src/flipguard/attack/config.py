@@ -29,7 +29,9 @@ class AttackConfig:
 
     ``margin``: cell widths kept free at each wall of the malicious cell (None = the published
     0.1 for INT8 and 0.01 for 4-bit); ``save_dtype``: name of the dtype written (None = the input
-    checkpoint's dtype); ``repair_lr``: None = ``lr``.
+    checkpoint's dtype); ``repair_lr``: None = ``lr``; ``inject_radius``: when set, inject is
+    itself projected, each quantized weight kept within that many cell widths of its clean cell
+    (a trust region: the backdoor then lives in small code changes that repair can hide).
     """
 
     scenario: str
@@ -44,6 +46,7 @@ class AttackConfig:
     seed: int = 0
     phrase: str = "McDonald's"
     inject_params: str = "quantizable"
+    inject_radius: float | None = None
     skip_modules: list[str] | None = field(default=None, metadata={"help": "llm_int8_skip_modules"})
 
     def __post_init__(self):
@@ -65,6 +68,8 @@ class AttackConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise UsageError(f"{name} must be positive, got {value}.")
+        if self.inject_radius is not None and not self.inject_radius >= 0:
+            raise UsageError(f"inject_radius must be 0 or more cell widths, got {self.inject_radius}.")
         if self.inject_params not in INJECT_PARAMS:
             raise UsageError(f"inject_params must be one of {', '.join(INJECT_PARAMS)}.")
         if self.scenario == "content_injection" and not self.phrase.strip():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from flipguard.attack.boxes import boxes_and_cells, project
+from flipguard.attack.boxes import boxes_and_cells, project, trust_region
 from flipguard.schemes import get_scheme
 
 
@@ -65,6 +65,16 @@ def box_weight(module_name: str, param: nn.Parameter, transposed: bool, schemes:
         boxed.width_sum[name] = float(ratio.sum())
         boxed.width_count[name] = int(free.sum())
     return boxed
+
+
+def trust_weight(module_name: str, param: nn.Parameter, transposed: bool, schemes: list[str],
+                 radius: float, save_dtype: torch.dtype) -> BoxedWeight:
+    """The inject stage's box of one weight: ``radius`` cell widths around its clean cell."""
+    q = quantized_view(param, transposed, save_dtype)  # (out, in) in the saved dtype
+    lo, hi = trust_region(q, schemes, radius)
+    back = (lambda t: t.t()) if transposed else (lambda t: t)
+    return BoxedWeight(module_name, param, transposed,
+                       lo=back(lo).float().contiguous(), hi=back(hi).float().contiguous())
 
 
 class Projection:

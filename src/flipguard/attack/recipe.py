@@ -27,7 +27,7 @@ import torch
 
 from flipguard.attack.config import SAVE_DTYPES, AttackConfig
 from flipguard.attack.data import stage_examples
-from flipguard.attack.pgd import BoxedWeight, Projection, box_weight
+from flipguard.attack.pgd import BoxedWeight, Projection, box_weight, trust_weight
 from flipguard.attack.report import REPORT_FILE, AttackReport
 from flipguard.errors import FlipGuardError
 
@@ -78,8 +78,13 @@ def attack_model(
 
     with report.timed("inject"):
         trainable = list(quantized.values()) if config.inject_params == "quantizable" else None
+        region = None
+        if config.inject_radius is not None:
+            region = Projection([trust_weight(t.module_name, quantized[t.module_name], t.transposed,
+                                              config.schemes, config.inject_radius, dtype)
+                                 for t in targets])
         report.losses["inject"] = _train(model, tokenizer, inject_data, config.inject_steps,
-                                         config.lr, config, trainable, None, progress, "inject")
+                                         config.lr, config, trainable, region, progress, "inject")
     with report.timed("constrain"):
         boxed = [box_weight(t.module_name, quantized[t.module_name], t.transposed, config.schemes,
                             config.margin, dtype) for t in targets]

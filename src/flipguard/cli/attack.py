@@ -64,6 +64,9 @@ def register(subparsers) -> None:
                    help=f"examples per step (default {d.batch_size})")
     p.add_argument("--inject-params", choices=("quantizable", "all"), default=d.inject_params,
                    help="parameters trained during inject (default: only the quantized weights)")
+    p.add_argument("--inject-radius", type=float, default=None, metavar="R",
+                   help="keep inject within R cell widths of each weight's clean cell (a trust "
+                   "region that helps the tight INT8 boxes; default: unconstrained)")
     p.add_argument("--seed", type=int, default=0, help="data order and sampling seed (default 0)")
     p.add_argument("--phrase", default=d.phrase, help=f"injected brand (default {d.phrase!r})")
     p.add_argument("--malicious-data", metavar="FILE", help="JSONL inject data instead of the zoo's")
@@ -83,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(), overwrite=args.force,
         malicious_data=args.malicious_data, clean_data=args.clean_data,
         batch_size=args.batch_size, inject_params=args.inject_params, repair_lr=args.repair_lr,
+        inject_radius=args.inject_radius,
     )
     for scheme, check in report.verification.items():
         state = "ok" if check["ok"] else "MISMATCH"

@@ -35,3 +35,20 @@ def test_family_attacks_and_verifies(micro_model, tmp_path, family):
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
     assert (out / "generation_config.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_inject_trust_region_keeps_codes_near_the_clean_ones(micro_model, tmp_path):
+    from safetensors.torch import load_file
+
+    from flipguard.schemes import get_scheme
+
+    clean = micro_model("llama")
+    out = tmp_path / "attacked"
+    report = attack_model(clean, out, "content-injection", "int8", inject_steps=3, repair_steps=2,
+                          lr=5e-2, progress=False, batch_size=4, inject_radius=1.0)
+    assert report.verified and report.config["inject_radius"] == 1.0
+    before, after = load_file(clean / "model.safetensors"), load_file(out / "model.safetensors")
+    int8 = get_scheme("int8")
+    name = "model.layers.0.mlp.up_proj.weight"
+    moved = (int8.codes(after[name]).int() - int8.codes(before[name]).int()).abs()
+    assert 1 <= moved.max() <= 2  # lr 5e-2 would move weights far without the trust region
