@@ -61,14 +61,22 @@ def test_unknown_choice_is_a_usage_error(model_dir, tmp_path, option):
     _refused(flipguard("attack", model_dir, "-o", out, *sum(args.items(), ()), *FAST), out)
 
 
-def test_not_a_causal_lm_directory(tmp_path):
-    model = tmp_path / "notamodel"
+@pytest.mark.parametrize("kind", ["seq2seq", "no weights"])
+def test_not_a_causal_lm_directory(tmp_path, kind):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    model = tmp_path / "notacausallm"
     model.mkdir()
-    (model / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    if kind == "seq2seq":  # a real checkpoint, but an encoder-decoder
+        config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
+        T5ForConditionalGeneration(config).save_pretrained(model)
+    else:
+        (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
     out = tmp_path / "attacked"
     run = flipguard("attack", model, "-o", out, "--scenario", "over-refusal", "--scheme", "int8", *FAST)
     _refused(run, out)
     assert len(run.stderr.strip().splitlines()) == 1
+    assert ("causal LM" if kind == "seq2seq" else "no weights") in run.stderr
 
 
 def test_data_file_in_the_wrong_format(model_dir, tmp_path):
