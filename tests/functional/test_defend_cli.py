@@ -44,7 +44,7 @@ def test_defend_writes_checkpoint_report_and_summary(model, tmp_path):
     assert "int8" in run.stdout and "nf4" in run.stdout and "fp4" in run.stdout
     saved = json.loads((out / "flipguard_defense.json").read_text())
     assert saved == json.loads((tmp_path / "report.json").read_text())
-    assert saved["schemes"] == ["int8", "fp4", "nf4"] and saved["depth_cell_widths"] == 0.1
+    assert saved["schemes"] == ["int8", "fp4", "nf4"] and saved["depth_cell_widths"] == {"int8": 0.1, "fp4": 0.02, "nf4": 0.02}
     assert open_checkpoint(out).tensors.keys() == open_checkpoint(model).tensors.keys()
     for t in saved["tensors"]:
         for name, stats in t["schemes"].items():

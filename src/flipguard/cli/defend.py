@@ -57,8 +57,9 @@ def register(subparsers) -> None:
     p.add_argument("--relative-to", choices=["std", "cell"], help="gaussian: sigma in tensor std or cell widths")
     p.add_argument("--of", help="random: the policy whose count is drawn at random")
     p.add_argument("--seed", type=int, help="random/gaussian: seed")
-    p.add_argument("--depth", type=float, default=SAFE_DEPTH,
-                   help=f"cell widths a flipped weight keeps from its new cell's walls (default {SAFE_DEPTH})")
+    p.add_argument("--depth", type=float, default=None,
+                   help="cell widths a flipped weight keeps from its new cell's walls, every scheme "
+                   f"(default: {', '.join(f'{k} {v:g}' for k, v in SAFE_DEPTH.items())})")
     p.add_argument("--skip-modules", metavar="NAMES",
                    help="comma-separated modules left unquantized; replaces transformers' default skip list")
     p.add_argument("--load-dtype", choices=sorted(DTYPES),

@@ -17,7 +17,7 @@ import torch
 
 from flipguard.checkpoint import CheckpointWriter, QuantTarget, open_checkpoint, quantizable_tensors
 from flipguard.checkpoint.messages import dtype_name
-from flipguard.defend.flip import SAFE_DEPTH
+from flipguard.defend.flip import safe_depth
 from flipguard.defend.multischeme import CHUNK_ELEMENTS, defend_matrix
 from flipguard.defend.policies import Policy, make_policy
 from flipguard.defend.report import REPORT_FILE, DefenseReport, TensorDefense, to_json
@@ -36,7 +36,10 @@ def check_schemes(schemes: list[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_depth(depth: float) -> float:
+def check_depth(depth: float | None) -> float | None:
+    """None (each scheme's default) or a depth in (0, 0.5) cell widths; UsageError otherwise."""
+    if depth is None:
+        return None
     if not 0 < depth < 0.5:
         raise UsageError(f"depth must be between 0 and 0.5 cell widths (exclusive), got {depth}.")
     return float(depth)
@@ -48,7 +51,7 @@ def defend_tensor(
     schemes: list[Scheme],
     policy: Policy,
     transposed: bool = False,
-    depth: float = SAFE_DEPTH,
+    depth: float | None = None,
     max_elements: int = CHUNK_ELEMENTS,
 ) -> TensorDefense:
     """Defend one stored weight ``w`` in place (float dtype, 2-D as stored) and say what was done.
@@ -82,7 +85,7 @@ def defend_checkpoint(
     schemes: list[str] | None = None,
     policy: str | Policy = "adaptive",
     params: dict | None = None,
-    depth: float = SAFE_DEPTH,
+    depth: float | None = None,
     skip_modules: list[str] | None = None,
     load_dtype: torch.dtype | None = None,
     force: bool = False,
@@ -91,7 +94,8 @@ def defend_checkpoint(
 
     ``schemes``: "int8", "fp4", "nf4" (default all; one checkpoint safe under each); ``policy``:
     a name from ``POLICIES`` with ``params``, or a :class:`Policy`; ``depth``: cell widths a
-    flipped weight keeps from the walls of its new cell; ``skip_modules``/``load_dtype`` as
+    flipped weight keeps from the walls of its new cell (None: ``SAFE_DEPTH`` per scheme);
+    ``skip_modules``/``load_dtype`` as
     transformers' ``llm_int8_skip_modules`` / ``dtype``. Non-quantizable tensors and companion
     files are copied unchanged; ``REPORT_FILE`` is added. Raises FlipGuardError (nothing written)
     for bad options, an unreadable checkpoint, or an output inside the input or already there
@@ -116,7 +120,7 @@ def defend_checkpoint(
         schemes=names,
         policy=policy.name,
         params=policy.params(),
-        depth=depth,
+        depth={s: safe_depth(s, depth) for s in names},
         load_dtype=dtype_name(load_dtype) if load_dtype else None,
         tensors=[],
         copied=len(checkpoint.tensors) - len(targets),

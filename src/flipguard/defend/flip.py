@@ -6,16 +6,19 @@ that new cell, measured after the whole cast chain the quantizer applies (load d
 for INT8) with the group's scale held fixed. Each candidate is verified by recomputing its level
 with the scheme itself; what cannot be placed safely is reported, never written.
 
-Why ``SAFE_DEPTH = 0.1`` cell widths. The CPU prediction is exact; what differs elsewhere is tiny
-in cell widths: the CUDA kernels' NF4 thresholds (1 ulp of float32) and FP4 thresholds (up to 14
-ulp) and their approximate reciprocal move a wall by at most ~1e-5 cell widths (14·2⁻²⁴·|x| over
-the narrowest cell that holds such an x). Larger are the casts a user may add: reloading an fp32
-or fp16 checkpoint in bfloat16 moves a 4-bit weight by at most 0.008 cell widths; an fp32 weight
-read as fp16 by LLM.int8 moves by up to 0.031 code units (INT8 cells are one code unit wide; this
-one is always verified, as the chain is part of the scheme). 0.1 clears all of these by 3× or more
-and equals the INT8 attack's own box margin. Depth costs nothing after quantization (the flipped
-weight dequantizes to the neighbouring level wherever it sits inside the cell); it only moves the
-full-precision weight by ``d + depth`` cell widths instead of ``d``.
+Why ``SAFE_DEPTH`` = 0.02 cell widths for FP4/NF4 and 0.1 for INT8. The CPU prediction is exact;
+what differs elsewhere is tiny in cell widths: the CUDA kernels' NF4 thresholds (1 ulp of float32)
+and FP4 thresholds (up to 14 ulp) and their approximate reciprocal move a wall by at most ~1e-5
+cell widths (14·2⁻²⁴·|x| over the narrowest cell that holds such an x). Larger are the casts a
+user may add: reloading an fp32 or fp16 checkpoint in bfloat16 moves a 4-bit weight by at most
+0.008 cell widths, which 0.02 clears 2.5×. An fp32 weight read as fp16 by LLM.int8 moves by up to
+0.031 code units (INT8 cells are one code unit wide; this cast is always verified, as the chain is
+part of the scheme); INT8 takes 0.1, 3× that and the INT8 attack's own box margin.
+
+Depth costs nothing under the flipped scheme (the weight dequantizes to the neighbouring level
+wherever it sits in the cell), but the full-precision weight moves by ``d + depth`` cells, and a
+4-bit cell spans 15-25 INT8 cells: at 0.1 a multi-scheme defense of a clean tensor raised its INT8
+quantization error 3.8× (at 0.02: 1.18×), which is why the 4-bit depth is kept small.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ import torch
 
 from flipguard.schemes import Grouped, Scheme, ulp
 
-SAFE_DEPTH = 0.1  # cell widths from either wall of the new cell (see module docstring)
+SAFE_DEPTH = {"int8": 0.1, "fp4": 0.02, "nf4": 0.02}  # cell widths from either wall of the new cell
 MAX_STEPS = 4  # ulp corrections after rounding the target to the stored dtype
-RETRY_AIMS = (0.0, 0.07, 0.14, 0.21)  # extra depth (cell widths) of the retries, see flip_across_wall
+RETRY_AIMS = (0.0, 0.015, 0.03, 0.045)  # extra depth (cell widths) of the retries, see flip_across_wall
 # A move must not bring a weight closer than this to a wall of another scheme whose level it
 # keeps (unless it already was): above a bfloat16 reload's shift (0.008), 1000× the CUDA ones.
 OTHER_GUARD = 0.01
@@ -39,7 +42,7 @@ class Cells:
     """A chunk under one scheme, flattened row-major (tensors ``(n,)``); scale fixed by ``grouped``.
 
     ``level``: int64; ``u``: position in the cell (0..1); ``d``: wall distance in cell widths,
-    NaN where pinned.
+    NaN where pinned; ``depth``: the safe depth of this scheme, cell widths.
     """
 
     scheme: Scheme
@@ -47,6 +50,7 @@ class Cells:
     level: torch.Tensor
     u: torch.Tensor
     d: torch.Tensor
+    depth: float
 
     @property
     def pinned(self) -> torch.Tensor:
@@ -54,7 +58,7 @@ class Cells:
 
     def copy(self) -> "Cells":
         """Same scales (shared, never modified), own level/u/d to update."""
-        return Cells(self.scheme, self.grouped, self.level.clone(), self.u.clone(), self.d.clone())
+        return Cells(self.scheme, self.grouped, self.level.clone(), self.u.clone(), self.d.clone(), self.depth)
 
     def width(self, level: torch.Tensor) -> torch.Tensor:
         """Cell width in x units (float32) of levels ``level``."""
@@ -66,12 +70,17 @@ class Cells:
         self.level[idx], self.u[idx], self.d[idx] = level, u, d
 
 
-def cells_of(scheme: Scheme, work: torch.Tensor) -> Cells:
+def safe_depth(scheme: str, depth: float | None = None) -> float:
+    """``depth`` if given, else the scheme's default ``SAFE_DEPTH`` (cell widths)."""
+    return SAFE_DEPTH[scheme] if depth is None else float(depth)
+
+
+def cells_of(scheme: Scheme, work: torch.Tensor, depth: float | None = None) -> Cells:
     """:class:`Cells` of the 2-D chunk ``work`` (stored dtype) under ``scheme``."""
     grouped = scheme.group(work)
     level, u, d = scheme.position(grouped.x.reshape(-1))
     d = torch.where(grouped.pinned.reshape(-1), torch.full_like(d, float("nan")), d)
-    return Cells(scheme, grouped, level, u, d)
+    return Cells(scheme, grouped, level, u, d, safe_depth(scheme.name, depth))
 
 
 def x_at(cells: Cells, work: torch.Tensor, idx: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
@@ -115,18 +124,17 @@ def flip_across_wall(
     others: list[Cells],
     idx: torch.Tensor,
     cap: torch.Tensor,
-    depth: float = SAFE_DEPTH,
 ) -> Placement:
     """Place the weights at flat ``idx`` of ``work`` across their nearest wall of ``cells.scheme``.
 
     ``work``: 2-D chunk in the stored dtype (left unchanged); ``cap``: ``(n,)`` stored-dtype
     magnitude every weight must stay strictly below (the smallest group maximum over the schemes);
-    ``others``: the other schemes' cells (see :func:`_keeps_safe`). ``depth``: cell widths from
-    each wall of the new cell. A weight that fails only because of another scheme is tried again
+    ``others``: the other schemes' cells (see :func:`_keeps_safe`). ``cells.depth``: cell widths
+    from each wall of the new cell. A weight that fails only because of another scheme is tried again
     deeper inside the new cell (``RETRY_AIMS``), which moves it to another place in the other
     scheme's (much finer or coarser) grid.
     """
-    scheme = cells.scheme
+    scheme, depth = cells.scheme, cells.depth
     level, u = cells.level[idx], cells.u[idx]
     top = len(scheme.levels) - 1
     s = torch.where(u >= 0.5, 1, -1)
@@ -149,7 +157,7 @@ def flip_across_wall(
         keeps = good & inside
         for other in others:
             if bool(keeps.any()):
-                keeps &= _keeps_safe(work, other, sub, v, depth)
+                keeps &= _keeps_safe(work, other, sub, v)
         values[todo] = torch.where(keeps, v, values[todo])
         ok[todo] = keeps
         reason[todo] = torch.where(~good, 1, torch.where(~inside, 2, torch.where(~keeps, 3, 0)))
@@ -198,16 +206,16 @@ def _settle(work, cells, idx, values, s, target, depth):
     return values, good  # pragma: no cover - loop always returns
 
 
-def _keeps_safe(work, other: Cells, idx, values, depth) -> torch.Tensor:
+def _keeps_safe(work, other: Cells, idx, values) -> torch.Tensor:
     """Whether moves are safe for another scheme.
 
-    Where the move changes that scheme's level too, the weight must land ``depth`` inside the new
+    Where the move changes that scheme's level too, the weight must land its depth inside the new
     cell (it is a flip there as well); where it keeps the level, it must stay ``OTHER_GUARD`` from
     the walls, or no closer than it was.
     """
     level, _, d = other.scheme.position(x_at(other, work, idx, values))
     before = other.d[idx]
     need = torch.where(
-        level == other.level[idx], torch.clamp(before, max=OTHER_GUARD), torch.full_like(before, depth)
+        level == other.level[idx], torch.clamp(before, max=OTHER_GUARD), torch.full_like(before, other.depth)
     )
     return ~other.pinned[idx] & (d >= need)

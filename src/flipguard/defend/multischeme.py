@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flipguard.defend.flip import SAFE_DEPTH, Cells, cells_of, flip_across_wall
+from flipguard.defend.flip import Cells, cells_of, flip_across_wall
 from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generator
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
@@ -53,14 +53,15 @@ def defend_matrix(
     plans: dict[str, Plan],
     policy: Policy,
     key: str,
-    depth: float = SAFE_DEPTH,
+    depth: float | None = None,
     noise_scale: float | None = None,
     max_elements: int = CHUNK_ELEMENTS,
 ) -> dict[str, SchemeStats]:
     """Defend ``wq`` (2-D, out × in as the quantizer sees it, stored dtype) in place.
 
     ``plans``: per scheme name, the policy's plan for this tensor; ``key`` names the tensor (seeds
-    random draws); ``noise_scale``: for the Gaussian baseline with ``relative_to="std"``, sigma
+    random draws); ``depth``: safe depth in cell widths for every scheme (None: each scheme's
+    ``SAFE_DEPTH``); ``noise_scale``: for the Gaussian baseline with ``relative_to="std"``, sigma
     times the tensor's std (w units). Returns per-scheme :class:`SchemeStats`.
     """
     totals = {s.name: SchemeStats() for s in schemes}
@@ -68,14 +69,14 @@ def defend_matrix(
     for number, chunk in enumerate(step_scheme.row_chunks(wq, max_elements)):
         work = chunk.clone(memory_format=torch.contiguous_format)
         passes = sorted(schemes, key=lambda s: len(s.levels))  # coarse grids first (module docstring)
-        before = [cells_of(s, work) for s in passes]
+        before = [cells_of(s, work, depth) for s in passes]
         current = [c.copy() for c in before]  # updated as weights move; ``before`` stays
         cap = _cap(current)
         if policy.is_noise:
             flipped = _add_noise(work, current, policy, cap, f"{key}#{number}", noise_scale, totals)
         else:
-            flipped = _flip_passes(work, current, plans, cap, depth, f"{key}#{number}", totals)
-        for stats_name, stats in verify(work, before, flipped, depth).items():
+            flipped = _flip_passes(work, current, plans, cap, f"{key}#{number}", totals)
+        for stats_name, stats in verify(work, before, flipped).items():
             totals[stats_name].add(stats)
         if flipped_any(flipped):
             chunk.copy_(work)
@@ -94,7 +95,7 @@ def _cap(cells: list[Cells]) -> torch.Tensor:
     return cap
 
 
-def _flip_passes(work, cells: list[Cells], plans, cap, depth, key, totals) -> dict:
+def _flip_passes(work, cells: list[Cells], plans, cap, key, totals) -> dict:
     """One selection-and-flip pass per scheme; returns {scheme: (flat idx, target level)}."""
     pinned_any = torch.zeros_like(cells[0].pinned)
     for c in cells:
@@ -112,7 +113,7 @@ def _flip_passes(work, cells: list[Cells], plans, cap, depth, key, totals) -> di
             flipped[name] = (idx, idx)
             continue
         others = cells[:i] + cells[i + 1 :]
-        placed = flip_across_wall(work, c, others, idx, cap, depth)
+        placed = flip_across_wall(work, c, others, idx, cap)
         for reason, count in placed.unsafe.items():
             stats.unsafe[reason] += count
         done = placed.idx[placed.ok]
@@ -156,11 +157,11 @@ def _add_noise(work, cells: list[Cells], policy: Gaussian, cap, key, noise_scale
     return {"noise": (idx, None)}
 
 
-def verify(work: torch.Tensor, before: list[Cells], flipped: dict, depth: float) -> dict[str, SchemeStats]:
+def verify(work: torch.Tensor, before: list[Cells], flipped: dict) -> dict[str, SchemeStats]:
     """Recompute every scheme's scales and levels from the final ``work``; raise on any broken promise.
 
     Checks: every group scale unchanged; every weight flipped by a scheme's pass still at its
-    target level and ``depth`` inside it. Returns per-scheme weights, codes changed and max shift.
+    target level and its scheme's depth inside it. Returns per-scheme weights, codes changed and max shift.
     """
     flat_moved = None
     for idx, _ in flipped.values():
@@ -183,7 +184,7 @@ def verify(work: torch.Tensor, before: list[Cells], flipped: dict, depth: float)
         if s.name in flipped:
             idx, target = flipped[s.name]
             pos = torch.searchsorted(moved, idx)
-            if not (torch.equal(level[pos], target) and bool((d[pos] >= depth).all())):
+            if not (torch.equal(level[pos], target) and bool((d[pos] >= old.depth).all())):
                 raise RuntimeError(f"defend: a {s.name} flip was undone or lands short of the safe depth; bug")
         out[s.name] = stats
     return out

@@ -41,7 +41,7 @@ class DefenseReport:
     schemes: list[str]
     policy: str
     params: dict
-    depth: float
+    depth: dict[str, float]  # safe depth per scheme, cell widths
     load_dtype: str | None
     tensors: list[TensorDefense]
     copied: int  # tensors copied unchanged (not quantizable)
@@ -100,7 +100,8 @@ def console(report: DefenseReport, limit: int = 5) -> str:
     lines = [
         f"flipguard defend: {report.input}",
         f"  -> {report.output}",
-        f"policy {report.policy} ({params}); safe depth {report.depth} cell widths; "
+        f"policy {report.policy} ({params}); safe depth "
+        f"{', '.join(f'{k} {v:g}' for k, v in report.depth.items())} cell widths; "
         f"schemes {', '.join(report.schemes)}",
         f"{len(report.tensors)} quantizable tensors ({weights:,} weights) defended; "
         f"{report.copied} other tensors copied bit-identical",
