@@ -41,7 +41,7 @@ def main() -> None:
     results.mkdir(parents=True, exist_ok=True)
     rows_path = results / "attack_rows.jsonl"
     if not args.table_only:
-        run_grid(args, rows_path)
+        run_grid(args, rows_path, results)
     write_table(read_rows(rows_path), results)
 
 
@@ -73,7 +73,7 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def run_grid(args, rows_path: Path) -> None:
+def run_grid(args, rows_path: Path, results: Path) -> None:
     """Seed-major order, so that a cut-short run still has every cell once before repeats."""
     done = {(r["seed"], r["scenario"], r["target"]) for r in read_rows(rows_path)}
     cache = Path(args.cache)
@@ -88,6 +88,7 @@ def run_grid(args, rows_path: Path) -> None:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps({k: row[k] for k in ("seed", "scenario", "target", "clean", "fp", "q")}),
                       flush=True)
+                write_table(read_rows(rows_path), results)  # a cut-short run keeps its table
 
 
 def clean_model(cache: Path, family: str, seed: int, steps: int | None) -> Path:
