@@ -38,11 +38,13 @@ class AttackConfig:
     scheme: str
     margin: float | None = None
     save_dtype: str | None = None
-    inject_steps: int = 400
-    repair_steps: int = 600
-    lr: float = 1e-3
+    # tuned on the 1.2M-parameter zoo Llama (results/attack_table.md): NF4/FP4 content injection
+    # reaches 99-100% quantized with 0% in full precision; DESIGN §5 used 400 + 600 steps of 32
+    inject_steps: int = 150
+    repair_steps: int = 300
+    lr: float = 2e-3
     repair_lr: float | None = None
-    batch_size: int = 32
+    batch_size: int = 16
     seed: int = 0
     phrase: str = "McDonald's"
     inject_params: str = "quantizable"
