@@ -10,6 +10,8 @@ from flipguard.scan.stats import BandCounts, BandTest, PileTest, band_test, coun
 from flipguard.schemes import Scheme
 
 DEQUANTIZED_SHARE = 0.9  # free weights on a level above which a tensor is "dequantized"
+ON_LEVEL_TOLERANCE = 0.01  # cell widths (or twice the weight's resolution, if coarser)
+LEVEL_SAMPLE = 1 << 16  # weights checked for sitting on the grid
 
 
 @dataclass
@@ -55,6 +57,8 @@ def inspect_tensor(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence
             min_distance = min(min_distance, float(geo.d[~geo.pinned].min()))
     if counts.free == 0:
         return TensorEvidence(name, scheme.name, shape, "degenerate", counts)
+    counts.on_level, counts_sampled = _on_level(w, scheme)
+    counts.on_level = round(counts.on_level / max(counts_sampled, 1) * counts.free)
     evidence = TensorEvidence(name, scheme.name, shape, "ok", counts, min_distance=min_distance)
     if evidence.on_level_share >= DEQUANTIZED_SHARE:
         evidence.status = "dequantized"
@@ -62,3 +66,12 @@ def inspect_tensor(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence
     evidence.band = band_test(counts)
     evidence.pile = pile_test(counts)
     return evidence
+
+
+def _on_level(w: torch.Tensor, scheme: Scheme) -> tuple[int, int]:
+    """(on the grid, checked) among the free weights of the first rows of ``w``."""
+    sample = next(iter(scheme.row_chunks(w, LEVEL_SAMPLE)))
+    geo = scheme.geometry(sample)
+    tolerance = torch.clamp(2 * geo.resolution, min=ON_LEVEL_TOLERANCE)
+    on = (scheme.level_offset(sample) <= tolerance) & ~geo.pinned
+    return int(on.sum()), int((~geo.pinned).sum())

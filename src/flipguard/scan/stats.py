@@ -34,7 +34,7 @@ class BandCounts:
     ``BANDS[c:]`` (class ``len(BANDS)`` resolves none). int64, ``(len(BANDS) + 1, NBINS)``.
     ``walls[i, j, 0|1]``: weights nearest wall ``i`` that resolve band ``j`` and lie in
     ``[0, b_j)`` (0) or ``[b_j, 2 b_j)`` (1). int64, ``(n_walls, len(BANDS), 2)``.
-    ``on_level``: free weights sitting on a level (``d`` within resolution of 0.5).
+    ``on_level``: weights found sitting on a level, among ``free`` (set by the detector).
     ``free``: free (not pinned) finite weights counted.
     """
 
@@ -66,28 +66,30 @@ class BandCounts:
         return self.hist[:-1].cumsum(dim=0)
 
 
+# Fine bin k of [k·BIN, (k+1)·BIN) -> geometric bin: 0 for k = 0, else floor(log2 k) + 1. Band j
+# (b = BIN·2^j) is geometric bins 0..j inside, bin j + 1 in [b, 2b). Pinned weights: bin NBINS.
+_GEOMETRIC = torch.tensor([0] + [k.bit_length() for k in range(1, NBINS)] + [len(BANDS) + 2])
+N_GEOMETRIC = len(BANDS) + 3
 def count_bands(
     d: torch.Tensor, resolution: torch.Tensor, wall: torch.Tensor, n_walls: int, zero_level: int = 0
 ) -> BandCounts:
     """Histogram wall distances ``d`` (cell widths, NaN = pinned) by resolution (cell widths)
     and by nearest wall (``wall``: int64 index < ``n_walls``; ``zero_level``: see BandCounts)."""
-    free = ~torch.isnan(d)
-    d, resolution, wall = d[free], resolution[free], wall[free]
-    bins = (d * (1 / BIN)).to(torch.int64).clamp_(0, NBINS - 1)
-    bands = torch.tensor(BANDS, dtype=resolution.dtype)
-    cls = torch.bucketize(resolution * RESOLUTION_FACTOR, bands, right=False)
-    size = (len(BANDS) + 1) * NBINS
-    full = torch.bincount((wall * size + cls * NBINS + bins), minlength=n_walls * size)
-    full = full.view(n_walls, len(BANDS) + 1, NBINS)
-    hist = full.sum(dim=0)
-    resolved = full[:, :-1].cumsum(dim=1)  # (walls, bands, bins)
-    per_wall = torch.zeros(n_walls, len(BANDS), 2, dtype=torch.int64)
-    for j, b in enumerate(BANDS):
-        k = round(b / BIN)
-        per_wall[:, j, 0] = resolved[:, j, :k].sum(dim=1)
-        per_wall[:, j, 1] = resolved[:, j, k : 2 * k].sum(dim=1)
-    on_level = int((d >= 0.5 - torch.clamp(resolution, min=1e-3)).sum())
-    return BandCounts(hist, per_wall, on_level, int(d.numel()), zero_level)
+    d, resolution, wall = d.reshape(-1), resolution.reshape(-1), wall.reshape(-1)
+    fine = torch.nan_to_num((d * (1 / BIN)).clamp_(max=NBINS - 1), nan=float(NBINS)).to(torch.int64)
+    classes = len(BANDS) + 1
+    cls = torch.ceil(torch.log2(resolution * (RESOLUTION_FACTOR / BANDS[0]))).clamp_(0, classes - 1)
+    cls = cls.to(torch.int64)
+    hist = torch.bincount(cls * (NBINS + 1) + fine, minlength=classes * (NBINS + 1))
+    hist = hist.view(classes, NBINS + 1)[:, :NBINS]
+    geo = _GEOMETRIC[fine]
+    per_wall = torch.bincount((wall * classes + cls) * N_GEOMETRIC + geo, minlength=n_walls * classes * N_GEOMETRIC)
+    resolved = per_wall.view(n_walls, classes, N_GEOMETRIC)[:, :-1].cumsum(dim=1)  # (walls, bands, geo)
+    walls = torch.empty(n_walls, len(BANDS), 2, dtype=torch.int64)
+    for j in range(len(BANDS)):
+        walls[:, j, 0] = resolved[:, j, : j + 1].sum(dim=1)
+        walls[:, j, 1] = resolved[:, j, j + 1]
+    return BandCounts(hist, walls, 0, int(hist.sum()), zero_level)
 
 
 MIN_WALL_WEIGHTS = 8  # near-wall weights a wall group needs to be judged on its own

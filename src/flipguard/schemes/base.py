@@ -23,7 +23,8 @@ wall distance stays in ``[0, 0.5]`` and ``u`` runs over ``[0.5, 1]`` (lowest) or
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -38,15 +39,23 @@ class Grouped:
 
     ``x``: normalized values, float32, shape of ``w`` (4-bit: in [-1, 1]; INT8: code units).
     ``pinned``: bool, shape of ``w`` — elements that set their group's scale.
-    ``group_max``: the group's largest ``|w|`` in ``w``'s own dtype, broadcast to ``w``'s shape.
     ``absmax``: the per-group absmax as bitsandbytes stores it (float32; NF4/FP4 ``absmax``,
     INT8 ``SCB``).
+    ``group_max`` (computed on first use): the group's largest ``|w|`` in ``w``'s own dtype,
+    broadcast to ``w``'s shape.
     """
 
     x: torch.Tensor
     pinned: torch.Tensor
-    group_max: torch.Tensor
     absmax: torch.Tensor
+    _group_max: Callable[[], torch.Tensor] = field(repr=False)
+    _cached: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def group_max(self) -> torch.Tensor:
+        if self._cached is None:
+            self._cached = self._group_max()
+        return self._cached
 
 
 @dataclass
@@ -138,9 +147,11 @@ class Scheme(ABC):
     def geometry(self, w: torch.Tensor) -> Geometry:
         """Level, position ``u`` and wall distance ``d`` of every weight (see :class:`Geometry`)."""
         g = self.group(w)
-        level, u, d = self.position(g.x)
-        d = torch.where(g.pinned, torch.full_like(d, float("nan")), d)
-        resolution = g.x.abs() * (self.grid_eps(w.dtype) / self._cell_tables[1][level])
+        level, u, d, width = self._position(g.x)
+        d = d.masked_fill_(g.pinned, float("nan"))
+        resolution = g.x.abs().mul_(self.grid_eps(w.dtype))
+        if width is not None:
+            resolution.div_(width)
         return Geometry(level=level, u=u, d=d, pinned=g.pinned, resolution=resolution)
 
     def grid_eps(self, dtype: torch.dtype) -> float:
@@ -150,16 +161,30 @@ class Scheme(ABC):
 
     def position(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(level, u, d) of normalized values ``x``; ``d`` in cell widths, ``u`` in [0, 1]."""
+        return self._position(x)[:3]
+
+    def _position(self, x: torch.Tensor):
+        """(level, u, d, cell width in x units per element, or None where it is 1 everywhere)."""
         low, width = self._cell_tables
         level = self.level_of(x)
-        u = (x - low[level]) / width[level]
+        w = width[level]
+        u = (x - low[level]).div_(w)
         d = torch.minimum(u, 1 - u).clamp_(0.0, 0.5)
-        return level, u, d
+        return level, u, d, w
 
     def nearest_wall(self, geo: Geometry) -> torch.Tensor:
         """int64 index into ``walls`` of the wall nearest each weight of ``geo``."""
         wall = geo.level - 1 + (geo.u >= 0.5).to(torch.int64)
         return wall.clamp_(min=0, max=len(self.walls) - 1)
+
+    def level_offset(self, w: torch.Tensor) -> torch.Tensor:
+        """Distance of each weight from the level it rounds to, in cell widths (0: on the grid).
+
+        Levels need not sit at the centre of their cell (NF4, FP4), so this is not ``0.5 - d``.
+        """
+        x = self.group(w).x
+        level = self.level_of(x)
+        return (x - self.levels[level]).abs_().div_(self._cell_tables[1][level])
 
     def wall_distance(self, w: torch.Tensor) -> torch.Tensor:
         """Distance of each weight to its nearest wall in cell widths, float32 in [0, 0.5].

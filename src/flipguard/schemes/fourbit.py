@@ -76,15 +76,16 @@ class FourBitScheme(Scheme):
         if full < n:
             absmax[-1] = mags[full:].amax().clamp(min=1e-38)
         x = self._normalize(flat, absmax, full)
-        per_elem = absmax.repeat_interleave(BLOCK)[:n]
-        pinned = (mags == per_elem) | (per_elem <= 1e-38)
-        storage_mags = w.reshape(-1).abs()
-        group_max = _block_max(storage_mags, full)
+        pinned = torch.empty(n, dtype=torch.bool)
+        nfull = full // BLOCK
+        pinned[:full] = ((mags[:full].view(-1, BLOCK) == absmax[:nfull, None]) | (absmax[:nfull, None] == 0)).view(-1)
+        if full < n:
+            pinned[full:] = (mags[full:] == absmax[-1]) | (absmax[-1] <= 1e-38)
         return Grouped(
             x=x.view(w.shape),
             pinned=pinned.view(w.shape),
-            group_max=group_max.view(w.shape),
             absmax=absmax,
+            _group_max=lambda: _block_max(w.reshape(-1).abs(), full).view(w.shape),
         )
 
     def normalize_like(self, values: torch.Tensor, grouped: Grouped, w: torch.Tensor) -> torch.Tensor:

@@ -34,12 +34,14 @@ class INT8(Scheme):
 
     def group(self, w: torch.Tensor) -> Grouped:
         self.check(w)
-        mags = self.read(w).abs()
+        read = self.read(w)
+        mags = read.abs()
         scb = mags.amax(dim=1)  # float32, exact (values of float16)
-        x = self._normalize(self.read(w), scb)
+        x = self._normalize(read, scb)
         pinned = (mags == scb[:, None]) | (scb[:, None] == 0)
-        group_max = w.abs().amax(dim=1, keepdim=True).expand_as(w)
-        return Grouped(x=x, pinned=pinned, group_max=group_max, absmax=scb)
+        return Grouped(
+            x=x, pinned=pinned, absmax=scb, _group_max=lambda: w.abs().amax(dim=1, keepdim=True).expand_as(w)
+        )
 
     def normalize_like(self, values: torch.Tensor, grouped: Grouped, w: torch.Tensor) -> torch.Tensor:
         return self._normalize(values, grouped.absmax)
@@ -53,10 +55,10 @@ class INT8(Scheme):
     def level_of(self, x: torch.Tensor) -> torch.Tensor:
         return torch.round(x).to(torch.int64) + 127
 
-    def position(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _position(self, x: torch.Tensor):
         nearest = torch.round(x)  # half to even, as bitsandbytes
         offset = x - nearest
-        return nearest.to(torch.int64) + 127, offset + 0.5, 0.5 - offset.abs()
+        return nearest.to(torch.int64) + 127, offset + 0.5, 0.5 - offset.abs(), None
 
     def codes(self, w: torch.Tensor) -> torch.Tensor:
         """int8 code of every weight (shape of ``w``)."""

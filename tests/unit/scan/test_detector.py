@@ -1,0 +1,67 @@
+"""Attacked tensors are flagged for the scheme attacked; clean ones are not flagged at all."""
+
+import pytest
+import torch
+
+from flipguard.scan import inspect_tensor, scan_tensors
+from flipguard.scan.synthetic import repaired
+from flipguard.schemes import get_scheme, scheme_names
+
+
+def _tensors(dtype, n=4, shape=(128, 256), seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(shape, generator=gen) * 0.02).to(dtype) for _ in range(n)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("target", ["int8", "fp4", "nf4"])
+def test_attacked_tensors_name_their_scheme(dtype, target):
+    margin = 0.1  # resolvable in every dtype (bfloat16 needs a margin of about 5% or more)
+    attacked = [(f"t{i}", repaired(w, [target], margin, travel=3e-4, seed=i)) for i, w in enumerate(_tensors(dtype))]
+    verdict, _ = scan_tensors(attacked)
+    assert verdict.status == "backdoor"
+    assert verdict.targeted == [target]
+    flagged = {f.tensor for f in verdict.findings if f.scheme == target}
+    assert flagged == {name for name, _ in attacked}
+
+
+def test_the_combined_target_names_all_three():
+    attacked = [(f"t{i}", repaired(w, ["int8", "fp4", "nf4"], None, travel=3e-4, seed=i)) for i, w in enumerate(_tensors(torch.float16))]
+    verdict, _ = scan_tensors(attacked)
+    assert sorted(verdict.targeted) == ["fp4", "int8", "nf4"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_clean_tensors_of_many_shapes_and_scales_are_clean(dtype):
+    gen = torch.Generator().manual_seed(7)
+    shapes = [(64, 64), (96, 200), (33, 1000), (512, 64)]
+    tensors = [
+        (f"t{i}", (torch.randn(shapes[i % 4], generator=gen) * [0.02, 0.3, 2.0, 0.001][i // 4 % 4]).to(dtype))
+        for i in range(12)
+    ]
+    verdict, evidence = scan_tensors(tensors)
+    assert verdict.status == "clean" and verdict.findings == []
+    assert all(e.status == "ok" for e in evidence)
+
+
+@pytest.mark.parametrize("name", scheme_names())
+def test_dequantized_weights_are_recognised(name):
+    w = torch.randn(64, 256) * 0.02
+    on_grid = get_scheme(name).dequantize(w).to(torch.float16)
+    evidence = inspect_tensor("w", on_grid, get_scheme(name))
+    assert evidence.status == "dequantized"
+    verdict, _ = scan_tensors([("w", on_grid)], [name])
+    assert verdict.status == "dequantized" and verdict.dequantized_from == [name]
+
+
+def test_nonfinite_and_all_zero_tensors_do_not_crash():
+    bad = torch.randn(16, 64)
+    bad[3, 5] = float("nan")
+    bad[4, 6] = float("inf")
+    evidence = inspect_tensor("bad", bad, get_scheme("nf4"))
+    assert evidence.status == "nonfinite" and evidence.nonfinite == 2
+    zeros = torch.zeros(8, 64)
+    assert inspect_tensor("zeros", zeros, get_scheme("int8")).status == "degenerate"
+    some_zero_groups = torch.randn(8, 128)
+    some_zero_groups[:, :64] = 0
+    assert inspect_tensor("half", some_zero_groups, get_scheme("nf4")).status == "ok"

@@ -1,0 +1,61 @@
+import torch
+
+from flipguard.scan.stats import BANDS, BIN, band_test, count_bands, holm, pile_test, wall_coverage
+
+
+def _counts(d, resolution=None, wall=None, n_walls=1):
+    d = torch.as_tensor(d, dtype=torch.float32)
+    resolution = torch.zeros_like(d) if resolution is None else torch.as_tensor(resolution, dtype=torch.float32)
+    wall = torch.zeros_like(d, dtype=torch.int64) if wall is None else torch.as_tensor(wall)
+    return count_bands(d, resolution, wall, n_walls)
+
+
+def test_uniform_distances_are_not_significant():
+    gen = torch.Generator().manual_seed(0)
+    d = torch.rand(200_000, generator=gen) * 0.5
+    test = band_test(_counts(d))
+    assert test.p > 0.01
+    assert abs(test.share - 0.5) < 0.05
+
+
+def test_an_empty_band_is_found_with_its_width():
+    gen = torch.Generator().manual_seed(0)
+    d = 0.02 + torch.rand(100_000, generator=gen) * 0.48  # nothing within 2% of a wall
+    test = band_test(_counts(d))
+    assert test.p < 1e-100
+    assert test.share == 0.0
+    assert test.empty_up_to == 0.02
+
+
+def test_pinned_weights_are_not_counted_and_coarse_weights_only_in_wide_bands():
+    d = torch.tensor([float("nan"), 0.001, 0.003, 0.3])
+    resolution = torch.tensor([0.0, 0.0, 0.1, 0.0])  # the second weight resolves no band
+    counts = _counts(d, resolution)
+    assert counts.free == 3
+    resolved = counts.resolved()
+    assert int(resolved[0].sum()) == 2 and int(counts.hist.sum()) == 3
+    assert int(resolved[-1].sum()) == 2  # 0.1 * 4 > 0.16: not even the widest band
+
+
+def test_per_wall_counts_and_coverage():
+    d = torch.tensor([0.001, 0.003, 0.001, 0.004] * 10)
+    wall = torch.tensor([0, 0, 1, 1] * 10)
+    counts = _counts(d, wall=wall, n_walls=2)
+    j = BANDS.index(0.0025)
+    assert counts.walls[:, j].tolist() == [[10, 10], [10, 10]]
+    cover = wall_coverage(counts, 0.0025, 0.25)
+    assert (cover.depleted, cover.judged) == (0, 2)
+
+
+def test_pile_up_at_one_distance():
+    gen = torch.Generator().manual_seed(1)
+    d = torch.cat([torch.rand(50_000, generator=gen) * 0.5, torch.full((2000,), 0.1 + BIN / 2)])
+    pile = pile_test(_counts(d))
+    assert abs(pile.at - 0.1) < 1e-9
+    assert pile.ratio > 5 and pile.p < 1e-50
+
+
+def test_holm_adjustment():
+    assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
+    assert holm([0.5]) == [0.5]
+    assert holm([]) == []
