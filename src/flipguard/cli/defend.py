@@ -15,13 +15,14 @@ Defend a full-precision checkpoint against quantization-conditioned backdoors, w
 For every tensor bitsandbytes would quantize and every scheme (INT8, FP4, NF4), selected weights
 are moved across their nearest rounding wall to a safe depth inside the neighbouring cell, so
 an attacker's alignment of weights with the walls no longer survives quantization. The default
-policy (adaptive) asks the scan how each tensor looks: it flips weights up to the attacker's
-estimated margin plus a band where a tensor looks attacked, and only the weights closest to a
-wall (2% of a cell) where it looks clean. Other tensors and files are copied unchanged; the
+policy (adaptive) asks the scan how each tensor looks: where it looks attacked it flips every
+other weight up to the attacker's estimated margin plus a band (so the quantization errors of
+the weights the attacker pressed against its box no longer pull one way), and where it looks
+clean only the weights closest to a wall (2% of a cell). Other tensors and files are copied unchanged; the
 output is written atomically with a JSON report (flipguard_defense.json) inside it.
 
 policies and their parameters (defaults in flipguard.defend.policies.DEFAULTS):
-  adaptive   --tau-clean 0.02 --extra 0.05      (default)
+  adaptive   --tau-clean 0.02 --extra 0.02 --share 0.5   (default)
   ratio      --r 0.15        per group, the share r nearest a wall
   threshold  --tau 0.05      every weight closer than tau cell widths to a wall
   balanced   --r 0.15        up to r per group, as many flips up as down
@@ -32,7 +33,7 @@ exit codes: 0 done, 2 error (bad option, unreadable input, output inside the inp
 """
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-POLICY_FLAGS = ("r", "tau", "tau_clean", "extra", "sigma", "relative_to", "of", "seed")
+POLICY_FLAGS = ("r", "tau", "tau_clean", "extra", "share", "sigma", "relative_to", "of", "seed")
 
 
 def register(subparsers) -> None:
@@ -53,6 +54,7 @@ def register(subparsers) -> None:
     p.add_argument("--tau", type=float, help="threshold: wall distance below which to flip, cell widths")
     p.add_argument("--tau-clean", type=float, help="adaptive: tau where a tensor looks clean")
     p.add_argument("--extra", type=float, help="adaptive: band beyond the attacker's estimated margin")
+    p.add_argument("--share", type=float, help="adaptive: share of the near-wall weights flipped in an attacked tensor")
     p.add_argument("--sigma", type=float, help="gaussian: noise sigma (relative, see --relative-to)")
     p.add_argument("--relative-to", choices=["std", "cell"], help="gaussian: sigma in tensor std or cell widths")
     p.add_argument("--of", help="random: the policy whose count is drawn at random")

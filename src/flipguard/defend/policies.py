@@ -41,7 +41,8 @@ DEFAULTS = {
     # 4-bit attacks keep 1% of a cell free (INT8 10%); tau_clean = 0.02 flips the weights piled at
     # a 1% box edge even when the scan cannot tell, and costs a clean tensor ~4% flipped weights,
     # whose quantization error grows from (0.5 - d) to (0.5 + d) cell widths: +24·tau² ≈ +1% MSE.
-    "adaptive": {"tau_clean": 0.02, "extra": 0.05, "alpha": 1e-3, "pile_ratio": 3.0},
+    # share = 0.5: see Adaptive (flipping every pressed weight recreates a coordinated error).
+    "adaptive": {"tau_clean": 0.02, "extra": 0.02, "share": 0.5, "alpha": 1e-3, "pile_ratio": 3.0},
     "balanced": {"r": 0.15},
     "random": {"of": "adaptive", "seed": 0},
     "gaussian": {"sigma": 0.03, "relative_to": "std", "seed": 0},
@@ -162,6 +163,24 @@ class _ThresholdPlan(Plan):
         return view.eligible & (view.d < self.tau)
 
 
+class _InterleavedPlan(Plan):
+    """Of the weights closer than ``tau`` to a wall, ``share`` of each group, spread evenly in
+    storage order (share 0.5: every other one)."""
+
+    def __init__(self, tau: float, share: float, detail: dict):
+        self.tau, self.share, self.detail = tau, share, detail
+
+    def select(self, view: CellView) -> torch.Tensor:
+        near = view.eligible & (view.d < self.tau)
+        if self.share >= 1:
+            return near
+        count = near.cumsum(0)  # (n,) candidates so far, over the chunk
+        starts = torch.arange(0, near.numel(), view.group_size)
+        before = torch.where(starts > 0, count[(starts - 1).clamp(min=0)], torch.zeros_like(starts))
+        rank = count - before[view.group]  # 1-based rank of each candidate inside its group
+        return near & (torch.floor(rank * self.share) > torch.floor((rank - 1) * self.share))
+
+
 # -- adaptive ---------------------------------------------------------------------------------
 @dataclass
 class Adaptive(Policy):
@@ -172,12 +191,19 @@ class Adaptive(Policy):
     the far edge of the fullest bin of the scan's
     wall-distance histogram when it holds ``pile_ratio`` times its neighbours (the box edge the
     attacker's projection stops weights at). Attacked-looking tensor:
-    ``tau = max(m + extra, tau_clean)`` — it flips the weights the attacker pressed against the
-    box edge and a band beyond. Clean-looking tensor: ``tau = tau_clean``.
+    ``tau = max(m + extra, tau_clean)``, and of the weights closer than ``tau`` to a wall — mostly
+    those the attacker pressed against the box edge — every other one per group (``share`` = 0.5,
+    interleaved in storage order) is flipped. Flipping them all would not restore the model: each
+    pressed weight sits about half a cell from its level on the malicious side, and flipping puts
+    it about half a cell on the other side, so the quantization errors stay coordinated (measured
+    on a zoo NF4 attack: KL to full precision 0.29 with every one flipped, 0.19 with a random 41%).
+    Alternating signs leave them uncorrelated, as plain rounding of a clean model does.
+    Clean-looking tensor: every weight closer than ``tau_clean``.
     """
 
     tau_clean: float = DEFAULTS["adaptive"]["tau_clean"]
     extra: float = DEFAULTS["adaptive"]["extra"]
+    share: float = DEFAULTS["adaptive"]["share"]
     alpha: float = DEFAULTS["adaptive"]["alpha"]
     pile_ratio: float = DEFAULTS["adaptive"]["pile_ratio"]
     name = "adaptive"
@@ -186,13 +212,18 @@ class Adaptive(Policy):
     def __post_init__(self):
         _check_nonnegative(self.name, "tau_clean", self.tau_clean, below=0.5)
         _check_nonnegative(self.name, "extra", self.extra, below=0.5)
+        if not 0 < self.share <= 1:
+            raise UsageError(f"adaptive: share must be above 0 and at most 1, got {self.share}.")
         _check_fraction(self.name, "alpha", self.alpha)
         _check_nonnegative(self.name, "pile_ratio", self.pile_ratio)
 
     def plan(self, evidence=None) -> Plan:
         margin, why = self.margin(evidence)
-        tau = self.tau_clean if why == "clean" else min(0.49, max(self.tau_clean, margin + self.extra))
-        return _ThresholdPlan(tau, {"tau": round(tau, 6), "margin": round(margin, 6), "evidence": why})
+        if why == "clean":
+            return _ThresholdPlan(self.tau_clean, {"tau": self.tau_clean, "margin": 0.0, "evidence": why})
+        tau = min(0.49, max(self.tau_clean, margin + self.extra))
+        detail = {"tau": round(tau, 6), "margin": round(margin, 6), "evidence": why, "share": self.share}
+        return _InterleavedPlan(tau, self.share, detail)
 
     def margin(self, evidence) -> tuple[float, str]:
         """(estimated attacker margin in cell widths, which evidence gave it: band/pile/clean)."""

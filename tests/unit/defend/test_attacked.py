@@ -1,5 +1,6 @@
-"""Synthetic attacked tensors: defend breaks the malicious codes where the attack pressed weights
-against its box, while a clean tensor changes few codes under the adaptive policy."""
+"""Synthetic attacked tensors: defend breaks half the malicious codes where the attack pressed weights
+against its box (alternating, so the errors no longer add up one way), while a clean tensor changes
+few codes under the adaptive policy."""
 
 import pytest
 import torch
@@ -32,8 +33,9 @@ def test_adaptive_breaks_the_attackers_codes(target, margin):
         pressed = (pulled != attacked) & (s.geometry(attacked).d < box + 0.005)
         broken = s.codes(defended) != malicious[s.name]
         assert int(pressed.sum()) > 100
-        assert float(broken[pressed].float().mean()) > 0.8, s.name  # the constrained codes are broken
-        assert float(broken.float().mean()) < 0.6
+        # every other constrained weight leaves its malicious code, so the errors no longer pull one way
+        assert 0.4 < float(broken[pressed].float().mean()) < 0.75, s.name
+        assert float(broken.float().mean()) < 0.4
 
 
 def test_adaptive_changes_few_codes_of_a_clean_tensor():

@@ -91,3 +91,16 @@ def test_adaptive_raises_tau_where_the_scan_sees_an_attack():
 def test_bad_parameters_are_one_sentence_usage_errors(name, params, word):
     with pytest.raises(UsageError, match=word):
         make_policy(name, **params)
+
+
+def test_adaptive_flips_every_other_near_wall_weight_of_an_attacked_tensor():
+    scheme = get_scheme("nf4")
+    attacked, _ = attacked_weight(["nf4"], rows=128, cols=512)
+    plan = make_policy("adaptive").plan(inspect_tensor("attacked", attacked, scheme))
+    view = _view_of("nf4", attacked)
+    chosen = plan.select(view)
+    near = view.eligible & (view.d < plan.tau)
+    per_group = torch.bincount(view.group[chosen], minlength=view.groups)
+    candidates = torch.bincount(view.group[near], minlength=view.groups)
+    assert torch.equal(per_group, candidates // 2)  # half of each group's candidates, rounded down
+    assert make_policy("adaptive", share=1.0).plan(inspect_tensor("a", attacked, scheme)).select(view).sum() == near.sum()
