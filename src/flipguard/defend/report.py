@@ -106,14 +106,14 @@ def console(report: DefenseReport, limit: int = 5) -> str:
         f"{len(report.tensors)} quantizable tensors ({weights:,} weights) defended; "
         f"{report.copied} other tensors copied bit-identical",
         "",
-        f"{'scheme':<7}{'free weights':>14}{'selected':>11}{'flipped':>11}{'unsafe':>8}"
-        f"{'codes changed':>15}{'max |dw|':>10}",
+        f"{'scheme':<7}{'free weights':>15}{'selected':>13}{'flipped':>13}{'unsafe':>9}"
+        f"{'codes changed':>21}{'max |dw|':>10}",
     ]
     for name, s in report.totals().items():
         share = s.codes_changed / s.weights if s.weights else 0.0
         lines.append(
-            f"{name:<7}{s.weights:>14,}{s.candidates:>11,}{s.flipped:>11,}{sum(s.unsafe.values()):>8,}"
-            f"{s.codes_changed:>10,} {share:>4.1%}{s.max_shift:>10.3f}"
+            f"{name:<7}{s.weights:>15,}{s.candidates:>13,}{s.flipped:>13,}{sum(s.unsafe.values()):>9,}"
+            f"{s.codes_changed:>14,} {share:>6.1%}{s.max_shift:>10.3f}"
         )
     lines.append("  (max |dw| in cell widths of the scheme; codes changed counts every pass's moves)")
     raised = [
