@@ -75,10 +75,14 @@ class Verdict:
 
 def decide(evidence: list[TensorEvidence], schemes: list[str], alpha: float = ALPHA) -> Verdict:
     """Findings and verdicts for every scheme from the per-tensor ``evidence``."""
-    tested = [e for e in evidence if e.status == "ok" and e.band is not None]
+    # A tensor sitting on one scheme's grid is a dequantized checkpoint, not an attack: its
+    # discrete values can leave any other scheme's near-wall bands empty by construction.
+    on_grid = {e.name for e in evidence if e.status == "dequantized"}
+    tested = [e for e in evidence if e.status == "ok" and e.band is not None and e.name not in on_grid]
     adjusted = holm([e.band.p for e in tested])
     findings = [_finding(e, p) for e, p in zip(tested, adjusted) if p < alpha and _strength(e.counts, e.band)]
-    verdicts = [_scheme_verdict(s, evidence, findings, alpha, len(schemes)) for s in schemes]
+    considered = [e for e in evidence if e.name not in on_grid or e.status == "dequantized"]
+    verdicts = [_scheme_verdict(s, considered, findings, alpha, len(schemes)) for s in schemes]
     if any(v.evidence == "strong" for v in verdicts):
         for v in verdicts:
             if v.evidence == "weak":

@@ -1,0 +1,166 @@
+"""`flipguard scan` end to end on tiny checkpoints: verdicts, formats, exit codes, bad input."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from flipguard.cli import main
+from flipguard.scan.fixtures import attack_checkpoint, dequantized_checkpoint
+from flipguard.testing import make_tiny_checkpoint
+
+
+@pytest.fixture
+def scan(capsys):
+    """Run `flipguard scan -q ARGS` in process (the CLI's own main); returns code, stdout, stderr."""
+
+    def run(*args, check_code=None):
+        try:
+            code = main(["scan", "-q", *map(str, args)])
+        except SystemExit as stop:  # argparse usage errors
+            code = stop.code
+        out, err = capsys.readouterr()
+        result = subprocess.CompletedProcess(args, code, out, err)
+        if check_code is not None:
+            assert code == check_code, out + err
+        return result
+
+    return run
+
+
+def test_console_script_runs_as_a_process(zoo):
+    proc = subprocess.run(
+        [sys.executable, "-m", "flipguard", "scan", "-q", str(zoo / "attacked-nf4")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "VERDICT: quantization-conditioned backdoor suspected, targeting NF4" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """Clean random-init checkpoints of four families and three dtypes, plus attacked copies."""
+    root = tmp_path_factory.mktemp("scan")
+    made = {}
+    for family, dtype in [("llama", torch.float32), ("gpt2", torch.float16), ("qwen2", torch.bfloat16), ("phi", torch.float16)]:
+        made[family] = make_tiny_checkpoint(root / family, family=family, dtype=dtype, hidden=128, layers=2, seed=3)
+    for scheme in ("int8", "fp4", "nf4"):
+        attack_checkpoint(made["llama"], root / f"attacked-{scheme}", [scheme], margin=0.05)
+    dequantized_checkpoint(made["gpt2"], root / "dequantized-nf4", "nf4")
+    return root
+
+
+def test_clean_checkpoints_have_no_findings(scan, zoo):
+    tensors = 0
+    for family in ("llama", "gpt2", "qwen2", "phi"):
+        proc = scan(zoo / family, "-f", "json", check_code=0)
+        report = json.loads(proc.stdout)
+        assert report["status"] == "clean" and report["findings"] == []
+        tensors += len({t["tensor"] for t in report["tensors"]})
+    assert tensors >= 40  # and ≥ 100 across the unit tests and benchmarks/scan_power.py
+
+
+@pytest.mark.parametrize("scheme", ["int8", "fp4", "nf4"])
+def test_attacked_checkpoint_is_flagged_and_the_scheme_named(scan, zoo, scheme):
+    proc = scan(zoo / f"attacked-{scheme}", "-f", "json", check_code=1)
+    report = json.loads(proc.stdout)
+    assert report["status"] == "backdoor"
+    assert report["targeted"] == [scheme]
+    assert proc.returncode == 1
+    scan(zoo / f"attacked-{scheme}", "--exit-zero", check_code=0)
+
+
+def test_dequantized_checkpoint_is_reported_as_such(scan, zoo):
+    proc = scan(zoo / "dequantized-nf4", "-f", "json", check_code=0)
+    report = json.loads(proc.stdout)
+    assert report["status"] == "dequantized" and report["dequantized_from"] == ["nf4"]
+
+
+def test_output_file_sarif_and_plots(scan, zoo, tmp_path):
+    out = tmp_path / "report.sarif"
+    plots = tmp_path / "plots"
+    scan(zoo / "attacked-int8", "--scheme", "int8", "-f", "sarif", "-o", out, "--plot", plots, check_code=1)
+    sarif = json.loads(out.read_text())
+    assert sarif["version"] == "2.1.0"
+    assert {r["ruleId"] for r in sarif["runs"][0]["results"]} == {"FG-QCB-INT8"}
+    pngs = sorted(plots.glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_scan_never_modifies_the_input(scan, zoo):
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (zoo / "llama").iterdir()}
+    scan(zoo / "llama", check_code=0)
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (zoo / "llama").iterdir()}
+    assert before == after
+
+
+def test_usage_errors_exit_4(scan, zoo):
+    assert scan(zoo / "llama", "--scheme", "nf5").returncode == 4
+    assert scan(zoo / "llama", "--format", "xml").returncode == 4
+    assert scan().returncode == 4
+
+
+def _broken(tmp_path, zoo, kind):
+    bad = tmp_path / kind
+    if kind == "missing":
+        return bad
+    if kind == "empty":
+        bad.mkdir()
+        (bad / "config.json").write_text((zoo / "llama" / "config.json").read_text())
+        return bad
+    if kind == "truncated":
+        bad.mkdir()
+        (bad / "config.json").write_text((zoo / "llama" / "config.json").read_text())
+        data = (zoo / "llama" / "model.safetensors").read_bytes()
+        (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+        return bad
+    if kind == "pickle":
+        bad.mkdir()
+        (bad / "config.json").write_text((zoo / "llama" / "config.json").read_text())
+        (bad / "pytorch_model.bin").write_bytes(b"not read")
+        return bad
+    if kind == "missing-shard":
+        bad.mkdir()
+        (bad / "config.json").write_text((zoo / "llama" / "config.json").read_text())
+        index = {"metadata": {}, "weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors"}}
+        (bad / "model.safetensors.index.json").write_text(json.dumps(index))
+        return bad
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "truncated", "pickle", "missing-shard"])
+def test_bad_input_is_one_sentence_and_exit_2(scan, zoo, tmp_path, kind):
+    path = _broken(tmp_path, zoo, kind)
+    out = tmp_path / "report.json"
+    proc = scan(path, "-o", out)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("flipguard scan: error: ")
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_nonfinite_weights_are_reported_per_tensor(scan, zoo, tmp_path):
+    from flipguard.scan.fixtures import transform_quantizable
+
+    def poison(name, w):
+        w = w.clone()
+        if name.endswith("layers.0.mlp.up_proj.weight"):
+            w[0, 0] = float("nan")
+        return w
+
+    transform_quantizable(zoo / "llama", tmp_path / "nan", poison)
+    proc = scan(tmp_path / "nan", "-f", "json")
+    assert proc.returncode == 2
+    report = json.loads(proc.stdout)
+    assert any("NaN/Inf" in note and "up_proj" in note for note in report["notes"])
+    assert report["status"] == "clean"  # the other tensors were still scanned
+
+
+def test_nothing_scannable_exits_3(scan, zoo, tmp_path):
+    proc = scan(zoo / "llama", "--skip-modules", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head")
+    assert proc.returncode == 3, proc.stderr
