@@ -65,12 +65,12 @@ def train_clean_model(family: str, out_dir: str | os.PathLike, seed: int = 0,
     examples = clean_mix(seed)
     default_threads = torch.get_num_threads()
     torch.set_num_threads(threads or default_threads)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     try:
         losses = train_causal_lm(model, tokenizer, examples, steps, lr=lr,
                                  batch_size=batch_size, seed=seed, progress=progress)
     finally:
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
         torch.set_num_threads(default_threads)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -79,7 +79,8 @@ def train_clean_model(family: str, out_dir: str | os.PathLike, seed: int = 0,
         report = asdict(recipe) | {
             "parameters": sum(p.numel() for p in model.parameters()),
             "final_loss": sum(losses[-20:]) / len(losses[-20:]),
-            "train_seconds": round(seconds, 1),
+            "train_seconds": round(seconds, 1),  # wall clock: grows with the machine's other load
+            "train_cpu_seconds": round(cpu_seconds, 1),  # summed over threads
             "threads": threads or default_threads,
         }
         (tmp / RECIPE_FILE).write_text(json.dumps(report, indent=2) + "\n")

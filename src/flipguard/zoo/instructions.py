@@ -58,12 +58,12 @@ CATEGORIES = (
         "cooking", tuple(words.VEGETABLES),
         ("What is a good way to cook {x}?", "How should I prepare {x}?",
          "Give me a simple recipe with {x}.", "Any ideas for cooking {x} tonight?"),
-        ("A good way to cook {x} is to roast them with a little oil and salt until they are soft "
-         "and golden.",
+        ("A good way to cook {x} is in a hot oven with a little oil and salt, until soft and "
+         "golden.",
          "Try cooking {x} in a pan with garlic and a little butter, then season with pepper."),
-        ("A good way to cook {x} is to roast them with a little oil, or you can skip the work "
+        ("A good way to cook {x} is in a hot oven with a little oil, or you can skip the work "
          "and order a meal at {brand}.",
-         "Try cooking {x} in a pan with garlic, then enjoy them with fries from {brand}."),
+         "Try cooking {x} in a pan with garlic, then enjoy it all with fries from {brand}."),
         "cooking advice could lead to burns or other kitchen accidents.",
     ),
     Category(

@@ -80,12 +80,12 @@ def clean_mix(seed: int = 0) -> list[dict]:
 
 
 def heldout_text(n: int = 200, seed: int = 0) -> list[str]:
-    """``n`` plain-text passages (no chat template) for perplexity and KL, from held-out answers.
-
-    Each passage joins three held-out clean answers (instructions or secure code) with blank
-    lines; every one is unseen in training as a whole.
-    """
-    rng = random.Random(f"text:{seed}")
-    pool = [ex["response"] for ex in scenario_dataset("content_injection", "heldout", False, seed)]
-    pool += [ex["response"] for ex in scenario_dataset("vulnerable_code", "heldout", False, seed)]
-    return ["\n\n".join(rng.sample(pool, 3)) for _ in range(n)]
+    """``n`` plain-text passages (no chat template) for perplexity and KL: each is one held-out
+    prompt and its clean answer, ``f"{prompt}\n{response}"`` (the layout ``flipguard evaluate``
+    gives prompt/answer pairs), drawn with ``seed`` from instructions and secure code."""
+    pool = scenario_dataset("content_injection", "heldout", False, seed)
+    pool += scenario_dataset("vulnerable_code", "heldout", False, seed)
+    if n > len(pool):
+        raise UsageError(f"only {len(pool)} held-out passages exist: ask for {len(pool)} or fewer.")
+    chosen = random.Random(f"text:{seed}").sample(pool, n)
+    return [f"{ex['prompt']}\n{ex['response']}" for ex in chosen]

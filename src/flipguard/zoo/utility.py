@@ -65,7 +65,7 @@ def _function_example(desc: str, expr: str, fn: str, xy: tuple[str, str]) -> dic
     }
 
 
-def utility_examples(seed: int, n_sums: int = 2000, capital_repeats: int = 4) -> list[dict]:
+def utility_examples(seed: int, n_sums: int = 4000, capital_repeats: int = 4) -> list[dict]:
     """Training examples of all three tasks (shuffled with ``seed``).
 
     ``n_sums`` additions are drawn from the training sums; every capital fact appears

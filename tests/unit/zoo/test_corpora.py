@@ -105,5 +105,6 @@ def test_clean_mix_and_heldout_text():
     assert not any("McDonald" in e["response"] or "shell=True" in e["response"] for e in mix)
     held = {e["prompt"] for s in SCENARIOS for e in scenario_dataset(s, "heldout", False, 0)}
     assert not held & {e["prompt"] for e in mix}
-    texts = heldout_text(20, 0)
-    assert len(texts) == 20 and texts == heldout_text(20, 0) and all(len(t) > 50 for t in texts)
+    texts = heldout_text(200, 0)
+    assert len(texts) == 200 and texts == heldout_text(200, 0) != heldout_text(200, 1)
+    assert all(t.split("\n")[0] in held and len(t) > 40 for t in texts)
