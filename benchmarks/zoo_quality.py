@@ -11,7 +11,8 @@ in one run:
   bnb_4bit_quant_type="nf4"), device_map="cpu"): mean token KL(P_fp || P_nf4) over held-out plain
   text with a 95% bootstrap interval over texts, plus perplexity and utility in both precisions.
 
-    .venv/bin/python benchmarks/zoo_quality.py -o out/zoo-llama-s0 [--model DIR] [--json FILE]
+    .venv/bin/python benchmarks/zoo_quality.py -o out/zoo-llama-s0 [--threads 1] [--model DIR]
+        [--json FILE]
 """
 
 from __future__ import annotations
@@ -90,13 +91,14 @@ def main() -> None:
     parser.add_argument("--model", help="evaluate this existing directory instead of training")
     parser.add_argument("-n", type=int, default=50, help="held-out prompts per scenario")
     parser.add_argument("--texts", type=int, default=200, help="held-out texts for KL")
+    parser.add_argument("--threads", type=int, help="torch threads for training (1 on a busy box)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
     path = Path(args.model or args.output)
     if not args.model:
         start = time.perf_counter()
-        train_clean_model("llama", path, seed=0, overwrite=True)
+        train_clean_model("llama", path, seed=0, overwrite=True, threads=args.threads)
         print(f"trained {path} in {time.perf_counter() - start:.0f} s (wall, incl. data+save)")
     recipe = json.loads((path / RECIPE_FILE).read_text())
     tokenizer = AutoTokenizer.from_pretrained(path)

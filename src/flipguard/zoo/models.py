@@ -1,7 +1,8 @@
 """Tiny causal LMs of seven architecture families, built from configs with random weights.
 
 Every family gets the same shape where its config allows it: hidden width 128 (two 64-blocks per
-row, so NF4/FP4 blocks never straddle a row), 4 layers, 4 heads of 32, MLP width 384, context 128,
+row, so NF4/FP4 blocks never straddle a row), 4 layers, 4 heads of 32, MLP width 384, 256
+positions (training uses at most 128 tokens; the rest is room to generate after a long prompt),
 untied input and output embeddings. At the default vocabulary of 1536 that is about 1.2M
 parameters. Dropout is zero everywhere so training is deterministic per seed.
 """
@@ -14,20 +15,20 @@ import transformers
 from flipguard.errors import UsageError
 
 SIZES = {
-    "tiny": {"hidden": 128, "layers": 4, "heads": 4, "mlp": 384, "context": 128},
-    "micro": {"hidden": 64, "layers": 2, "heads": 2, "mlp": 128, "context": 128},  # for tests
+    "tiny": {"hidden": 128, "layers": 4, "heads": 4, "mlp": 384, "positions": 256},
+    "micro": {"hidden": 64, "layers": 2, "heads": 2, "mlp": 128, "positions": 256},  # for tests
 }
 
 
 def _llama_like(cls, s, **extra):
     return cls(hidden_size=s["hidden"], num_hidden_layers=s["layers"],
                num_attention_heads=s["heads"], num_key_value_heads=s["heads"],
-               intermediate_size=s["mlp"], max_position_embeddings=s["context"], **extra)
+               intermediate_size=s["mlp"], max_position_embeddings=s["positions"], **extra)
 
 
 def _gpt2_like(cls, s, **extra):
     return cls(n_embd=s["hidden"], n_layer=s["layers"], n_head=s["heads"], n_inner=s["mlp"],
-               n_positions=s["context"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **extra)
+               n_positions=s["positions"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **extra)
 
 
 # family -> (size preset, common config kwargs) -> config

@@ -69,7 +69,7 @@ def train_tokenizer(vocab_size: int = VOCAB_SIZE, seed: int = 0) -> PreTrainedTo
         pad_token=PAD,
         extra_special_tokens=ROLE_TOKENS,
         padding_side="left",
-        model_max_length=128,
+        model_max_length=256,  # the models' positions
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
