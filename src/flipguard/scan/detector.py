@@ -6,12 +6,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flipguard.scan.stats import BandCounts, BandTest, PileTest, band_test, count_bands, pile_test
+from flipguard.scan.fast import fast_histograms
+from flipguard.scan.stats import (
+    BandCounts, BandTest, PileTest, band_counts, band_test, pile_test, wall_group_size,
+)
 from flipguard.schemes import Scheme
 
 DEQUANTIZED_SHARE = 0.9  # free weights on a level above which a tensor is "dequantized"
 ON_LEVEL_TOLERANCE = 0.01  # cell widths (or twice the weight's resolution, if coarser)
 LEVEL_SAMPLE = 1 << 16  # weights checked for sitting on the grid
+CHUNK = 1 << 22  # weights per pass of the fused kernel (bounds the float32 copy it reads)
 
 
 @dataclass
@@ -41,7 +45,8 @@ class TensorEvidence:
 def inspect_tensor(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence:
     """Wall-distance evidence for ``w`` (2-D, as the quantizer sees it) under ``scheme``.
 
-    Works through ``w`` in row chunks of whole groups, so extra memory stays at a few MB.
+    Works through ``w`` in row chunks of whole groups with the fused kernel of ``scan.fast``, so
+    extra memory stays near one float32 chunk (16 MB).
     """
     shape = tuple(w.shape)
     bad = int((~torch.isfinite(w)).sum())
@@ -50,11 +55,10 @@ def inspect_tensor(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence
         return TensorEvidence(name, scheme.name, shape, "nonfinite", empty, nonfinite=bad)
     n_walls, zero = len(scheme.walls), int(scheme.levels.abs().argmin())
     counts, min_distance = BandCounts.empty(n_walls, zero), float("inf")
-    for chunk in scheme.row_chunks(w):
-        geo = scheme.geometry(chunk)
-        counts = counts + count_bands(geo.d, geo.resolution, scheme.nearest_wall(geo), n_walls, zero)
-        if not bool(geo.pinned.all()):
-            min_distance = min(min_distance, float(geo.d[~geo.pinned].min()))
+    for chunk in scheme.row_chunks(w, CHUNK):
+        hist, per_wall, low = fast_histograms(chunk, scheme)
+        counts = counts + band_counts(hist, per_wall, zero, wall_group_size(n_walls))
+        min_distance = min(min_distance, low)
     if counts.free == 0:
         return TensorEvidence(name, scheme.name, shape, "degenerate", counts)
     counts.on_level, counts_sampled = _on_level(w, scheme)

@@ -32,7 +32,7 @@ class BandCounts:
 
     ``hist[c, k]``: free weights whose ``d`` falls in bin ``k`` and that resolve bands
     ``BANDS[c:]`` (class ``len(BANDS)`` resolves none). int64, ``(len(BANDS) + 1, NBINS)``.
-    ``walls[i, j, 0|1]``: weights nearest wall ``i`` that resolve band ``j`` and lie in
+    ``walls[i, j, 0|1]``: weights nearest wall group ``i`` that resolve band ``j`` and lie in
     ``[0, b_j)`` (0) or ``[b_j, 2 b_j)`` (1). int64, ``(n_walls, len(BANDS), 2)``.
     ``on_level``: weights found sitting on a level, among ``free`` (set by the detector).
     ``free``: free (not pinned) finite weights counted.
@@ -43,22 +43,30 @@ class BandCounts:
     on_level: int
     free: int
     zero_level: int = 0  # index of the level 0.0; walls zero_level - 1 and zero_level flank it
+    group_size: int = 1  # walls per row of ``walls`` (see wall_group_size)
 
     @staticmethod
     def empty(n_walls: int = 1, zero_level: int = 0) -> "BandCounts":
+        size = wall_group_size(n_walls)
         return BandCounts(
             torch.zeros(len(BANDS) + 1, NBINS, dtype=torch.int64),
-            torch.zeros(n_walls, len(BANDS), 2, dtype=torch.int64),
+            torch.zeros(-(-n_walls // size), len(BANDS), 2, dtype=torch.int64),
             0,
             0,
             zero_level,
+            size,
         )
 
     def __add__(self, other: "BandCounts") -> "BandCounts":
         base = other if self.free == 0 else self
         walls = base.walls if self.free == 0 or other.free == 0 else self.walls + other.walls
         return BandCounts(
-            self.hist + other.hist, walls, self.on_level + other.on_level, self.free + other.free, base.zero_level
+            self.hist + other.hist,
+            walls,
+            self.on_level + other.on_level,
+            self.free + other.free,
+            base.zero_level,
+            base.group_size,
         )
 
     def resolved(self) -> torch.Tensor:
@@ -70,30 +78,58 @@ class BandCounts:
 # (b = BIN·2^j) is geometric bins 0..j inside, bin j + 1 in [b, 2b). Pinned weights: bin NBINS.
 _GEOMETRIC = torch.tensor([0] + [k.bit_length() for k in range(1, NBINS)] + [len(BANDS) + 2])
 N_GEOMETRIC = len(BANDS) + 3
+BANDS_F32 = torch.tensor(BANDS, dtype=torch.float32)
+FINE_PER_CELL = 400.0  # 1 / BIN, exactly
+
+
+MAX_WALL_GROUPS = 16  # walls are judged in at most this many contiguous groups (INT8: 16 of 254)
+
+
+def wall_group_size(n_walls: int) -> int:
+    """Walls per group: 1 for NF4 (15 walls) and FP4 (14), 16 for INT8 (254)."""
+    return -(-n_walls // MAX_WALL_GROUPS)
+
+
+def histograms(d: torch.Tensor, resolution: torch.Tensor, wall: torch.Tensor, n_walls: int):
+    """Reference histograms of wall distances (the fused kernel in ``scan.fast`` must agree).
+
+    Returns ``hist`` ``(classes, NBINS)`` and ``per_wall`` ``(groups, classes, N_GEOMETRIC - 1)``,
+    int64, where a weight's class is the number of bands narrower than ``RESOLUTION_FACTOR`` times
+    its resolution, its fine bin ``floor(min(400 d, NBINS - 1))`` (pinned, NaN: bin NBINS) and its
+    geometric bin ``_GEOMETRIC[fine]``.
+    """
+    d, resolution, wall = d.reshape(-1), resolution.reshape(-1), wall.reshape(-1)
+    fine = torch.nan_to_num((d * FINE_PER_CELL).clamp_(max=NBINS - 1), nan=float(NBINS)).to(torch.int64)
+    classes = len(BANDS) + 1
+    cls = torch.bucketize(resolution * RESOLUTION_FACTOR, BANDS_F32, right=False)
+    hist = torch.bincount(cls * (NBINS + 1) + fine, minlength=classes * (NBINS + 1))
+    hist = hist.view(classes, NBINS + 1)[:, :NBINS]
+    geo = _GEOMETRIC[fine]
+    groups = -(-n_walls // wall_group_size(n_walls))
+    group = torch.div(wall, wall_group_size(n_walls), rounding_mode="floor")
+    per_wall = torch.bincount((group * classes + cls) * N_GEOMETRIC + geo, minlength=groups * classes * N_GEOMETRIC)
+    return hist, per_wall.view(groups, classes, N_GEOMETRIC)[:, :, :-1]  # drop the pinned bin
+
+
+def band_counts(hist: torch.Tensor, per_wall: torch.Tensor, zero_level: int = 0, group_size: int = 1) -> BandCounts:
+    """BandCounts from the histograms of :func:`histograms` (per wall: inner/outer per band)."""
+    resolved = per_wall[:, :-1].cumsum(dim=1)  # (walls, bands, geo): weights resolving band j
+    walls = torch.empty(per_wall.shape[0], len(BANDS), 2, dtype=torch.int64)
+    for j in range(len(BANDS)):
+        walls[:, j, 0] = resolved[:, j, : j + 1].sum(dim=1)
+        walls[:, j, 1] = resolved[:, j, j + 1]
+    return BandCounts(hist, walls, 0, int(hist.sum()), zero_level, group_size)
+
+
 def count_bands(
     d: torch.Tensor, resolution: torch.Tensor, wall: torch.Tensor, n_walls: int, zero_level: int = 0
 ) -> BandCounts:
     """Histogram wall distances ``d`` (cell widths, NaN = pinned) by resolution (cell widths)
     and by nearest wall (``wall``: int64 index < ``n_walls``; ``zero_level``: see BandCounts)."""
-    d, resolution, wall = d.reshape(-1), resolution.reshape(-1), wall.reshape(-1)
-    fine = torch.nan_to_num((d * (1 / BIN)).clamp_(max=NBINS - 1), nan=float(NBINS)).to(torch.int64)
-    classes = len(BANDS) + 1
-    cls = torch.ceil(torch.log2(resolution * (RESOLUTION_FACTOR / BANDS[0]))).clamp_(0, classes - 1)
-    cls = cls.to(torch.int64)
-    hist = torch.bincount(cls * (NBINS + 1) + fine, minlength=classes * (NBINS + 1))
-    hist = hist.view(classes, NBINS + 1)[:, :NBINS]
-    geo = _GEOMETRIC[fine]
-    per_wall = torch.bincount((wall * classes + cls) * N_GEOMETRIC + geo, minlength=n_walls * classes * N_GEOMETRIC)
-    resolved = per_wall.view(n_walls, classes, N_GEOMETRIC)[:, :-1].cumsum(dim=1)  # (walls, bands, geo)
-    walls = torch.empty(n_walls, len(BANDS), 2, dtype=torch.int64)
-    for j in range(len(BANDS)):
-        walls[:, j, 0] = resolved[:, j, : j + 1].sum(dim=1)
-        walls[:, j, 1] = resolved[:, j, j + 1]
-    return BandCounts(hist, walls, 0, int(hist.sum()), zero_level)
+    return band_counts(*histograms(d, resolution, wall, n_walls), zero_level, wall_group_size(n_walls))
 
 
 MIN_WALL_WEIGHTS = 8  # near-wall weights a wall group needs to be judged on its own
-MAX_WALL_GROUPS = 16  # INT8's 254 walls are judged in 16 contiguous groups
 
 
 @dataclass
@@ -114,15 +150,13 @@ class Coverage:
 def wall_coverage(counts: BandCounts, band: float, max_share: float) -> Coverage:
     """Per wall group, is the band ``[0, band)`` depleted? (see :class:`Coverage`)."""
     j = BANDS.index(band)
-    n_walls = counts.walls.shape[0]
-    size = -(-n_walls // MAX_WALL_GROUPS)
-    group = torch.arange(n_walls) // size
-    inner = torch.zeros(int(group.max()) + 1, dtype=torch.int64).index_add_(0, group, counts.walls[:, j, 0])
-    outer = torch.zeros_like(inner).index_add_(0, group, counts.walls[:, j, 1])
+    inner, outer = counts.walls[:, j, 0], counts.walls[:, j, 1]
     judged = (inner + outer) >= MIN_WALL_WEIGHTS
     depleted = judged & (inner <= max_share * (inner + outer))
     zero_pair = torch.zeros_like(depleted)
-    zero_pair[[max(counts.zero_level - 1, 0) // size, min(counts.zero_level, n_walls - 1) // size]] = True
+    last = counts.walls.shape[0] - 1
+    size = counts.group_size
+    zero_pair[[min(max(counts.zero_level - 1, 0) // size, last), min(counts.zero_level // size, last)]] = True
     return Coverage(int(depleted.sum()), int(judged.sum()), int((depleted & ~zero_pair).sum()))
 
 

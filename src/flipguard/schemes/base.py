@@ -94,6 +94,7 @@ class Scheme(ABC):
             raise ValueError(f"load_dtype must be float32, float16 or bfloat16, not {load_dtype}")
         self.load_dtype = load_dtype
         self._cell_tables = _cell_tables(self.levels, self.walls)
+        self._inv_width = torch.reciprocal(self._cell_tables[1])  # float32, per level
 
     # -- what subclasses provide -------------------------------------------------------------
     @abstractmethod
@@ -147,11 +148,11 @@ class Scheme(ABC):
     def geometry(self, w: torch.Tensor) -> Geometry:
         """Level, position ``u`` and wall distance ``d`` of every weight (see :class:`Geometry`)."""
         g = self.group(w)
-        level, u, d, width = self._position(g.x)
+        level, u, d, inv_width = self._position(g.x)
         d = d.masked_fill_(g.pinned, float("nan"))
         resolution = g.x.abs().mul_(self.grid_eps(w.dtype))
-        if width is not None:
-            resolution.div_(width)
+        if inv_width is not None:
+            resolution.mul_(inv_width)
         return Geometry(level=level, u=u, d=d, pinned=g.pinned, resolution=resolution)
 
     def grid_eps(self, dtype: torch.dtype) -> float:
@@ -164,13 +165,13 @@ class Scheme(ABC):
         return self._position(x)[:3]
 
     def _position(self, x: torch.Tensor):
-        """(level, u, d, cell width in x units per element, or None where it is 1 everywhere)."""
-        low, width = self._cell_tables
+        """(level, u, d, 1 / cell width in x units per element, or None where it is 1 everywhere)."""
+        low, inv_width = self._cell_tables[0], self._inv_width
         level = self.level_of(x)
-        w = width[level]
-        u = (x - low[level]).div_(w)
+        inv = inv_width[level]
+        u = (x - low[level]).mul_(inv)
         d = torch.minimum(u, 1 - u).clamp_(0.0, 0.5)
-        return level, u, d, w
+        return level, u, d, inv
 
     def nearest_wall(self, geo: Geometry) -> torch.Tensor:
         """int64 index into ``walls`` of the wall nearest each weight of ``geo``."""
@@ -184,7 +185,7 @@ class Scheme(ABC):
         """
         x = self.group(w).x
         level = self.level_of(x)
-        return (x - self.levels[level]).abs_().div_(self._cell_tables[1][level])
+        return (x - self.levels[level]).abs_().mul_(self._inv_width[level])
 
     def wall_distance(self, w: torch.Tensor) -> torch.Tensor:
         """Distance of each weight to its nearest wall in cell widths, float32 in [0, 0.5].

@@ -46,7 +46,7 @@ def test_weights_on_a_wall_have_zero_distance():
     w[0, 0] = 1.0
     w[0, 1 : 1 + len(walls)] = walls
     d = scheme.wall_distance(w)[0, 1 : 1 + len(walls)]
-    assert bool((d == 0).all())
+    assert bool((d <= 1e-6).all())  # 0 up to the rounding of (x - lower wall) / width
     levels = scheme.level_of(walls)
     assert torch.equal(levels, torch.arange(len(walls)))  # on a midpoint: the lower code
 
