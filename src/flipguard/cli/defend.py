@@ -15,14 +15,15 @@ Defend a full-precision checkpoint against quantization-conditioned backdoors, w
 For every tensor bitsandbytes would quantize and every scheme (INT8, FP4, NF4), selected weights
 are moved across their nearest rounding wall to a safe depth inside the neighbouring cell, so
 an attacker's alignment of weights with the walls no longer survives quantization. The default
-policy (adaptive) asks the scan how each tensor looks: where it looks attacked it flips every
-other weight up to the attacker's estimated margin plus a band (so the quantization errors of
-the weights the attacker pressed against its box no longer pull one way), and where it looks
-clean only the weights closest to a wall (2% of a cell). Other tensors and files are copied unchanged; the
+policy (adaptive) asks the scan how each tensor looks: where it looks attacked it rounds every
+weight stochastically and without bias (flips toward the next level with probability equal to
+the weight's distance from its level over the gap), so the rounding errors no longer all point
+toward the attacker's codes; where it looks clean it flips only the weights closest to a wall
+(2% of a cell). Other tensors and files are copied unchanged; the
 output is written atomically with a JSON report (flipguard_defense.json) inside it.
 
 policies and their parameters (defaults in flipguard.defend.policies.DEFAULTS):
-  adaptive   --tau-clean 0.02 --extra 0.02 --share 0.5   (default)
+  adaptive   --tau-clean 0.02 --seed 0   (default)
   ratio      --r 0.15        per group, the share r nearest a wall
   threshold  --tau 0.05      every weight closer than tau cell widths to a wall
   balanced   --r 0.15        up to r per group, as many flips up as down
@@ -33,7 +34,7 @@ exit codes: 0 done, 2 error (bad option, unreadable input, output inside the inp
 """
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-POLICY_FLAGS = ("r", "tau", "tau_clean", "extra", "share", "sigma", "relative_to", "of", "seed")
+POLICY_FLAGS = ("r", "tau", "tau_clean", "sigma", "relative_to", "of", "seed")
 
 
 def register(subparsers) -> None:
@@ -53,12 +54,10 @@ def register(subparsers) -> None:
     p.add_argument("--r", type=float, help="ratio/balanced: share of each group to flip, in (0, 1)")
     p.add_argument("--tau", type=float, help="threshold: wall distance below which to flip, cell widths")
     p.add_argument("--tau-clean", type=float, help="adaptive: tau where a tensor looks clean")
-    p.add_argument("--extra", type=float, help="adaptive: band beyond the attacker's estimated margin")
-    p.add_argument("--share", type=float, help="adaptive: share of the near-wall weights flipped in an attacked tensor")
     p.add_argument("--sigma", type=float, help="gaussian: noise sigma (relative, see --relative-to)")
     p.add_argument("--relative-to", choices=["std", "cell"], help="gaussian: sigma in tensor std or cell widths")
     p.add_argument("--of", help="random: the policy whose count is drawn at random")
-    p.add_argument("--seed", type=int, help="random/gaussian: seed")
+    p.add_argument("--seed", type=int, help="adaptive/random/gaussian: seed of the draws")
     p.add_argument("--depth", type=float, default=None,
                    help="cell widths a flipped weight keeps from its new cell's walls, every scheme "
                    f"(default: {', '.join(f'{k} {v:g}' for k, v in SAFE_DEPTH.items())})")

@@ -124,21 +124,23 @@ def flip_across_wall(
     others: list[Cells],
     idx: torch.Tensor,
     cap: torch.Tensor,
+    direction: torch.Tensor | None = None,
 ) -> Placement:
     """Place the weights at flat ``idx`` of ``work`` across their nearest wall of ``cells.scheme``.
 
     ``work``: 2-D chunk in the stored dtype (left unchanged); ``cap``: ``(n,)`` stored-dtype
     magnitude every weight must stay strictly below (the smallest group maximum over the schemes);
     ``others``: the other schemes' cells (see :func:`_keeps_safe`). ``cells.depth``: cell widths
-    from each wall of the new cell. A weight that fails only because of another scheme is tried again
+    from each wall of the new cell; ``direction``: int64 ±1 per weight, the side to flip to
+    (default: across the nearest wall). A weight that fails only because of another scheme is tried again
     deeper inside the new cell (``RETRY_AIMS``), which moves it to another place in the other
     scheme's (much finer or coarser) grid.
     """
     scheme, depth = cells.scheme, cells.depth
     level, u = cells.level[idx], cells.u[idx]
     top = len(scheme.levels) - 1
-    s = torch.where(u >= 0.5, 1, -1)
-    s = torch.where(level == 0, 1, torch.where(level == top, -1, s))
+    s = torch.where(u >= 0.5, 1, -1) if direction is None else direction.to(torch.int64)
+    s = torch.where(level == 0, 1, torch.where(level == top, -1, s))  # edge levels have one neighbour
     target = level + s
     wall = scheme.walls[torch.where(s > 0, level, level - 1)].double()
     width = cells.width(target).double()

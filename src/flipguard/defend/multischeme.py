@@ -106,14 +106,16 @@ def _flip_passes(work, cells: list[Cells], plans, cap, key, totals) -> dict:
     for i, c in enumerate(cells):
         name = c.scheme.name
         view = _view(c, work, ~pinned_any & ~locked, f"{key}:{name}")
-        idx = plans[name].select(view).nonzero().view(-1)
+        chosen = plans[name].select(view)
+        idx = chosen.nonzero().view(-1)
+        direction = plans[name].direction(view)
         stats = totals[name]
         stats.candidates += len(idx)
         if len(idx) == 0:
             flipped[name] = (idx, idx)
             continue
         others = cells[:i] + cells[i + 1 :]
-        placed = flip_across_wall(work, c, others, idx, cap)
+        placed = flip_across_wall(work, c, others, idx, cap, None if direction is None else direction[idx])
         for reason, count in placed.unsafe.items():
             stats.unsafe[reason] += count
         done = placed.idx[placed.ok]
@@ -129,7 +131,8 @@ def _flip_passes(work, cells: list[Cells], plans, cap, key, totals) -> dict:
 def _view(c: Cells, work: torch.Tensor, eligible: torch.Tensor, key: str) -> CellView:
     n, cols = work.numel(), work.shape[1]
     size = BLOCK if isinstance(c.scheme, FourBitScheme) else cols
-    return CellView(d=c.d, u=c.u, eligible=eligible, groups=math.ceil(n / size), group_size=size, key=key)
+    return CellView(d=c.d, u=c.u, eligible=eligible, groups=math.ceil(n / size), group_size=size, key=key,
+                    x=c.grouped.x.reshape(-1), level=c.level, levels=c.scheme.levels)
 
 
 def _add_noise(work, cells: list[Cells], policy: Gaussian, cap, key, noise_scale, totals) -> dict:

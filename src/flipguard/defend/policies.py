@@ -11,10 +11,11 @@ Policies (``POLICIES``):
 - ``ratio``     — per group, the fraction ``r`` of free weights with the largest rounding error
                   (smallest ``d``); the published precursor used r = 0.15;
 - ``threshold`` — every free weight with ``d < tau``;
-- ``adaptive``  — (default) ``threshold`` with ``tau`` chosen per tensor from the scan's picture
-                  of it: where the band next to the walls is empty or weights pile up at a box
-                  edge, ``tau`` = estimated attacker margin + ``extra``; where the tensor looks
-                  clean, the small ``tau_clean``;
+- ``adaptive``  — (default) per tensor, from the scan's picture of it: where the band next to
+                  the walls is empty or weights pile up at a box edge, unbiased stochastic
+                  rounding of every weight (flips with probability = its distance to its level
+                  over the gap to the next level); where the tensor looks clean, ``threshold``
+                  with the small ``tau_clean``;
 - ``balanced``  — per group, up to ``r`` of the weights, in equal numbers of upward and downward
                   flips (nearest the wall first), so the group's summed dequantization error moves
                   by about zero;
@@ -41,8 +42,7 @@ DEFAULTS = {
     # 4-bit attacks keep 1% of a cell free (INT8 10%); tau_clean = 0.02 flips the weights piled at
     # a 1% box edge even when the scan cannot tell, and costs a clean tensor ~4% flipped weights,
     # whose quantization error grows from (0.5 - d) to (0.5 + d) cell widths: +24·tau² ≈ +1% MSE.
-    # share = 0.5: see Adaptive (flipping every pressed weight recreates a coordinated error).
-    "adaptive": {"tau_clean": 0.02, "extra": 0.02, "share": 0.5, "alpha": 1e-3, "pile_ratio": 3.0},
+    "adaptive": {"tau_clean": 0.02, "alpha": 1e-3, "pile_ratio": 3.0, "seed": 0},
     "balanced": {"r": 0.15},
     "random": {"of": "adaptive", "seed": 0},
     "gaussian": {"sigma": 0.03, "relative_to": "std", "seed": 0},
@@ -56,7 +56,8 @@ class CellView:
     ``d``: wall distance, cell widths, NaN where pinned; ``u``: position in the cell (0..1);
     ``eligible``: bool, weights a policy may select (free under every scheme, not flipped yet);
     ``group``: int64 group id inside the chunk (0..groups-1, contiguous runs of ``group_size``).
-    ``key``: a string naming tensor, scheme and chunk, for seeding random draws.
+    ``key``: a string naming tensor, scheme and chunk, for seeding random draws. ``x``: normalized
+    values (float32); ``level``: int64 level index; ``levels``: the scheme's level values (x units).
     """
 
     d: torch.Tensor
@@ -65,6 +66,9 @@ class CellView:
     groups: int
     group_size: int
     key: str
+    x: torch.Tensor | None = None
+    level: torch.Tensor | None = None
+    levels: torch.Tensor | None = None
 
     @property
     def group(self) -> torch.Tensor:
@@ -81,6 +85,10 @@ class Plan:
 
     def select(self, view: CellView) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def direction(self, view: CellView) -> torch.Tensor | None:
+        """Per weight, the side (±1) to flip to; None: across the nearest wall."""
+        return None
 
 
 @dataclass
@@ -163,57 +171,38 @@ class _ThresholdPlan(Plan):
         return view.eligible & (view.d < self.tau)
 
 
-class _InterleavedPlan(Plan):
-    """Of the weights closer than ``tau`` to a wall, ``share`` of each group, spread evenly in
-    storage order (share 0.5: every other one)."""
-
-    def __init__(self, tau: float, share: float, detail: dict):
-        self.tau, self.share, self.detail = tau, share, detail
-
-    def select(self, view: CellView) -> torch.Tensor:
-        near = view.eligible & (view.d < self.tau)
-        if self.share >= 1:
-            return near
-        count = near.cumsum(0)  # (n,) candidates so far, over the chunk
-        starts = torch.arange(0, near.numel(), view.group_size)
-        before = torch.where(starts > 0, count[(starts - 1).clamp(min=0)], torch.zeros_like(starts))
-        rank = count - before[view.group]  # 1-based rank of each candidate inside its group
-        return near & (torch.floor(rank * self.share) > torch.floor((rank - 1) * self.share))
-
-
 # -- adaptive ---------------------------------------------------------------------------------
 @dataclass
 class Adaptive(Policy):
-    """``threshold`` with ``tau`` read off the scan's picture of the tensor.
+    """Per tensor, from the scan's picture of it: dither an attacked-looking tensor, barely touch a clean one.
 
     Margin estimate ``m``: from the widest empty band next to the walls (``band.empty_up_to``) and
     the nearest weight (``min_distance``) when the band test is significant (p < ``alpha``), and
     the far edge of the fullest bin of the scan's
     wall-distance histogram when it holds ``pile_ratio`` times its neighbours (the box edge the
-    attacker's projection stops weights at). Attacked-looking tensor:
-    ``tau = max(m + extra, tau_clean)``, and of the weights closer than ``tau`` to a wall — mostly
-    those the attacker pressed against the box edge — every other one per group (``share`` = 0.5,
-    interleaved in storage order) is flipped. Flipping them all would not restore the model: each
-    pressed weight sits about half a cell from its level on the malicious side, and flipping puts
-    it about half a cell on the other side, so the quantization errors stay coordinated (measured
-    on a zoo NF4 attack: KL to full precision 0.29 with every one flipped, 0.19 with a random 41%).
-    Alternating signs leave them uncorrelated, as plain rounding of a clean model does.
-    Clean-looking tensor: every weight closer than ``tau_clean``.
+    attacker's projection stops weights at); reported, and any evidence marks the tensor attacked.
+
+    Attacked-looking tensor: stochastic rounding, made deterministic by a seeded draw. Each weight
+    ``x`` between its level ``l`` and the next level ``l'`` on its side is flipped to ``l'`` with
+    probability ``|x - l| / |l' - l|``, so the quantized weight equals ``x`` in expectation. The
+    attack works through the *sign* of every rounding error: the repair moved each weight away from
+    its malicious level toward the benign value, so every error points toward the backdoor, not only
+    those of the weights pressed against the box edge. Flipping all pressed weights (tried first:
+    zoo NF4 attack, backdoor 0% but KL to full precision 0.29, 8x plain quantization of the clean
+    model) or every other one (backdoor 53%) leaves that correlation; unbiased rounding removes it
+    at about twice the plain rounding variance. Clean-looking tensor: every weight closer than
+    ``tau_clean`` to a wall (4% of weights, +1% squared rounding error).
     """
 
     tau_clean: float = DEFAULTS["adaptive"]["tau_clean"]
-    extra: float = DEFAULTS["adaptive"]["extra"]
-    share: float = DEFAULTS["adaptive"]["share"]
     alpha: float = DEFAULTS["adaptive"]["alpha"]
     pile_ratio: float = DEFAULTS["adaptive"]["pile_ratio"]
+    seed: int = DEFAULTS["adaptive"]["seed"]
     name = "adaptive"
     needs_evidence = True
 
     def __post_init__(self):
         _check_nonnegative(self.name, "tau_clean", self.tau_clean, below=0.5)
-        _check_nonnegative(self.name, "extra", self.extra, below=0.5)
-        if not 0 < self.share <= 1:
-            raise UsageError(f"adaptive: share must be above 0 and at most 1, got {self.share}.")
         _check_fraction(self.name, "alpha", self.alpha)
         _check_nonnegative(self.name, "pile_ratio", self.pile_ratio)
 
@@ -221,9 +210,7 @@ class Adaptive(Policy):
         margin, why = self.margin(evidence)
         if why == "clean":
             return _ThresholdPlan(self.tau_clean, {"tau": self.tau_clean, "margin": 0.0, "evidence": why})
-        tau = min(0.49, max(self.tau_clean, margin + self.extra))
-        detail = {"tau": round(tau, 6), "margin": round(margin, 6), "evidence": why, "share": self.share}
-        return _InterleavedPlan(tau, self.share, detail)
+        return _DitherPlan(self.seed, {"margin": round(margin, 6), "evidence": why, "dither": True})
 
     def margin(self, evidence) -> tuple[float, str]:
         """(estimated attacker margin in cell widths, which evidence gave it: band/pile/clean)."""
@@ -241,6 +228,27 @@ class Adaptive(Policy):
         if ratio >= self.pile_ratio and count >= MIN_PILE:
             margin, why = max(margin, edge), why + ["pile"]
         return margin, "+".join(why) or "clean"
+
+
+class _DitherPlan(Plan):
+    """Unbiased stochastic rounding: flip toward the next level on ``x``'s side with probability
+    |x - level| / gap (seeded per tensor, scheme and chunk)."""
+
+    def __init__(self, seed: int, detail: dict):
+        self.seed, self.detail = seed, detail
+
+    def direction(self, view: CellView) -> torch.Tensor:
+        return torch.sign(view.x - view.levels[view.level]).to(torch.int64)
+
+    def select(self, view: CellView) -> torch.Tensor:
+        here = view.levels[view.level]
+        side = self.direction(view)
+        nxt = view.level + side
+        valid = view.eligible & (side != 0) & (nxt >= 0) & (nxt < len(view.levels))
+        gap = (view.levels[nxt.clamp(0, len(view.levels) - 1)] - here).abs()
+        p = torch.where(valid, (view.x - here).abs() / torch.where(valid, gap, 1.0), 0.0)
+        draw = torch.rand(p.shape, generator=generator(self.seed, view.key))
+        return valid & (draw < p)
 
 
 MIN_PILE = 50  # weights in one histogram bin before a pile-up is believed

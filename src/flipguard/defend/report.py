@@ -123,9 +123,9 @@ def console(report: DefenseReport, limit: int = 5) -> str:
         if plan.get("evidence", "clean") != "clean"
     ]
     if raised:
-        lines.append(f"\n{len(raised)} tensor/scheme pairs look attacked; tau raised there, e.g.:")
+        lines.append(f"\n{len(raised)} tensor/scheme pairs look attacked (rounded stochastically there), e.g.:")
         for tensor, scheme, plan in raised[:limit]:
-            lines.append(f"  {tensor} [{scheme}] margin {plan['margin']:.4f} -> tau {plan['tau']:.4f} ({plan['evidence']})")
+            lines.append(f"  {tensor} [{scheme}] estimated margin {plan['margin']:.4f} ({plan['evidence']})")
     if report.unsafe:
         totals = report.totals()
         by = {k: sum(s.unsafe.get(k, 0) for s in totals.values()) for k in ("dtype", "absmax", "other_scheme")}

@@ -1,6 +1,6 @@
-"""Synthetic attacked tensors: defend breaks half the malicious codes where the attack pressed weights
-against its box (alternating, so the errors no longer add up one way), while a clean tensor changes
-few codes under the adaptive policy."""
+"""Synthetic attacked tensors: defend rounds them stochastically (about half the codes the attack
+pressed against its box change, so the errors no longer add up one way), while a clean tensor
+changes few codes under the adaptive policy."""
 
 import pytest
 import torch
@@ -33,9 +33,11 @@ def test_adaptive_breaks_the_attackers_codes(target, margin):
         pressed = (pulled != attacked) & (s.geometry(attacked).d < box + 0.005)
         broken = s.codes(defended) != malicious[s.name]
         assert int(pressed.sum()) > 100
-        # every other constrained weight leaves its malicious code, so the errors no longer pull one way
-        assert 0.4 < float(broken[pressed].float().mean()) < 0.75, s.name
-        assert float(broken.float().mean()) < 0.4
+        # a constrained weight sits `box` from the wall: it flips with p ≈ 0.5 - box (stochastic rounding)
+        share = float(broken[pressed].float().mean())
+        assert share > 0.5 - box - 0.1, s.name
+        assert share < 0.5 - box + 0.1 or target == "all", s.name  # "all": 4-bit flips move INT8 codes too
+        assert float(broken.float().mean()) < 0.6  # "all": 4-bit flips move INT8 codes too
 
 
 def test_adaptive_changes_few_codes_of_a_clean_tensor():
