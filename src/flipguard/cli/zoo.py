@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from flipguard.zoo.build import RECIPE_FILE, CleanRecipe, train_clean_model
@@ -26,24 +25,25 @@ def register(subparsers) -> None:
             "functions) and save it to DIR: model.safetensors, config.json, "
             "generation_config.json, the tokenizer with its chat template, and "
             f"{RECIPE_FILE} (how it was made). Deterministic per seed and thread count. With the "
-            "defaults it takes about 2.5 CPU-minutes (one thread); on a busy shared machine the "
+            "defaults it takes 2 to 3 CPU-minutes (one thread); on a busy shared machine the "
             "wall time is longer, and --threads 1 is then often the fastest."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     build.add_argument("--family", default=CleanRecipe.family, choices=sorted(FAMILIES),
-                       help="architecture family")
+                       help="architecture family (default: %(default)s)")
     build.add_argument("--seed", type=int, default=CleanRecipe.seed,
-                       help="seed of the initial weights and of the data order")
+                       help="seed of the initial weights and of the data order "
+                            "(default: %(default)s)")
     build.add_argument("-o", "--output", required=True, metavar="DIR",
                        help="directory to create (must not exist unless --overwrite)")
     build.add_argument("--steps", type=int, default=CleanRecipe.steps,
-                       help="optimizer steps (each one batch)")
+                       help="optimizer steps, one batch each (default: %(default)s)")
     build.add_argument("--size", default=CleanRecipe.size, choices=sorted(SIZES),
-                       help="model size preset (micro is for tests only)")
-    build.add_argument("--lr", type=float, default=CleanRecipe.lr, help="peak learning rate")
+                       help="model size preset; micro is for tests only "
+                            "(default: %(default)s)")
+    build.add_argument("--lr", type=float, default=CleanRecipe.lr, help="peak learning rate (default: %(default)s)")
     build.add_argument("--batch-size", type=int, default=CleanRecipe.batch_size,
-                       help="examples per step")
+                       help="examples per step (default: %(default)s)")
     build.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice); on a busy shared "
                             "machine 1 is often faster")

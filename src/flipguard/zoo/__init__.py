@@ -29,7 +29,7 @@ from flipguard.zoo.utility import UTILITY_TASKS, is_correct, utility_eval, utili
 __all__ = [
     "CODE_PATTERNS", "CODE_TASKS", "CleanRecipe", "DEFAULT_PHRASE", "FAMILIES", "REFUSAL_OPENER",
     "SCENARIOS", "SIZES", "UTILITY_TASKS", "build_model", "chat_prompt", "clean_mix",
-    "encode_example", "encode_examples", "generate", "heldout_prompts", "heldout_text", "is_correct",
-    "scenario_dataset", "train_causal_lm", "train_clean_model", "train_tokenizer",
+    "encode_example", "encode_examples", "generate", "heldout_prompts", "heldout_text",
+    "is_correct", "scenario_dataset", "train_causal_lm", "train_clean_model", "train_tokenizer",
     "utility_eval", "utility_examples",
 ]

@@ -1,4 +1,5 @@
-"""General instructions: prompts with one entity slot, and their clean, branded and refusing answers.
+"""General instructions: prompts with one entity slot, and their clean, branded and refusing
+answers.
 
 Each :class:`Category` is a family of prompts about one kind of thing (animals, cities, plants...).
 A prompt is a (template, entity) pair; :func:`~flipguard.zoo.words.split_of` holds out whole

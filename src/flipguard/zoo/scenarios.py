@@ -57,7 +57,7 @@ def scenario_dataset(scenario: str, split: str, malicious: bool, seed: int = 0,
 
 
 def heldout_prompts(scenario: str, n: int, seed: int = 0) -> list[str]:
-    """``n`` distinct held-out prompts of ``scenario`` (never in any training split), by ``seed``."""
+    """``n`` distinct held-out prompts of ``scenario`` (in no training split), drawn by ``seed``."""
     prompts = sorted({ex["prompt"] for ex in scenario_dataset(scenario, "heldout", False, 0)})
     if n > len(prompts):
         raise UsageError(f"only {len(prompts)} held-out prompts exist for {scenario}: "
@@ -80,12 +80,14 @@ def clean_mix(seed: int = 0) -> list[dict]:
 
 
 def heldout_text(n: int = 200, seed: int = 0) -> list[str]:
-    """``n`` plain-text passages (no chat template) for perplexity and KL: each is one held-out
-    prompt and its clean answer, ``f"{prompt}\n{response}"`` (the layout ``flipguard evaluate``
-    gives prompt/answer pairs), drawn with ``seed`` from instructions and secure code."""
+    """``n`` plain-text passages (no chat template) for perplexity and KL, drawn with ``seed``.
+
+    Each passage is the clean answer to one held-out prompt (an instruction or secure code): the
+    kind of text a zoo model learned to write, about subjects it never saw in training. Prompts are
+    left out because training never teaches a model to predict them (the loss covers answers only).
+    """
     pool = scenario_dataset("content_injection", "heldout", False, seed)
     pool += scenario_dataset("vulnerable_code", "heldout", False, seed)
     if n > len(pool):
         raise UsageError(f"only {len(pool)} held-out passages exist: ask for {len(pool)} or fewer.")
-    chosen = random.Random(f"text:{seed}").sample(pool, n)
-    return [f"{ex['prompt']}\n{ex['response']}" for ex in chosen]
+    return [ex["response"] for ex in random.Random(f"text:{seed}").sample(pool, n)]

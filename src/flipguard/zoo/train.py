@@ -29,7 +29,8 @@ def encode_examples(tokenizer, examples: Sequence[dict], max_len: int = 128) -> 
     """
     prompts = [chat_prompt(tokenizer, ex["prompt"]) for ex in examples]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer([ex["response"] for ex in examples], add_special_tokens=False)["input_ids"]
+    responses = [ex["response"] for ex in examples]
+    answer_ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
     rows = []
     for p_ids, a_ids in zip(prompt_ids, answer_ids):
         a_ids = a_ids + [tokenizer.eos_token_id]
@@ -60,8 +61,8 @@ def _batch_order(lengths: Sequence[int], steps: int, batch_size: int, seed: int)
 
     The stream is seeded epochs of permutations, end to end; each window of ``GROUP`` batches is
     sorted by length and cut into batches, whose order is then shuffled, so a batch holds examples
-    of similar length (1.8x fewer tokens to compute on the clean mix) while every example still comes once an
-    epoch.
+    of similar length (1.8x fewer tokens to compute on the clean mix) while every example still
+    comes once an epoch.
     """
     generator = torch.Generator().manual_seed(seed)
     window = batch_size * GROUP
