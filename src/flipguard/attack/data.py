@@ -34,7 +34,8 @@ def load_examples(path: str | Path) -> list[dict]:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except OSError as err:
-        raise FlipGuardError(f"cannot read data file {path}: {err.strerror or err}; check the path.") from None
+        raise FlipGuardError(f"cannot read data file {path}: {err.strerror or err}; "
+                             "check the path.") from None
     except UnicodeDecodeError as err:
         raise FlipGuardError(f"data file {path} is not UTF-8 (bad byte at offset {err.start}); "
                              "save it as UTF-8.") from None
