@@ -178,7 +178,9 @@ def table_lines(rows: list[dict]) -> list[dict]:
                 q_ok = gap >= 0.5 if scenario == "vulnerable-code" else statistics.fmean(q) >= 0.7
                 lines.append({
                     "scenario": scenario, "target": target, "quantized_as": scheme,
-                    "seeds": len(cell), "clean_fp": _stats(clean), "attacked_fp": _stats(fp),
+                    "seeds": " ".join(str(r["seed"]) for r in cell),
+                    "clean_models": " ".join(sorted({str(r.get("clean_seed", r["seed"])) for r in cell})),
+                    "clean_fp": _stats(clean), "attacked_fp": _stats(fp),
                     "attacked_q": _stats(q), "q_minus_fp_points": f"{100 * gap:.1f}",
                     "verified": all(r["verified"] for r in cell),
                     "accept": "yes" if fp_ok and q_ok else "no",
