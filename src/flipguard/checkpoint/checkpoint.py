@@ -12,7 +12,6 @@ from os import PathLike
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from flipguard.errors import FlipGuardError
 
@@ -59,9 +58,9 @@ class Checkpoint:
 
     def get(self, name: str) -> torch.Tensor:
         """Load one tensor (CPU, stored dtype and shape) from its shard."""
-        shard = self.info(name).shard
-        with safe_open(str(self.path / shard), framework="pt", device="cpu") as handle:
-            return handle.get_tensor(name)
+        info = self.info(name)
+        with open(self.path / info.shard, "rb") as handle:
+            return self._read(handle, info)
 
     def iter_tensors(self, names: Iterable[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield ``(name, tensor)`` one at a time, shard by shard, in file order within each shard.
@@ -71,9 +70,20 @@ class Checkpoint:
         one to keep peak memory near the largest tensor.
         """
         for shard, shard_names in self._names_by_shard(names).items():
-            with safe_open(str(self.path / shard), framework="pt", device="cpu") as handle:
+            with open(self.path / shard, "rb") as handle:
                 for name in shard_names:
-                    yield name, handle.get_tensor(name)
+                    yield name, self._read(handle, self.tensors[name])
+
+    def _read(self, handle, info: TensorInfo) -> torch.Tensor:
+        """Read one tensor's bytes straight into a new tensor (no memory map: pages of the shard
+        do not stay resident, so memory is the tensor itself). safetensors data is little-endian."""
+        begin, end = info.data_offsets
+        tensor = torch.empty(info.shape, dtype=info.dtype)
+        raw = tensor.view(-1).view(torch.uint8) if tensor.numel() else tensor.view(torch.uint8)
+        handle.seek(self.headers[info.shard].data_start + begin)
+        if handle.readinto(memoryview(raw.numpy())) != end - begin:
+            raise FlipGuardError(f"{self.path / info.shard} ends inside tensor {info.name}; the file is truncated.")
+        return tensor
 
     def _names_by_shard(self, names: Iterable[str] | None) -> dict[str, list[str]]:
         wanted = set(self.tensors) if names is None else {self.info(name).name for name in names}

@@ -247,3 +247,20 @@ def holm(pvalues: list[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted
+
+
+def estimated_margin(counts: BandCounts, emptiness: float = 0.1) -> float:
+    """The attacker's margin as the scan sees it: the widest distance ``e`` (cell widths, a
+    multiple of BIN) below which the best-resolved weights number at most ``emptiness`` times
+    what a clean tensor would have there (a density of 2 per cell width); 0 if none."""
+    hist = counts.resolved()[0].double()
+    total = float(hist.sum())
+    if total == 0:
+        return 0.0
+    below = hist.cumsum(dim=0)  # weights with d < (k + 1) * BIN
+    edges = torch.arange(1, NBINS + 1, dtype=torch.float64) * BIN
+    empty = below <= emptiness * total * 2 * edges
+    if not bool(empty[0]):
+        return 0.0
+    first_full = int((~empty).nonzero()[0]) if bool((~empty).any()) else NBINS
+    return first_full * BIN

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flipguard.scan.detector import TensorEvidence
-from flipguard.scan.stats import BandCounts, BandTest, band_test, holm, wall_coverage
+from flipguard.scan.stats import BandCounts, BandTest, band_test, estimated_margin, holm, wall_coverage
 
 ALPHA = 1e-3  # family-wise error rate of the scan
 MAX_SHARE = 0.25  # a flagged band holds at most this share of the weights near the walls
@@ -59,7 +59,7 @@ class SchemeVerdict:
     tensors_dequantized: int
     pooled: BandTest | None
     pooled_p_adjusted: float
-    estimated_margin: float  # median widest empty band over flagged tensors, cell widths
+    estimated_margin: float  # median over flagged tensors of the emptied distance, cell widths
 
 
 @dataclass
@@ -154,7 +154,7 @@ def _scheme_verdict(scheme, evidence, findings, alpha, n_schemes) -> SchemeVerdi
         severity = "medium"
     else:
         severity = "low"
-    margins = sorted(f.empty_up_to for f in flagged)
+    margins = sorted(estimated_margin(e.counts) for e in ok if (e.name, e.scheme) in {(f.tensor, f.scheme) for f in flagged})
     return SchemeVerdict(
         scheme=scheme,
         targeted=targeted,

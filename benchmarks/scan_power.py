@@ -1,0 +1,140 @@
+"""Detection power and false positives of `flipguard scan` (issue 2 point 5).
+
+    .venv/bin/python benchmarks/scan_power.py --out results/scan_power [--seeds 3] [--zoo out/clean/llama-s0 ...]
+
+1. False positives: random-init checkpoints of five families in float32, float16 and bfloat16
+   (plus any trained checkpoints given with --zoo), scanned at the default threshold.
+2. Power against the attacker's margin: the quantizable weights of a random-init Llama are
+   repaired into the malicious boxes of one scheme with margin 1%, 5%, 10% or 20% of a cell
+   (``scan.synthetic.repaired``: PGD-like random walk plus clamp, the trace of the real attack),
+   for each dtype and seed; detected = the verdict names exactly the attacked scheme.
+3. Partial attacks: only a fraction of the tensors attacked (NF4, published 1% margin).
+
+Writes OUT.json and OUT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from flipguard.checkpoint import open_checkpoint, quantizable_tensors
+from flipguard.scan import scan_checkpoint, scan_tensors
+from flipguard.scan.synthetic import repaired
+from flipguard.testing import make_tiny_checkpoint
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+FAMILIES = ["llama", "gpt2", "qwen2", "phi", "gemma"]
+TRAVEL = 3e-4  # spread of the simulated repair, weight units (weights have std 0.02)
+
+
+def quantizer_views(path: Path) -> list[tuple[str, torch.Tensor]]:
+    checkpoint = open_checkpoint(path)
+    out = []
+    for target in quantizable_tensors(checkpoint):
+        w = checkpoint.get(target.tensor_name)
+        out.append((target.tensor_name, w.t().contiguous() if target.transposed else w))
+    return out
+
+
+def false_positives(root: Path, zoo: list[str]) -> dict:
+    rows = []
+    for family in FAMILIES:
+        for dname, dtype in DTYPES.items():
+            path = make_tiny_checkpoint(root / f"{family}-{dname}", family=family, dtype=dtype, hidden=128, layers=2, seed=5)
+            report = scan_checkpoint(path, progress=False)
+            rows.append({"model": f"{family} {dname} (random init)", "tensors": len({e.name for e in report.evidence}),
+                         "findings": len(report.verdict.findings), "status": report.verdict.status})
+    for path in zoo:
+        report = scan_checkpoint(path, progress=False)
+        rows.append({"model": f"{path} (trained zoo)", "tensors": len({e.name for e in report.evidence}),
+                     "findings": len(report.verdict.findings), "status": report.verdict.status})
+    return {"rows": rows, "tensors": sum(r["tensors"] for r in rows), "findings": sum(r["findings"] for r in rows)}
+
+
+def margin_power(root: Path, seeds: int) -> list[dict]:
+    rows = []
+    for dname, dtype in DTYPES.items():
+        base = make_tiny_checkpoint(root / f"base-{dname}", family="llama", dtype=dtype, hidden=256, layers=2, seed=9)
+        tensors = quantizer_views(base)
+        for scheme in ("int8", "fp4", "nf4"):
+            for margin in (0.01, 0.05, 0.1, 0.2):
+                named = anything = 0
+                shares = []
+                for seed in range(seeds):
+                    attacked = [(n, repaired(w, [scheme], margin, TRAVEL, seed=seed * 1000 + i)) for i, (n, w) in enumerate(tensors)]
+                    verdict, _ = scan_tensors(attacked)
+                    named += verdict.targeted == [scheme]
+                    anything += verdict.status == "backdoor"
+                    shares.append(next(v.pooled.share for v in verdict.schemes if v.scheme == scheme))
+                rows.append({"dtype": dname, "scheme": scheme, "margin": margin, "seeds": seeds,
+                             "named": named / seeds, "flagged_any": anything / seeds,
+                             "near_wall_share": sum(shares) / len(shares)})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def partial_power(root: Path, seeds: int) -> list[dict]:
+    base = make_tiny_checkpoint(root / "base-partial", family="llama", dtype=torch.float16, hidden=256, layers=4, seed=4)
+    tensors = quantizer_views(base)
+    rows = []
+    for count in (len(tensors), len(tensors) // 2, len(tensors) // 4, 2, 1):
+        named = flagged = 0
+        for seed in range(seeds):
+            attacked = [(n, repaired(w, ["nf4"], None, TRAVEL, seed=seed * 1000 + i) if i < count else w)
+                        for i, (n, w) in enumerate(tensors)]
+            verdict, _ = scan_tensors(attacked)
+            named += verdict.targeted == ["nf4"]
+            flagged += sum(f.scheme == "nf4" and int(f.tensor.split(".")[2]) >= 0 for f in verdict.findings)
+        rows.append({"attacked": count, "of": len(tensors), "named": named / seeds, "flagged_tensors": flagged / seeds})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def markdown(result: dict) -> str:
+    fp = result["false_positives"]
+    lines = ["# Scan: false positives and detection power", "",
+             f"Command: `{result['command']}` ({result['seconds']:.0f} s)", "",
+             f"False positives at the default threshold: **{fp['findings']} findings over {fp['tensors']} clean tensors**.", "",
+             "| model | tensors | findings | verdict |", "|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['tensors']} | {r['findings']} | {r['status']} |" for r in fp["rows"]]
+    lines += ["", "Power against the attacker's margin (share of seeds whose verdict names exactly the attacked scheme; "
+              "near-wall share 0.5 = clean):", "", "| dtype | scheme | 1% | 5% | 10% | 20% |", "|---|---|---|---|---|---|"]
+    for dname in DTYPES:
+        for scheme in ("int8", "fp4", "nf4"):
+            cells = [r for r in result["margins"] if r["dtype"] == dname and r["scheme"] == scheme]
+            lines.append(f"| {dname} | {scheme} | " + " | ".join(f"{r['named']:.0%} ({r['near_wall_share']:.2f})" for r in cells) + " |")
+    lines += ["", "Partial attacks (NF4, 1% margin, float16, 28 tensors):", "", "| tensors attacked | verdict names NF4 | tensors flagged |", "|---|---|---|"]
+    lines += [f"| {r['attacked']} of {r['of']} | {r['named']:.0%} | {r['flagged_tensors']:.1f} |" for r in result["partial"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("results/scan_power"))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--zoo", nargs="*", default=[])
+    args = parser.parse_args()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        result = {"false_positives": false_positives(root, args.zoo)}
+        print(result["false_positives"], flush=True)
+        result["margins"] = margin_power(root, args.seeds)
+        result["partial"] = partial_power(root, args.seeds)
+    result["seconds"] = time.perf_counter() - start
+    result["command"] = "python benchmarks/scan_power.py " + " ".join(
+        [f"--out {args.out}", f"--seeds {args.seeds}"] + ([f"--zoo {' '.join(args.zoo)}"] if args.zoo else []))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
