@@ -68,7 +68,7 @@ def main() -> None:
     table = results / "defense_table.csv"
     if not args.summarize_only:
         run(args, table)
-    summarize(table, results)
+    summarize(table, results, Path(args.work))
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -132,7 +132,9 @@ def ensure_defended(src: Path, scheme_list: list[str], policy: str, params: dict
         start = time.perf_counter()
         report = defend_checkpoint(src, out, schemes=scheme_list, policy=policy, params=params, force=True)
         totals = report.totals()
-        taus = [plan.get("tau") for t in report.tensors for plan in t.plans.values() if plan.get("tau") is not None]
+        # threshold-like plans report tau; adaptive's dither reports the attacker margin it estimated
+        taus = [plan.get("tau", plan.get("margin")) for t in report.tensors for plan in t.plans.values()
+                if plan.get("tau", plan.get("margin")) is not None]
         flipped = sum(s.codes_changed for s in totals.values())
         weights = sum(s.weights for s in totals.values())
         summary = {"seconds": time.perf_counter() - start, "tau_mean": sum(taus) / len(taus) if taus else "",
@@ -243,7 +245,7 @@ def _log(text: str) -> None:
 
 
 # -- summarizing ----------------------------------------------------------------------------------
-def summarize(table: Path, results: Path) -> None:
+def summarize(table: Path, results: Path, work: Path | None = None) -> None:
     if not table.exists():
         print("no measurements yet")
         return
@@ -252,7 +254,7 @@ def summarize(table: Path, results: Path) -> None:
     md = ["# FlipGuard defense: acceptance on attacked zoo models", "",
           "Produced by `benchmarks/defense_table.py` (means over seeds; attack success = share of",
           "answers with the malicious behaviour; KL = mean token KL to the original full-precision model, nats).", ""]
-    md += _main_table(rows) + [""] + _equal_security(rows) + [""] + _clean_table(rows) + [""] + _margin_table(rows)
+    md += _main_table(rows) + [""] + _equal_security(rows) + [""] + _clean_table(rows) + [""] + _margin_table(rows, work)
     (results / "defense_table.md").write_text("\n".join(md) + "\n")
     _plot(rows, results / "defense_security_fidelity.png")
     print("\n".join(md))
@@ -328,9 +330,10 @@ def _clean_table(rows) -> list[str]:
     return out
 
 
-def _margin_table(rows) -> list[str]:
+def _margin_table(rows, work: Path | None = None) -> list[str]:
     out = ["## Adaptive attacker (keeps a margin of each cell free)", "",
-           "| scheme | scenario | margin | seeds | attack fp | attack quantized | after adaptive defend | tau used |",
+           "Estimated margin: mean over tensors of the attacker margin the adaptive policy read off the scan.", "",
+           "| scheme | scenario | margin | seeds | attack fp | attack quantized | after adaptive defend | estimated margin |",
            "|---|---|---|---|---|---|---|---|"]
     adaptive = [r for r in rows if r["model"] == "attacked" and r["margin"] != ""]
     for scheme, scenario, margin in sorted({(r["scheme"], r["scenario"], r["margin"]) for r in adaptive},
@@ -341,9 +344,20 @@ def _margin_table(rows) -> list[str]:
         d, _ = _mean(adaptive, contender="adaptive", **sel)
         taus = [float(r["tau_mean"]) for r in adaptive if r["contender"] == "adaptive" and r["margin"] == margin
                 and r["tau_mean"] not in ("", None)]
-        tau = sum(taus) / len(taus) if taus else None
+        tau = sum(taus) / len(taus) if taus else _estimated_margin(work, scheme, scenario, margin)
         out.append(f"| {scheme} | {scenario} | {margin} | {n} | {_fmt(fp)} | {_fmt(q)} | {_fmt(d)} | {_fmt(tau)} |")
     return out
+
+
+def _estimated_margin(work: Path | None, scheme: str, scenario: str, margin: str) -> float | None:
+    """Mean estimated margin in the reports of the adaptive defenses of this attack (all seeds)."""
+    if work is None:
+        return None
+    values = []
+    for report in work.glob(f"attacked-*-{scenario}-{scheme}-m{float(margin):g}-s*--adaptive/flipguard_defense.json"):
+        values += [p["margin"] for t in json.loads(report.read_text())["tensors"] for p in t["plans"].values()
+                   if "margin" in p]
+    return sum(values) / len(values) if values else None
 
 
 def _plot(rows, path: Path) -> None:
