@@ -380,7 +380,7 @@ def _plot(rows, path: Path) -> None:
                 continue
             marker = "*" if c == "adaptive" else "s" if c.startswith("ratio") else "o" if c.startswith("gauss") else "^"
             ax.scatter(kl, a, marker=marker, s=90 if c == "adaptive" else 50)
-            ax.annotate(f"{c} ({scheme})", (kl, a), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            ax.annotate(f"{c} ({scheme}, {scenario})", (kl, a), fontsize=6, xytext=(4, 3), textcoords="offset points")
     ax.set_xlabel("fidelity loss: token KL to the full-precision model (nats)")
     ax.set_ylabel("quantized attack success")
     ax.set_title("Security against fidelity (lower-left is better)")
