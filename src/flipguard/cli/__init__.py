@@ -15,7 +15,7 @@ from flipguard import __version__
 from flipguard.errors import FlipGuardError
 
 # Subcommand modules, in the order `flipguard --help` lists them.
-SUBCOMMANDS = ["scan", "defend", "evaluate", "compare", "attack", "zoo"]
+SUBCOMMANDS = ["demo", "scan", "defend", "evaluate", "compare", "attack", "zoo"]
 
 
 class Parser(argparse.ArgumentParser):
