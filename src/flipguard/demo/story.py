@@ -99,7 +99,7 @@ def run_story(work: Path, schemes=SCHEMES, n_prompts: int = N_PROMPTS, n_texts: 
         scans[(scheme, "after")] = after
         log(f"  scan of the defended checkpoint: {after.verdict.status}; schemes named: "
             f"{', '.join(after.verdict.targeted) or 'none'}")
-        kl_q, kl_d = _fidelity(attacked, [(attacked, scheme), (defended, scheme)], n_texts)
+        kl_q, kl_d = fidelity(attacked, [(attacked, scheme), (defended, scheme)], n_texts)
         log(f"  fidelity to the full-precision model (token KL, nats): plain {Q} {kl_q:.4f}, defended {Q} {kl_d:.4f}")
         story = _score(scheme, a_clean, a_fp, a_q, a_d, kl_q, kl_d, t_d, flips, before, after, evaluate)
         ex = story.examples
@@ -152,7 +152,7 @@ def _defend(attacked: Path, out: Path, scheme: str, log) -> tuple[Path, float, d
     return out, t_d, flips
 
 
-def _fidelity(reference: Path, candidates: list[tuple[Path, str]], n_texts: int) -> list[float]:
+def fidelity(reference: Path, candidates: list[tuple[Path, str]], n_texts: int) -> list[float]:
     """Mean token KL(P_reference_fp ‖ P_candidate) per candidate, nats, on held-out zoo text."""
     from flipguard.evaluate.loading import load_model
     from flipguard.evaluate.utility import score_texts
