@@ -123,6 +123,22 @@ def _broken(tmp_path, zoo, kind):
         (bad / "config.json").write_text((zoo / "llama" / "config.json").read_text())
         (bad / "pytorch_model.bin").write_bytes(b"not read")
         return bad
+    if kind in ("quantized", "float64"):
+        import shutil
+
+        from safetensors.torch import load_file, save_file
+
+        shutil.copytree(zoo / "llama", bad)
+        if kind == "quantized":
+            config = json.loads((bad / "config.json").read_text())
+            config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+            (bad / "config.json").write_text(json.dumps(config))
+        else:
+            tensors = load_file(bad / "model.safetensors")
+            name = next(n for n in tensors if n.endswith("q_proj.weight"))
+            tensors[name] = tensors[name].double()
+            save_file(tensors, bad / "model.safetensors", metadata={"format": "pt"})
+        return bad
     if kind == "missing-shard":
         bad.mkdir()
         (bad / "config.json").write_text((zoo / "llama" / "config.json").read_text())
@@ -132,7 +148,7 @@ def _broken(tmp_path, zoo, kind):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "truncated", "pickle", "missing-shard"])
+@pytest.mark.parametrize("kind", ["missing", "empty", "truncated", "pickle", "missing-shard", "quantized", "float64"])
 def test_bad_input_is_one_sentence_and_exit_2(scan, zoo, tmp_path, kind):
     path = _broken(tmp_path, zoo, kind)
     out = tmp_path / "report.json"
@@ -164,3 +180,16 @@ def test_nonfinite_weights_are_reported_per_tensor(scan, zoo, tmp_path):
 def test_nothing_scannable_exits_3(scan, zoo, tmp_path):
     proc = scan(zoo / "llama", "--skip-modules", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head")
     assert proc.returncode == 3, proc.stderr
+
+
+def test_all_zero_groups_are_scanned_without_error(scan, zoo, tmp_path):
+    from flipguard.scan.fixtures import transform_quantizable
+
+    def prune(name, w):
+        w = w.clone()
+        w[:4] = 0  # whole rows (INT8 groups) and whole 64-blocks zero, as after pruning
+        return w
+
+    transform_quantizable(zoo / "llama", tmp_path / "pruned", prune)
+    proc = scan(tmp_path / "pruned", "-f", "json", check_code=0)
+    assert json.loads(proc.stdout)["status"] == "clean"

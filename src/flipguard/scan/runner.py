@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ def scan_checkpoint(
         for name, tensor in checkpoint.iter_tensors(targets):
             yield name, tensor.t().contiguous() if targets[name].transposed else tensor
             bar.update(tensor.numel())
+            del tensor
+            release_freed_memory()
 
     verdict, evidence = scan_tensors(quantizer_view(), names, load_dtype, alpha)
     bar.close()
@@ -95,6 +98,23 @@ def scan_checkpoint(
         seconds=time.perf_counter() - start,
         weights_scanned=weights,
     )
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last tensor back to the OS (glibc keeps freed chunks of tens of
+    MB in its heaps otherwise, and the peak grows with every tensor of a large checkpoint)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to trim
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def _note(e: TensorEvidence) -> str:
