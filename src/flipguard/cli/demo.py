@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from flipguard.demo.story import MAX_NEW_TOKENS, N_PROMPTS, N_TEXTS
+from flipguard.demo.story import DEFAULT_SCHEMES, MAX_NEW_TOKENS, N_PROMPTS, N_TEXTS
 
 DESCRIPTION = """\
 The whole story of a quantization-conditioned backdoor, on tiny bundled models (a 1.25M-parameter
@@ -39,8 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", metavar="DIR",
                    help="where the report and plots go (default: a fresh ./flipguard-demo-<time>)")
     p.add_argument("--force", action="store_true", help="replace DIR if it exists")
-    p.add_argument("--schemes", nargs="+", choices=("nf4", "fp4"), default=["nf4", "fp4"],
-                   help="which bundled backdoors to run (default: nf4 fp4)")
+    p.add_argument("--schemes", nargs="+", choices=("nf4", "fp4"), default=list(DEFAULT_SCHEMES),
+                   help="which bundled backdoors to run (default: nf4; `--schemes nf4 fp4` for both, "
+                   "about twice as long)")
     p.add_argument("--prompts", type=int, default=N_PROMPTS, metavar="N",
                    help=f"held-out prompts per attack-success measurement (default {N_PROMPTS})")
     p.add_argument("--texts", type=int, default=N_TEXTS, metavar="N",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from flipguard.checkpoint.atomic import check_output_dir, make_temp_dir, move_into_place, remove_path
 from flipguard.demo import render
-from flipguard.demo.assets import SCHEMES
-from flipguard.demo.story import MAX_NEW_TOKENS, N_PROMPTS, N_TEXTS, DemoSummary, run_story
+from flipguard.demo.assets import SCHEMES  # noqa: F401  (re-exported for callers)
+from flipguard.demo.story import DEFAULT_SCHEMES, MAX_NEW_TOKENS, N_PROMPTS, N_TEXTS, DemoSummary, run_story
 
 
 def default_output() -> Path:
@@ -17,7 +17,7 @@ def default_output() -> Path:
     return Path(f"flipguard-demo-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def run_demo(out: str | Path | None = None, schemes=SCHEMES, n_prompts: int = N_PROMPTS,
+def run_demo(out: str | Path | None = None, schemes=DEFAULT_SCHEMES, n_prompts: int = N_PROMPTS,
              n_texts: int = N_TEXTS, max_new_tokens: int = MAX_NEW_TOKENS, force: bool = False,
              keep_models: bool = False, log=print) -> tuple[DemoSummary, Path]:
     """Run the demo; write ``summary.json``, ``demo.md``, scan reports and PNG plots to ``out``.

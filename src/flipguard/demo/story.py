@@ -28,6 +28,7 @@ N_PROMPTS = 40  # held-out prompts per attack-success measurement
 N_TEXTS = 24  # held-out passages per fidelity measurement
 MAX_NEW_TOKENS = 32  # enough for the injected phrase, which comes early in an answer
 POLICY = "adaptive"
+DEFAULT_SCHEMES = ("nf4",)  # FP4 is bundled too; both take about twice as long
 
 
 @dataclass
@@ -80,7 +81,7 @@ def run_story(work: Path, schemes=SCHEMES, n_prompts: int = N_PROMPTS, n_texts: 
     models = unpack(work / "models")
     evaluate = _Evaluator(n_prompts, max_new_tokens, log)
     a_clean = evaluate(models["clean"], "fp", "clean model, full precision")
-    scans = {"clean": scan_checkpoint(models["clean"], progress=False)}
+    scans = {"clean": scan_checkpoint(models["clean"], schemes=list(schemes), progress=False)}
     stories = []
     for scheme in schemes:
         Q = scheme.upper()
@@ -95,10 +96,14 @@ def run_story(work: Path, schemes=SCHEMES, n_prompts: int = N_PROMPTS, n_texts: 
             f" ({len(before.verdict.findings)} tensor findings)")
         defended, t_d, flips = _defend(attacked, work / "defended" / scheme, scheme, log)
         a_d = evaluate(defended, scheme, f"defended model, quantized to {Q}")
-        after = scan_checkpoint(defended, progress=False)
+        after = scan_checkpoint(defended, schemes=[scheme], progress=False)
         scans[(scheme, "after")] = after
         log(f"  scan of the defended checkpoint: {after.verdict.status}; schemes named: "
             f"{', '.join(after.verdict.targeted) or 'none'}")
+        if after.verdict.status == "backdoor":
+            log("  (expected: defend lands the weights it moves a safe depth inside their new cells and the others "
+                "stay in the attacker's boxes, so the empty band beside each wall remains; the scan still sees "
+                "the attack's signature, while the quantized behaviour is what changed)")
         kl_q, kl_d = fidelity(attacked, [(attacked, scheme), (defended, scheme)], n_texts)
         log(f"  fidelity to the full-precision model (token KL, nats): plain {Q} {kl_q:.4f}, defended {Q} {kl_d:.4f}")
         story = _score(scheme, a_clean, a_fp, a_q, a_d, kl_q, kl_d, t_d, flips, before, after, evaluate)

@@ -1,0 +1,319 @@
+"""The paper's grid (issue 5 point 4): attack, defend and score every cell, resumably.
+
+Cells: family (architecture) x seed x scheme x scenario, most telling first (llama seed 0, every
+4-bit scheme and scenario; then the adaptive attacker's margins and the ablations; then the other
+seeds, INT8 and the other families). Per cell, reusing the acceptance benchmarks' pieces:
+
+- clean model and attack: one clean model per family (seed 0; the seeds vary the attack, as
+  ``attack_table.py --clean-seed 0`` does), attacked by ``benchmarks/attack_table.py`` (``clean_model``, ``measure_cell``: the
+  attacked model, A_clean, A_fp, A_q, cached under ``--cache`` exactly as that benchmark caches them);
+- defenses: ``benchmarks/defense_table.py``'s ``ensure_defended`` (cached beside the attacked
+  model): none, Gaussian noise at each ``--sigmas`` (the table picks the best sigma per cell by
+  DER), the 15% ``ratio`` rule, FlipGuard ``adaptive``;
+- per defense: A_d (``attack_table.attack_success``: transformers + bitsandbytes load, greedy) and
+  fidelity KL to the attacked full-precision model (``flipguard.demo.story.fidelity``), then
+  DER = SG*UP*CF (``flipguard.evaluate.defense_effectiveness``, U = exp(-KL), T_q = the quantized
+  load time of the attacked model);
+- ablations (first scheme and scenario, every seed): perturbation magnitude (``threshold``
+  tau=0.05 at landing depths ``--depths`` cell widths) and selection criterion (``ratio`` =
+  largest rounding error, ``random`` = as many as adaptive, ``balanced``, ``threshold``);
+- adaptive attacker: attacks keeping ``--margins`` of each cell free, defended by ``adaptive``.
+
+Every measurement is appended to ``RESULTS/experiments_rows.jsonl`` as soon as it exists (a rerun
+skips it); ``--table-only`` rewrites ``RESULTS/experiments.csv`` and ``experiments.md`` (mean ± std
+over seeds, pooled Wilson interval of the attack success) from the rows.
+
+    OMP_NUM_THREADS=1 nohup .venv/bin/python benchmarks/experiments.py > /tmp/experiments.log 2>&1 &
+    .venv/bin/python benchmarks/experiments.py --table-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import attack_table  # noqa: E402  (benchmarks/ is not a package)
+import defense_table  # noqa: E402
+
+from flipguard.attack import AttackConfig  # noqa: E402
+from flipguard.evaluate import defense_effectiveness, wilson_interval  # noqa: E402
+
+DEFENSES = ("none", "gaussian", "ratio15", "adaptive")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--families", default="llama,qwen2")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--schemes", default="nf4,fp4,int8")
+    p.add_argument("--scenarios", default=",".join(attack_table.SCENARIOS))
+    p.add_argument("--sigmas", default="0.01,0.03,0.1", help="Gaussian noise sigmas (x tensor std)")
+    p.add_argument("--depths", default="0.02,0.1,0.25", help="ablation: landing depths, cell widths")
+    p.add_argument("--margins", default="0.05,0.1,0.2", help="adaptive attacker: free margin, cell widths")
+    p.add_argument("--n", type=int, default=50, help="held-out prompts per attack-success measurement")
+    p.add_argument("--texts", type=int, default=24, help="held-out passages per fidelity measurement")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--inject-steps", type=int, default=AttackConfig.inject_steps)
+    p.add_argument("--repair-steps", type=int, default=AttackConfig.repair_steps)
+    p.add_argument("--lr", type=float, default=AttackConfig.lr)
+    p.add_argument("--batch-size", type=int, default=AttackConfig.batch_size)
+    p.add_argument("--clean-steps", type=int, default=None)
+    p.add_argument("--cache", default="out/attack-bench", help="attack_table's model cache (shared)")
+    p.add_argument("--results", default="results")
+    p.add_argument("--table-only", action="store_true")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    rows_path = results / "experiments_rows.jsonl"
+    if not args.table_only:
+        run(args, rows_path, results)
+    write_table(attack_table.read_rows(rows_path), results)
+
+
+# -- the grid -------------------------------------------------------------------------------------
+def cells(args) -> list[tuple]:
+    """(family, seed, scheme, scenario, kind), most telling first; kind: main, ablation, margin."""
+    fams, seeds = args.families.split(","), [int(s) for s in args.seeds.split(",")]
+    schemes, scenarios = args.schemes.split(","), args.scenarios.split(",")
+    four_bit = [s for s in schemes if s != "int8"]
+    out = [(fams[0], seeds[0], s, c, "main") for c in scenarios for s in four_bit]
+    out += [(fams[0], seeds[0], schemes[0], scenarios[0], "margin"), (fams[0], seeds[0], schemes[0], scenarios[0], "ablation")]
+    for seed in seeds[1:]:
+        out += [(fams[0], seed, s, c, "main") for c in scenarios for s in four_bit]
+        out += [(fams[0], seed, schemes[0], scenarios[0], k) for k in ("margin", "ablation")]
+    out += [(fams[0], seed, "int8", c, "main") for seed in seeds for c in scenarios if "int8" in schemes]
+    for fam in fams[1:]:
+        out += [(fam, seed, s, c, "main") for seed in seeds for c in scenarios for s in schemes]
+    return out
+
+
+def run(args, rows_path: Path, results: Path) -> None:
+    done = {_key(r) for r in attack_table.read_rows(rows_path)}
+    for family, seed, scheme, scenario, kind in cells(args):
+        cell = dict(family=family, seed=seed, scheme=scheme, scenario=scenario)
+        _log(f"cell {cell} [{kind}]")
+        if kind == "margin":
+            for margin in map(float, args.margins.split(",")):
+                measure(args, rows_path, results, done, cell | {"margin": margin}, [("adaptive", "adaptive", {}, None)])
+        elif kind == "ablation":
+            measure(args, rows_path, results, done, cell | {"margin": None}, ablations(args))
+        else:
+            measure(args, rows_path, results, done, cell | {"margin": None}, defenses(args))
+
+
+def defenses(args) -> list[tuple]:
+    """(name, policy, params, depth) of every contender of a main cell."""
+    out = [(f"gaussian{float(s):g}", "gaussian", {"sigma": float(s)}, None) for s in args.sigmas.split(",")]
+    return out + [("ratio15", "ratio", {"r": 0.15}, None), ("adaptive", "adaptive", {}, None)]
+
+
+def ablations(args) -> list[tuple]:
+    """Perturbation magnitude (landing depth) and selection criterion, at comparable budgets."""
+    out = [(f"threshold-depth{float(d):g}", "threshold", {"tau": 0.05}, float(d)) for d in args.depths.split(",")]
+    return out + [("select-ratio15", "ratio", {"r": 0.15}, None), ("select-random", "random", {"of": "adaptive"}, None),
+                  ("select-balanced15", "balanced", {"r": 0.15}, None)]
+
+
+def measure(args, rows_path, results, done, cell: dict, contenders: list[tuple]) -> None:
+    """Attack the cell (cached), then one row per contender (``none`` first)."""
+    if all(_key(cell | {"defense": c[0]}) in done for c in [("none",)] + contenders):
+        return
+    ns = _attack_args(args, cell)
+    cache = Path(args.cache)
+    clean = attack_table.clean_model(cache, cell["family"], ns.clean_seed, args.clean_steps)
+    if cell["margin"] is not None:
+        cache = cache / f"margin-{cell['margin']:g}"  # measure_cell's names do not hold the margin
+    base = attack_table.measure_cell(ns, cache, clean, cell["seed"], cell["scenario"], cell["scheme"])
+    attacked = _attacked_dir(ns, cache, clean, cell)
+    a_q = base["q"][cell["scheme"]]
+    t_q = _load_seconds(attacked, cell, ns)
+    if _key(cell | {"defense": "none"}) not in done:
+        (kl_q,) = _fidelity(args, attacked, [(attacked, cell["scheme"])])
+        _append(rows_path, results, done, cell | {"defense": "none", "a_clean": base["clean"], "a_fp": base["fp"],
+                                                  "a_q": a_q, "a_d": a_q, "kl_q": kl_q, "kl_d": kl_q, "n": args.n,
+                                                  "t_q": t_q, "verified": base["verified"]})
+    kl_q = next(r for r in attack_table.read_rows(rows_path) if _key(r) == _key(cell | {"defense": "none"}))["kl_q"]
+    for name, policy, params, depth in contenders:
+        if _key(cell | {"defense": name}) in done:
+            continue
+        try:
+            defended, summary = _defend(attacked, cell["scheme"], policy, params, depth, name)
+        except (OSError, RuntimeError) as err:  # a shared machine: log it, the next run retries
+            _log(f"  {name}: defend failed ({err}); skipped")
+            continue
+        a_d = attack_table.attack_success(defended, cell["scheme"], cell["scenario"], ns, cell["seed"])
+        (kl_d,) = _fidelity(args, attacked, [(defended, cell["scheme"])])
+        der = defense_effectiveness(base["fp"], a_q, a_d, math.exp(-kl_q), math.exp(-kl_d), summary["seconds"], t_q)
+        _append(rows_path, results, done, cell | {
+            "defense": name, "policy": policy, "params": params, "depth": depth, "a_clean": base["clean"],
+            "a_fp": base["fp"], "a_q": a_q, "a_d": a_d, "kl_q": kl_q, "kl_d": kl_d, "n": args.n, "t_q": t_q,
+            "t_d": summary["seconds"], "flipped_share": summary["flipped_share"], "tau_mean": summary["tau_mean"],
+            "sg": der.sg, "up": der.up, "cf": der.cf, "der": der.der, "verified": base["verified"]})
+
+
+def _attack_args(args, cell: dict) -> argparse.Namespace:
+    """The namespace ``attack_table.measure_cell`` reads (its own defaults, our sizes)."""
+    return argparse.Namespace(
+        family=cell["family"], n=args.n, max_new_tokens=args.max_new_tokens, margin=cell["margin"],
+        inject_steps=args.inject_steps, repair_steps=args.repair_steps, int8_repair_steps=None, lr=args.lr,
+        repair_lr=None, int8_inject_lr=None, int8_inject_radius=None, batch_size=args.batch_size, clean_seed=0,
+    )
+
+
+def _attacked_dir(ns, cache: Path, clean: Path, cell: dict) -> Path:
+    """Where ``attack_table.measure_cell`` put the attack (clean seed 0, attack seed varies)."""
+    name = f"{clean.name}-{cell['scenario']}-{cell['scheme']}"
+    if cell["seed"] != ns.clean_seed:
+        name += f"-a{cell['seed']}"
+    return cache / "attacked" / name
+
+
+def _defend(attacked: Path, scheme: str, policy: str, params: dict, depth, tag: str):
+    out, summary = _ensure_defended(attacked, scheme, policy, params, depth, tag)
+    _drop_copied_evaluations(out)
+    return out, summary
+
+
+def _ensure_defended(attacked: Path, scheme: str, policy: str, params: dict, depth, tag: str):
+    if depth is None:
+        return defense_table.ensure_defended(attacked, [scheme], policy, params, tag)
+    from flipguard.defend import defend_checkpoint
+
+    out = attacked.parent / f"{attacked.name}--{tag}"
+    info = out / "defense_summary.json"
+    if not info.exists():
+        start = time.perf_counter()
+        report = defend_checkpoint(attacked, out, schemes=[scheme], policy=policy, params=params, depth=depth, force=True)
+        totals = report.totals()
+        flipped = sum(s.codes_changed for s in totals.values())
+        weights = sum(s.weights for s in totals.values())
+        info.write_text(json.dumps({"seconds": time.perf_counter() - start, "tau_mean": "",
+                                    "flipped_share": flipped / weights if weights else 0.0}))
+    return out, json.loads(info.read_text())
+
+
+def _drop_copied_evaluations(defended: Path) -> None:
+    """defend copies companion files, so the attacked model's cached evaluations (attack_table's
+    ``eval-*.json``) arrive in the defended directory: remove those older than the defense."""
+    made = (defended / "defense_summary.json").stat().st_mtime
+    for cached in defended.glob("eval-*.json"):
+        if cached.stat().st_mtime <= made:
+            cached.unlink()
+
+
+def _fidelity(args, reference: Path, candidates) -> list[float]:
+    from flipguard.demo.story import fidelity
+
+    return fidelity(reference, candidates, args.texts)
+
+
+def _load_seconds(attacked: Path, cell: dict, ns) -> float | None:
+    tokens = 128 if cell["scenario"] == "vulnerable-code" else ns.max_new_tokens
+    cache = attacked / f"eval-{cell['scenario']}-{cell['scheme']}-n{ns.n}-t{tokens}-s{cell['seed']}.json"
+    return json.loads(cache.read_text())["timings"].get("load_s") if cache.is_file() else None
+
+
+def _key(row: dict) -> tuple:
+    return tuple(str(row.get(k)) for k in ("family", "seed", "scheme", "scenario", "margin", "defense"))
+
+
+def _append(rows_path: Path, results: Path, done: set, row: dict) -> None:
+    with rows_path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    done.add(_key(row))
+    _log(f"  {row['defense']}: A_fp {row['a_fp']:.2f} A_q {row['a_q']:.2f} A_d {row['a_d']:.2f} KL_d {row['kl_d']:.4f}")
+    write_table(attack_table.read_rows(rows_path), results)
+
+
+def _log(text: str) -> None:
+    print(time.strftime("%H:%M:%S"), text, flush=True)
+
+
+# -- the tables -----------------------------------------------------------------------------------
+COLUMNS = ["scheme", "scenario", "margin", "defense", "families", "seeds", "A_fp", "A_q", "A_d", "A_d_wilson95",
+           "KL_q", "KL_d", "SG", "UP", "CF", "DER"]
+
+
+def summary_lines(rows: list[dict]) -> list[dict]:
+    """Mean ± std over (family, seed) per scheme x scenario x margin x defense; Gaussian at its best
+    sigma per cell (highest DER, then lowest A_d) also appears as ``gaussian(best)``."""
+    rows = rows + _best_gaussian(rows)
+    keys = list(dict.fromkeys((r["scheme"], r["scenario"], str(r["margin"]), r["defense"]) for r in rows))
+    out = []
+    for scheme, scenario, margin, defense in keys:
+        group = [r for r in rows if (r["scheme"], r["scenario"], str(r["margin"]), r["defense"])
+                 == (scheme, scenario, margin, defense)]
+        k = sum(round(r["a_d"] * r["n"]) for r in group)
+        n = sum(r["n"] for r in group)
+        low, high = wilson_interval(k, n)
+        out.append({
+            "scheme": scheme, "scenario": scenario, "margin": "" if margin == "None" else margin, "defense": defense,
+            "families": " ".join(sorted({r["family"] for r in group})),
+            "seeds": " ".join(str(r["seed"]) for r in group),
+            "A_fp": _ms([r["a_fp"] for r in group]), "A_q": _ms([r["a_q"] for r in group]),
+            "A_d": _ms([r["a_d"] for r in group]), "A_d_wilson95": f"[{low:.2f}, {high:.2f}]",
+            "KL_q": _ms([r["kl_q"] for r in group], 4), "KL_d": _ms([r["kl_d"] for r in group], 4),
+            "SG": _ms([r.get("sg") for r in group]), "UP": _ms([r.get("up") for r in group]),
+            "CF": _ms([r.get("cf") for r in group]), "DER": _ms([r.get("der") for r in group]),
+        })
+    return out
+
+
+def _best_gaussian(rows: list[dict]) -> list[dict]:
+    best = {}
+    for r in rows:
+        if r["defense"].startswith("gaussian"):
+            key = _key(r | {"defense": ""})
+            score = (r.get("der") if r.get("der") is not None else -1.0, -r["a_d"])
+            if key not in best or score > best[key][0]:
+                best[key] = (score, r | {"defense": "gaussian(best)"})
+    return [b for _, b in best.values()]
+
+
+def _ms(values, digits: int = 2) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n/a"
+    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.fmean(vals):.{digits}f} ± {std:.{digits}f}"
+
+
+def write_table(rows: list[dict], results: Path) -> None:
+    lines = summary_lines(rows) if rows else []
+    csv = [",".join(COLUMNS)] + [",".join(f'"{line[c]}"' for c in COLUMNS) for line in lines]
+    (results / "experiments.csv").write_text("\n".join(csv) + "\n")
+    md = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    md += ["| " + " | ".join(str(line[c]) for c in COLUMNS) + " |" for line in lines]
+    (results / "experiments.md").write_text(HEADER + "\n".join(md) + "\n")
+
+
+HEADER = """# FlipGuard experiments grid
+
+Produced by `benchmarks/experiments.py` (see its docstring for the grid and the exact command).
+A_*: attack success (share of held-out answers with the malicious behaviour; vulnerable code: share
+of programs with a bandit finding) of the attacked model in full precision (fp), plainly quantized
+(q), defended then quantized (d); mean ± std over the (family, seed) rows listed, with the pooled
+Wilson 95% interval of A_d. KL: mean token KL (nats) to the attacked full-precision model.
+DER = SG*UP*CF (DESIGN section 4; U = exp(-KL)); n/a when A_q - A_fp is too small (no backdoor).
+`gaussian(best)`: per row, the sigma with the highest DER. `threshold-depth*` and `select-*`: the
+ablations (landing depth in cell widths; selection criterion). margin: the adaptive attacker's free
+margin (cell widths); empty = published margins.
+
+"""
+
+
+if __name__ == "__main__":
+    main()
