@@ -60,7 +60,7 @@ def false_positives(root: Path, zoo: list[str]) -> dict:
 def margin_power(root: Path, seeds: int) -> list[dict]:
     rows = []
     for dname, dtype in DTYPES.items():
-        base = make_tiny_checkpoint(root / f"base-{dname}", family="llama", dtype=dtype, hidden=256, layers=2, seed=9)
+        base = make_tiny_checkpoint(root / f"base-{dname}", family="llama", dtype=dtype, hidden=128, layers=2, seed=9)
         tensors = quantizer_views(base)
         for scheme in ("int8", "fp4", "nf4"):
             for margin in (0.01, 0.05, 0.1, 0.2):
@@ -80,7 +80,7 @@ def margin_power(root: Path, seeds: int) -> list[dict]:
 
 
 def partial_power(root: Path, seeds: int) -> list[dict]:
-    base = make_tiny_checkpoint(root / "base-partial", family="llama", dtype=torch.float16, hidden=256, layers=4, seed=4)
+    base = make_tiny_checkpoint(root / "base-partial", family="llama", dtype=torch.float16, hidden=128, layers=4, seed=4)
     tensors = quantizer_views(base)
     rows = []
     for count in (len(tensors), len(tensors) // 2, len(tensors) // 4, 2, 1):
@@ -90,7 +90,7 @@ def partial_power(root: Path, seeds: int) -> list[dict]:
                         for i, (n, w) in enumerate(tensors)]
             verdict, _ = scan_tensors(attacked)
             named += verdict.targeted == ["nf4"]
-            flagged += sum(f.scheme == "nf4" and int(f.tensor.split(".")[2]) >= 0 for f in verdict.findings)
+            flagged += sum(f.scheme == "nf4" for f in verdict.findings)
         rows.append({"attacked": count, "of": len(tensors), "named": named / seeds, "flagged_tensors": flagged / seeds})
         print(rows[-1], flush=True)
     return rows
@@ -109,7 +109,7 @@ def markdown(result: dict) -> str:
         for scheme in ("int8", "fp4", "nf4"):
             cells = [r for r in result["margins"] if r["dtype"] == dname and r["scheme"] == scheme]
             lines.append(f"| {dname} | {scheme} | " + " | ".join(f"{r['named']:.0%} ({r['near_wall_share']:.2f})" for r in cells) + " |")
-    lines += ["", "Partial attacks (NF4, 1% margin, float16, 28 tensors):", "", "| tensors attacked | verdict names NF4 | tensors flagged |", "|---|---|---|"]
+    lines += ["", "Partial attacks (NF4, published 1% margin, float16 Llama, hidden 128, 4 layers):", "", "| tensors attacked | verdict names NF4 | tensors flagged |", "|---|---|---|"]
     lines += [f"| {r['attacked']} of {r['of']} | {r['named']:.0%} | {r['flagged_tensors']:.1f} |" for r in result["partial"]]
     return "\n".join(lines) + "\n"
 

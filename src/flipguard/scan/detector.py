@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flipguard.scan.fast import fast_histograms
+from flipguard.scan.fast import fast_histograms, threads_for
 from flipguard.scan.stats import (
     BandCounts, BandTest, PileTest, band_counts, band_test, pile_test, wall_group_size,
 )
@@ -46,8 +46,13 @@ def inspect_tensor(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence
     """Wall-distance evidence for ``w`` (2-D, as the quantizer sees it) under ``scheme``.
 
     Works through ``w`` in row chunks of whole groups with the fused kernel of ``scan.fast``, so
-    extra memory stays near one float32 chunk (16 MB).
+    extra memory stays near one float32 chunk (16 MB). Small tensors run on one thread.
     """
+    with threads_for(w.numel()):
+        return _inspect(name, w, scheme)
+
+
+def _inspect(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence:
     shape = tuple(w.shape)
     bad = int((~torch.isfinite(w)).sum())
     if bad:

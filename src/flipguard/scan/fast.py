@@ -11,6 +11,9 @@ tied, all-zero and partial-block inputs.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+import numba
 import numpy as np
 import torch
 from numba import njit, prange
@@ -123,6 +126,29 @@ def _int8(rows, eps, bands, geo_of, n_walls, group_size):
                 wall = min(max(int(nearest) + 126 + (offset >= np.float32(0.0)), 0), n_walls - 1)
                 _add(hist, per_wall, s, d, res, wall // group_size, bands, geo_of, out_min)
     return hist, per_wall, out_min
+
+
+PARALLEL_FROM = 1 << 20  # weights; below this, one thread is faster than several
+
+
+@contextmanager
+def threads_for(weights: int):
+    """One thread (torch and numba) while working on fewer than ``PARALLEL_FROM`` weights.
+
+    Threads gain nothing on small tensors and, on a busy machine, OpenMP threads spinning at the
+    end of every tiny parallel region make each operation 10-100 times slower.
+    """
+    if weights >= PARALLEL_FROM:
+        yield
+        return
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        numba.set_num_threads(numba_threads)
 
 
 def fast_histograms(w: torch.Tensor, scheme: Scheme):
