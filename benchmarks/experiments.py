@@ -8,8 +8,8 @@ seeds, INT8 and the other families). Per cell, reusing the acceptance benchmarks
   ``attack_table.py --clean-seed 0`` does), attacked by ``benchmarks/attack_table.py`` (``clean_model``, ``measure_cell``: the
   attacked model, A_clean, A_fp, A_q, cached under ``--cache`` exactly as that benchmark caches them);
 - defenses: ``benchmarks/defense_table.py``'s ``ensure_defended`` (cached beside the attacked
-  model): none, Gaussian noise at each ``--sigmas`` (the table picks the best sigma per cell by
-  DER), the 15% ``ratio`` rule, FlipGuard ``adaptive``;
+  model): none, Gaussian noise at each ``--sigmas`` (the table picks the best sigma per cell:
+  lowest A_d, then lowest KL), the 15% ``ratio`` rule, FlipGuard ``adaptive``;
 - per defense: A_d (``attack_table.attack_success``: transformers + bitsandbytes load, greedy) and
   fidelity KL to the attacked full-precision model (``flipguard.demo.story.fidelity``), then
   DER = SG*UP*CF (``flipguard.evaluate.defense_effectiveness``, U = exp(-KL), T_q = the quantized
@@ -249,7 +249,7 @@ COLUMNS = ["scheme", "scenario", "margin", "defense", "families", "seeds", "A_fp
 
 def summary_lines(rows: list[dict]) -> list[dict]:
     """Mean ± std over (family, seed) per scheme x scenario x margin x defense; Gaussian at its best
-    sigma per cell (highest DER, then lowest A_d) also appears as ``gaussian(best)``."""
+    sigma per cell (lowest A_d, then lowest KL) also appears as ``gaussian(best)``."""
     rows = rows + _best_gaussian(rows)
     keys = list(dict.fromkeys((r["scheme"], r["scenario"], str(r["margin"]), r["defense"]) for r in rows))
     out = []
@@ -277,7 +277,7 @@ def _best_gaussian(rows: list[dict]) -> list[dict]:
     for r in rows:
         if r["defense"].startswith("gaussian"):
             key = _key(r | {"defense": ""})
-            score = (r.get("der") if r.get("der") is not None else -1.0, -r["a_d"])
+            score = (-r["a_d"], -r["kl_d"])  # security first, then fidelity (CF is load-noisy)
             if key not in best or score > best[key][0]:
                 best[key] = (score, r | {"defense": "gaussian(best)"})
     return [b for _, b in best.values()]
@@ -297,7 +297,17 @@ def write_table(rows: list[dict], results: Path) -> None:
     (results / "experiments.csv").write_text("\n".join(csv) + "\n")
     md = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     md += ["| " + " | ".join(str(line[c]) for c in COLUMNS) + " |" for line in lines]
-    (results / "experiments.md").write_text(HEADER + "\n".join(md) + "\n")
+    (results / "experiments.md").write_text(HEADER + "\n".join(md) + "\n\n" + "\n".join(cells_ran(rows)) + "\n")
+
+
+def cells_ran(rows: list[dict]) -> list[str]:
+    """Which cells the rows cover (an honest account of a cut-short grid), one line each."""
+    out = ["## Cells measured", "", "| family | seed | scheme | scenario | margin | defenses measured |", "|---|---|---|---|---|---|"]
+    cells = dict.fromkeys((r["family"], r["seed"], r["scheme"], r["scenario"], r["margin"]) for r in rows)
+    for cell in cells:
+        names = [r["defense"] for r in rows if (r["family"], r["seed"], r["scheme"], r["scenario"], r["margin"]) == cell]
+        out.append("| " + " | ".join("" if v is None else str(v) for v in cell) + f" | {', '.join(names)} |")
+    return out
 
 
 HEADER = """# FlipGuard experiments grid
@@ -308,8 +318,8 @@ of programs with a bandit finding) of the attacked model in full precision (fp),
 (q), defended then quantized (d); mean ± std over the (family, seed) rows listed, with the pooled
 Wilson 95% interval of A_d. KL: mean token KL (nats) to the attacked full-precision model.
 DER = SG*UP*CF (DESIGN section 4; U = exp(-KL)); n/a when A_q - A_fp is too small (no backdoor).
-`gaussian(best)`: per row, the sigma with the highest DER. `threshold-depth*` and `select-*`: the
-ablations (landing depth in cell widths; selection criterion). margin: the adaptive attacker's free
+`gaussian(best)`: per (family, seed) cell, the sigma with the lowest A_d, then the lowest KL.
+`threshold-depth*` and `select-*`: the ablations (landing depth in cell widths; selection criterion). margin: the adaptive attacker's free
 margin (cell widths); empty = published margins.
 
 """
