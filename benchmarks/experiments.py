@@ -1,7 +1,7 @@
 """The paper's grid (issue 5 point 4): attack, defend and score every cell, resumably.
 
 Cells: family (architecture) x seed x scheme x scenario, most telling first (llama seed 0, every
-4-bit scheme and scenario; then the adaptive attacker's margins and the ablations; then the other
+4-bit scheme and scenario; then the ablations and the adaptive attacker's margins; then the other
 seeds, INT8 and the other families). Per cell, reusing the acceptance benchmarks' pieces:
 
 - clean model and attack: one clean model per family (seed 0; the seeds vary the attack, as
@@ -90,10 +90,10 @@ def cells(args) -> list[tuple]:
     schemes, scenarios = args.schemes.split(","), args.scenarios.split(",")
     four_bit = [s for s in schemes if s != "int8"]
     out = [(fams[0], seeds[0], s, c, "main") for c in scenarios for s in four_bit]
-    out += [(fams[0], seeds[0], schemes[0], scenarios[0], "margin"), (fams[0], seeds[0], schemes[0], scenarios[0], "ablation")]
+    out += [(fams[0], seeds[0], schemes[0], scenarios[0], "ablation"), (fams[0], seeds[0], schemes[0], scenarios[0], "margin")]
     for seed in seeds[1:]:
         out += [(fams[0], seed, s, c, "main") for c in scenarios for s in four_bit]
-        out += [(fams[0], seed, schemes[0], scenarios[0], k) for k in ("margin", "ablation")]
+        out += [(fams[0], seed, schemes[0], scenarios[0], k) for k in ("ablation", "margin")]
     out += [(fams[0], seed, "int8", c, "main") for seed in seeds for c in scenarios if "int8" in schemes]
     for fam in fams[1:]:
         out += [(fam, seed, s, c, "main") for seed in seeds for c in scenarios for s in schemes]
