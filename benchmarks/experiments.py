@@ -14,8 +14,9 @@ seeds, INT8 and the other families). Per cell, reusing the acceptance benchmarks
   fidelity KL to the attacked full-precision model (``flipguard.demo.story.fidelity``), then
   DER = SG*UP*CF (``flipguard.evaluate.defense_effectiveness``, U = exp(-KL), T_q = the quantized
   load time of the attacked model);
-- ablations (first scheme and scenario, every seed): perturbation magnitude (``threshold``
-  tau=0.05 at landing depths ``--depths`` cell widths) and selection criterion (``ratio`` =
+- ablations (first scheme and scenario, every seed): perturbation magnitude (``threshold`` with
+  ``--taus``: every weight within tau cell widths of a wall is moved across it; and, as a check,
+  tau=0.05 at landing depths ``--depths``, which change no code) and selection criterion (``ratio`` =
   largest rounding error, ``random`` = as many as adaptive, ``balanced``, ``threshold``);
 - adaptive attacker: attacks keeping ``--margins`` of each cell free, defended by ``adaptive``.
 
@@ -54,6 +55,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--schemes", default="nf4,fp4,int8")
     p.add_argument("--scenarios", default=",".join(attack_table.SCENARIOS))
     p.add_argument("--sigmas", default="0.01,0.03,0.1", help="Gaussian noise sigmas (x tensor std)")
+    p.add_argument("--taus", default="0.02,0.05,0.1,0.2",
+                   help="ablation, perturbation magnitude: threshold policy flips weights within tau of a wall")
     p.add_argument("--depths", default="0.02,0.1,0.25", help="ablation: landing depths, cell widths")
     p.add_argument("--margins", default="0.05,0.1,0.2", help="adaptive attacker: free margin, cell widths")
     p.add_argument("--n", type=int, default=50, help="held-out prompts per attack-success measurement")
@@ -122,7 +125,10 @@ def defenses(args) -> list[tuple]:
 
 def ablations(args) -> list[tuple]:
     """Perturbation magnitude (landing depth) and selection criterion, at comparable budgets."""
-    out = [(f"threshold-depth{float(d):g}", "threshold", {"tau": 0.05}, float(d)) for d in args.depths.split(",")]
+    out = [(f"threshold-tau{float(t):g}", "threshold", {"tau": float(t)}, None) for t in args.taus.split(",")]
+    # the landing depth inside the new cell changes no quantization code, hence no quantized behaviour:
+    # these rows show it (same A_d and KL); it matters only for the CUDA kernels' last-bit differences
+    out += [(f"threshold-depth{float(d):g}", "threshold", {"tau": 0.05}, float(d)) for d in args.depths.split(",")]
     return out + [("select-ratio15", "ratio", {"r": 0.15}, None), ("select-random", "random", {"of": "adaptive"}, None),
                   ("select-balanced15", "balanced", {"r": 0.15}, None)]
 
@@ -319,7 +325,8 @@ of programs with a bandit finding) of the attacked model in full precision (fp),
 Wilson 95% interval of A_d. KL: mean token KL (nats) to the attacked full-precision model.
 DER = SG*UP*CF (DESIGN section 4; U = exp(-KL)); n/a when A_q - A_fp is too small (no backdoor).
 `gaussian(best)`: per (family, seed) cell, the sigma with the lowest A_d, then the lowest KL.
-`threshold-depth*` and `select-*`: the ablations (landing depth in cell widths; selection criterion). margin: the adaptive attacker's free
+`threshold-tau*`, `threshold-depth*`, `select-*`: the ablations (perturbation magnitude: weights
+within tau cell widths of a wall moved across it; landing depth in cell widths; selection criterion). margin: the adaptive attacker's free
 margin (cell widths); empty = published margins.
 
 """
