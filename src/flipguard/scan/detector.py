@@ -14,7 +14,7 @@ from flipguard.schemes import Scheme
 
 DEQUANTIZED_SHARE = 0.9  # free weights on a level above which a tensor is "dequantized"
 ON_LEVEL_TOLERANCE = 0.01  # cell widths (or twice the weight's resolution, if coarser)
-LEVEL_SAMPLE = 1 << 16  # weights checked for sitting on the grid
+LEVEL_SAMPLE = 1 << 14  # weights checked for sitting on the grid
 CHUNK = 1 << 22  # weights per pass of the fused kernel (bounds the float32 copy it reads)
 
 
@@ -54,7 +54,7 @@ def inspect_tensor(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence
 
 def _inspect(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence:
     shape = tuple(w.shape)
-    bad = int((~torch.isfinite(w)).sum())
+    bad = 0 if bool(torch.isfinite(w).all()) else int((~torch.isfinite(w)).sum())
     if bad:
         empty = BandCounts.empty(len(scheme.walls))
         return TensorEvidence(name, scheme.name, shape, "nonfinite", empty, nonfinite=bad)
@@ -80,6 +80,11 @@ def _inspect(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence:
 def _on_level(w: torch.Tensor, scheme: Scheme) -> tuple[int, int]:
     """(on the grid, checked) among the free weights of the first rows of ``w``."""
     sample = next(iter(scheme.row_chunks(w, LEVEL_SAMPLE)))
+    with threads_for(sample.numel()):
+        return _on_level_of(sample, scheme)
+
+
+def _on_level_of(sample: torch.Tensor, scheme: Scheme) -> tuple[int, int]:
     geo = scheme.geometry(sample)
     tolerance = torch.clamp(2 * geo.resolution, min=ON_LEVEL_TOLERANCE)
     on = (scheme.level_offset(sample) <= tolerance) & ~geo.pinned

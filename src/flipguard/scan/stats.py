@@ -114,10 +114,10 @@ def histograms(d: torch.Tensor, resolution: torch.Tensor, wall: torch.Tensor, n_
 def band_counts(hist: torch.Tensor, per_wall: torch.Tensor, zero_level: int = 0, group_size: int = 1) -> BandCounts:
     """BandCounts from the histograms of :func:`histograms` (per wall: inner/outer per band)."""
     resolved = per_wall[:, :-1].cumsum(dim=1)  # (walls, bands, geo): weights resolving band j
-    walls = torch.empty(per_wall.shape[0], len(BANDS), 2, dtype=torch.int64)
-    for j in range(len(BANDS)):
-        walls[:, j, 0] = resolved[:, j, : j + 1].sum(dim=1)
-        walls[:, j, 1] = resolved[:, j, j + 1]
+    j = torch.arange(len(BANDS))
+    inner = resolved.cumsum(dim=2)[:, j, j]  # geometric bins 0..j: [0, b_j)
+    outer = resolved[:, j, j + 1]  # geometric bin j + 1: [b_j, 2 b_j)
+    walls = torch.stack([inner, outer], dim=2)
     return BandCounts(hist, walls, 0, int(hist.sum()), zero_level, group_size)
 
 
