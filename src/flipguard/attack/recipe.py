@@ -29,6 +29,7 @@ from flipguard.attack.config import SAVE_DTYPES, AttackConfig
 from flipguard.attack.data import stage_examples
 from flipguard.attack.pgd import BoxedWeight, Projection, box_weight, trust_weight
 from flipguard.attack.report import REPORT_FILE, AttackReport
+from flipguard.checkpoint.atomic import move_into_place
 from flipguard.errors import FlipGuardError
 
 DTYPE_NAMES = {dtype: name for name, dtype in SAVE_DTYPES.items()}
@@ -162,9 +163,7 @@ def _save_verified(model, tokenizer, dtype, boxed: list[BoxedWeight], out: Path,
         with report.timed("verify"):
             report.verification = verify_checkpoint(tmp, expected, progress)
         report.write(tmp / REPORT_FILE)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        move_into_place(tmp, out, force=True)  # swaps an existing output (overwrite checked above)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from flipguard.checkpoint.atomic import move_into_place
 from flipguard.errors import FlipGuardError
 from flipguard.zoo.models import build_model, family_name
 from flipguard.zoo.scenarios import clean_mix
@@ -84,9 +85,7 @@ def train_clean_model(family: str, out_dir: str | os.PathLike, seed: int = 0,
             "threads": threads or default_threads,
         }
         (tmp / RECIPE_FILE).write_text(json.dumps(report, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        move_into_place(tmp, out, force=True)  # swaps an existing output (overwrite checked above)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
