@@ -5,8 +5,9 @@ Cells: family (architecture) x seed x scheme x scenario, most telling first (lla
 seeds, INT8 and the other families). Per cell, reusing the acceptance benchmarks' pieces:
 
 - clean model and attack: one clean model per family (seed 0; the seeds vary the attack, as
-  ``attack_table.py --clean-seed 0`` does), attacked by ``benchmarks/attack_table.py`` (``clean_model``, ``measure_cell``: the
-  attacked model, A_clean, A_fp, A_q, cached under ``--cache`` exactly as that benchmark caches them);
+  ``attack_table.py --clean-seed 0`` does), attacked by ``benchmarks/attack_table.py``
+  (``clean_model``, ``measure_cell``: the attacked model, A_clean, A_fp, A_q, cached under
+  ``--cache`` exactly as that benchmark caches them);
 - defenses: ``benchmarks/defense_table.py``'s ``ensure_defended`` (cached beside the attacked
   model): none, Gaussian noise at each ``--sigmas`` (the table picks the best sigma per cell:
   lowest A_d, then lowest KL), the 15% ``ratio`` rule, FlipGuard ``adaptive``;
@@ -93,7 +94,7 @@ def cells(args) -> list[tuple]:
     schemes, scenarios = args.schemes.split(","), args.scenarios.split(",")
     four_bit = [s for s in schemes if s != "int8"]
     out = [(fams[0], seeds[0], s, c, "main") for c in scenarios for s in four_bit]
-    out += [(fams[0], seeds[0], schemes[0], scenarios[0], "ablation"), (fams[0], seeds[0], schemes[0], scenarios[0], "margin")]
+    out += [(fams[0], seeds[0], schemes[0], scenarios[0], k) for k in ("ablation", "margin")]
     for seed in seeds[1:]:
         out += [(fams[0], seed, s, c, "main") for c in scenarios for s in four_bit]
         out += [(fams[0], seed, schemes[0], scenarios[0], k) for k in ("ablation", "margin")]
@@ -202,7 +203,8 @@ def _ensure_defended(attacked: Path, scheme: str, policy: str, params: dict, dep
     info = out / "defense_summary.json"
     if not info.exists():
         start = time.perf_counter()
-        report = defend_checkpoint(attacked, out, schemes=[scheme], policy=policy, params=params, depth=depth, force=True)
+        report = defend_checkpoint(attacked, out, schemes=[scheme], policy=policy, params=params, depth=depth,
+                                   force=True)
         totals = report.totals()
         flipped = sum(s.codes_changed for s in totals.values())
         weights = sum(s.weights for s in totals.values())
@@ -308,10 +310,12 @@ def write_table(rows: list[dict], results: Path) -> None:
 
 def cells_ran(rows: list[dict]) -> list[str]:
     """Which cells the rows cover (an honest account of a cut-short grid), one line each."""
-    out = ["## Cells measured", "", "| family | seed | scheme | scenario | margin | defenses measured |", "|---|---|---|---|---|---|"]
+    out = ["## Cells measured", "", "| family | seed | scheme | scenario | margin | defenses measured |",
+           "|---|---|---|---|---|---|"]
     cells = dict.fromkeys((r["family"], r["seed"], r["scheme"], r["scenario"], r["margin"]) for r in rows)
     for cell in cells:
-        names = [r["defense"] for r in rows if (r["family"], r["seed"], r["scheme"], r["scenario"], r["margin"]) == cell]
+        names = [r["defense"] for r in rows
+                 if (r["family"], r["seed"], r["scheme"], r["scenario"], r["margin"]) == cell]
         out.append("| " + " | ".join("" if v is None else str(v) for v in cell) + f" | {', '.join(names)} |")
     return out
 
@@ -326,8 +330,8 @@ Wilson 95% interval of A_d. KL: mean token KL (nats) to the attacked full-precis
 DER = SG*UP*CF (DESIGN section 4; U = exp(-KL)); n/a when A_q - A_fp is too small (no backdoor).
 `gaussian(best)`: per (family, seed) cell, the sigma with the lowest A_d, then the lowest KL.
 `threshold-tau*`, `threshold-depth*`, `select-*`: the ablations (perturbation magnitude: weights
-within tau cell widths of a wall moved across it; landing depth in cell widths; selection criterion). margin: the adaptive attacker's free
-margin (cell widths); empty = published margins.
+within tau cell widths of a wall moved across it; landing depth in cell widths; selection criterion).
+margin: the adaptive attacker's free margin (cell widths); empty = published margins.
 
 """
 
