@@ -322,7 +322,8 @@ def cells_ran(rows: list[dict]) -> list[str]:
 
 HEADER = """# FlipGuard experiments grid
 
-Produced by `benchmarks/experiments.py` (see its docstring for the grid and the exact command).
+Produced by `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/experiments.py` (defaults; see its
+docstring for the grid), then `--table-only`; the cells it reached are listed at the end.
 A_*: attack success (share of held-out answers with the malicious behaviour; vulnerable code: share
 of programs with a bandit finding) of the attacked model in full precision (fp), plainly quantized
 (q), defended then quantized (d); mean ± std over the (family, seed) rows listed, with the pooled
