@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flipguard.demo.story import DemoSummary
+from flipguard.scan.plots import density as wall_density
 
 COLUMNS = ("scheme", "A_clean", "A_fp", "A_q", "A_d", "KL_q", "KL_d", "SG", "UP", "CF", "DER", "scan")
 
@@ -71,7 +72,7 @@ def plot_wall_distances(scans: dict, summary: DemoSummary, directory: Path) -> l
         fig, ax = plt.subplots(figsize=(7, 3.8))
         for key, label, colour in (("clean", "clean model", "tab:gray"), ((s.scheme, "before"), "attacked", "tab:red"),
                                    ((s.scheme, "after"), "defended", "tab:blue")):
-            density = _density(scans[key], s.scheme, BIN)
+            density = wall_density([e for e in scans[key].evidence if e.scheme == s.scheme and e.status == "ok"])
             if density is not None:
                 ax.step([i * BIN for i in range(NBINS)], density, where="post", color=colour, label=label)
         ax.axhline(2.0, color="black", lw=0.6, ls=":", label="uniform")
@@ -86,14 +87,6 @@ def plot_wall_distances(scans: dict, summary: DemoSummary, directory: Path) -> l
         plt.close(fig)
         written.append(path)
     return written
-
-
-def _density(report, scheme: str, bin_width: float):
-    hists = [e.counts.hist.sum(dim=0).double() for e in report.evidence if e.scheme == scheme and e.status == "ok"]
-    if not hists:
-        return None
-    total = sum(hists)
-    return (total / max(float(total.sum()), 1.0) / bin_width).tolist()
 
 
 def plot_security_fidelity(summary: DemoSummary, path: Path) -> Path:

@@ -34,10 +34,8 @@ def plot_histograms(report: ScanReport, directory: str | Path) -> list[Path]:
         for e, label, colour in ((reference, "reference", "tab:gray"), (suspect, "flagged", "tab:red")):
             if e is None:
                 continue
-            hist = e.counts.hist.sum(dim=0).double()
-            density = hist / max(float(hist.sum()), 1.0) / BIN
             edges = [i * BIN for i in range(NBINS)]
-            ax.step(edges, density.tolist(), where="post", color=colour, label=f"{label}: {e.name} [{e.scheme}]")
+            ax.step(edges, density([e]), where="post", color=colour, label=f"{label}: {e.name} [{e.scheme}]")
         ax.axhline(2.0, color="black", lw=0.6, ls=":", label="uniform (clean)")
         ax.set_xlim(0, 0.5)
         ax.set_xlabel("distance to nearest rounding wall (cell widths)")
@@ -50,6 +48,16 @@ def plot_histograms(report: ScanReport, directory: str | Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def density(evidence: list[TensorEvidence]) -> list[float] | None:
+    """Density of wall distances (per cell width, one value per histogram bin of width BIN) over
+    the free weights of ``evidence`` pooled; 2.0 everywhere for a clean tensor; None if empty."""
+    hists = [e.counts.hist.sum(dim=0).double() for e in evidence]
+    if not hists:
+        return None
+    total = sum(hists)
+    return (total / max(float(total.sum()), 1.0) / BIN).tolist()
 
 
 def _reference(report: ScanReport, suspect: TensorEvidence) -> TensorEvidence | None:
