@@ -27,6 +27,7 @@ _BANDS = np.array(BANDS, dtype=np.float32)
 _FACTOR = np.float32(RESOLUTION_FACTOR)
 _GEO = _GEOMETRIC.numpy().astype(np.int64)
 _CLASSES = len(BANDS) + 1
+_ROUNDER = np.float32(12582912.0)  # 1.5 * 2^23: adding and subtracting it rounds a float32
 _SLICES = 64  # independent partial histograms, summed at the end (one per parallel work item)
 
 
@@ -119,7 +120,7 @@ def _int8(rows, eps, bands, geo_of, n_walls, group_size):
                     hist[s, 0, NBINS] += 1
                     continue
                 x = v * scale
-                nearest = np.rint(x)
+                nearest = (x + _ROUNDER) - _ROUNDER  # round half to even, exact for |x| < 2^22
                 offset = x - nearest
                 d = np.float32(0.5) - abs(offset)
                 res = abs(x) * eps
