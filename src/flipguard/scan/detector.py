@@ -66,8 +66,8 @@ def _inspect(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence:
         min_distance = min(min_distance, low)
     if counts.free == 0:
         return TensorEvidence(name, scheme.name, shape, "degenerate", counts)
-    counts.on_level, counts_sampled = _on_level(w, scheme)
-    counts.on_level = round(counts.on_level / max(counts_sampled, 1) * counts.free)
+    on_grid, checked = _on_level(w, scheme)
+    counts.on_level = round(on_grid / max(checked, 1) * counts.free)  # the sample's share, scaled
     evidence = TensorEvidence(name, scheme.name, shape, "ok", counts, min_distance=min_distance)
     if evidence.on_level_share >= DEQUANTIZED_SHARE:
         evidence.status = "dequantized"

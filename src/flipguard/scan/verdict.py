@@ -80,7 +80,8 @@ def decide(evidence: list[TensorEvidence], schemes: list[str], alpha: float = AL
     on_grid = {e.name for e in evidence if e.status == "dequantized"}
     tested = [e for e in evidence if e.status == "ok" and e.band is not None and e.name not in on_grid]
     adjusted = holm([e.band.p for e in tested])
-    findings = [_finding(e, p) for e, p in zip(tested, adjusted) if p < alpha and _strength(e.counts, e.band)]
+    strengths = [_strength(e.counts, e.band) if p < alpha else "" for e, p in zip(tested, adjusted)]
+    findings = [_finding(e, p, s) for e, p, s in zip(tested, adjusted, strengths) if s]
     considered = [e for e in evidence if e.name not in on_grid or e.status == "dequantized"]
     verdicts = [_scheme_verdict(s, considered, findings, alpha, len(schemes)) for s in schemes]
     if any(v.evidence == "strong" for v in verdicts):
@@ -110,7 +111,7 @@ def _strength(counts: BandCounts, band: BandTest) -> str:
     return "strong" if cover.depleted_off_zero else "weak"
 
 
-def _finding(e: TensorEvidence, p: float) -> Finding:
+def _finding(e: TensorEvidence, p: float, strength: str) -> Finding:
     cover = wall_coverage(e.counts, e.band.band, MAX_SHARE)
     return Finding(
         tensor=e.name,
@@ -122,7 +123,7 @@ def _finding(e: TensorEvidence, p: float) -> Finding:
         min_distance=e.min_distance,
         walls_depleted=cover.depleted,
         walls_judged=cover.judged,
-        strength=_strength(e.counts, e.band),
+        strength=strength,
         pile_at=e.pile.at if e.pile else None,
         pile_ratio=e.pile.ratio if e.pile else None,
     )
