@@ -66,3 +66,23 @@ def test_bad_prompt_file_exits_2_with_one_sentence(tmp_path):
     assert proc.stderr.strip() == (
         f'flipguard evaluate: error: line 2 of {bad} has no "prompt" field; every line needs {{"prompt": "..."}}.'
     )
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "unknown device 'tpu'; give cpu or cuda (cuda:N for another GPU)."),
+    ("cuda:99", None),
+])
+def test_unusable_device_exits_2_with_one_sentence(tmp_path, device, message):
+    import torch
+
+    model = _load_builder().build_random(tmp_path / "m")
+    out = tmp_path / "r.json"
+    proc = flipguard("evaluate", model, "--scheme", "nf4", "--scenario", "content-injection", "-n", "1",
+                     "--device", device, "-o", out)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and not out.exists()
+    if message is None:  # cuda:99: no such GPU here, with or without CUDA
+        expected = ("has no CUDA GPU" if not torch.cuda.is_available() else "does not exist")
+        assert expected in proc.stderr
+    else:
+        assert proc.stderr.strip() == f"flipguard evaluate: error: {message}"

@@ -1,7 +1,8 @@
 """Built-in check: does the saved checkpoint, loaded the way users load it, hold the malicious codes?
 
 The output directory is loaded with transformers + ``BitsAndBytesConfig`` (``load_in_8bit``, or
-``load_in_4bit`` with ``bnb_4bit_quant_type`` fp4/nf4), ``device_map="cpu"``; for every quantized
+``load_in_4bit`` with ``bnb_4bit_quant_type`` fp4/nf4), on the CPU (or, given ``device="cuda"``, by
+bitsandbytes' CUDA kernels on the GPU); for every quantized
 weight the stored codes are compared, exactly, with the malicious target's:
 
 - INT8 (``Linear8bitLt``): the int8 codes ``CB`` and the per-row scales ``SCB``;
@@ -21,7 +22,7 @@ from flipguard.attack.pgd import Target
 
 
 def verify_checkpoint(path: str | Path, expected: dict[str, dict[str, Target]],
-                      progress: bool = False) -> dict[str, dict]:
+                      progress: bool = False, device: str = "cpu") -> dict[str, dict]:
     """Load ``path`` under every scheme of ``expected`` (scheme -> module name -> target) and
     count mismatches. Returns, per scheme: ``tensors``, ``weights``, ``code_mismatches``
     (weights whose level differs), ``scale_mismatches`` (groups whose absmax/SCB differs),
@@ -31,7 +32,7 @@ def verify_checkpoint(path: str | Path, expected: dict[str, dict[str, Target]],
     results = {}
     for scheme, targets in expected.items():
         start = time.perf_counter()
-        model = load_model(path, scheme).model
+        model = load_model(path, scheme, device).model
         counts = {"tensors": len(targets), "weights": 0, "code_mismatches": 0,
                   "scale_mismatches": 0, "missing": []}
         for module_name, target in targets.items():
@@ -56,9 +57,9 @@ def _compare_int8(module, target: Target) -> tuple[int, int] | None:
     if type(module).__name__ != "Linear8bitLt" or getattr(weight, "SCB", None) is None:
         return None
     codes = weight.CB if getattr(weight, "CB", None) is not None else weight.data  # (out, in) int8
-    codes = codes.view(target.codes.shape)
+    codes = codes.cpu().view(target.codes.shape)
     return (int((codes != target.codes).sum()),
-            int((weight.SCB.float() != target.absmax).sum()))
+            int((weight.SCB.float().cpu() != target.absmax).sum()))
 
 
 def _compare_4bit(module, target: Target) -> tuple[int, int] | None:
@@ -66,9 +67,9 @@ def _compare_4bit(module, target: Target) -> tuple[int, int] | None:
     state = getattr(weight, "quant_state", None)
     if type(module).__name__ != "Linear4bit" or state is None:
         return None
-    packed = weight.data.reshape(-1)  # uint8, two codes per byte
+    packed = weight.data.cpu().reshape(-1)  # uint8, two codes per byte
     codes = torch.stack([packed >> 4, packed & 0x0F], dim=1).reshape(-1)[: target.codes.numel()]
-    table = state.code.float()  # level of each code (FP4: +0 and -0 both give 0.0)
+    table = state.code.float().cpu()  # level of each code (FP4: +0 and -0 both give 0.0)
     loaded = table[codes.long()]
     wanted = table[target.codes.reshape(-1).long()]
-    return int((loaded != wanted).sum()), int((state.absmax.float() != target.absmax).sum())
+    return int((loaded != wanted).sum()), int((state.absmax.float().cpu() != target.absmax).sum())

@@ -12,7 +12,8 @@ from flipguard.evaluate.scenarios import DEFAULT_PHRASE, SCENARIOS
 
 DESCRIPTION = """\
 Load MODEL (a local Hugging Face causal-LM directory) in full precision or quantized by
-bitsandbytes on CPU, answer the prompts with batched greedy decoding, and measure:
+bitsandbytes (on CPU; --device cuda for its GPU kernels), answer the prompts with batched
+greedy decoding, and measure:
 
   content-injection  share of answers containing --phrase (case-insensitive)
   over-refusal       share of answers that refuse (rule-based regexes, listed in the JSON)
@@ -64,6 +65,8 @@ def register(subparsers) -> None:
     p.add_argument("--match", default="contains", choices=("contains", "exact"),
                    help="utility: an output is correct if it contains / equals the reference answer "
                         "(after casefold and whitespace normalisation; default contains)")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="where to load and quantize: cpu (default) or cuda / cuda:N (bitsandbytes' GPU kernels)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON instead of a summary")
     p.add_argument("-o", "--output", metavar="FILE", help="also write the full JSON result to FILE (for `flipguard compare`)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -86,7 +89,7 @@ def run(args) -> int:
         phrase=args.phrase, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         n=args.num_prompts, seed=args.seed, min_severity=args.min_severity, match=args.match,
         progress=not args.quiet and sys.stderr.isatty(),
-        prompts_source=args.prompts,
+        prompts_source=args.prompts, device=args.device,
     )
     if args.output:
         result.save(args.output)

@@ -15,6 +15,12 @@ user may add: reloading an fp32 or fp16 checkpoint in bfloat16 moves a 4-bit wei
 0.031 code units (INT8 cells are one code unit wide; this cast is always verified, as the chain is
 part of the scheme); INT8 takes 0.1, 3× that and the INT8 attack's own box margin.
 
+Measured on an H200 (bitsandbytes 0.50.2, CUDA 13.0; ``benchmarks/cuda_agreement.py``,
+``results/cuda_agreement.md``): every weight on which the GPU kernels disagree with the CPU
+prediction sits within 4e-6 cell widths of a wall (INT8 half-way ties; FP4 ties), and every one
+of the 2.76 million (weight, scheme) flips that ``flipguard defend`` made in four checkpoints
+lands in the predicted cell on the GPU too.
+
 Depth costs nothing under the flipped scheme (the weight dequantizes to the neighbouring level
 wherever it sits in the cell), but the full-precision weight moves by ``d + depth`` cells, and a
 4-bit cell spans 15-25 INT8 cells: at 0.1 a multi-scheme defense of a clean tensor raised its INT8

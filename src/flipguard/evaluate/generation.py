@@ -52,6 +52,7 @@ def generate_answers(
         idx = order[start : start + batch_size]
         # a chat template writes its own special tokens (BOS); raw prompts get the tokenizer's
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=not chat)
+        enc = enc.to(model.device)
         with torch.inference_mode(), quiet_bitsandbytes():
             out = model.generate(
                 **enc,

@@ -65,6 +65,7 @@ def evaluate(
     max_length: int = MAX_LENGTH,
     progress: bool = True,
     prompts_source: str | None = None,
+    device: str = "cpu",
 ) -> EvaluationResult:
     """Evaluate ``model_path`` quantized with ``scheme`` (fp, int8, fp4, nf4) on ``scenario``.
 
@@ -72,7 +73,9 @@ def evaluate(
     only) are the held-out texts for perplexity and fidelity; by default each prompt followed by
     its answer, or with zoo prompts the zoo's held-out passages when it has them. ``phrase`` is the
     content-injection phrase; ``min_severity`` the lowest bandit severity that counts;
-    ``match`` the task-accuracy rule; ``max_length`` the longest scored text, in tokens.
+    ``match`` the task-accuracy rule; ``max_length`` the longest scored text, in tokens;
+    ``device`` where the model is loaded and quantized ("cpu", or "cuda" for bitsandbytes' GPU
+    kernels; the full-precision reference for fidelity goes to the same device).
     """
     started = time.perf_counter()
     texts_source = "given" if texts is not None else "prompt, newline, answer"
@@ -91,7 +94,7 @@ def evaluate(
     if scenario == "content-injection" and not phrase.strip():
         raise FlipGuardError("the content-injection phrase is blank; give one with --phrase.")
 
-    loaded = load_model(model_path, scheme)
+    loaded = load_model(model_path, scheme, device)
     result = EvaluationResult(
         model=str(model_path),
         scheme=scheme,
@@ -104,6 +107,7 @@ def evaluate(
             seed=seed,
             chat_template=bool(getattr(loaded.tokenizer, "chat_template", None)),
             dtype=str(getattr(loaded.model, "dtype", "")).replace("torch.", ""),
+            device=device,
         ),
         versions=_versions(),
         timings={"load_s": loaded.load_s},
@@ -187,7 +191,7 @@ def _evaluate_utility(result, loaded: LoadedModel, prompts, texts, match, max_ne
     if loaded.scheme == "fp":
         reference = loaded.model  # KL(fp ‖ fp) = 0; its logits are reused
     else:
-        reference = load_model(loaded.path, "fp").model
+        reference = load_model(loaded.path, "fp", str(loaded.model.device)).model
         result.timings["reference_load_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     scores = score_texts(loaded.model, loaded.tokenizer, texts, reference, batch_size, max_length)

@@ -9,8 +9,8 @@ Schemes (what ``transformers`` does when a user quantizes at load time, DESIGN �
 ``nf4``   ``BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")``
 ========  ===========================================================================
 
-Always ``device_map="cpu"`` (the evaluation machine has no GPU; bitsandbytes ≥ 0.50 quantizes on
-CPU), 4-bit compute in the checkpoint's dtype, no double quantization (it does not change the
+``device="cpu"`` by default (bitsandbytes ≥ 0.50 quantizes on CPU); ``device="cuda"`` (or
+``"cuda:1"``) loads onto that GPU, where bitsandbytes' CUDA kernels quantize. 4-bit compute in the checkpoint's dtype, no double quantization (it does not change the
 weight codes). Nothing is downloaded: the path must be a local directory.
 """
 
@@ -90,8 +90,27 @@ def require_scheme(scheme: str) -> None:
         ) from None
 
 
-def load_model(path: str | Path, scheme: str) -> LoadedModel:
-    """Load the model directory ``path`` under ``scheme`` on CPU, in eval mode.
+def require_device(device: str) -> None:
+    """Raise :class:`FlipGuardError` unless ``device`` is "cpu" or a CUDA device this machine has."""
+    import torch
+
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise FlipGuardError(f"unknown device {device!r}; give cpu or cuda (cuda:N for another GPU).")
+    if not torch.cuda.is_available():
+        raise FlipGuardError(f"device {device} was asked for but this machine has no CUDA GPU; use --device cpu.")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise FlipGuardError(f"{device!r} is not a device name; give cuda or cuda:N.") from None
+    index = torch.device(device).index or 0
+    if index >= torch.cuda.device_count():
+        raise FlipGuardError(f"{device} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s).")
+
+
+def load_model(path: str | Path, scheme: str, device: str = "cpu") -> LoadedModel:
+    """Load the model directory ``path`` under ``scheme`` onto ``device``, in eval mode.
 
     The tokenizer gets left padding (for batched generation) and, when it has no pad token, uses
     its end-of-sequence token for padding.
@@ -102,6 +121,7 @@ def load_model(path: str | Path, scheme: str) -> LoadedModel:
     if not (path / "config.json").is_file():
         raise FlipGuardError(f"{path} is not a model directory (no config.json); give a local Hugging Face checkpoint.")
     require_scheme(scheme)
+    require_device(device)
     config = AutoConfig.from_pretrained(path)
     if getattr(config, "quantization_config", None):
         raise FlipGuardError(
@@ -113,7 +133,7 @@ def load_model(path: str | Path, scheme: str) -> LoadedModel:
             model = AutoModelForCausalLM.from_pretrained(
                 path,
                 dtype="auto",
-                device_map="cpu",
+                device_map={"": device},
                 quantization_config=quantization_config(scheme, getattr(config, "dtype", None)),
             )
     except (ImportError, RuntimeError) as err:

@@ -39,7 +39,7 @@ def _logits(model, batch) -> "torch.Tensor":
     import torch
 
     with torch.inference_mode(), quiet_bitsandbytes():
-        return model(**batch).logits.float()  # (B, T, V)
+        return model(**batch.to(model.device)).logits.float().cpu()  # (B, T, V), on the CPU
 
 
 def score_texts(

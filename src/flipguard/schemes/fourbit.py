@@ -18,6 +18,11 @@ CUDA kernels differ at the last bit (four NF4 thresholds 1 ulp off these midpoin
 thresholds up to 14 ulp off, FP4 ties and the sign of zero, an approximate reciprocal). Exact
 predictions here are for the CPU kernels; code that *moves* weights (defend, attack) must keep a
 safe distance from every wall so that both agree.
+
+Measured on an H200 (``results/cuda_agreement.md``): NF4 agreed on every weight of 12.6 M random
+fp32/fp16/bf16 weights and of exhaustive fp16 sweeps; FP4 disagreed on ties only (at most 3.6e-7
+cell widths from a wall) and on the sign of zero (same level); a block whose absmax is a float32
+subnormal (bfloat16 can hold one) is flushed to zero on the GPU.
 """
 
 from __future__ import annotations
