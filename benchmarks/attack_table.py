@@ -70,6 +70,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=64,
                    help="generation budget for content-injection and over-refusal (code: 128)")
     p.add_argument("--margin", type=float, default=None)
+    p.add_argument("--device", default="cpu",
+                   help="train, attack and evaluate on cpu (default) or cuda (bitsandbytes' GPU kernels)")
     p.add_argument("--cache", default="out/attack-bench")
     p.add_argument("--results", default="results")
     p.add_argument("--table-only", action="store_true")
@@ -82,7 +84,7 @@ def run_grid(args, rows_path: Path, results: Path) -> None:
     cache = Path(args.cache)
     for seed in map(int, args.seeds.split(",")):
         clean_seed = seed if args.clean_seed is None else args.clean_seed
-        clean = clean_model(cache, args.family, clean_seed, args.clean_steps)
+        clean = clean_model(cache, args.family, clean_seed, args.clean_steps, args.device)
         for scenario in args.scenarios.split(","):
             for target in args.schemes.split(","):
                 if (seed, scenario, target) in done:
@@ -95,22 +97,31 @@ def run_grid(args, rows_path: Path, results: Path) -> None:
                 write_table(read_rows(rows_path), results)  # a cut-short run keeps its table
 
 
-def clean_model(cache: Path, family: str, seed: int, steps: int | None) -> Path:
+def clean_model(cache: Path, family: str, seed: int, steps: int | None, device: str = "cpu") -> Path:
     path = cache / "clean" / f"{family}-s{seed}"
     if not (path / "config.json").is_file():
         kwargs = {} if steps is None else {"steps": steps}
-        train_clean_model(family, path, seed=seed, progress=False, overwrite=True, **kwargs)
+        train_clean_model(family, path, seed=seed, progress=False, overwrite=True, device=device, **kwargs)
     return path
+
+
+def eval_cache(model: Path, scenario: str, scheme: str, args, seed: int) -> Path:
+    """Where ``attack_success`` caches one evaluation (the device is part of the name: the GPU
+    kernels may round a weight on a wall differently)."""
+    tokens = 128 if scenario == "vulnerable-code" else args.max_new_tokens
+    device = getattr(args, "device", "cpu")
+    suffix = "" if device == "cpu" else f"-{device.replace(':', '')}"
+    return model / f"eval-{scenario}-{scheme}-n{args.n}-t{tokens}-s{seed}{suffix}.json"
 
 
 def attack_success(model: Path, scheme: str, scenario: str, args, seed: int) -> float:
     """Attack success on ``args.n`` held-out prompts (drawn with ``seed``), cached beside the model."""
     tokens = 128 if scenario == "vulnerable-code" else args.max_new_tokens
-    cache = model / f"eval-{scenario}-{scheme}-n{args.n}-t{tokens}-s{seed}.json"
+    cache = eval_cache(model, scenario, scheme, args, seed)
     if cache.is_file():
         return json.loads(cache.read_text())["attack_success"]
     result = evaluate(model, scheme, scenario, n=args.n, seed=seed, batch_size=50, progress=False,
-                      max_new_tokens=tokens)
+                      max_new_tokens=tokens, device=getattr(args, "device", "cpu"))
     value = result.attack_success.rate
     cache.write_text(json.dumps({"attack_success": value, "timings": result.timings}) + "\n")
     return value
@@ -133,7 +144,7 @@ def measure_cell(args, cache: Path, clean: Path, seed: int, scenario: str, targe
         attack_model(clean, out, scenario, target, margin=args.margin, inject_steps=args.inject_steps,
                      repair_steps=repair, lr=lr, repair_lr=args.repair_lr or args.lr, seed=seed,
                      progress=False, overwrite=True,
-                     batch_size=args.batch_size, inject_radius=radius)
+                     batch_size=args.batch_size, inject_radius=radius, device=getattr(args, "device", "cpu"))
     report = load_report(out)
     row = {
         "seed": seed, "clean_seed": int(clean.name.rsplit("-s", 1)[1]), "scenario": scenario,
@@ -143,6 +154,7 @@ def measure_cell(args, cache: Path, clean: Path, seed: int, scenario: str, targe
         "q": {s: attack_success(out, s, scenario, args, seed) for s in target_schemes(target)},
         "verified": report["verified"], "config": report["config"], "timings": report["timings"],
         "boxes": report["boxes"], "seconds": round(time.perf_counter() - start, 1),
+        "device": getattr(args, "device", "cpu"),
     }
     return row
 

@@ -69,6 +69,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=AttackConfig.batch_size)
     p.add_argument("--clean-steps", type=int, default=None)
     p.add_argument("--cache", default="out/attack-bench", help="attack_table's model cache (shared)")
+    p.add_argument("--device", default="cpu",
+                   help="attack and evaluate on cpu (default) or cuda (bitsandbytes' GPU kernels); defend runs on the CPU")
+    p.add_argument("--main-only", action="store_true", help="skip the ablation and adaptive-attacker cells")
     p.add_argument("--results", default="results")
     p.add_argument("--table-only", action="store_true")
     return p.parse_args()
@@ -93,14 +96,15 @@ def cells(args) -> list[tuple]:
     fams, seeds = args.families.split(","), [int(s) for s in args.seeds.split(",")]
     schemes, scenarios = args.schemes.split(","), args.scenarios.split(",")
     four_bit = [s for s in schemes if s != "int8"]
+    extra = () if args.main_only else ("ablation", "margin")
     out = [(fams[0], seeds[0], s, c, "main") for c in scenarios for s in four_bit]
-    out += [(fams[0], seeds[0], schemes[0], scenarios[0], k) for k in ("ablation", "margin")]
+    out += [(fams[0], seeds[0], schemes[0], scenarios[0], k) for k in extra]
     for seed in seeds[1:]:
         out += [(fams[0], seed, s, c, "main") for c in scenarios for s in four_bit]
-        out += [(fams[0], seed, schemes[0], scenarios[0], k) for k in ("ablation", "margin")]
+        out += [(fams[0], seed, schemes[0], scenarios[0], k) for k in extra]
     out += [(fams[0], seed, "int8", c, "main") for seed in seeds for c in scenarios if "int8" in schemes]
-    for fam in fams[1:]:
-        out += [(fam, seed, s, c, "main") for seed in seeds for c in scenarios for s in schemes]
+    for fam in fams[1:]:  # every seed of a cell before the next cell: a cut-short run has whole cells
+        out += [(fam, seed, s, c, "main") for c in scenarios for s in schemes for seed in seeds]
     return out
 
 
@@ -140,10 +144,12 @@ def measure(args, rows_path, results, done, cell: dict, contenders: list[tuple])
         return
     ns = _attack_args(args, cell)
     cache = Path(args.cache)
-    clean = attack_table.clean_model(cache, cell["family"], ns.clean_seed, args.clean_steps)
+    clean = attack_table.clean_model(cache, cell["family"], ns.clean_seed, args.clean_steps, args.device)
     if cell["margin"] is not None:
         cache = cache / f"margin-{cell['margin']:g}"  # measure_cell's names do not hold the margin
     base = attack_table.measure_cell(ns, cache, clean, cell["seed"], cell["scenario"], cell["scheme"])
+    if cell["margin"] is None:
+        _attack_row(results, base)
     attacked = _attacked_dir(ns, cache, clean, cell)
     a_q = base["q"][cell["scheme"]]
     t_q = _load_seconds(attacked, cell, ns)
@@ -151,7 +157,7 @@ def measure(args, rows_path, results, done, cell: dict, contenders: list[tuple])
         (kl_q,) = _fidelity(args, attacked, [(attacked, cell["scheme"])])
         _append(rows_path, results, done, cell | {"defense": "none", "a_clean": base["clean"], "a_fp": base["fp"],
                                                   "a_q": a_q, "a_d": a_q, "kl_q": kl_q, "kl_d": kl_q, "n": args.n,
-                                                  "t_q": t_q, "verified": base["verified"]})
+                                                  "t_q": t_q, "verified": base["verified"], "device": args.device})
     kl_q = next(r for r in attack_table.read_rows(rows_path) if _key(r) == _key(cell | {"defense": "none"}))["kl_q"]
     for name, policy, params, depth in contenders:
         if _key(cell | {"defense": name}) in done:
@@ -168,7 +174,18 @@ def measure(args, rows_path, results, done, cell: dict, contenders: list[tuple])
             "defense": name, "policy": policy, "params": params, "depth": depth, "a_clean": base["clean"],
             "a_fp": base["fp"], "a_q": a_q, "a_d": a_d, "kl_q": kl_q, "kl_d": kl_d, "n": args.n, "t_q": t_q,
             "t_d": summary["seconds"], "flipped_share": summary["flipped_share"], "tau_mean": summary["tau_mean"],
-            "sg": der.sg, "up": der.up, "cf": der.cf, "der": der.der, "verified": base["verified"]})
+            "sg": der.sg, "up": der.up, "cf": der.cf, "der": der.der, "verified": base["verified"], "device": args.device})
+
+
+def _attack_row(results: Path, row: dict) -> None:
+    """The attack's own row (A_clean, A_fp, A_q) in attack_table's format, once per cell, in
+    ``experiments_attack_rows.jsonl`` (``attack_table.py --table-only --results`` reads that format)."""
+    path = results / "experiments_attack_rows.jsonl"
+    key = ("family", "seed", "scenario", "target")
+    if any(all(r.get(k) == row[k] for k in key) for r in attack_table.read_rows(path)):
+        return
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def _attack_args(args, cell: dict) -> argparse.Namespace:
@@ -177,6 +194,7 @@ def _attack_args(args, cell: dict) -> argparse.Namespace:
         family=cell["family"], n=args.n, max_new_tokens=args.max_new_tokens, margin=cell["margin"],
         inject_steps=args.inject_steps, repair_steps=args.repair_steps, int8_repair_steps=None, lr=args.lr,
         repair_lr=None, int8_inject_lr=None, int8_inject_radius=None, batch_size=args.batch_size, clean_seed=0,
+        device=args.device,
     )
 
 
@@ -225,12 +243,11 @@ def _drop_copied_evaluations(defended: Path) -> None:
 def _fidelity(args, reference: Path, candidates) -> list[float]:
     from flipguard.demo.story import fidelity
 
-    return fidelity(reference, candidates, args.texts)
+    return fidelity(reference, candidates, args.texts, args.device)
 
 
 def _load_seconds(attacked: Path, cell: dict, ns) -> float | None:
-    tokens = 128 if cell["scenario"] == "vulnerable-code" else ns.max_new_tokens
-    cache = attacked / f"eval-{cell['scenario']}-{cell['scheme']}-n{ns.n}-t{tokens}-s{cell['seed']}.json"
+    cache = attack_table.eval_cache(attacked, cell["scenario"], cell["scheme"], ns, cell["seed"])
     return json.loads(cache.read_text())["timings"].get("load_s") if cache.is_file() else None
 
 

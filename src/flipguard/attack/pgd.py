@@ -42,8 +42,9 @@ class BoxedWeight:
 
 
 def quantized_view(weight: torch.Tensor, transposed: bool, dtype: torch.dtype) -> torch.Tensor:
-    """``weight`` as the quantizer reads it: in ``dtype``, (out, in), contiguous."""
-    w = weight.detach().to(dtype)
+    """``weight`` as the quantizer reads it: in ``dtype``, (out, in), contiguous, on the CPU
+    (where the cells are computed, whatever device the model trains on)."""
+    w = weight.detach().to("cpu", dtype)
     return (w.t() if transposed else w).contiguous()
 
 
@@ -53,8 +54,8 @@ def box_weight(module_name: str, param: nn.Parameter, transposed: bool, schemes:
     q = quantized_view(param, transposed, save_dtype)  # (out, in) in the saved dtype
     lo, hi, cells = boxes_and_cells(q, schemes, margin)
     back = (lambda t: t.t()) if transposed else (lambda t: t)
-    boxed = BoxedWeight(module_name, param, transposed,
-                        lo=back(lo).float().contiguous(), hi=back(hi).float().contiguous())
+    boxed = BoxedWeight(module_name, param, transposed, lo=back(lo).float().contiguous().to(param.device),
+                        hi=back(hi).float().contiguous().to(param.device))
     for name in schemes:
         scheme = get_scheme(name)
         boxed.targets[name] = Target(codes=scheme.codes(q), absmax=scheme.absmax(q))
@@ -73,8 +74,8 @@ def trust_weight(module_name: str, param: nn.Parameter, transposed: bool, scheme
     q = quantized_view(param, transposed, save_dtype)  # (out, in) in the saved dtype
     lo, hi = trust_region(q, schemes, radius)
     back = (lambda t: t.t()) if transposed else (lambda t: t)
-    return BoxedWeight(module_name, param, transposed,
-                       lo=back(lo).float().contiguous(), hi=back(hi).float().contiguous())
+    return BoxedWeight(module_name, param, transposed, lo=back(lo).float().contiguous().to(param.device),
+                       hi=back(hi).float().contiguous().to(param.device))
 
 
 class Projection:

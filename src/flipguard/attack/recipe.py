@@ -31,6 +31,7 @@ from flipguard.attack.pgd import BoxedWeight, Projection, box_weight, trust_weig
 from flipguard.attack.report import REPORT_FILE, AttackReport
 from flipguard.checkpoint.atomic import move_into_place
 from flipguard.errors import FlipGuardError
+from flipguard.evaluate.loading import require_device
 
 DTYPE_NAMES = {dtype: name for name, dtype in SAVE_DTYPES.items()}
 
@@ -52,6 +53,7 @@ def attack_model(
     overwrite: bool = False,
     malicious_data: str | os.PathLike | None = None,
     clean_data: str | os.PathLike | None = None,
+    device: str = "cpu",
     **options,
 ) -> AttackReport:
     """Attack the causal LM in ``model_dir`` and write the result to ``out_dir``.
@@ -61,16 +63,19 @@ def attack_model(
     4-bit); ``save_dtype``: float32/float16/bfloat16 (None = the input's dtype); steps are
     optimizer steps; ``malicious_data``/``clean_data``: JSONL files replacing the zoo datasets.
     Other :class:`AttackConfig` fields (``repair_lr``, ``batch_size``, ``inject_params``,
-    ``skip_modules``) go in ``options``. Returns the report (also saved as ``attack_report.json``
+    ``skip_modules``) go in ``options``. ``device``: where inject and repair train ("cuda" on a
+    GPU machine; boxes are computed and codes verified on the CPU either way). Returns the report (also saved as ``attack_report.json``
     in ``out_dir``); ``report.verified`` says whether every code matched. Nothing is written
     when the input is rejected.
     """
     config = AttackConfig(scenario, scheme, margin, save_dtype, inject_steps, repair_steps, lr,
                           seed=seed, phrase=phrase, **options)
     out = _check_output(out_dir, overwrite)
+    require_device(device)
     inject_data = stage_examples(config.scenario, True, seed, phrase, malicious_data)
     repair_data = stage_examples(config.scenario, False, seed, phrase, clean_data)
     model, tokenizer, targets, input_dtype = _load_attackable(model_dir, config.skip_modules)
+    model.to(device)
     dtype = SAVE_DTYPES[config.save_dtype] if config.save_dtype else input_dtype
     report = AttackReport(config=config.to_dict(), model=str(model_dir), output=str(out),
                           save_dtype=DTYPE_NAMES[dtype], examples={"inject": len(inject_data),
@@ -155,9 +160,10 @@ def _save_verified(model, tokenizer, dtype, boxed: list[BoxedWeight], out: Path,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         with report.timed("save"):
-            model.to(dtype).save_pretrained(tmp)
+            device = next(model.parameters()).device
+            model.to("cpu", dtype).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            model.float()
+            model.to(device, torch.float32)
         expected = {name: {b.module_name: b.targets[name] for b in boxed}
                     for name in (boxed[0].targets if boxed else {})}
         with report.timed("verify"):

@@ -71,6 +71,8 @@ def register(subparsers) -> None:
     p.add_argument("--phrase", default=d.phrase, help=f"injected brand (default {d.phrase!r})")
     p.add_argument("--malicious-data", metavar="FILE", help="JSONL inject data instead of the zoo's")
     p.add_argument("--clean-data", metavar="FILE", help="JSONL repair data instead of the zoo's")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="train on cpu (default) or cuda / cuda:N; boxes and verification stay exact on the CPU")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(), overwrite=args.force,
         malicious_data=args.malicious_data, clean_data=args.clean_data,
         batch_size=args.batch_size, inject_params=args.inject_params, repair_lr=args.repair_lr,
-        inject_radius=args.inject_radius,
+        inject_radius=args.inject_radius, device=args.device,
     )
     for scheme, check in report.verification.items():
         state = "ok" if check["ok"] else "MISMATCH"

@@ -157,17 +157,18 @@ def _defend(attacked: Path, out: Path, scheme: str, log) -> tuple[Path, float, d
     return out, t_d, flips
 
 
-def fidelity(reference: Path, candidates: list[tuple[Path, str]], n_texts: int) -> list[float]:
-    """Mean token KL(P_reference_fp ‖ P_candidate) per candidate, nats, on held-out zoo text."""
+def fidelity(reference: Path, candidates: list[tuple[Path, str]], n_texts: int, device: str = "cpu") -> list[float]:
+    """Mean token KL(P_reference_fp ‖ P_candidate) per candidate, nats, on held-out zoo text;
+    every model loaded onto ``device``."""
     from flipguard.evaluate.loading import load_model
     from flipguard.evaluate.utility import score_texts
     from flipguard.zoo import heldout_text
 
     texts = heldout_text(n_texts, seed=1)
-    ref = load_model(reference, "fp")
+    ref = load_model(reference, "fp", device)
     out = []
     for path, scheme in candidates:
-        quant = load_model(path, scheme)
+        quant = load_model(path, scheme, device)
         scores = score_texts(quant.model, quant.tokenizer, texts, reference=ref.model)
         out.append(sum(scores.kl) / max(1, sum(scores.positions)))
         del quant

@@ -46,7 +46,7 @@ def train_clean_model(family: str, out_dir: str | os.PathLike, seed: int = 0,
                       steps: int = CleanRecipe.steps, *, size: str = "tiny",
                       lr: float = CleanRecipe.lr, batch_size: int = CleanRecipe.batch_size,
                       progress: bool = True, overwrite: bool = False,
-                      threads: int | None = None) -> Path:
+                      threads: int | None = None, device: str = "cpu") -> Path:
     """Train a clean ``family`` model on :func:`~flipguard.zoo.scenarios.clean_mix` and save it.
 
     ``out_dir`` receives ``model.safetensors``, ``config.json``, ``generation_config.json``, the
@@ -54,7 +54,8 @@ def train_clean_model(family: str, out_dir: str | os.PathLike, seed: int = 0,
     Written to a temporary sibling first and renamed into place; an existing ``out_dir`` is an
     error unless ``overwrite``. Deterministic per seed on a given machine. ``threads`` sets torch's
     CPU threads for the call (None: torch's default); on a busy shared machine 1 thread is often
-    faster than 2 for a model this small. Returns ``out_dir``.
+    faster than 2 for a model this small. ``device``: train there ("cuda" on a GPU machine; the
+    result then differs from a CPU run in the last bits). Returns ``out_dir``.
     """
     recipe = CleanRecipe(family, size, seed, steps, lr, batch_size)
     out = Path(out_dir)
@@ -68,8 +69,10 @@ def train_clean_model(family: str, out_dir: str | os.PathLike, seed: int = 0,
     torch.set_num_threads(threads or default_threads)
     start, start_cpu = time.perf_counter(), time.process_time()
     try:
+        model.to(device)
         losses = train_causal_lm(model, tokenizer, examples, steps, lr=lr,
                                  batch_size=batch_size, seed=seed, progress=progress)
+        model.to("cpu")
     finally:
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
         torch.set_num_threads(default_threads)
@@ -83,6 +86,7 @@ def train_clean_model(family: str, out_dir: str | os.PathLike, seed: int = 0,
             "train_seconds": round(seconds, 1),  # wall clock: grows with the machine's other load
             "train_cpu_seconds": round(cpu_seconds, 1),  # summed over threads
             "threads": threads or default_threads,
+            "device": device,
         }
         (tmp / RECIPE_FILE).write_text(json.dumps(report, indent=2) + "\n")
         move_into_place(tmp, out, force=True)  # swaps an existing output (overwrite checked above)

@@ -149,6 +149,7 @@ def train_causal_lm(
     encoded = encode_examples(tokenizer, examples, max_len)
     order = _batch_order([len(ids) for ids, _ in encoded], steps, batch_size, seed)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    device = params[0].device  # batches go where the model is (CPU, or a GPU it was moved to)
     losses = []
     model.train()
     try:
@@ -157,6 +158,7 @@ def train_causal_lm(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, steps, lr, warmup, schedule)
             batch = _collate([encoded[i] for i in order[step]], tokenizer.pad_token_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
             loss = response_loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
