@@ -322,25 +322,95 @@ def write_table(rows: list[dict], results: Path) -> None:
     (results / "experiments.csv").write_text("\n".join(csv) + "\n")
     md = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     md += ["| " + " | ".join(str(line[c]) for c in COLUMNS) + " |" for line in lines]
-    (results / "experiments.md").write_text(HEADER + "\n".join(md) + "\n\n" + "\n".join(cells_ran(rows)) + "\n")
+    per_family = "\n".join(family_lines(rows))
+    (results / "experiments.md").write_text(HEADER + per_family + "\n\n## Pooled over families\n\n" + "\n".join(md)
+                                            + "\n\n" + "\n".join(cells_ran(rows)) + "\n")
+    if rows:
+        plot(rows, results / "experiments.png")
+
+
+HEADLINE = ("gaussian(best)", "ratio15", "adaptive")
+
+
+def family_lines(rows: list[dict]) -> list[str]:
+    """The headline per architecture: the published-margin attack and the three main defenses,
+    mean over seeds (A as a share, KL in nats; DER mean ± std)."""
+    rows = [r for r in rows + _best_gaussian(rows) if r["margin"] is None]
+    out = ["## Headline per architecture (published margins; mean over seeds)", "",
+           "A_d and KL_d per defense; A_fp / A_q are the attacked model's own. Lower A_d and KL_d are better.", "",
+           "| family | scheme | scenario | seeds | device | A_fp | A_q | " + " | ".join(
+               f"{d}: A_d / KL_d / DER" for d in HEADLINE) + " |",
+           "|" + "---|" * (7 + len(HEADLINE))]
+    cells = dict.fromkeys((r["family"], r["scheme"], r["scenario"]) for r in rows if r["defense"] == "none")
+    for fam, scheme, scenario in cells:
+        group = [r for r in rows if (r["family"], r["scheme"], r["scenario"]) == (fam, scheme, scenario)]
+        base = [r for r in group if r["defense"] == "none"]
+        seeds = " ".join(str(r["seed"]) for r in base)
+        device = " ".join(sorted({r.get("device", "cpu") for r in base}))
+        parts = []
+        for d in HEADLINE:
+            g = [r for r in group if r["defense"] == d]
+            if not g:
+                parts.append("–")
+                continue
+            parts.append(f"{statistics.fmean(r['a_d'] for r in g):.2f} / {statistics.fmean(r['kl_d'] for r in g):.3f}"
+                         f" / {_ms([r.get('der') for r in g])}")
+        out.append(f"| {fam} | {scheme} | {scenario} | {seeds} | {device} | "
+                   f"{statistics.fmean(r['a_fp'] for r in base):.2f} | {statistics.fmean(r['a_q'] for r in base):.2f} | "
+                   + " | ".join(parts) + " |")
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Security against fidelity: every (family, seed, scheme, scenario) cell that holds a
+    backdoor, one marker per defense, with published margins; lower-left is better."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows + _best_gaussian(rows)  # cells with a backdoor to remove (SG defined)
+            if r["margin"] is None and r["defense"] != "none" and r.get("sg") is not None]
+    styles = {"adaptive": ("*", "tab:green", 110), "ratio15": ("s", "tab:orange", 40),
+              "gaussian(best)": ("o", "tab:blue", 40)}
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for defense, (marker, color, size) in styles.items():
+        g = [r for r in rows if r["defense"] == defense]
+        if g:
+            ax.scatter([max(r["kl_d"], 1e-4) for r in g], [r["a_d"] for r in g], marker=marker, c=color, s=size,
+                       alpha=0.7, label=f"{defense} ({len(g)} cells)")
+    fams = " ".join(sorted({r["family"] for r in rows}))
+    ax.set_xscale("log")
+    ax.set_xlabel("fidelity loss after defense + quantization: token KL to the attacked fp model (nats)")
+    ax.set_ylabel("quantized attack success after defense")
+    ax.set_title(f"Security against fidelity, every grid cell ({fams}; lower-left is better)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def cells_ran(rows: list[dict]) -> list[str]:
     """Which cells the rows cover (an honest account of a cut-short grid), one line each."""
-    out = ["## Cells measured", "", "| family | seed | scheme | scenario | margin | defenses measured |",
-           "|---|---|---|---|---|---|"]
+    out = ["## Cells measured", "", "| family | seed | scheme | scenario | margin | device | defenses measured |",
+           "|---|---|---|---|---|---|---|"]
     cells = dict.fromkeys((r["family"], r["seed"], r["scheme"], r["scenario"], r["margin"]) for r in rows)
     for cell in cells:
-        names = [r["defense"] for r in rows
-                 if (r["family"], r["seed"], r["scheme"], r["scenario"], r["margin"]) == cell]
-        out.append("| " + " | ".join("" if v is None else str(v) for v in cell) + f" | {', '.join(names)} |")
+        group = [r for r in rows if (r["family"], r["seed"], r["scheme"], r["scenario"], r["margin"]) == cell]
+        device = " ".join(sorted({r.get("device", "cpu") for r in group}))
+        out.append("| " + " | ".join("" if v is None else str(v) for v in cell)
+                   + f" | {device} | {', '.join(r['defense'] for r in group)} |")
     return out
 
 
 HEADER = """# FlipGuard experiments grid
 
 Produced by `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/experiments.py` (defaults; see its
-docstring for the grid), then `--table-only`; the cells it reached are listed at the end.
+docstring for the grid) on the 2-core CPU machine for Llama (bitsandbytes' CPU kernels), and by
+`python3 benchmarks/experiments.py --device cuda --main-only --families llama,qwen2,gpt2 --schemes nf4,fp4`
+on one NVIDIA H200 for Qwen2 and GPT-2 (training, attack and every evaluation on the GPU, with
+bitsandbytes' CUDA kernels; defend on the CPU; log: `experiments_cuda_log.txt`); then
+`--table-only`. The device of every cell is listed at the end.
 A_*: attack success (share of held-out answers with the malicious behaviour; vulnerable code: share
 of programs with a bandit finding) of the attacked model in full precision (fp), plainly quantized
 (q), defended then quantized (d); mean ± std over the (family, seed) rows listed, with the pooled

@@ -39,7 +39,8 @@ def _logits(model, batch) -> "torch.Tensor":
     import torch
 
     with torch.inference_mode(), quiet_bitsandbytes():
-        return model(**batch.to(model.device)).logits.float().cpu()  # (B, T, V), on the CPU
+        moved = {k: v.to(model.device) for k, v in batch.items()}  # (BatchEncoding.to works in place)
+        return model(**moved).logits.float().cpu()  # (B, T, V), on the CPU
 
 
 def score_texts(
