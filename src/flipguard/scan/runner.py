@@ -89,6 +89,8 @@ def scan_checkpoint(
     verdict, evidence = scan_tensors(quantizer_view(), names, load_dtype, alpha)
     bar.close()
     notes = [_note(e) for e in evidence if e.status in ("nonfinite", "degenerate")]
+    if verdict.status == "backdoor" and (checkpoint.path / DEFENSE_REPORT).is_file():
+        notes.append(DEFENDED_NOTE)
     return ScanReport(
         path=str(checkpoint.path),
         schemes=names,
@@ -98,6 +100,16 @@ def scan_checkpoint(
         seconds=time.perf_counter() - start,
         weights_scanned=weights,
     )
+
+
+#: What ``flipguard defend`` writes beside the weights (kept in step with flipguard.defend.report).
+DEFENSE_REPORT = "flipguard_defense.json"
+DEFENDED_NOTE = (
+    f"this directory holds {DEFENSE_REPORT}: `flipguard defend` lands every weight it flips a safe depth "
+    "inside the new cell, which leaves the same empty band next to the walls, so defended checkpoints "
+    "are flagged too. The file proves nothing by itself (anyone can write it): to be sure, defend the "
+    "original checkpoint yourself."
+)
 
 
 def release_freed_memory() -> None:
