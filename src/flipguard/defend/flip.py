@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from flipguard.defend.fast import chunk_cells, group_max, group_of, normalize_at
 from flipguard.schemes import Grouped, Scheme, ulp
 
 SAFE_DEPTH = {"int8": 0.1, "fp4": 0.02, "nf4": 0.02}  # cell widths from either wall of the new cell
@@ -57,6 +58,8 @@ class Cells:
     u: torch.Tensor
     d: torch.Tensor
     depth: float
+    shape: tuple[int, int]
+    maxima: "Lazy"  # per group, the largest |w| in the stored dtype
 
     @property
     def pinned(self) -> torch.Tensor:
@@ -64,7 +67,12 @@ class Cells:
 
     def copy(self) -> "Cells":
         """Same scales (shared, never modified), own level/u/d to update."""
-        return Cells(self.scheme, self.grouped, self.level.clone(), self.u.clone(), self.d.clone(), self.depth)
+        return Cells(self.scheme, self.grouped, self.level.clone(), self.u.clone(), self.d.clone(), self.depth,
+                     self.shape, self.maxima)
+
+    def group_max_at(self, idx: torch.Tensor) -> torch.Tensor:
+        """The group's largest ``|w|`` (stored dtype) for the weights at flat ``idx``."""
+        return self.maxima()[group_of(self.scheme, idx, self.shape)]
 
     def width(self, level: torch.Tensor) -> torch.Tensor:
         """Cell width in x units (float32) of levels ``level``."""
@@ -82,28 +90,40 @@ def safe_depth(scheme: str, depth: float | None = None) -> float:
 
 
 def cells_of(scheme: Scheme, work: torch.Tensor, depth: float | None = None) -> Cells:
-    """:class:`Cells` of the 2-D chunk ``work`` (stored dtype) under ``scheme``."""
-    grouped = scheme.group(work)
-    level, u, d = scheme.position(grouped.x.reshape(-1))
-    d = torch.where(grouped.pinned.reshape(-1), torch.full_like(d, float("nan")), d)
-    return Cells(scheme, grouped, level, u, d, safe_depth(scheme.name, depth))
+    """:class:`Cells` of the 2-D chunk ``work`` (stored dtype) under ``scheme`` (``defend.fast``:
+    the values ``scheme.group`` and ``scheme.position`` give, in one pass)."""
+    scheme.check(work)
+    x, pinned, level, u, d, absmax = chunk_cells(scheme, scheme.read(work))
+    maxima = Lazy(lambda: group_max(scheme, work))  # per group, stored dtype
+
+    def broadcast() -> torch.Tensor:
+        return maxima()[group_of(scheme, torch.arange(work.numel()), work.shape)].view(work.shape)
+
+    grouped = Grouped(x=x.view(work.shape), pinned=pinned.view(work.shape), absmax=absmax, _group_max=broadcast)
+    return Cells(scheme, grouped, level, u, d, safe_depth(scheme.name, depth), tuple(work.shape), maxima)
+
+
+class Lazy:
+    """A value computed on first call, then kept."""
+
+    def __init__(self, make):
+        self.make, self.value = make, None
+
+    def __call__(self):
+        if self.value is None:
+            self.value = self.make()
+        return self.value
 
 
 def x_at(cells: Cells, work: torch.Tensor, idx: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
-    """Normalized values (float32) at flat ``idx`` of ``work``, with ``values`` put there if given.
+    """Normalized values (float32) at flat ``idx`` of ``work``, or of stored ``values`` put there.
 
-    Exact: the scheme normalizes the whole chunk with its scales fixed (``work`` is restored).
+    Exact: what the scheme gives there when it normalizes the whole chunk with its scales fixed
+    (``defend.fast.normalize_at``); ``work`` is not changed.
     """
-    flat = work.view(-1)
-    old = flat[idx].clone() if values is not None else None
-    if values is not None:
-        flat[idx] = values
-    try:
-        s = cells.scheme
-        return s.normalize_like(s.read(work), cells.grouped, work).reshape(-1)[idx]
-    finally:
-        if values is not None:
-            flat[idx] = old
+    s = cells.scheme
+    stored = work.view(-1)[idx] if values is None else values.to(work.dtype)
+    return normalize_at(s, s.read(stored), cells.grouped.absmax, idx, work.shape)
 
 
 @dataclass
@@ -194,10 +214,10 @@ def grid_dtype(scheme: Scheme, stored: torch.dtype) -> torch.dtype:
 def _slope(cells: Cells, work: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """Approximate dx/dw (float64) at ``idx``: the group's scale; exactness comes from _settle."""
     s = cells.scheme
-    ref = s.read(cells.grouped.group_max) * 0.5  # inside every group's range, never clamped
+    ref = s.read(cells.group_max_at(idx)) * 0.5  # inside every group's range, never clamped
     ref = torch.where(ref > 0, ref, torch.ones_like(ref))
-    x = s.normalize_like(ref, cells.grouped, work).reshape(-1)[idx]
-    return x.double() / ref.reshape(-1)[idx].double()
+    x = normalize_at(s, ref, cells.grouped.absmax, idx, work.shape)
+    return x.double() / ref.double()
 
 
 def _settle(work, cells, idx, values, s, target, depth):

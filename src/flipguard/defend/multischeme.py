@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from flipguard.defend.fast import chunk_absmax, normalize_at
 from flipguard.defend.flip import Cells, cells_of, flip_across_wall
 from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generator
 from flipguard.schemes import Scheme
@@ -87,12 +88,26 @@ def flipped_any(flipped: dict) -> bool:
     return any(bool(len(v[0])) for v in flipped.values())
 
 
-def _cap(cells: list[Cells]) -> torch.Tensor:
-    """Per weight, the smallest group maximum (stored dtype) over all schemes."""
-    cap = cells[0].grouped.group_max.reshape(-1)
-    for c in cells[1:]:
-        cap = torch.minimum(cap, c.grouped.group_max.reshape(-1))
-    return cap
+class _Cap:
+    """Per weight, the smallest group maximum (stored dtype) over all schemes, gathered where asked
+    (``cap[idx]``) or for the whole chunk (``cap.full()``)."""
+
+    def __init__(self, cells: list[Cells]):
+        self.cells = cells
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        out = self.cells[0].group_max_at(idx)
+        for c in self.cells[1:]:
+            out = torch.minimum(out, c.group_max_at(idx))
+        return out
+
+    def full(self) -> torch.Tensor:
+        return self[torch.arange(self.cells[0].level.numel())]
+
+
+def _cap(cells: list[Cells]) -> _Cap:
+    """Per weight, the smallest group maximum (stored dtype) over all schemes (see :class:`_Cap`)."""
+    return _Cap(cells)
 
 
 def _flip_passes(work, cells: list[Cells], plans, cap, key, totals) -> dict:
@@ -152,7 +167,7 @@ def _add_noise(work, cells: list[Cells], policy: Gaussian, cap, key, noise_scale
     noise = torch.randn(free.shape, generator=generator(policy.seed, key), dtype=torch.float64)
     flat = work.view(-1)
     values = (flat.double() + policy.sigma * scale * noise).to(work.dtype)
-    ok = free & (values.abs() < cap) & torch.isfinite(values) & (values != flat)
+    ok = free & (values.abs() < cap.full()) & torch.isfinite(values) & (values != flat)
     idx = ok.nonzero().view(-1)
     flat[idx] = values[idx]
     for c in cells:
@@ -174,10 +189,14 @@ def verify(work: torch.Tensor, before: list[Cells], flipped: dict) -> dict[str, 
     out = {}
     for old in before:
         s = old.scheme
-        grouped = s.group(work)
-        if not torch.equal(grouped.absmax, old.grouped.absmax):
-            raise RuntimeError(f"defend: a {s.name} group scale changed; this is a bug")
-        x = grouped.x.reshape(-1)[moved]
+        if len(moved):  # nothing moved: nothing changed
+            read = s.read(work)
+            absmax = chunk_absmax(s, read)
+            if not torch.equal(absmax, old.grouped.absmax):
+                raise RuntimeError(f"defend: a {s.name} group scale changed; this is a bug")
+            x = normalize_at(s, read.reshape(-1)[moved], absmax, moved, work.shape)
+        else:
+            x = old.grouped.x.reshape(-1)[moved]
         level, u, d = s.position(x)
         stats = SchemeStats(weights=int((~old.pinned).sum()))
         stats.codes_changed = int((level != old.level[moved]).sum())
