@@ -9,7 +9,9 @@ few weights it moves. These helpers give the same tensors, bit for bit:
 - :func:`chunk_absmax` — the group scales only (the final verification);
 - :func:`normalize_at` — ``x`` of the weights at flat indices ``idx`` only, with the scales held
   fixed (what ``Scheme.normalize_like`` gives there, without normalizing the whole chunk);
-- :func:`group_max_at` — the group's largest ``|w|`` in the stored dtype, at ``idx``.
+- :func:`position` — ``scheme.position(x)`` of the few values a flip looks at, in one pass;
+- :func:`group_max`, :func:`group_of` — the group's largest ``|w|`` in the stored dtype, and
+  which group a weight is in.
 
 They are not a second definition of the cell: every formula mirrors ``flipguard.schemes``
 operation for operation (same float32 roundings), the tables (walls, cell lower ends, inverse
@@ -24,12 +26,31 @@ import numpy as np
 import torch
 from numba import njit
 
-from flipguard.scan.fast import _ROUNDER, _count_below, _padded
+from flipguard.scan.fast import _ROUNDER, _count_below_linear
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
 from flipguard.schemes.int8 import INT8
 
-_TINY = np.float32(1e-38)  # bitsandbytes' stand-in for a zero absmax (schemes.fourbit)
+_TINY = np.float32(1e-38)
+_BLOCK_BITS = BLOCK.bit_length() - 1
+assert 1 << _BLOCK_BITS == BLOCK  # bitsandbytes' stand-in for a zero absmax (schemes.fourbit)
+
+
+@njit(inline="always")
+def _fourbit_cell(xi, walls, low, inv_width):
+    """(level, u, d) of one normalized value: ``Scheme._position`` (bucketize, then the table's
+    lower end and inverse width, d clamped to [0, 0.5])."""
+    k = _count_below_linear(walls, xi)
+    ui = (xi - low[k]) * inv_width[k]
+    return k, ui, min(max(min(ui, np.float32(1.0) - ui), np.float32(0.0)), np.float32(0.5))
+
+
+@njit(inline="always")
+def _int8_cell(xi):
+    """(level, u, d) of one value in code units: ``INT8._position`` (round half to even)."""
+    nearest = (xi + _ROUNDER) - _ROUNDER  # round half to even, exact for |x| < 2^22
+    offset = xi - nearest
+    return int(nearest) + 127, offset + np.float32(0.5), np.float32(0.5) - abs(offset)
 
 
 @njit(cache=True)
@@ -53,17 +74,13 @@ def _fourbit_cells(flat, walls, low, inv_width, x, pinned, level, u, d, absmax):
             v = flat[i]
             xi = v / m if partial else v * inv
             xi = min(max(xi, np.float32(-1.0)), np.float32(1.0))
-            k = _count_below(walls, xi)
-            ui = (xi - low[k]) * inv_width[k]
+            k, ui, di = _fourbit_cell(xi, walls, low, inv_width)
             x[i] = xi
             level[i] = k
             u[i] = ui
             pin = zero_group or abs(v) == m
             pinned[i] = pin
-            if pin:
-                d[i] = np.float32(np.nan)
-            else:
-                d[i] = min(max(min(ui, np.float32(1.0) - ui), np.float32(0.0)), np.float32(0.5))
+            d[i] = np.float32(np.nan) if pin else di
 
 
 @njit(cache=True)
@@ -82,14 +99,13 @@ def _int8_cells(rows, x, pinned, level, u, d, absmax):
             xi = v * scale
             if xi != xi:  # 0 * inf in a zero row: nan_to_num
                 xi = np.float32(0.0)
-            nearest = (xi + _ROUNDER) - _ROUNDER  # round half to even, exact for |x| < 2^22
-            offset = xi - nearest
+            k, ui, di = _int8_cell(xi)
             x[r, j] = xi
-            level[r, j] = int(nearest) + 127
-            u[r, j] = offset + np.float32(0.5)
+            level[r, j] = k
+            u[r, j] = ui
             pin = m == np.float32(0.0) or abs(v) == m
             pinned[r, j] = pin
-            d[r, j] = np.float32(np.nan) if pin else np.float32(0.5) - abs(offset)
+            d[r, j] = np.float32(np.nan) if pin else di
 
 
 @njit(cache=True)
@@ -104,6 +120,33 @@ def _fourbit_absmax(flat, absmax):
         absmax[b] = max(m, _TINY) if stop - start < BLOCK else m
 
 
+
+@njit(cache=True)
+def _fourbit_position(x, walls, low, inv_width, level, u, d):
+    for i in range(x.size):
+        level[i], u[i], d[i] = _fourbit_cell(x[i], walls, low, inv_width)
+
+
+@njit(cache=True)
+def _int8_position(x, level, u, d):
+    for i in range(x.size):
+        level[i], u[i], d[i] = _int8_cell(x[i])
+
+
+def position(scheme: Scheme, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(level, u, d) of float32 normalized values ``x`` (1-D): ``scheme.position(x)``, one pass."""
+    x = x.contiguous()
+    level = torch.empty(x.shape, dtype=torch.int64)
+    u, d = torch.empty_like(x), torch.empty_like(x)
+    if isinstance(scheme, FourBitScheme):
+        _fourbit_position(x.numpy(), scheme.walls.numpy(), scheme._cell_tables[0].numpy(), scheme._inv_width.numpy(),
+                          level.numpy(), u.numpy(), d.numpy())
+    elif isinstance(scheme, INT8):
+        _int8_position(x.numpy(), level.numpy(), u.numpy(), d.numpy())
+    else:
+        raise TypeError(f"no fused defend kernel for scheme {scheme.name!r}")
+    return level, u, d
+
 def chunk_cells(scheme: Scheme, read: torch.Tensor):
     """(x, pinned, level, u, d, absmax) of the 2-D chunk ``read`` (float32, ``scheme.read`` of the
     stored weights): as ``scheme.group(w)`` (x, pinned, absmax) and ``scheme.position(x)`` (level,
@@ -117,7 +160,7 @@ def chunk_cells(scheme: Scheme, read: torch.Tensor):
     d = torch.empty(n, dtype=torch.float32)
     if isinstance(scheme, FourBitScheme):
         absmax = torch.empty(-(-n // BLOCK), dtype=torch.float32)
-        walls = _padded(scheme.walls.numpy())
+        walls = scheme.walls.numpy()
         low, inv_width = scheme._cell_tables[0].numpy(), scheme._inv_width.numpy()
         _fourbit_cells(read.view(-1).numpy(), walls, low, inv_width, x.numpy(), pinned.numpy(), level.numpy(),
                        u.numpy(), d.numpy(), absmax.numpy())
@@ -150,7 +193,7 @@ def normalize_at(scheme: Scheme, values: torch.Tensor, absmax: torch.Tensor, idx
     if isinstance(scheme, FourBitScheme):
         n = shape[0] * shape[1]
         nfull = (n - n % BLOCK) // BLOCK
-        block = torch.div(idx, BLOCK, rounding_mode="floor")
+        block = idx >> _BLOCK_BITS  # idx // BLOCK, idx >= 0
         inv = torch.reciprocal(absmax.clamp(min=1e-38))
         x = values * inv[block]
         if nfull < len(absmax):  # the partial block divides
@@ -177,5 +220,6 @@ def group_max(scheme: Scheme, work: torch.Tensor) -> torch.Tensor:
 
 def group_of(scheme: Scheme, idx: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Group number (int64) of the weights at flat ``idx`` of a chunk of ``shape``."""
-    size = BLOCK if isinstance(scheme, FourBitScheme) else shape[1]
-    return torch.div(idx, size, rounding_mode="floor")
+    if isinstance(scheme, FourBitScheme):
+        return idx >> _BLOCK_BITS
+    return torch.div(idx, shape[1], rounding_mode="floor")

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from flipguard.defend.fast import chunk_cells, group_max, group_of, normalize_at
+from flipguard.defend.fast import chunk_cells, group_max, group_of, normalize_at, position
 from flipguard.schemes import Grouped, Scheme, ulp
 
 SAFE_DEPTH = {"int8": 0.1, "fp4": 0.02, "nf4": 0.02}  # cell widths from either wall of the new cell
@@ -80,7 +80,7 @@ class Cells:
 
     def update(self, work: torch.Tensor, idx: torch.Tensor) -> None:
         """Recompute level, u, d at flat indices ``idx`` after ``work`` changed there."""
-        level, u, d = self.scheme.position(x_at(self, work, idx))
+        level, u, d = position(self.scheme, x_at(self, work, idx))
         self.level[idx], self.u[idx], self.d[idx] = level, u, d
 
 
@@ -223,7 +223,7 @@ def _slope(cells: Cells, work: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def _settle(work, cells, idx, values, s, target, depth):
     """Step rounded ``values`` (grid dtype) ulp by ulp until each sits ``depth`` inside its target cell."""
     for step in range(MAX_STEPS + 1):
-        level, u, d = cells.scheme.position(x_at(cells, work, idx, values.to(work.dtype)))
+        level, u, d = position(cells.scheme, x_at(cells, work, idx, values.to(work.dtype)))
         good = (level == target) & (d >= depth)  # the very test verify() applies afterwards
         if bool(good.all()) or step == MAX_STEPS:
             return values, good
@@ -241,7 +241,7 @@ def _keeps_safe(work, other: Cells, idx, values) -> torch.Tensor:
     cell (it is a flip there as well); where it keeps the level, it must stay ``OTHER_GUARD`` from
     the walls, or no closer than it was.
     """
-    level, _, d = other.scheme.position(x_at(other, work, idx, values))
+    level, _, d = position(other.scheme, x_at(other, work, idx, values))
     before = other.d[idx]
     need = torch.where(
         level == other.level[idx], torch.clamp(before, max=OTHER_GUARD), torch.full_like(before, other.depth)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flipguard.defend.fast import chunk_absmax, normalize_at
+from flipguard.defend.fast import chunk_absmax, normalize_at, position
 from flipguard.defend.flip import Cells, cells_of, flip_across_wall
 from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generator
 from flipguard.schemes import Scheme
@@ -181,11 +181,9 @@ def verify(work: torch.Tensor, before: list[Cells], flipped: dict) -> dict[str, 
     Checks: every group scale unchanged; every weight flipped by a scheme's pass still at its
     target level and its scheme's depth inside it. Returns per-scheme weights, codes changed and max shift.
     """
-    flat_moved = None
-    for idx, _ in flipped.values():
-        flat_moved = idx if flat_moved is None else torch.cat([flat_moved, idx])
-    # passes move disjoint weights (flips lock them): sorting is enough to index them
-    moved = torch.sort(flat_moved).values if flat_moved is not None else torch.empty(0, dtype=torch.int64)
+    # passes move disjoint weights (flips lock them): each moved weight appears once
+    moved = torch.cat([idx for idx, _ in flipped.values()]) if flipped else torch.empty(0, dtype=torch.int64)
+    where = None  # flat index -> position in ``moved``, built once if a scheme's flips are checked
     out = {}
     for old in before:
         s = old.scheme
@@ -197,7 +195,7 @@ def verify(work: torch.Tensor, before: list[Cells], flipped: dict) -> dict[str, 
             x = normalize_at(s, read.reshape(-1)[moved], absmax, moved, work.shape)
         else:
             x = old.grouped.x.reshape(-1)[moved]
-        level, u, d = s.position(x)
+        level, u, d = position(s, x)
         stats = SchemeStats(weights=int((~old.pinned).sum()))
         stats.codes_changed = int((level != old.level[moved]).sum())
         if len(moved):
@@ -205,7 +203,10 @@ def verify(work: torch.Tensor, before: list[Cells], flipped: dict) -> dict[str, 
             stats.max_shift = float(((x - x_old).abs() / old.width(old.level[moved])).max())
         if s.name in flipped:
             idx, target = flipped[s.name]
-            pos = torch.searchsorted(moved, idx)
+            if where is None:
+                where = torch.empty(work.numel(), dtype=torch.int64)
+                where[moved] = torch.arange(len(moved))
+            pos = where[idx]
             if not (torch.equal(level[pos], target) and bool((d[pos] >= old.depth).all())):
                 raise RuntimeError(f"defend: a {s.name} flip was undone or lands short of the safe depth; bug")
         out[s.name] = stats

@@ -53,6 +53,17 @@ def _count_below(table, x):
     return pos
 
 
+
+@njit(inline="always")
+def _count_below_linear(table, x):
+    """Number of entries of ``table`` (any order, no padding) strictly below ``x``: the same count
+    as :func:`_count_below`, for short tables (the 15 walls of NF4/FP4) about 5x faster, as the
+    comparisons do not depend on each other (the bisection's loads do)."""
+    k = 0
+    for j in range(table.size):
+        k += table[j] < x
+    return k
+
 @njit(inline="always")
 def _add(hist, per_wall, s, d, res, wall_group, bands, geo_of, out_min):
     fine = d * np.float32(400.0)

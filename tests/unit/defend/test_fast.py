@@ -4,7 +4,7 @@ element for element, in every dtype (``flipguard.defend.fast``)."""
 import pytest
 import torch
 
-from flipguard.defend.fast import chunk_absmax, chunk_cells, group_max, group_of, normalize_at
+from flipguard.defend.fast import chunk_absmax, chunk_cells, group_max, group_of, normalize_at, position
 from flipguard.scan.synthetic import repaired
 from flipguard.schemes import get_scheme, scheme_names
 
@@ -66,6 +66,8 @@ def _check(scheme, w):
     want = scheme.normalize_like(scheme.read(placed.view(w.shape)), ref, w).reshape(-1)[idx]
     got = normalize_at(scheme, scheme.read(values), ref.absmax, idx, tuple(w.shape))
     assert torch.equal(got, want)
+    for a, b in zip(position(scheme, got), scheme.position(want)):
+        assert torch.equal(a, b)
     assert torch.equal(group_max(scheme, w)[group_of(scheme, idx, tuple(w.shape))], ref.group_max.reshape(-1)[idx])
 
 
