@@ -186,25 +186,35 @@ def chunk_absmax(scheme: Scheme, read: torch.Tensor) -> torch.Tensor:
     raise TypeError(f"no fused defend kernel for scheme {scheme.name!r}")
 
 
-def normalize_at(scheme: Scheme, values: torch.Tensor, absmax: torch.Tensor, idx: torch.Tensor,
-                 shape: tuple[int, int]) -> torch.Tensor:
-    """float32 ``x`` of float32 read ``values`` placed at flat ``idx`` of a chunk of ``shape``, with
-    the group scales ``absmax`` fixed: ``scheme.normalize_like(...)`` at ``idx``, elementwise."""
+def normalizer_at(scheme: Scheme, absmax: torch.Tensor, idx: torch.Tensor, shape: tuple[int, int]):
+    """(factor float32, divide bool) per weight at flat ``idx``: ``x = v / factor`` where ``divide``
+    (the 4-bit partial block), else ``v * factor``; then clamped to [-1, 1] (4-bit) or NaN -> 0 (INT8)."""
     if isinstance(scheme, FourBitScheme):
         n = shape[0] * shape[1]
         nfull = (n - n % BLOCK) // BLOCK
         block = idx >> _BLOCK_BITS  # idx // BLOCK, idx >= 0
-        inv = torch.reciprocal(absmax.clamp(min=1e-38))
-        x = values * inv[block]
-        if nfull < len(absmax):  # the partial block divides
-            part = block == nfull
-            x = torch.where(part, values / absmax[nfull], x)
-        return x.clamp_(-1.0, 1.0)
+        factor = torch.reciprocal(absmax.clamp(min=1e-38))[block]
+        divide = block == nfull
+        if nfull < len(absmax):  # the partial block divides by its absmax
+            factor = torch.where(divide, absmax[nfull], factor)
+        return factor, divide
     if isinstance(scheme, INT8):
         scale = torch.reciprocal(absmax) * 127.0  # fl(127 * fl(1/SCB)), float32
-        x = values * scale[torch.div(idx, shape[1], rounding_mode="floor")]
-        return torch.nan_to_num(x, nan=0.0)
+        return scale[torch.div(idx, shape[1], rounding_mode="floor")], torch.zeros(len(idx), dtype=torch.bool)
     raise TypeError(f"no fused defend kernel for scheme {scheme.name!r}")
+
+
+def normalize_at(scheme: Scheme, values: torch.Tensor, absmax: torch.Tensor, idx: torch.Tensor,
+                 shape: tuple[int, int]) -> torch.Tensor:
+    """float32 ``x`` of float32 read ``values`` placed at flat ``idx`` of a chunk of ``shape``, with
+    the group scales ``absmax`` fixed: ``scheme.normalize_like(...)`` at ``idx``, elementwise."""
+    factor, divide = normalizer_at(scheme, absmax, idx, shape)
+    if isinstance(scheme, FourBitScheme):
+        x = values * factor
+        if bool(divide.any()):
+            x = torch.where(divide, values / factor, x)
+        return x.clamp_(-1.0, 1.0)
+    return torch.nan_to_num(values * factor, nan=0.0)
 
 
 def group_max(scheme: Scheme, work: torch.Tensor) -> torch.Tensor:
@@ -223,3 +233,255 @@ def group_of(scheme: Scheme, idx: torch.Tensor, shape: tuple[int, int]) -> torch
     if isinstance(scheme, FourBitScheme):
         return idx >> _BLOCK_BITS
     return torch.div(idx, shape[1], rounding_mode="floor")
+
+
+# -- flips: the stored-dtype grids, and flip_across_wall per weight ------------------------------
+DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_U32 = np.int64(0xFFFFFFFF)
+
+
+@njit(inline="always")
+def _bits(buf_f, buf_u, v):
+    """uint32 bits (as int64) of the float32 ``v``, through the 1-element views ``buf_f``/``buf_u``."""
+    buf_f[0] = v
+    return np.int64(buf_u[0])
+
+
+@njit(inline="always")
+def _from_bits(buf_f, buf_u, bits):
+    buf_u[0] = np.uint32(bits & _U32)
+    return buf_f[0]
+
+
+@njit(inline="always")
+def _f16_bits(x):
+    """float16 bits of the float32 with bits ``x``, rounded to nearest even (as torch/F16C)."""
+    sign = (x >> 16) & 0x8000
+    x = x & 0x7FFFFFFF
+    if x >= 0x7F800000:
+        return sign | 0x7C00 | (0x200 if x > 0x7F800000 else 0)
+    if x >= 0x477FF000:  # >= 65520: rounds to inf
+        return sign | 0x7C00
+    if x < 0x38800000:  # below 2^-14: float16 subnormal or zero
+        if x <= 0x33000000:  # <= 2^-25: rounds to zero (2^-25 is a tie, to even 0)
+            return sign
+        e = x >> 23
+        m = (x & 0x7FFFFF) | 0x800000
+        shift = 126 - e
+        h = m >> shift
+        rem = m & ((1 << shift) - 1)
+        half = 1 << (shift - 1)
+        if rem > half or (rem == half and (h & 1) == 1):
+            h += 1
+        return sign | h
+    h = (x - 0x38000000) >> 13
+    rem = x & 0x1FFF
+    if rem > 0x1000 or (rem == 0x1000 and (h & 1) == 1):
+        h += 1
+    return sign | h
+
+
+@njit(inline="always")
+def _f16_value(buf_f, buf_u, h):
+    e = (h >> 10) & 0x1F
+    m = h & 0x3FF
+    if e == 0:
+        v = np.float32(m) * np.float32(5.960464477539063e-08)  # m * 2^-24, exact
+        return -v if h & 0x8000 else v
+    if e == 31:
+        return _from_bits(buf_f, buf_u, ((h & 0x8000) << 16) | 0x7F800000 | (m << 13))
+    return _from_bits(buf_f, buf_u, ((h & 0x8000) << 16) | ((e + 112) << 23) | (m << 13))
+
+
+@njit(inline="always")
+def _bf16_bits(x):
+    """bfloat16 bits of the float32 with bits ``x`` (c10's round to nearest even; NaN -> 0x7FC0)."""
+    if (x & 0x7FFFFFFF) > 0x7F800000:
+        return np.int64(0x7FC0)
+    return ((x + 0x7FFF + ((x >> 16) & 1)) & _U32) >> 16
+
+
+@njit(inline="always")
+def _to_dtype(buf_f, buf_u, v, code):
+    """The float32 ``v`` rounded to dtype ``code`` (0 float32, 1 float16, 2 bfloat16), as float32."""
+    if code == 0:
+        return v
+    x = _bits(buf_f, buf_u, v)
+    if code == 1:
+        return _f16_value(buf_f, buf_u, _f16_bits(x))
+    return _from_bits(buf_f, buf_u, _bf16_bits(x) << 16)
+
+
+@njit(inline="always")
+def _ulp_step(buf_f, buf_u, v, k, code):
+    """``v`` (a value of dtype ``code``) moved by ``k`` representable values: ``ulp.step``."""
+    x = _bits(buf_f, buf_u, v)
+    if code == 0:
+        nbits, raw = 32, x if x < 0x80000000 else x - (np.int64(1) << 32)
+    else:
+        nbits = 16
+        raw = _f16_bits(x) if code == 1 else x >> 16
+        raw = raw if raw < 0x8000 else raw - 0x10000
+    top = np.int64(1) << (nbits - 1)
+    o = raw if raw >= 0 else -(raw & (top - 1))
+    o += k
+    raw = o if o >= 0 else (-o) + top
+    raw = raw & ((np.int64(1) << nbits) - 1)
+    if code == 0:
+        return _from_bits(buf_f, buf_u, raw)
+    if code == 1:
+        return _f16_value(buf_f, buf_u, raw)
+    return _from_bits(buf_f, buf_u, raw << 16)
+
+
+@njit(inline="always")
+def _read(buf_f, buf_u, v, stored, load, extra16):
+    """What the quantizer reads of the stored value ``v``: load dtype, then float16 for INT8."""
+    r = _to_dtype(buf_f, buf_u, v, load if load >= 0 else stored)
+    return _to_dtype(buf_f, buf_u, r, 1) if extra16 else r
+
+
+@njit(inline="always")
+def _normalized(v, factor, divide, kind):
+    """``normalize_at`` for one read value: multiply (or divide, 4-bit partial block) by the factor."""
+    if kind == 0:
+        x = v / factor if divide else v * factor
+        return min(max(x, np.float32(-1.0)), np.float32(1.0))
+    x = v * factor
+    if x != x:
+        return np.float32(0.0)
+    if x == np.inf:
+        return np.float32(3.4028234663852886e38)
+    if x == -np.inf:
+        return np.float32(-3.4028234663852886e38)
+    return x
+
+
+@njit(inline="always")
+def _cell_of(x, kind, walls, low, inv_width):
+    if kind == 0:
+        return _fourbit_cell(x, walls, low, inv_width)
+    return _int8_cell(x)
+
+
+@njit(cache=True)
+def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, walls, width, depth, ref, cap,
+          kinds, loads, extra16, walls_k, low_k, inv_width_k, factor, divide, level_k, d_k, pinned_k, depth_k,
+          guard, aims, max_steps, values, target, ok, reason):
+    """``flip_across_wall`` weight by weight (scheme 0 of the ``*_k`` tables is the flipping one)."""
+    buf_f = np.empty(1, np.float32)
+    buf_u = buf_f.view(np.uint32)
+    n_walls = walls.size
+    depth32 = np.float32(depth)
+    for i in range(stored_values.size):
+        lv = level[i]
+        s = (1 if u[i] >= np.float32(0.5) else -1) if not has_direction else direction[i]
+        s = 1 if lv == 0 else (-1 if lv == top else s)
+        t = lv + s
+        target[i] = t
+        w_index = lv if s > 0 else lv - 1
+        if w_index < 0:
+            w_index += n_walls  # torch indexing wraps, as the reference does
+        wall = np.float64(walls[w_index])
+        wid = np.float64(width[t])
+        # _slope: the group's scale from half its largest value, never clamped
+        r = _read(buf_f, buf_u, ref[i], stored, loads[0], extra16[0]) * np.float32(0.5)
+        r = r if r > np.float32(0.0) else np.float32(1.0)
+        slope = np.float64(_normalized(r, factor[0, i], divide[0, i], kinds[0])) / np.float64(r)
+        values[i] = stored_values[i]
+        ok[i] = False
+        reason[i] = 0
+        for a in range(aims.size):
+            c = np.float32(depth + aims[a])  # s * (depth + extra): float32, as torch's int * float
+            aim = (wall + np.float64(np.float32(s) * c) * wid) / slope
+            v = _to_dtype(buf_f, buf_u, np.float32(aim), grid)
+            good = False
+            for step in range(max_steps + 1):  # _settle
+                sv = _to_dtype(buf_f, buf_u, v, stored)
+                x = _normalized(_read(buf_f, buf_u, sv, stored, loads[0], extra16[0]), factor[0, i], divide[0, i],
+                                kinds[0])
+                k, uu, dd = _cell_of(x, kinds[0], walls_k[0], low_k[0], inv_width_k[0])
+                good = k == t and dd >= depth32
+                if good or step == max_steps:
+                    break
+                crossed = uu if s > 0 else np.float32(1.0) - uu
+                deeper = (crossed < np.float32(0.5)) if k == t else (s * (k - t) < 0)
+                v = _ulp_step(buf_f, buf_u, v, s if deeper else -s, grid)
+            v = _to_dtype(buf_f, buf_u, v, stored)
+            inside = abs(v) < cap[i] and abs(v) != np.inf and v == v
+            keeps = good and inside
+            for j in range(1, kinds.size):
+                if not keeps:
+                    break
+                x = _normalized(_read(buf_f, buf_u, v, stored, loads[j], extra16[j]), factor[j, i], divide[j, i],
+                                kinds[j])
+                k, uu, dd = _cell_of(x, kinds[j], walls_k[j], low_k[j], inv_width_k[j])
+                before = d_k[j, i]
+                need = (before if before < guard or before != before else guard) if k == level_k[j, i] else depth_k[j]
+                keeps = not pinned_k[j, i] and dd >= need
+            if keeps:
+                values[i] = v
+            ok[i] = keeps
+            reason[i] = 1 if not good else (2 if not inside else (3 if not keeps else 0))
+            if reason[i] != 3:
+                break
+
+
+def _tables(scheme: Scheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(walls, cell lower ends, inverse widths) of a 4-bit scheme padded to 16 entries (walls with
+    +inf, so counting walls below x is unchanged); zeros for INT8, which rounds instead."""
+    walls, low, inv = np.full(16, np.inf, np.float32), np.zeros(16, np.float32), np.zeros(16, np.float32)
+    if isinstance(scheme, FourBitScheme):
+        walls[: len(scheme.walls)] = scheme.walls.numpy()
+        low[: len(scheme.levels)] = scheme._cell_tables[0].numpy()
+        inv[: len(scheme.levels)] = scheme._inv_width.numpy()
+    return walls, low, inv
+
+
+def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, cap: torch.Tensor,
+                 direction: torch.Tensor | None, aims: tuple[float, ...], max_steps: int, guard: float,
+                 grid: torch.dtype):
+    """The per-weight work of ``flip.flip_across_wall`` for the weights at flat ``idx`` of ``work``.
+
+    ``cells``: the flipping scheme's :class:`~flipguard.defend.flip.Cells` first, then the other
+    schemes'; ``cap``: stored-dtype magnitude bound at ``idx``; ``grid``: the dtype flips step on.
+    Returns (values in ``work``'s dtype, target level int64, ok bool, reason int64: 0 placed,
+    1 dtype, 2 absmax, 3 other scheme).
+    """
+    n = len(idx)
+    stored = DTYPE_CODE[work.dtype]
+    first, scheme = cells[0], cells[0].scheme
+    k = len(cells)
+    kinds = np.array([0 if isinstance(c.scheme, FourBitScheme) else 1 for c in cells], np.int64)
+    loads = np.array([DTYPE_CODE[c.scheme.load_dtype] if c.scheme.load_dtype else -1 for c in cells], np.int64)
+    extra16 = np.array([torch.float16 in c.scheme.extra_casts for c in cells], np.bool_)
+    for c in cells:
+        if isinstance(c.scheme, INT8) != (torch.float16 in c.scheme.extra_casts) or not isinstance(
+                c.scheme, (FourBitScheme, INT8)):
+            raise TypeError(f"no fused defend kernel for scheme {c.scheme.name!r}")
+    tables = [_tables(c.scheme) for c in cells]
+    walls_k, low_k, inv_k = (np.stack([t[j] for t in tables]) for j in range(3))
+    factor = np.empty((k, n), np.float32)
+    divide = np.empty((k, n), np.bool_)
+    level_k = np.empty((k, n), np.int64)
+    d_k = np.empty((k, n), np.float32)
+    pinned_k = np.empty((k, n), np.bool_)
+    for j, c in enumerate(cells):
+        f, dv = normalizer_at(c.scheme, c.grouped.absmax, idx, work.shape)
+        factor[j], divide[j] = f.numpy(), dv.numpy()
+        if j:
+            level_k[j], d_k[j], pinned_k[j] = c.level[idx].numpy(), c.d[idx].numpy(), c.pinned[idx].numpy()
+    depth_k = np.array([c.depth for c in cells], np.float32)
+    values = torch.empty(n, dtype=torch.float32)
+    target = torch.empty(n, dtype=torch.int64)
+    ok = torch.empty(n, dtype=torch.bool)
+    reason = torch.empty(n, dtype=torch.int8)
+    has_direction = direction is not None
+    dirs = direction.to(torch.int64).contiguous() if has_direction else torch.zeros(1, dtype=torch.int64)
+    _flip(work.reshape(-1)[idx].float().numpy(), stored, DTYPE_CODE[grid], first.level[idx].numpy(),
+          first.u[idx].numpy(), dirs.numpy(), has_direction, len(scheme.levels) - 1, scheme.walls.numpy(),
+          scheme._cell_tables[1].numpy(), float(first.depth), first.group_max_at(idx).float().numpy(),
+          cap.float().numpy(), kinds, loads, extra16, walls_k, low_k, inv_k, factor, divide, level_k, d_k, pinned_k,
+          depth_k, np.float32(guard), np.array(aims, np.float64), max_steps, values.numpy(), target.numpy(),
+          ok.numpy(), reason.numpy())
+    return values.to(work.dtype), target, ok, reason.to(torch.int64)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from flipguard.defend.fast import chunk_cells, group_max, group_of, normalize_at, position
+from flipguard.defend.fast import chunk_cells, flip_weights, group_max, group_of, normalize_at, position
 from flipguard.schemes import Grouped, Scheme, ulp
 
 SAFE_DEPTH = {"int8": 0.1, "fp4": 0.02, "nf4": 0.02}  # cell widths from either wall of the new cell
@@ -145,6 +145,30 @@ class Placement:
 
 
 def flip_across_wall(
+    work: torch.Tensor,
+    cells: Cells,
+    others: list[Cells],
+    idx: torch.Tensor,
+    cap: torch.Tensor,
+    direction: torch.Tensor | None = None,
+) -> Placement:
+    """Place the weights at flat ``idx`` of ``work`` across their nearest wall of ``cells.scheme``.
+
+    What :func:`flip_across_wall_reference` does, weight by weight in one numba pass
+    (``defend.fast.flip_weights``; ``tests/unit/defend/test_fast.py`` checks they agree exactly).
+    """
+    cap_at = cap[idx]
+    values, target, ok, reason = flip_weights(work, [cells, *others], idx, cap_at, direction, RETRY_AIMS, MAX_STEPS,
+                                              OTHER_GUARD, grid_dtype(cells.scheme, work.dtype))
+    unsafe = {
+        "dtype": int((reason == 1).sum()),
+        "absmax": int((reason == 2).sum()),
+        "other_scheme": int((reason == 3).sum()),
+    }
+    return Placement(idx, values, target, ok, unsafe)
+
+
+def flip_across_wall_reference(
     work: torch.Tensor,
     cells: Cells,
     others: list[Cells],

@@ -97,3 +97,82 @@ def test_load_dtype_casts(load_dtype):
         scheme = get_scheme(name, load_dtype)
         for w in _cases(torch.float32)[:4]:
             _check(scheme, w)
+
+
+def _flip_cases():
+    gen = torch.Generator().manual_seed(7)
+    base = torch.randn(48, 128, generator=gen) * 0.02
+    small = torch.randn(6, 100, generator=gen) * 1e-5  # float16 subnormals, partial block
+    small[:, 0] = 3e-4
+    mixed = torch.randn(20, 70, generator=gen) * torch.logspace(-6, 0, 70)  # every magnitude
+    return [base, small, mixed, repaired(base, ["int8", "fp4", "nf4"], 0.05, 0.002)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("load_dtype", [None, torch.float16, torch.bfloat16])
+def test_flip_matches_the_reference(dtype, load_dtype):
+    """The numba flip places every weight exactly where the torch reference does, with the same
+    reasons for the ones it cannot place (dtype, absmax, another scheme's wall)."""
+    from flipguard.defend.flip import cells_of, flip_across_wall, flip_across_wall_reference
+    from flipguard.defend.multischeme import _cap
+
+    gen = torch.Generator().manual_seed(3)
+    reasons = {"dtype": 0, "absmax": 0, "other_scheme": 0}
+    for w in _flip_cases():
+        w = w.to(dtype)
+        for names in (["int8", "fp4", "nf4"], ["nf4"], ["int8"], ["fp4", "int8"]):
+            for depth in (None, 0.3):
+                cells = [cells_of(get_scheme(n, load_dtype), w, depth) for n in names]
+                cap = _cap(cells)
+                for first in range(len(cells)):
+                    c, others = cells[first], cells[:first] + cells[first + 1 :]
+                    idx = (~c.pinned & (c.d < 0.45)).nonzero().view(-1)
+                    for direction in (None, torch.randint(-1, 2, (len(idx),), generator=gen)):
+                        fast = flip_across_wall(w, c, others, idx, cap, direction)
+                        ref = flip_across_wall_reference(w, c, others, idx, cap, direction)
+                        assert torch.equal(fast.target, ref.target)
+                        assert torch.equal(fast.ok, ref.ok)
+                        assert torch.equal(fast.values.view(torch.int16 if dtype != torch.float32 else torch.int32),
+                                           ref.values.view(torch.int16 if dtype != torch.float32 else torch.int32))
+                        assert fast.unsafe == ref.unsafe
+                        for key, count in ref.unsafe.items():
+                            reasons[key] += count
+    assert all(count > 0 for count in reasons.values()), reasons  # every failure path was taken
+
+
+def test_dtype_rounding_matches_torch():
+    """The kernels' float16/bfloat16 rounding and ulp steps are torch's, on every float16 and
+    bfloat16 value, the midpoints between them and random floats of every magnitude."""
+    from flipguard.defend.fast import _to_dtype, _ulp_step
+    from flipguard.schemes import ulp
+    from numba import njit
+    import numpy as np
+
+    @njit
+    def run(values, code, k, out_round, out_step):
+        buf_f = np.empty(1, np.float32)
+        buf_u = buf_f.view(np.uint32)
+        for i in range(values.size):
+            out_round[i] = _to_dtype(buf_f, buf_u, values[i], code)
+            out_step[i] = _ulp_step(buf_f, buf_u, out_round[i], k, code)
+
+    every16 = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16)
+    gen = torch.Generator().manual_seed(0)
+    rand = torch.randn(200000, generator=gen) * torch.exp2(torch.randint(-40, 40, (200000,), generator=gen).float())
+    for code, dtype in ((0, torch.float32), (1, torch.float16), (2, torch.bfloat16)):
+        grid = every16.view(dtype).float() if dtype != torch.float32 else rand
+        grid = grid[torch.isfinite(grid)]
+        mids = (grid[:-1].double() + grid[1:].double()) / 2
+        values = torch.cat([grid, mids.float(), torch.nextafter(mids.float(), torch.zeros(1)), rand,
+                            torch.tensor([65504.0, 65520.0, 65519.99, 2.0**-25, 2.0**-24, 3e38, -0.0])])
+        for k in (1, -1, 2):
+            rounded, stepped = torch.empty_like(values), torch.empty_like(values)
+            run(values.numpy(), code, k, rounded.numpy(), stepped.numpy())
+            want = values.to(dtype)
+            assert torch.equal(rounded.to(dtype).float().view(torch.int32), want.float().view(torch.int32))
+            finite = torch.isfinite(want)
+            want_step = ulp.step(want[finite], k).float()
+            got = stepped[finite]
+            assert torch.equal(torch.isnan(got), torch.isnan(want_step))
+            keep = ~torch.isnan(want_step)
+            assert torch.equal(got[keep].view(torch.int32), want_step[keep].view(torch.int32))
