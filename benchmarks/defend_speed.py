@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -32,12 +35,45 @@ def bnb_quantize(scheme: str, w: torch.Tensor) -> None:
         F.quantize_4bit(w, blocksize=64, quant_type=scheme)
 
 
+def end_to_end(mb: int, repeat: int, work: Path) -> list[dict]:
+    """Copy vs ``defend_checkpoint`` on a synthetic checkpoint of about ``mb`` MB (float32)."""
+    from safetensors.torch import load_file, save_file
+
+    from flipguard.defend import defend_checkpoint
+    from flipguard.testing import make_tiny_checkpoint
+
+    hidden = 1024  # a layer holds 10 hidden^2 weights (q, k, v, o and an MLP twice as wide)
+    layers = max(1, round(mb * 1e6 / 4 / (10 * hidden * hidden)))
+    src = make_tiny_checkpoint(work / "input", hidden=hidden, layers=layers, heads=8, with_tokenizer=False)
+    size = (src / "model.safetensors").stat().st_size
+    settings = {"adaptive int8+fp4+nf4": {}, "threshold nf4": {"policy": "threshold", "schemes": ["nf4"]}}
+    times = {"copy": []} | {k: [] for k in settings}
+    for _ in range(repeat):
+        start = time.perf_counter()
+        save_file(load_file(src / "model.safetensors"), work / "copy.safetensors", metadata={"format": "pt"})
+        times["copy"].append(time.perf_counter() - start)
+        for label, options in settings.items():
+            start = time.perf_counter()
+            defend_checkpoint(src, work / "defended", force=True, **options)
+            times[label].append(time.perf_counter() - start)
+    copy = statistics.median(times["copy"])
+    rows = []
+    for label in settings:
+        t = statistics.median(times[label])
+        rows.append({"setting": label, "checkpoint_bytes": size, "copy_s": copy, "defend_s": t, "ratio": copy / t})
+        print(f"end to end {size / 1e6:.0f} MB, {label:22} copy {copy:6.2f} s   defend {t:6.2f} s   "
+              f"ratio {copy / t:5.2f}x", flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=4096)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--schemes", nargs="+", default=["int8", "fp4", "nf4"])
     p.add_argument("--policies", nargs="+", default=["adaptive", "threshold"])
+    p.add_argument("--e2e-mb", type=int, default=200, help="end-to-end checkpoint size in MB (0: skip)")
     p.add_argument("--json", help="write the numbers here")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
@@ -47,7 +83,7 @@ def main() -> None:
     w = (torch.randn(args.size, args.size, generator=torch.Generator().manual_seed(0)) * 0.02).to(DTYPES[args.dtype])
     bnb_quantize("nf4", w[:64])  # load kernels before timing
     rows = []
-    for scheme in ("int8", "fp4", "nf4"):
+    for scheme in args.schemes:
         s = get_scheme(scheme)
         times = {"bnb": []} | {pol: [] for pol in args.policies}
         for _ in range(args.repeat):
@@ -65,10 +101,20 @@ def main() -> None:
             rows.append({"scheme": scheme, "policy": pol, "bnb_s": bnb, "defend_s": t, "ratio": bnb / t})
             print(f"{scheme:5} {pol:10} bnb {bnb:7.3f} s   defend {t:7.3f} s   throughput ratio {bnb / t:5.2f}x",
                   flush=True)
-    meta = {"size": args.size, "dtype": args.dtype, "repeat": args.repeat, "threads": torch.get_num_threads()}
+    e2e = []
+    if args.e2e_mb:
+        work = Path(tempfile.mkdtemp(prefix="fg-defend-speed-"))
+        try:
+            e2e = end_to_end(args.e2e_mb, args.repeat, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    import numba
+
+    meta = {"size": args.size, "dtype": args.dtype, "repeat": args.repeat, "threads": torch.get_num_threads(),
+            "numba_threads": numba.get_num_threads()}
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"settings": meta, "rows": rows}, handle, indent=1)
+            json.dump({"settings": meta, "rows": rows, "end_to_end": e2e}, handle, indent=1)
 
 
 if __name__ == "__main__":

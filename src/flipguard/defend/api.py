@@ -17,6 +17,7 @@ import torch
 
 from flipguard.checkpoint import CheckpointWriter, QuantTarget, open_checkpoint, quantizable_tensors
 from flipguard.checkpoint.messages import dtype_name
+from flipguard.defend.fast import all_finite
 from flipguard.defend.flip import safe_depth
 from flipguard.defend.multischeme import CHUNK_ELEMENTS, defend_matrix
 from flipguard.defend.policies import Policy, make_policy
@@ -60,7 +61,7 @@ def defend_tensor(
     unchanged (status "nonfinite").
     """
     result = TensorDefense(name, tuple(w.shape), dtype_name(w.dtype), transposed, "defended")
-    if not bool(torch.isfinite(w).all()):
+    if not all_finite(w):
         result.status = "nonfinite"
         return result
     wq = w.t() if transposed else w  # a view: defended in place

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from flipguard.scan.fast import _ROUNDER, _count_below_linear
 from flipguard.schemes import Scheme
@@ -240,17 +242,39 @@ DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _U32 = np.int64(0xFFFFFFFF)
 
 
+@intrinsic
+def _as_uint32(typingctx, v):
+    """The bits of a float32 as a uint32 (a bit cast, no memory round trip)."""
+    if v != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def _as_float32(typingctx, v):
+    """The float32 whose bits are the uint32 ``v``."""
+    if v != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.uint32), codegen
+
+
 @njit(inline="always")
 def _bits(buf_f, buf_u, v):
-    """uint32 bits (as int64) of the float32 ``v``, through the 1-element views ``buf_f``/``buf_u``."""
-    buf_f[0] = v
-    return np.int64(buf_u[0])
+    """uint32 bits (as int64) of the float32 ``v`` (``buf_*``: unused, kept for the call sites)."""
+    return np.int64(_as_uint32(v))
 
 
 @njit(inline="always")
 def _from_bits(buf_f, buf_u, bits):
-    buf_u[0] = np.uint32(bits & _U32)
-    return buf_f[0]
+    return _as_float32(np.uint32(bits & _U32))
 
 
 @njit(inline="always")
@@ -335,10 +359,20 @@ def _ulp_step(buf_f, buf_u, v, k, code):
 
 
 @njit(inline="always")
+def _convert(buf_f, buf_u, v, source, code):
+    """A value of dtype ``source`` cast to dtype ``code`` (no work where the cast is exact: to the
+    same dtype or to float32)."""
+    if code == source or code == 0:
+        return v
+    return _to_dtype(buf_f, buf_u, v, code)
+
+
+@njit(inline="always")
 def _read(buf_f, buf_u, v, stored, load, extra16):
     """What the quantizer reads of the stored value ``v``: load dtype, then float16 for INT8."""
-    r = _to_dtype(buf_f, buf_u, v, load if load >= 0 else stored)
-    return _to_dtype(buf_f, buf_u, r, 1) if extra16 else r
+    load = load if load >= 0 else stored
+    r = _convert(buf_f, buf_u, v, stored, load)
+    return _convert(buf_f, buf_u, r, load, 1) if extra16 else r
 
 
 @njit(inline="always")
@@ -369,10 +403,14 @@ def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, 
           kinds, loads, extra16, walls_k, low_k, inv_width_k, factor, divide, level_k, d_k, pinned_k, depth_k,
           guard, aims, max_steps, values, target, ok, reason):
     """``flip_across_wall`` weight by weight (scheme 0 of the ``*_k`` tables is the flipping one)."""
-    buf_f = np.empty(1, np.float32)
-    buf_u = buf_f.view(np.uint32)
+    buf_f = buf_u = 0  # bit casts need no buffer (_as_uint32)
     n_walls = walls.size
     depth32 = np.float32(depth)
+    last = kinds.size - 1
+    # the tables' rows, taken once (a row view made inside the loop costs more than the work)
+    walls0, low0, inv0 = walls_k[0], low_k[0], inv_width_k[0]
+    walls1, low1, inv1 = walls_k[min(1, last)], low_k[min(1, last)], inv_width_k[min(1, last)]
+    walls2, low2, inv2 = walls_k[min(2, last)], low_k[min(2, last)], inv_width_k[min(2, last)]
     for i in range(stored_values.size):
         lv = level[i]
         s = (1 if u[i] >= np.float32(0.5) else -1) if not has_direction else direction[i]
@@ -397,17 +435,17 @@ def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, 
             v = _to_dtype(buf_f, buf_u, np.float32(aim), grid)
             good = False
             for step in range(max_steps + 1):  # _settle
-                sv = _to_dtype(buf_f, buf_u, v, stored)
+                sv = _convert(buf_f, buf_u, v, grid, stored)
                 x = _normalized(_read(buf_f, buf_u, sv, stored, loads[0], extra16[0]), factor[0, i], divide[0, i],
                                 kinds[0])
-                k, uu, dd = _cell_of(x, kinds[0], walls_k[0], low_k[0], inv_width_k[0])
+                k, uu, dd = _cell_of(x, kinds[0], walls0, low0, inv0)
                 good = k == t and dd >= depth32
                 if good or step == max_steps:
                     break
                 crossed = uu if s > 0 else np.float32(1.0) - uu
                 deeper = (crossed < np.float32(0.5)) if k == t else (s * (k - t) < 0)
                 v = _ulp_step(buf_f, buf_u, v, s if deeper else -s, grid)
-            v = _to_dtype(buf_f, buf_u, v, stored)
+            v = _convert(buf_f, buf_u, v, grid, stored)
             inside = abs(v) < cap[i] and abs(v) != np.inf and v == v
             keeps = good and inside
             for j in range(1, kinds.size):
@@ -415,7 +453,10 @@ def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, 
                     break
                 x = _normalized(_read(buf_f, buf_u, v, stored, loads[j], extra16[j]), factor[j, i], divide[j, i],
                                 kinds[j])
-                k, uu, dd = _cell_of(x, kinds[j], walls_k[j], low_k[j], inv_width_k[j])
+                if j == 1:
+                    k, uu, dd = _cell_of(x, kinds[j], walls1, low1, inv1)
+                else:
+                    k, uu, dd = _cell_of(x, kinds[j], walls2, low2, inv2)
                 before = d_k[j, i]
                 need = (before if before < guard or before != before else guard) if k == level_k[j, i] else depth_k[j]
                 keeps = not pinned_k[j, i] and dd >= need
@@ -485,3 +526,23 @@ def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, cap: torch.
           depth_k, np.float32(guard), np.array(aims, np.float64), max_steps, values.numpy(), target.numpy(),
           ok.numpy(), reason.numpy())
     return values.to(work.dtype), target, ok, reason.to(torch.int64)
+
+
+@njit(cache=True)
+def _all_finite(bits, exponent):
+    for i in range(bits.size):
+        if bits[i] & exponent == exponent:  # all exponent bits set: inf or NaN
+            return False
+    return True
+
+
+_EXPONENT = {torch.float32: (torch.int32, 0x7F800000), torch.float16: (torch.int16, 0x7C00),
+             torch.bfloat16: (torch.int16, 0x7F80)}
+
+
+def all_finite(w: torch.Tensor) -> bool:
+    """``bool(torch.isfinite(w).all())`` for a float32/float16/bfloat16 tensor, from its bits."""
+    if w.dtype not in _EXPONENT or w.numel() == 0:
+        return bool(torch.isfinite(w).all())
+    view, exponent = _EXPONENT[w.dtype]
+    return bool(_all_finite(w.contiguous().view(view).view(-1).numpy(), exponent))

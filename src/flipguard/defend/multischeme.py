@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flipguard.defend.fast import chunk_absmax, normalize_at, position
+from flipguard.defend.fast import group_of, normalize_at, position
 from flipguard.defend.flip import Cells, cells_of, flip_across_wall
 from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generator
 from flipguard.schemes import Scheme
@@ -181,33 +181,33 @@ def verify(work: torch.Tensor, before: list[Cells], flipped: dict) -> dict[str, 
     Checks: every group scale unchanged; every weight flipped by a scheme's pass still at its
     target level and its scheme's depth inside it. Returns per-scheme weights, codes changed and max shift.
     """
-    # passes move disjoint weights (flips lock them): each moved weight appears once
+    # passes move disjoint weights (flips lock them): each moved weight appears once, and each
+    # scheme's flips are one run of ``moved``, in the order of ``flipped``
     moved = torch.cat([idx for idx, _ in flipped.values()]) if flipped else torch.empty(0, dtype=torch.int64)
-    where = None  # flat index -> position in ``moved``, built once if a scheme's flips are checked
+    runs, start = {}, 0
+    for name_, (idx, _) in flipped.items():
+        runs[name_], start = (start, start + len(idx)), start + len(idx)
     out = {}
     for old in before:
         s = old.scheme
-        if len(moved):  # nothing moved: nothing changed
-            read = s.read(work)
-            absmax = chunk_absmax(s, read)
-            if not torch.equal(absmax, old.grouped.absmax):
+        x = old.grouped.x.reshape(-1)[moved]
+        if len(moved):  # only moved weights changed: a group scale is unchanged iff none of them
+            # is pinned and none now reads larger than the group's absmax
+            read = s.read(work.reshape(-1)[moved])
+            if bool(old.pinned.reshape(-1)[moved].any()) or bool(
+                (read.abs() > old.grouped.absmax[group_of(s, moved, work.shape)]).any()
+            ):
                 raise RuntimeError(f"defend: a {s.name} group scale changed; this is a bug")
-            x = normalize_at(s, read.reshape(-1)[moved], absmax, moved, work.shape)
-        else:
-            x = old.grouped.x.reshape(-1)[moved]
+            x_old, x = x, normalize_at(s, read, old.grouped.absmax, moved, work.shape)
         level, u, d = position(s, x)
-        stats = SchemeStats(weights=int((~old.pinned).sum()))
+        stats = SchemeStats(weights=old.pinned.numel() - int(old.pinned.sum()))
         stats.codes_changed = int((level != old.level[moved]).sum())
         if len(moved):
-            x_old = old.grouped.x.reshape(-1)[moved]
             stats.max_shift = float(((x - x_old).abs() / old.width(old.level[moved])).max())
         if s.name in flipped:
-            idx, target = flipped[s.name]
-            if where is None:
-                where = torch.empty(work.numel(), dtype=torch.int64)
-                where[moved] = torch.arange(len(moved))
-            pos = where[idx]
-            if not (torch.equal(level[pos], target) and bool((d[pos] >= old.depth).all())):
+            target = flipped[s.name][1]
+            begin, end = runs[s.name]
+            if not (torch.equal(level[begin:end], target) and bool((d[begin:end] >= old.depth).all())):
                 raise RuntimeError(f"defend: a {s.name} flip was undone or lands short of the safe depth; bug")
         out[s.name] = stats
     return out

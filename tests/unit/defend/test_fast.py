@@ -176,3 +176,17 @@ def test_dtype_rounding_matches_torch():
             assert torch.equal(torch.isnan(got), torch.isnan(want_step))
             keep = ~torch.isnan(want_step)
             assert torch.equal(got[keep].view(torch.int32), want_step[keep].view(torch.int32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_finite(dtype):
+    from flipguard.defend.fast import all_finite
+
+    w = torch.randn(7, 9).to(dtype)
+    assert all_finite(w) and all_finite(w.t())
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        v = w.clone()
+        v[3, 4] = bad
+        assert not all_finite(v) and not all_finite(v.t())
+    big = torch.tensor([torch.finfo(dtype).max, -torch.finfo(dtype).max, torch.finfo(dtype).tiny / 2, -0.0], dtype=dtype)
+    assert all_finite(big.view(2, 2))
