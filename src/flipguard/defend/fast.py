@@ -479,13 +479,72 @@ def _tables(scheme: Scheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return walls, low, inv
 
 
-def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, cap: torch.Tensor,
-                 direction: torch.Tensor | None, aims: tuple[float, ...], max_steps: int, guard: float,
-                 grid: torch.dtype):
+@njit(inline="always")
+def _stored_value(bits, i, stored):
+    """float32 value of element ``i`` of a chunk given as its raw bits (int32 or int16 view)."""
+    b = np.int64(bits[i])
+    if stored == 0:
+        return _as_float32(np.uint32(b & _U32))
+    b = b & 0xFFFF
+    if stored == 1:
+        return _f16_value(0, 0, b)
+    return _as_float32(np.uint32(b << 16))
+
+
+@njit(inline="always")
+def _factor(absmax, g, nfull, kind):
+    """(factor, divide) of group ``g``: ``normalizer_at`` for one weight."""
+    a = absmax[g]
+    if kind == 0:
+        if g == nfull:  # the partial block divides by its (clamped) absmax
+            return a, True
+        return np.float32(1.0) / max(a, _TINY), False
+    inv = np.float32(np.inf) if a == np.float32(0.0) else np.float32(1.0) / a
+    return inv * np.float32(127.0), False
+
+
+@njit(cache=True)
+def _gather(idx, bits, stored, count, kinds, sizes, nfulls, a0, a1, a2, m0, m1, m2, l0, l1, l2, d1, d2, p1, p2, u0,
+            stored_values, factor, divide, ref, cap, level0, ufirst, level_k, d_k, pinned_k):
+    """Everything :func:`_flip` reads about the weights at flat ``idx``, from the chunk's arrays."""
+    for t in range(idx.size):
+        i = idx[t]
+        stored_values[t] = _stored_value(bits, i, stored)
+        for j in range(count):
+            absmax = a0 if j == 0 else (a1 if j == 1 else a2)
+            maxima = m0 if j == 0 else (m1 if j == 1 else m2)
+            g = i // sizes[j]
+            factor[j, t], divide[j, t] = _factor(absmax, g, nfulls[j], kinds[j])
+            c = maxima[g]
+            if j == 0:
+                ref[t] = c
+                cap[t] = c
+                level0[t] = l0[i]
+                ufirst[t] = u0[i]
+            else:
+                cap[t] = min(cap[t], c)
+                level_k[j, t] = l1[i] if j == 1 else l2[i]
+                d_k[j, t] = d1[i] if j == 1 else d2[i]
+                pinned_k[j, t] = p1[i] if j == 1 else p2[i]
+
+
+def _layout(scheme: Scheme, absmax: torch.Tensor, shape) -> tuple[int, int, int]:
+    """(kind: 0 4-bit / 1 INT8, group size, index of the 4-bit partial block or -1) of a chunk."""
+    if isinstance(scheme, FourBitScheme):
+        n = shape[0] * shape[1]
+        return 0, BLOCK, (n - n % BLOCK) // BLOCK
+    if isinstance(scheme, INT8):
+        return 1, shape[1], -1
+    raise TypeError(f"no fused defend kernel for scheme {scheme.name!r}")
+
+
+def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, direction: torch.Tensor | None,
+                 cap: torch.Tensor | None, aims: tuple[float, ...], max_steps: int, guard: float, grid: torch.dtype):
     """The per-weight work of ``flip.flip_across_wall`` for the weights at flat ``idx`` of ``work``.
 
     ``cells``: the flipping scheme's :class:`~flipguard.defend.flip.Cells` first, then the other
-    schemes'; ``cap``: stored-dtype magnitude bound at ``idx``; ``grid``: the dtype flips step on.
+    schemes'; ``cap``: the stored-dtype magnitude bound at ``idx``, None for the smallest group
+    maximum over ``cells`` (computed here); ``grid``: the dtype flips step on.
     Returns (values in ``work``'s dtype, target level int64, ok bool, reason int64: 0 placed,
     1 dtype, 2 absmax, 3 other scheme).
     """
@@ -493,25 +552,35 @@ def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, cap: torch.
     stored = DTYPE_CODE[work.dtype]
     first, scheme = cells[0], cells[0].scheme
     k = len(cells)
-    kinds = np.array([0 if isinstance(c.scheme, FourBitScheme) else 1 for c in cells], np.int64)
+    if k > 3:
+        raise ValueError("the fused flip takes at most three schemes")
+    layouts = [_layout(c.scheme, c.grouped.absmax, work.shape) for c in cells]
+    kinds = np.array([lay[0] for lay in layouts], np.int64)
+    sizes = np.array([lay[1] for lay in layouts], np.int64)
+    nfulls = np.array([lay[2] for lay in layouts], np.int64)
     loads = np.array([DTYPE_CODE[c.scheme.load_dtype] if c.scheme.load_dtype else -1 for c in cells], np.int64)
     extra16 = np.array([torch.float16 in c.scheme.extra_casts for c in cells], np.bool_)
     for c in cells:
-        if isinstance(c.scheme, INT8) != (torch.float16 in c.scheme.extra_casts) or not isinstance(
-                c.scheme, (FourBitScheme, INT8)):
+        if isinstance(c.scheme, INT8) != (torch.float16 in c.scheme.extra_casts):
             raise TypeError(f"no fused defend kernel for scheme {c.scheme.name!r}")
     tables = [_tables(c.scheme) for c in cells]
     walls_k, low_k, inv_k = (np.stack([t[j] for t in tables]) for j in range(3))
-    factor = np.empty((k, n), np.float32)
-    divide = np.empty((k, n), np.bool_)
-    level_k = np.empty((k, n), np.int64)
-    d_k = np.empty((k, n), np.float32)
-    pinned_k = np.empty((k, n), np.bool_)
-    for j, c in enumerate(cells):
-        f, dv = normalizer_at(c.scheme, c.grouped.absmax, idx, work.shape)
-        factor[j], divide[j] = f.numpy(), dv.numpy()
-        if j:
-            level_k[j], d_k[j], pinned_k[j] = c.level[idx].numpy(), c.d[idx].numpy(), c.pinned[idx].numpy()
+    padded = cells + [cells[0]] * (3 - k)  # unused slots repeat the first scheme
+    absmax = [c.grouped.absmax.numpy() for c in padded]
+    maxima = [c.maxima().float().numpy() for c in padded]
+    levels = [c.level.numpy() for c in padded]
+    ds = [c.d.numpy() for c in padded]
+    pins = [c.pinned.reshape(-1).numpy() for c in padded]
+    bits = work.contiguous().view(torch.int32 if stored == 0 else torch.int16).view(-1).numpy()
+    stored_values, ref, cap_at, ufirst = (np.empty(n, np.float32) for _ in range(4))
+    factor, d_k = np.empty((k, n), np.float32), np.empty((k, n), np.float32)
+    divide, pinned_k = np.empty((k, n), np.bool_), np.empty((k, n), np.bool_)
+    level0, level_k = np.empty(n, np.int64), np.empty((k, n), np.int64)
+    idx_np = idx.contiguous().numpy()
+    _gather(idx_np, bits, stored, k, kinds, sizes, nfulls, *absmax, *maxima, *levels, ds[1], ds[2], pins[1], pins[2],
+            first.u.numpy(), stored_values, factor, divide, ref, cap_at, level0, ufirst, level_k, d_k, pinned_k)
+    if cap is not None:
+        cap_at = cap.float().contiguous().numpy()
     depth_k = np.array([c.depth for c in cells], np.float32)
     values = torch.empty(n, dtype=torch.float32)
     target = torch.empty(n, dtype=torch.int64)
@@ -519,10 +588,9 @@ def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, cap: torch.
     reason = torch.empty(n, dtype=torch.int8)
     has_direction = direction is not None
     dirs = direction.to(torch.int64).contiguous() if has_direction else torch.zeros(1, dtype=torch.int64)
-    _flip(work.reshape(-1)[idx].float().numpy(), stored, DTYPE_CODE[grid], first.level[idx].numpy(),
-          first.u[idx].numpy(), dirs.numpy(), has_direction, len(scheme.levels) - 1, scheme.walls.numpy(),
-          scheme._cell_tables[1].numpy(), float(first.depth), first.group_max_at(idx).float().numpy(),
-          cap.float().numpy(), kinds, loads, extra16, walls_k, low_k, inv_k, factor, divide, level_k, d_k, pinned_k,
+    _flip(stored_values, stored, DTYPE_CODE[grid], level0, ufirst, dirs.numpy(), has_direction,
+          len(scheme.levels) - 1, scheme.walls.numpy(), scheme._cell_tables[1].numpy(), float(first.depth), ref, cap_at,
+          kinds, loads, extra16, walls_k, low_k, inv_k, factor, divide, level_k, d_k, pinned_k,
           depth_k, np.float32(guard), np.array(aims, np.float64), max_steps, values.numpy(), target.numpy(),
           ok.numpy(), reason.numpy())
     return values.to(work.dtype), target, ok, reason.to(torch.int64)

@@ -126,6 +126,23 @@ def x_at(cells: Cells, work: torch.Tensor, idx: torch.Tensor, values: torch.Tens
     return normalize_at(s, s.read(stored), cells.grouped.absmax, idx, work.shape)
 
 
+class Cap:
+    """Per weight, the smallest group maximum (stored dtype) over the schemes of ``cells``, gathered
+    where asked (``cap[idx]``) or for the whole chunk (``cap.full()``)."""
+
+    def __init__(self, cells: list[Cells]):
+        self.cells = cells
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        out = self.cells[0].group_max_at(idx)
+        for c in self.cells[1:]:
+            out = torch.minimum(out, c.group_max_at(idx))
+        return out
+
+    def full(self) -> torch.Tensor:
+        return self[torch.arange(self.cells[0].level.numel())]
+
+
 @dataclass
 class Placement:
     """Result of :func:`flip_across_wall` for the selected weights ``idx``.
@@ -157,9 +174,10 @@ def flip_across_wall(
     What :func:`flip_across_wall_reference` does, weight by weight in one numba pass
     (``defend.fast.flip_weights``; ``tests/unit/defend/test_fast.py`` checks they agree exactly).
     """
-    cap_at = cap[idx]
-    values, target, ok, reason = flip_weights(work, [cells, *others], idx, cap_at, direction, RETRY_AIMS, MAX_STEPS,
-                                              OTHER_GUARD, grid_dtype(cells.scheme, work.dtype))
+    every = [cells, *others]
+    own = isinstance(cap, Cap) and {id(c) for c in cap.cells} == {id(c) for c in every}
+    values, target, ok, reason = flip_weights(work, every, idx, direction, None if own else cap[idx], RETRY_AIMS,
+                                              MAX_STEPS, OTHER_GUARD, grid_dtype(cells.scheme, work.dtype))
     unsafe = {
         "dtype": int((reason == 1).sum()),
         "absmax": int((reason == 2).sum()),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from flipguard.defend.fast import group_of, normalize_at, position
-from flipguard.defend.flip import Cells, cells_of, flip_across_wall
+from flipguard.defend.flip import Cap, Cells, cells_of, flip_across_wall
 from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generator
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
@@ -88,26 +88,9 @@ def flipped_any(flipped: dict) -> bool:
     return any(bool(len(v[0])) for v in flipped.values())
 
 
-class _Cap:
-    """Per weight, the smallest group maximum (stored dtype) over all schemes, gathered where asked
-    (``cap[idx]``) or for the whole chunk (``cap.full()``)."""
-
-    def __init__(self, cells: list[Cells]):
-        self.cells = cells
-
-    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
-        out = self.cells[0].group_max_at(idx)
-        for c in self.cells[1:]:
-            out = torch.minimum(out, c.group_max_at(idx))
-        return out
-
-    def full(self) -> torch.Tensor:
-        return self[torch.arange(self.cells[0].level.numel())]
-
-
-def _cap(cells: list[Cells]) -> _Cap:
-    """Per weight, the smallest group maximum (stored dtype) over all schemes (see :class:`_Cap`)."""
-    return _Cap(cells)
+def _cap(cells: list[Cells]) -> Cap:
+    """Per weight, the smallest group maximum (stored dtype) over all schemes (see :class:`Cap`)."""
+    return Cap(cells)
 
 
 def _flip_passes(work, cells: list[Cells], plans, cap, key, totals) -> dict:

@@ -128,7 +128,8 @@ def test_flip_matches_the_reference(dtype, load_dtype):
                     c, others = cells[first], cells[:first] + cells[first + 1 :]
                     idx = (~c.pinned & (c.d < 0.45)).nonzero().view(-1)
                     for direction in (None, torch.randint(-1, 2, (len(idx),), generator=gen)):
-                        fast = flip_across_wall(w, c, others, idx, cap, direction)
+                        given = cap if direction is None else cap.full()  # the cells' own, or a tensor
+                        fast = flip_across_wall(w, c, others, idx, given, direction)
                         ref = flip_across_wall_reference(w, c, others, idx, cap, direction)
                         assert torch.equal(fast.target, ref.target)
                         assert torch.equal(fast.ok, ref.ok)
