@@ -55,7 +55,7 @@ def _int8_cell(xi):
     return int(nearest) + 127, offset + np.float32(0.5), np.float32(0.5) - abs(offset)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fourbit_cells(flat, walls, low, inv_width, x, pinned, level, u, d, absmax):
     """Fill x, pinned, level (int64), u, d (NaN where pinned) per weight and absmax per block."""
     n = flat.size
@@ -85,7 +85,7 @@ def _fourbit_cells(flat, walls, low, inv_width, x, pinned, level, u, d, absmax):
             d[i] = np.float32(np.nan) if pin else di
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _int8_cells(rows, x, pinned, level, u, d, absmax):
     """INT8: the same per weight (rows ``(out, in)``), SCB per row."""
     n_rows, n_cols = rows.shape
@@ -110,7 +110,7 @@ def _int8_cells(rows, x, pinned, level, u, d, absmax):
             d[r, j] = np.float32(np.nan) if pin else di
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fourbit_absmax(flat, absmax):
     n = flat.size
     for b in range((n + BLOCK - 1) // BLOCK):
@@ -123,13 +123,13 @@ def _fourbit_absmax(flat, absmax):
 
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fourbit_position(x, walls, low, inv_width, level, u, d):
     for i in range(x.size):
         level[i], u[i], d[i] = _fourbit_cell(x[i], walls, low, inv_width)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _int8_position(x, level, u, d):
     for i in range(x.size):
         level[i], u[i], d[i] = _int8_cell(x[i])
@@ -398,7 +398,7 @@ def _cell_of(x, kind, walls, low, inv_width):
     return _int8_cell(x)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, walls, width, depth, ref, cap,
           kinds, loads, extra16, walls_k, low_k, inv_width_k, factor, divide, level_k, d_k, pinned_k, depth_k,
           guard, aims, max_steps, values, target, ok, reason):
@@ -503,7 +503,7 @@ def _factor(absmax, g, nfull, kind):
     return inv * np.float32(127.0), False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gather(idx, bits, stored, count, kinds, sizes, nfulls, a0, a1, a2, m0, m1, m2, l0, l1, l2, d1, d2, p1, p2, u0,
             stored_values, factor, divide, ref, cap, level0, ufirst, level_k, d_k, pinned_k):
     """Everything :func:`_flip` reads about the weights at flat ``idx``, from the chunk's arrays."""
@@ -596,7 +596,7 @@ def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, direction: 
     return values.to(work.dtype), target, ok, reason.to(torch.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _all_finite(bits, exponent):
     for i in range(bits.size):
         if bits[i] & exponent == exponent:  # all exponent bits set: inf or NaN
