@@ -401,8 +401,12 @@ def _cell_of(x, kind, walls, low, inv_width):
 @njit(cache=True, nogil=True)
 def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, walls, width, depth, ref, cap,
           kinds, loads, extra16, walls_k, low_k, inv_width_k, factor, divide, level_k, d_k, pinned_k, depth_k,
-          guard, aims, max_steps, values, target, ok, reason):
-    """``flip_across_wall`` weight by weight (scheme 0 of the ``*_k`` tables is the flipping one)."""
+          guard, aims, max_steps, values, target, ok, reason, idx, do_update, lw0, lw1, lw2, uw0, uw1, uw2, dw0, dw1,
+          dw2):
+    """``flip_across_wall`` weight by weight (scheme 0 of the ``*_k`` tables is the flipping one).
+
+    With ``do_update``, each placed weight's new level, u and d under every scheme are written at
+    its flat index ``idx[i]`` into the chunk's arrays ``lw*``/``uw*``/``dw*`` (``Cells.update``)."""
     buf_f = buf_u = 0  # bit casts need no buffer (_as_uint32)
     n_walls = walls.size
     depth32 = np.float32(depth)
@@ -434,11 +438,15 @@ def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, 
             aim = (wall + np.float64(np.float32(s) * c) * wid) / slope
             v = _to_dtype(buf_f, buf_u, np.float32(aim), grid)
             good = False
+            k0, u0, d0 = np.int64(0), np.float32(0.0), np.float32(0.0)
+            k1, u1, d1 = np.int64(0), np.float32(0.0), np.float32(0.0)
+            k2, u2, d2 = np.int64(0), np.float32(0.0), np.float32(0.0)
             for step in range(max_steps + 1):  # _settle
                 sv = _convert(buf_f, buf_u, v, grid, stored)
                 x = _normalized(_read(buf_f, buf_u, sv, stored, loads[0], extra16[0]), factor[0, i], divide[0, i],
                                 kinds[0])
                 k, uu, dd = _cell_of(x, kinds[0], walls0, low0, inv0)
+                k0, u0, d0 = k, uu, dd
                 good = k == t and dd >= depth32
                 if good or step == max_steps:
                     break
@@ -455,13 +463,22 @@ def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, 
                                 kinds[j])
                 if j == 1:
                     k, uu, dd = _cell_of(x, kinds[j], walls1, low1, inv1)
+                    k1, u1, d1 = k, uu, dd
                 else:
                     k, uu, dd = _cell_of(x, kinds[j], walls2, low2, inv2)
+                    k2, u2, d2 = k, uu, dd
                 before = d_k[j, i]
                 need = (before if before < guard or before != before else guard) if k == level_k[j, i] else depth_k[j]
                 keeps = not pinned_k[j, i] and dd >= need
             if keeps:
                 values[i] = v
+                if do_update:
+                    f = idx[i]
+                    lw0[f], uw0[f], dw0[f] = k0, u0, d0
+                    if kinds.size > 1:
+                        lw1[f], uw1[f], dw1[f] = k1, u1, d1
+                    if kinds.size > 2:
+                        lw2[f], uw2[f], dw2[f] = k2, u2, d2
             ok[i] = keeps
             reason[i] = 1 if not good else (2 if not inside else (3 if not keeps else 0))
             if reason[i] != 3:
@@ -539,12 +556,14 @@ def _layout(scheme: Scheme, absmax: torch.Tensor, shape) -> tuple[int, int, int]
 
 
 def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, direction: torch.Tensor | None,
-                 cap: torch.Tensor | None, aims: tuple[float, ...], max_steps: int, guard: float, grid: torch.dtype):
+                 cap: torch.Tensor | None, aims: tuple[float, ...], max_steps: int, guard: float, grid: torch.dtype,
+                 update: bool = False):
     """The per-weight work of ``flip.flip_across_wall`` for the weights at flat ``idx`` of ``work``.
 
     ``cells``: the flipping scheme's :class:`~flipguard.defend.flip.Cells` first, then the other
     schemes'; ``cap``: the stored-dtype magnitude bound at ``idx``, None for the smallest group
-    maximum over ``cells`` (computed here); ``grid``: the dtype flips step on.
+    maximum over ``cells`` (computed here); ``grid``: the dtype flips step on; ``update``: write the
+    placed weights' new level, u and d into every ``cells`` (what ``Cells.update`` computes).
     Returns (values in ``work``'s dtype, target level int64, ok bool, reason int64: 0 placed,
     1 dtype, 2 absmax, 3 other scheme).
     """
@@ -592,7 +611,7 @@ def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, direction: 
           len(scheme.levels) - 1, scheme.walls.numpy(), scheme._cell_tables[1].numpy(), float(first.depth), ref, cap_at,
           kinds, loads, extra16, walls_k, low_k, inv_k, factor, divide, level_k, d_k, pinned_k,
           depth_k, np.float32(guard), np.array(aims, np.float64), max_steps, values.numpy(), target.numpy(),
-          ok.numpy(), reason.numpy())
+          ok.numpy(), reason.numpy(), idx_np, update, *levels, *(c.u.numpy() for c in padded), *ds)
     return values.to(work.dtype), target, ok, reason.to(torch.int64)
 
 

@@ -168,16 +168,19 @@ def flip_across_wall(
     idx: torch.Tensor,
     cap: torch.Tensor,
     direction: torch.Tensor | None = None,
+    update: bool = False,
 ) -> Placement:
     """Place the weights at flat ``idx`` of ``work`` across their nearest wall of ``cells.scheme``.
 
-    What :func:`flip_across_wall_reference` does, weight by weight in one numba pass
+    ``update``: also set the level, u and d of every placed weight in ``cells`` and ``others`` to
+    those of its new value (``Cells.update`` after the caller writes ``values`` into ``work``).
+    Otherwise what :func:`flip_across_wall_reference` does, weight by weight in one numba pass
     (``defend.fast.flip_weights``; ``tests/unit/defend/test_fast.py`` checks they agree exactly).
     """
     every = [cells, *others]
     own = isinstance(cap, Cap) and {id(c) for c in cap.cells} == {id(c) for c in every}
     values, target, ok, reason = flip_weights(work, every, idx, direction, None if own else cap[idx], RETRY_AIMS,
-                                              MAX_STEPS, OTHER_GUARD, grid_dtype(cells.scheme, work.dtype))
+                                              MAX_STEPS, OTHER_GUARD, grid_dtype(cells.scheme, work.dtype), update)
     unsafe = {
         "dtype": int((reason == 1).sum()),
         "absmax": int((reason == 2).sum()),

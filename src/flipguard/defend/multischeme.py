@@ -113,7 +113,8 @@ def _flip_passes(work, cells: list[Cells], plans, cap, key, totals) -> dict:
             flipped[name] = (idx, idx)
             continue
         others = cells[:i] + cells[i + 1 :]
-        placed = flip_across_wall(work, c, others, idx, cap, None if direction is None else direction[idx])
+        # update=True: every scheme's cells take the placed weights' new positions (Cells.update)
+        placed = flip_across_wall(work, c, others, idx, cap, None if direction is None else direction[idx], update=True)
         for reason, count in placed.unsafe.items():
             stats.unsafe[reason] += count
         done = placed.idx[placed.ok]
@@ -121,8 +122,6 @@ def _flip_passes(work, cells: list[Cells], plans, cap, key, totals) -> dict:
         stats.flipped += len(done)
         locked[done] = True
         flipped[name] = (done, placed.target[placed.ok])
-        for other in cells:
-            other.update(work, done)
     return flipped
 
 

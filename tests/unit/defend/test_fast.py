@@ -136,9 +136,29 @@ def test_flip_matches_the_reference(dtype, load_dtype):
                         assert torch.equal(fast.values.view(torch.int16 if dtype != torch.float32 else torch.int32),
                                            ref.values.view(torch.int16 if dtype != torch.float32 else torch.int32))
                         assert fast.unsafe == ref.unsafe
+                        if direction is None:
+                            _check_update(w, cells, first, idx, cap, ref)
                         for key, count in ref.unsafe.items():
                             reasons[key] += count
     assert all(count > 0 for count in reasons.values()), reasons  # every failure path was taken
+
+
+def _check_update(w, cells, first, idx, cap, ref):
+    """flip_across_wall(update=True) leaves every scheme's cells as Cells.update does."""
+    from flipguard.defend.flip import Cap, flip_across_wall
+
+    fast_cells = [c.copy() for c in cells]
+    ref_cells = [c.copy() for c in cells]
+    others = fast_cells[:first] + fast_cells[first + 1 :]
+    flip_across_wall(w, fast_cells[first], others, idx, Cap(fast_cells), update=True)
+    work = w.clone()
+    done = ref.idx[ref.ok]
+    work.view(-1)[done] = ref.values[ref.ok]
+    for c in ref_cells:
+        c.update(work, done)
+    for a, b in zip(fast_cells, ref_cells):
+        assert torch.equal(a.level, b.level) and torch.equal(a.u, b.u)
+        assert torch.equal(a.d.isnan(), b.d.isnan()) and torch.equal(a.d[~a.d.isnan()], b.d[~b.d.isnan()])
 
 
 def test_dtype_rounding_matches_torch():
