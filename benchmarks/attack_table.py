@@ -83,14 +83,15 @@ def parse_args() -> argparse.Namespace:
 
 def run_grid(args, rows_path: Path, results: Path) -> None:
     """Seed-major order, so that a cut-short run still has every cell once before repeats."""
-    done = {(r["seed"], r["scenario"], r["target"]) for r in read_rows(rows_path)}
+    done = {(r.get("family", "llama"), r["seed"], r.get("clean_seed", r["seed"]), r["scenario"], r["target"])
+            for r in read_rows(rows_path)}
     cache = Path(args.cache)
     for seed in map(int, args.seeds.split(",")):
         clean_seed = seed if args.clean_seed is None else args.clean_seed
         clean = clean_model(cache, args.family, clean_seed, args.clean_steps, args.device)
         for scenario in args.scenarios.split(","):
             for target in args.schemes.split(","):
-                if (seed, scenario, target) in done:
+                if (args.family, seed, clean_seed, scenario, target) in done:
                     continue
                 row = measure_cell(args, cache, clean, seed, scenario, target)
                 with rows_path.open("a") as f:
