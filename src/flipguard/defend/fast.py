@@ -633,3 +633,49 @@ def all_finite(w: torch.Tensor) -> bool:
         return bool(torch.isfinite(w).all())
     view, exponent = _EXPONENT[w.dtype]
     return bool(_all_finite(w.contiguous().view(view).view(-1).numpy(), exponent))
+
+
+@njit(cache=True, nogil=True)
+def _verify(moved, bits, stored, load, extra16, kind, size, nfull, absmax, pinned, x_before, level_before, width,
+            walls, low, inv_width, begin, end, target, depth):
+    """``multischeme.verify`` for one scheme: (a moved weight is pinned or reads above its group's
+    absmax, codes changed, largest shift in old cell widths, flips in ``moved[begin:end]`` all at
+    ``target`` and ``depth`` inside)."""
+    scale_broken = False
+    changed = 0
+    shift = np.float32(-np.inf)
+    flips_hold = True
+    for t in range(moved.size):
+        i = moved[t]
+        g = i // size
+        r = _read(0, 0, _stored_value(bits, i, stored), stored, load, extra16)
+        if pinned[i] or abs(r) > absmax[g]:
+            scale_broken = True
+        factor, divide = _factor(absmax, g, nfull, kind)
+        x = _normalized(r, factor, divide, kind)
+        k, u, d = _cell_of(x, kind, walls, low, inv_width)
+        old = level_before[i]
+        changed += k != old
+        shift = max(shift, abs(x - x_before[i]) / width[old])
+        if begin <= t < end and not (k == target[t - begin] and d >= depth):
+            flips_hold = False
+    return scale_broken, changed, shift, flips_hold
+
+
+def verify_moved(work: torch.Tensor, before, moved: torch.Tensor, run: tuple[int, int] | None,
+                 target: torch.Tensor | None):
+    """What ``multischeme.verify`` checks and counts for one scheme's ``before`` cells, from the
+    final ``work``: (scale broken, codes changed, max shift or None, flips hold)."""
+    s = before.scheme
+    kind, size, nfull = _layout(s, before.grouped.absmax, work.shape)
+    walls, low, inv = _tables(s)
+    stored = DTYPE_CODE[work.dtype]
+    bits = work.contiguous().view(torch.int32 if stored == 0 else torch.int16).view(-1).numpy()
+    begin, end = run if run is not None else (0, 0)
+    target = target if target is not None else torch.zeros(0, dtype=torch.int64)
+    broken, changed, shift, hold = _verify(
+        moved.contiguous().numpy(), bits, stored, DTYPE_CODE[s.load_dtype] if s.load_dtype else -1,
+        torch.float16 in s.extra_casts, kind, size, nfull, before.grouped.absmax.numpy(),
+        before.pinned.reshape(-1).numpy(), before.grouped.x.reshape(-1).numpy(), before.level.numpy(),
+        s._cell_tables[1].numpy(), walls, low, inv, begin, end, target.contiguous().numpy(), np.float32(before.depth))
+    return bool(broken), int(changed), float(shift) if len(moved) else None, bool(hold)

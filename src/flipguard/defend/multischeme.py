@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flipguard.defend.fast import group_of, normalize_at, position
+from flipguard.defend.fast import verify_moved
 from flipguard.defend.flip import Cap, Cells, cells_of, flip_across_wall
 from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generator
 from flipguard.schemes import Scheme
@@ -172,24 +172,16 @@ def verify(work: torch.Tensor, before: list[Cells], flipped: dict) -> dict[str, 
     out = {}
     for old in before:
         s = old.scheme
-        x = old.grouped.x.reshape(-1)[moved]
-        if len(moved):  # only moved weights changed: a group scale is unchanged iff none of them
-            # is pinned and none now reads larger than the group's absmax
-            read = s.read(work.reshape(-1)[moved])
-            if bool(old.pinned.reshape(-1)[moved].any()) or bool(
-                (read.abs() > old.grouped.absmax[group_of(s, moved, work.shape)]).any()
-            ):
-                raise RuntimeError(f"defend: a {s.name} group scale changed; this is a bug")
-            x_old, x = x, normalize_at(s, read, old.grouped.absmax, moved, work.shape)
-        level, u, d = position(s, x)
-        stats = SchemeStats(weights=old.pinned.numel() - int(old.pinned.sum()))
-        stats.codes_changed = int((level != old.level[moved]).sum())
-        if len(moved):
-            stats.max_shift = float(((x - x_old).abs() / old.width(old.level[moved])).max())
-        if s.name in flipped:
-            target = flipped[s.name][1]
-            begin, end = runs[s.name]
-            if not (torch.equal(level[begin:end], target) and bool((d[begin:end] >= old.depth).all())):
-                raise RuntimeError(f"defend: a {s.name} flip was undone or lands short of the safe depth; bug")
+        run, target = (runs[s.name], flipped[s.name][1]) if s.name in flipped else (None, None)
+        # only moved weights changed: a group scale is unchanged iff none of them is pinned and
+        # none now reads larger than the group's absmax (defend.fast.verify_moved, one pass)
+        broken, changed, shift, hold = verify_moved(work, old, moved, run, target)
+        if broken:
+            raise RuntimeError(f"defend: a {s.name} group scale changed; this is a bug")
+        stats = SchemeStats(weights=old.pinned.numel() - int(old.pinned.sum()), codes_changed=changed)
+        if shift is not None:
+            stats.max_shift = shift
+        if not hold:
+            raise RuntimeError(f"defend: a {s.name} flip was undone or lands short of the safe depth; bug")
         out[s.name] = stats
     return out

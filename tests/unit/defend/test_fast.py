@@ -211,3 +211,35 @@ def test_all_finite(dtype):
         assert not all_finite(v) and not all_finite(v.t())
     big = torch.tensor([torch.finfo(dtype).max, -torch.finfo(dtype).max, torch.finfo(dtype).tiny / 2, -0.0], dtype=dtype)
     assert all_finite(big.view(2, 2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_verify_matches_the_reference(dtype):
+    """verify_moved counts codes changed and the largest shift as Scheme.group/position of the new
+    weights give them, and notices a moved weight that changes its group's scale."""
+    from flipguard.defend.fast import verify_moved
+    from flipguard.defend.flip import cells_of
+
+    gen = torch.Generator().manual_seed(2)
+    for name in scheme_names():
+        scheme = get_scheme(name)
+        for w in _cases(dtype)[:4]:
+            w = w.to(dtype)
+            cells = cells_of(scheme, w)
+            free = (~cells.pinned).nonzero().view(-1)
+            moved = free[torch.randperm(len(free), generator=gen)[: max(1, len(free) // 4)]]
+            new = w.clone()
+            new.view(-1)[moved] = (w.view(-1)[moved].float() * 0.9).to(dtype)  # stays below the group max
+            ref = scheme.group(new)
+            level, _, d = scheme.position(ref.x.reshape(-1)[moved])
+            changed = int((level != cells.level[moved]).sum())
+            shift = float(((ref.x.reshape(-1)[moved] - cells.grouped.x.reshape(-1)[moved]).abs()
+                           / cells.width(cells.level[moved])).max())
+            run = (0, len(moved) // 2)
+            want_hold = bool((d[: run[1]] >= cells.depth).all())
+            broken, got_changed, got_shift, hold = verify_moved(new, cells, moved, run, level[: run[1]])
+            assert not broken and hold == want_hold and got_changed == changed and got_shift == shift
+            assert not verify_moved(new, cells, moved, run, level[: run[1]] + 1)[3] or run[1] == 0
+            bigger = new.clone()
+            bigger.view(-1)[moved[0]] = (cells.grouped.group_max.reshape(-1)[moved[0]].float() * 2).to(dtype)
+            assert verify_moved(bigger, cells, moved, None, None)[0]
