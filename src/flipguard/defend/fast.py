@@ -679,3 +679,21 @@ def verify_moved(work: torch.Tensor, before, moved: torch.Tensor, run: tuple[int
         before.pinned.reshape(-1).numpy(), before.grouped.x.reshape(-1).numpy(), before.level.numpy(),
         s._cell_tables[1].numpy(), walls, low, inv, begin, end, target.contiguous().numpy(), np.float32(before.depth))
     return bool(broken), int(changed), float(shift) if len(moved) else None, bool(hold)
+
+
+@njit(cache=True, nogil=True)
+def _below(eligible, d, tau, out):
+    count = 0
+    for i in range(d.size):
+        if eligible[i] and d[i] < tau:
+            out[count] = i
+            count += 1
+    return count
+
+
+def indices_below(eligible: torch.Tensor, d: torch.Tensor, tau: float) -> torch.Tensor:
+    """int64 flat indices where ``eligible & (d < tau)`` (``d`` float32, compared with float32
+    ``tau`` as torch does), ascending: ``(eligible & (d < tau)).nonzero()`` in one pass."""
+    out = torch.empty(d.numel(), dtype=torch.int64)
+    count = _below(eligible.reshape(-1).numpy(), d.reshape(-1).numpy(), np.float32(tau), out.numpy())
+    return out[:count].clone()

@@ -70,6 +70,12 @@ class Cells:
         return Cells(self.scheme, self.grouped, self.level.clone(), self.u.clone(), self.d.clone(), self.depth,
                      self.shape, self.maxima)
 
+    def snapshot(self) -> "Cells":
+        """Same scales, own copy of ``level``; ``u`` and ``d`` are left out (empty): what the final
+        verification reads of the cells before any weight moved."""
+        empty = torch.empty(0)
+        return Cells(self.scheme, self.grouped, self.level.clone(), empty, empty, self.depth, self.shape, self.maxima)
+
     def group_max_at(self, idx: torch.Tensor) -> torch.Tensor:
         """The group's largest ``|w|`` (stored dtype) for the weights at flat ``idx``."""
         return self.maxima()[group_of(self.scheme, idx, self.shape)]

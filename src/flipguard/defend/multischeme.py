@@ -70,8 +70,8 @@ def defend_matrix(
     for number, chunk in enumerate(step_scheme.row_chunks(wq, max_elements)):
         work = chunk.clone(memory_format=torch.contiguous_format)
         passes = sorted(schemes, key=lambda s: len(s.levels))  # coarse grids first (module docstring)
-        before = [cells_of(s, work, depth) for s in passes]
-        current = [c.copy() for c in before]  # updated as weights move; ``before`` stays
+        current = [cells_of(s, work, depth) for s in passes]  # updated as weights move
+        before = [c.snapshot() for c in current]  # what verify compares with
         cap = _cap(current)
         if policy.is_noise:
             flipped = _add_noise(work, current, policy, cap, f"{key}#{number}", noise_scale, totals)
@@ -95,17 +95,15 @@ def _cap(cells: list[Cells]) -> Cap:
 
 def _flip_passes(work, cells: list[Cells], plans, cap, key, totals) -> dict:
     """One selection-and-flip pass per scheme; returns {scheme: (flat idx, target level)}."""
-    pinned_any = torch.zeros_like(cells[0].pinned)
-    for c in cells:
-        pinned_any |= c.pinned
-    locked = torch.zeros_like(pinned_any)
+    blocked = cells[0].pinned.reshape(-1).clone()  # pinned under some scheme, or flipped already
+    for c in cells[1:]:
+        blocked |= c.pinned.reshape(-1)
     flat = work.view(-1)
     flipped = {}
     for i, c in enumerate(cells):
         name = c.scheme.name
-        view = _view(c, work, ~pinned_any & ~locked, f"{key}:{name}")
-        chosen = plans[name].select(view)
-        idx = chosen.nonzero().view(-1)
+        view = _view(c, work, ~blocked, f"{key}:{name}")
+        idx = plans[name].select_index(view)
         direction = plans[name].direction(view)
         stats = totals[name]
         stats.candidates += len(idx)
@@ -120,7 +118,7 @@ def _flip_passes(work, cells: list[Cells], plans, cap, key, totals) -> dict:
         done = placed.idx[placed.ok]
         flat[done] = placed.values[placed.ok]
         stats.flipped += len(done)
-        locked[done] = True
+        blocked[done] = True
         flipped[name] = (done, placed.target[placed.ok])
     return flipped
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from flipguard.defend.fast import indices_below
 from flipguard.errors import UsageError
 
 # -- every default in one place ---------------------------------------------------------------
@@ -89,6 +90,10 @@ class Plan:
     def direction(self, view: CellView) -> torch.Tensor | None:
         """Per weight, the side (±1) to flip to; None: across the nearest wall."""
         return None
+
+    def select_index(self, view: CellView) -> torch.Tensor:
+        """int64 flat indices of the selected weights, ascending (``select(view).nonzero()``)."""
+        return self.select(view).nonzero().view(-1)
 
 
 @dataclass
@@ -169,6 +174,9 @@ class _ThresholdPlan(Plan):
 
     def select(self, view: CellView) -> torch.Tensor:
         return view.eligible & (view.d < self.tau)
+
+    def select_index(self, view: CellView) -> torch.Tensor:
+        return indices_below(view.eligible, view.d, self.tau)  # the same, in one pass
 
 
 # -- adaptive ---------------------------------------------------------------------------------

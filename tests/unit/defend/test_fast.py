@@ -243,3 +243,15 @@ def test_verify_matches_the_reference(dtype):
             bigger = new.clone()
             bigger.view(-1)[moved[0]] = (cells.grouped.group_max.reshape(-1)[moved[0]].float() * 2).to(dtype)
             assert verify_moved(bigger, cells, moved, None, None)[0]
+
+
+def test_indices_below_is_the_threshold_selection():
+    from flipguard.defend.fast import indices_below
+
+    gen = torch.Generator().manual_seed(4)
+    d = torch.rand(5000, generator=gen) * 0.5
+    d[::7] = float("nan")
+    d[3] = torch.tensor(0.05, dtype=torch.float32)  # exactly float32(tau): not below
+    eligible = torch.rand(5000, generator=gen) > 0.2
+    for tau in (0.0, 0.02, 0.05, 0.3, 0.5):
+        assert torch.equal(indices_below(eligible, d, tau), (eligible & (d < tau)).nonzero().view(-1))
