@@ -6,18 +6,24 @@ few weights it moves. These helpers give the same tensors, bit for bit:
 
 - :func:`chunk_cells` — per weight ``x``, ``pinned``, ``level``, ``u``, ``d`` (NaN where pinned)
   and per group ``absmax``, from one numba pass per scheme;
-- :func:`chunk_absmax` — the group scales only (the final verification);
 - :func:`normalize_at` — ``x`` of the weights at flat indices ``idx`` only, with the scales held
   fixed (what ``Scheme.normalize_like`` gives there, without normalizing the whole chunk);
 - :func:`position` — ``scheme.position(x)`` of the few values a flip looks at, in one pass;
 - :func:`group_max`, :func:`group_of` — the group's largest ``|w|`` in the stored dtype, and
-  which group a weight is in.
+  which group a weight is in;
+- :func:`flip_weights` — ``flip.flip_across_wall`` weight by weight (aim, ulp steps on the grid
+  dtype, retries, the other schemes' guards), with float16/bfloat16 rounding done on the bits
+  exactly as torch rounds;
+- :func:`verify_moved` — the final verification of one scheme over the moved weights;
+- :func:`indices_below` — the threshold selection as indices; :func:`all_finite`.
 
-They are not a second definition of the cell: every formula mirrors ``flipguard.schemes``
-operation for operation (same float32 roundings), the tables (walls, cell lower ends, inverse
-widths) are the scheme's own, and ``tests/unit/defend/test_fast.py`` checks them element for
-element against the reference on random, tied, all-zero, partial-block and on-wall inputs in
-float32, float16 and bfloat16.
+They are not a second definition of the cell: every formula mirrors ``flipguard.schemes`` (and
+``flip_across_wall_reference``) operation for operation, with the same float32/float64
+roundings; the tables (walls, cell lower ends, widths) are the scheme's own; and
+``tests/unit/defend/test_fast.py`` checks them element for element against the reference on
+random, tied, all-zero, partial-block and on-wall inputs in float32, float16 and bfloat16 (the
+flip: value for value and reason for reason; the dtype rounding: on every float16/bfloat16 value
+and the midpoints between them).
 """
 
 from __future__ import annotations
@@ -111,19 +117,6 @@ def _int8_cells(rows, x, pinned, level, u, d, absmax):
 
 
 @njit(cache=True, nogil=True)
-def _fourbit_absmax(flat, absmax):
-    n = flat.size
-    for b in range((n + BLOCK - 1) // BLOCK):
-        start = b * BLOCK
-        stop = min(n, start + BLOCK)
-        m = np.float32(0.0)
-        for i in range(start, stop):
-            m = max(m, abs(flat[i]))
-        absmax[b] = max(m, _TINY) if stop - start < BLOCK else m
-
-
-
-@njit(cache=True, nogil=True)
 def _fourbit_position(x, walls, low, inv_width, level, u, d):
     for i in range(x.size):
         level[i], u[i], d[i] = _fourbit_cell(x[i], walls, low, inv_width)
@@ -174,18 +167,6 @@ def chunk_cells(scheme: Scheme, read: torch.Tensor):
     else:
         raise TypeError(f"no fused defend kernel for scheme {scheme.name!r}")
     return x, pinned, level, u, d, absmax
-
-
-def chunk_absmax(scheme: Scheme, read: torch.Tensor) -> torch.Tensor:
-    """Group scales of the 2-D chunk ``read`` (float32 as read), as ``scheme.group(w).absmax``."""
-    if isinstance(scheme, FourBitScheme):
-        flat = read.contiguous().view(-1)
-        absmax = torch.empty(-(-flat.numel() // BLOCK), dtype=torch.float32)
-        _fourbit_absmax(flat.numpy(), absmax.numpy())
-        return absmax
-    if isinstance(scheme, INT8):
-        return read.abs().amax(dim=1)
-    raise TypeError(f"no fused defend kernel for scheme {scheme.name!r}")
 
 
 def normalizer_at(scheme: Scheme, absmax: torch.Tensor, idx: torch.Tensor, shape: tuple[int, int]):

@@ -4,7 +4,7 @@ element for element, in every dtype (``flipguard.defend.fast``)."""
 import pytest
 import torch
 
-from flipguard.defend.fast import chunk_absmax, chunk_cells, group_max, group_of, normalize_at, position
+from flipguard.defend.fast import chunk_cells, group_max, group_of, normalize_at, position
 from flipguard.scan.synthetic import repaired
 from flipguard.schemes import get_scheme, scheme_names
 
@@ -56,7 +56,6 @@ def _check(scheme, w):
     assert torch.equal(k, level)
     assert torch.equal(uu, u)
     assert torch.equal(dd.isnan(), d.isnan()) and torch.equal(dd[~d.isnan()], d[~d.isnan()])
-    assert torch.equal(chunk_absmax(scheme, scheme.read(w)), ref.absmax)
     # normalize_at: any stored values at any indices, scales fixed, as normalize_like gives there
     gen = torch.Generator().manual_seed(1)
     idx = torch.randperm(w.numel(), generator=gen)[: max(1, w.numel() // 3)]
