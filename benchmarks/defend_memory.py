@@ -6,7 +6,8 @@ several shards with ``model.safetensors.index.json``, then, in one run:
 - ``flipguard defend`` in a subprocess under ``/usr/bin/time -v``: peak RSS against the budget
   2 × largest tensor + 500 MB (issue 4 point 6), and its wall time;
 - a plain safetensors read-and-write copy of the same checkpoint (``load_file`` + ``save_file``
-  per shard) in a subprocess: wall time and peak RSS;
+  per shard) in a subprocess, twice: the faster wall time (the first run may read a cold page
+  cache: measured 4.3-14.4 s for the same 2.2 GB on this machine) and the larger peak RSS;
 - the end-to-end ratio copy_time / defend_time (target ≥ 0.5).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/defend_memory.py --gb 2.0 --dir /tmp/fg-big \\
@@ -134,8 +135,13 @@ def main() -> None:
     out_defend, out_copy = Path(args.dir) / "defended", Path(args.dir) / "copied"
     for out in (out_defend, out_copy):
         shutil.rmtree(out, ignore_errors=True)
-    copy_s, copy_rss, _ = timed([sys.executable, "-c", COPY, str(src), str(out_copy)])
-    print(f"plain safetensors copy: {copy_s:.1f} s, peak RSS {copy_rss / 1e6:.0f} MB", flush=True)
+    copies = []
+    for _ in range(2):  # the first may read a cold page cache; the faster one is the fair baseline
+        shutil.rmtree(out_copy, ignore_errors=True)
+        copies.append(timed([sys.executable, "-c", COPY, str(src), str(out_copy)]))
+    copy_s, copy_rss = min(c[0] for c in copies), max(c[1] for c in copies)
+    print(f"plain safetensors copy: {copy_s:.1f} s (runs: {', '.join(f'{c[0]:.1f}' for c in copies)} s), "
+          f"peak RSS {copy_rss / 1e6:.0f} MB", flush=True)
     defend_s, defend_rss, summary = timed([sys.executable, "-m", "flipguard", "defend", str(src), "-o", str(out_defend),
                                            "--scheme", args.scheme, "--policy", args.policy])
     print(summary)
@@ -143,7 +149,8 @@ def main() -> None:
     result = {
         "checkpoint": info, "scheme": args.scheme, "policy": args.policy, "threads": os.environ.get("OMP_NUM_THREADS"),
         "defend_s": defend_s, "defend_peak_rss": defend_rss, "rss_budget": budget, "rss_ok": defend_rss < budget,
-        "copy_s": copy_s, "copy_peak_rss": copy_rss, "end_to_end_ratio": copy_s / defend_s,
+        "copy_s": copy_s, "copy_runs_s": [c[0] for c in copies], "copy_peak_rss": copy_rss,
+        "end_to_end_ratio": copy_s / defend_s,
     }
     print(f"defend: {defend_s:.1f} s, peak RSS {defend_rss / 1e6:.0f} MB (budget {budget / 1e6:.0f} MB: "
           f"{'ok' if result['rss_ok'] else 'OVER'}); end-to-end speed vs plain copy {copy_s / defend_s:.2f}x")
