@@ -13,7 +13,7 @@ few weights it moves. These helpers give the same tensors, bit for bit:
   which group a weight is in;
 - :func:`flip_weights` — ``flip.flip_across_wall`` weight by weight (aim, ulp steps on the grid
   dtype, retries, the other schemes' guards), with float16/bfloat16 rounding done on the bits
-  exactly as torch rounds;
+  exactly as torch rounds (``defend.floatbits``);
 - :func:`verify_moved` — the final verification of one scheme over the moved weights;
 - :func:`indices_below` — the threshold selection as indices; :func:`all_finite`.
 
@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
+from flipguard.defend.floatbits import DTYPE_CODE, _convert, _read, _stored_value, _to_dtype, _ulp_step
 from flipguard.scan.fast import _ROUNDER, _count_below_linear
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
@@ -218,144 +217,7 @@ def group_of(scheme: Scheme, idx: torch.Tensor, shape: tuple[int, int]) -> torch
     return torch.div(idx, shape[1], rounding_mode="floor")
 
 
-# -- flips: the stored-dtype grids, and flip_across_wall per weight ------------------------------
-DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-_U32 = np.int64(0xFFFFFFFF)
-
-
-@intrinsic
-def _as_uint32(typingctx, v):
-    """The bits of a float32 as a uint32 (a bit cast, no memory round trip)."""
-    if v != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.uint32(types.float32), codegen
-
-
-@intrinsic
-def _as_float32(typingctx, v):
-    """The float32 whose bits are the uint32 ``v``."""
-    if v != types.uint32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.uint32), codegen
-
-
-@njit(inline="always")
-def _bits(buf_f, buf_u, v):
-    """uint32 bits (as int64) of the float32 ``v`` (``buf_*``: unused, kept for the call sites)."""
-    return np.int64(_as_uint32(v))
-
-
-@njit(inline="always")
-def _from_bits(buf_f, buf_u, bits):
-    return _as_float32(np.uint32(bits & _U32))
-
-
-@njit(inline="always")
-def _f16_bits(x):
-    """float16 bits of the float32 with bits ``x``, rounded to nearest even (as torch/F16C)."""
-    sign = (x >> 16) & 0x8000
-    x = x & 0x7FFFFFFF
-    if x >= 0x7F800000:
-        return sign | 0x7C00 | (0x200 if x > 0x7F800000 else 0)
-    if x >= 0x477FF000:  # >= 65520: rounds to inf
-        return sign | 0x7C00
-    if x < 0x38800000:  # below 2^-14: float16 subnormal or zero
-        if x <= 0x33000000:  # <= 2^-25: rounds to zero (2^-25 is a tie, to even 0)
-            return sign
-        e = x >> 23
-        m = (x & 0x7FFFFF) | 0x800000
-        shift = 126 - e
-        h = m >> shift
-        rem = m & ((1 << shift) - 1)
-        half = 1 << (shift - 1)
-        if rem > half or (rem == half and (h & 1) == 1):
-            h += 1
-        return sign | h
-    h = (x - 0x38000000) >> 13
-    rem = x & 0x1FFF
-    if rem > 0x1000 or (rem == 0x1000 and (h & 1) == 1):
-        h += 1
-    return sign | h
-
-
-@njit(inline="always")
-def _f16_value(buf_f, buf_u, h):
-    e = (h >> 10) & 0x1F
-    m = h & 0x3FF
-    if e == 0:
-        v = np.float32(m) * np.float32(5.960464477539063e-08)  # m * 2^-24, exact
-        return -v if h & 0x8000 else v
-    if e == 31:
-        return _from_bits(buf_f, buf_u, ((h & 0x8000) << 16) | 0x7F800000 | (m << 13))
-    return _from_bits(buf_f, buf_u, ((h & 0x8000) << 16) | ((e + 112) << 23) | (m << 13))
-
-
-@njit(inline="always")
-def _bf16_bits(x):
-    """bfloat16 bits of the float32 with bits ``x`` (c10's round to nearest even; NaN -> 0x7FC0)."""
-    if (x & 0x7FFFFFFF) > 0x7F800000:
-        return np.int64(0x7FC0)
-    return ((x + 0x7FFF + ((x >> 16) & 1)) & _U32) >> 16
-
-
-@njit(inline="always")
-def _to_dtype(buf_f, buf_u, v, code):
-    """The float32 ``v`` rounded to dtype ``code`` (0 float32, 1 float16, 2 bfloat16), as float32."""
-    if code == 0:
-        return v
-    x = _bits(buf_f, buf_u, v)
-    if code == 1:
-        return _f16_value(buf_f, buf_u, _f16_bits(x))
-    return _from_bits(buf_f, buf_u, _bf16_bits(x) << 16)
-
-
-@njit(inline="always")
-def _ulp_step(buf_f, buf_u, v, k, code):
-    """``v`` (a value of dtype ``code``) moved by ``k`` representable values: ``ulp.step``."""
-    x = _bits(buf_f, buf_u, v)
-    if code == 0:
-        nbits, raw = 32, x if x < 0x80000000 else x - (np.int64(1) << 32)
-    else:
-        nbits = 16
-        raw = _f16_bits(x) if code == 1 else x >> 16
-        raw = raw if raw < 0x8000 else raw - 0x10000
-    top = np.int64(1) << (nbits - 1)
-    o = raw if raw >= 0 else -(raw & (top - 1))
-    o += k
-    raw = o if o >= 0 else (-o) + top
-    raw = raw & ((np.int64(1) << nbits) - 1)
-    if code == 0:
-        return _from_bits(buf_f, buf_u, raw)
-    if code == 1:
-        return _f16_value(buf_f, buf_u, raw)
-    return _from_bits(buf_f, buf_u, raw << 16)
-
-
-@njit(inline="always")
-def _convert(buf_f, buf_u, v, source, code):
-    """A value of dtype ``source`` cast to dtype ``code`` (no work where the cast is exact: to the
-    same dtype or to float32)."""
-    if code == source or code == 0:
-        return v
-    return _to_dtype(buf_f, buf_u, v, code)
-
-
-@njit(inline="always")
-def _read(buf_f, buf_u, v, stored, load, extra16):
-    """What the quantizer reads of the stored value ``v``: load dtype, then float16 for INT8."""
-    load = load if load >= 0 else stored
-    r = _convert(buf_f, buf_u, v, stored, load)
-    return _convert(buf_f, buf_u, r, load, 1) if extra16 else r
-
-
+# -- flips: flip_across_wall per weight ----------------------------------------------------
 @njit(inline="always")
 def _normalized(v, factor, divide, kind):
     """``normalize_at`` for one read value: multiply (or divide, 4-bit partial block) by the factor."""
@@ -388,7 +250,6 @@ def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, 
 
     With ``do_update``, each placed weight's new level, u and d under every scheme are written at
     its flat index ``idx[i]`` into the chunk's arrays ``lw*``/``uw*``/``dw*`` (``Cells.update``)."""
-    buf_f = buf_u = 0  # bit casts need no buffer (_as_uint32)
     n_walls = walls.size
     depth32 = np.float32(depth)
     last = kinds.size - 1
@@ -408,7 +269,7 @@ def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, 
         wall = np.float64(walls[w_index])
         wid = np.float64(width[t])
         # _slope: the group's scale from half its largest value, never clamped
-        r = _read(buf_f, buf_u, ref[i], stored, loads[0], extra16[0]) * np.float32(0.5)
+        r = _read(ref[i], stored, loads[0], extra16[0]) * np.float32(0.5)
         r = r if r > np.float32(0.0) else np.float32(1.0)
         slope = np.float64(_normalized(r, factor[0, i], divide[0, i], kinds[0])) / np.float64(r)
         values[i] = stored_values[i]
@@ -417,14 +278,14 @@ def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, 
         for a in range(aims.size):
             c = np.float32(depth + aims[a])  # s * (depth + extra): float32, as torch's int * float
             aim = (wall + np.float64(np.float32(s) * c) * wid) / slope
-            v = _to_dtype(buf_f, buf_u, np.float32(aim), grid)
+            v = _to_dtype(np.float32(aim), grid)
             good = False
             k0, u0, d0 = np.int64(0), np.float32(0.0), np.float32(0.0)
             k1, u1, d1 = np.int64(0), np.float32(0.0), np.float32(0.0)
             k2, u2, d2 = np.int64(0), np.float32(0.0), np.float32(0.0)
             for step in range(max_steps + 1):  # _settle
-                sv = _convert(buf_f, buf_u, v, grid, stored)
-                x = _normalized(_read(buf_f, buf_u, sv, stored, loads[0], extra16[0]), factor[0, i], divide[0, i],
+                sv = _convert(v, grid, stored)
+                x = _normalized(_read(sv, stored, loads[0], extra16[0]), factor[0, i], divide[0, i],
                                 kinds[0])
                 k, uu, dd = _cell_of(x, kinds[0], walls0, low0, inv0)
                 k0, u0, d0 = k, uu, dd
@@ -433,14 +294,14 @@ def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, 
                     break
                 crossed = uu if s > 0 else np.float32(1.0) - uu
                 deeper = (crossed < np.float32(0.5)) if k == t else (s * (k - t) < 0)
-                v = _ulp_step(buf_f, buf_u, v, s if deeper else -s, grid)
-            v = _convert(buf_f, buf_u, v, grid, stored)
+                v = _ulp_step(v, s if deeper else -s, grid)
+            v = _convert(v, grid, stored)
             inside = abs(v) < cap[i] and abs(v) != np.inf and v == v
             keeps = good and inside
             for j in range(1, kinds.size):
                 if not keeps:
                     break
-                x = _normalized(_read(buf_f, buf_u, v, stored, loads[j], extra16[j]), factor[j, i], divide[j, i],
+                x = _normalized(_read(v, stored, loads[j], extra16[j]), factor[j, i], divide[j, i],
                                 kinds[j])
                 if j == 1:
                     k, uu, dd = _cell_of(x, kinds[j], walls1, low1, inv1)
@@ -475,18 +336,6 @@ def _tables(scheme: Scheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         low[: len(scheme.levels)] = scheme._cell_tables[0].numpy()
         inv[: len(scheme.levels)] = scheme._inv_width.numpy()
     return walls, low, inv
-
-
-@njit(inline="always")
-def _stored_value(bits, i, stored):
-    """float32 value of element ``i`` of a chunk given as its raw bits (int32 or int16 view)."""
-    b = np.int64(bits[i])
-    if stored == 0:
-        return _as_float32(np.uint32(b & _U32))
-    b = b & 0xFFFF
-    if stored == 1:
-        return _f16_value(0, 0, b)
-    return _as_float32(np.uint32(b << 16))
 
 
 @njit(inline="always")
@@ -629,7 +478,7 @@ def _verify(moved, bits, stored, load, extra16, kind, size, nfull, absmax, pinne
     for t in range(moved.size):
         i = moved[t]
         g = i // size
-        r = _read(0, 0, _stored_value(bits, i, stored), stored, load, extra16)
+        r = _read(_stored_value(bits, i, stored), stored, load, extra16)
         if pinned[i] or abs(r) > absmax[g]:
             scale_broken = True
         factor, divide = _factor(absmax, g, nfull, kind)

@@ -163,18 +163,16 @@ def _check_update(w, cells, first, idx, cap, ref):
 def test_dtype_rounding_matches_torch():
     """The kernels' float16/bfloat16 rounding and ulp steps are torch's, on every float16 and
     bfloat16 value, the midpoints between them and random floats of every magnitude."""
-    from flipguard.defend.fast import _to_dtype, _ulp_step
+    from flipguard.defend.floatbits import _to_dtype, _ulp_step
     from flipguard.schemes import ulp
     from numba import njit
     import numpy as np
 
     @njit
     def run(values, code, k, out_round, out_step):
-        buf_f = np.empty(1, np.float32)
-        buf_u = buf_f.view(np.uint32)
         for i in range(values.size):
-            out_round[i] = _to_dtype(buf_f, buf_u, values[i], code)
-            out_step[i] = _ulp_step(buf_f, buf_u, out_round[i], k, code)
+            out_round[i] = _to_dtype(values[i], code)
+            out_step[i] = _ulp_step(out_round[i], k, code)
 
     every16 = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16)
     gen = torch.Generator().manual_seed(0)
