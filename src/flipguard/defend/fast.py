@@ -168,22 +168,29 @@ def chunk_cells(scheme: Scheme, read: torch.Tensor):
     return x, pinned, level, u, d, absmax
 
 
+def group_factors(scheme: Scheme, absmax: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """float32 per group of a chunk of ``shape``: what its weights are multiplied by to normalize
+    them (``fl(1/absmax)`` for 4-bit, ``fl(127 * fl(1/SCB))`` for INT8), except the 4-bit partial
+    block (index ``n // BLOCK``), whose weights are divided by its absmax, stored here."""
+    if isinstance(scheme, FourBitScheme):
+        factors = torch.reciprocal(absmax.clamp(min=1e-38))
+        nfull = (shape[0] * shape[1]) // BLOCK
+        if nfull < len(absmax):  # the partial block divides by its absmax
+            factors[nfull] = absmax[nfull]
+        return factors
+    if isinstance(scheme, INT8):
+        return torch.reciprocal(absmax) * 127.0  # fl(127 * fl(1/SCB)), float32
+    raise TypeError(f"no fused defend kernel for scheme {scheme.name!r}")
+
+
 def normalizer_at(scheme: Scheme, absmax: torch.Tensor, idx: torch.Tensor, shape: tuple[int, int]):
     """(factor float32, divide bool) per weight at flat ``idx``: ``x = v / factor`` where ``divide``
     (the 4-bit partial block), else ``v * factor``; then clamped to [-1, 1] (4-bit) or NaN -> 0 (INT8)."""
+    group = group_of(scheme, idx, shape)
+    factor = group_factors(scheme, absmax, shape)[group]
     if isinstance(scheme, FourBitScheme):
-        n = shape[0] * shape[1]
-        nfull = (n - n % BLOCK) // BLOCK
-        block = idx >> _BLOCK_BITS  # idx // BLOCK, idx >= 0
-        factor = torch.reciprocal(absmax.clamp(min=1e-38))[block]
-        divide = block == nfull
-        if nfull < len(absmax):  # the partial block divides by its absmax
-            factor = torch.where(divide, absmax[nfull], factor)
-        return factor, divide
-    if isinstance(scheme, INT8):
-        scale = torch.reciprocal(absmax) * 127.0  # fl(127 * fl(1/SCB)), float32
-        return scale[torch.div(idx, shape[1], rounding_mode="floor")], torch.zeros(len(idx), dtype=torch.bool)
-    raise TypeError(f"no fused defend kernel for scheme {scheme.name!r}")
+        return factor, group == (shape[0] * shape[1]) // BLOCK
+    return factor, torch.zeros(len(idx), dtype=torch.bool)
 
 
 def normalize_at(scheme: Scheme, values: torch.Tensor, absmax: torch.Tensor, idx: torch.Tensor,
@@ -339,15 +346,9 @@ def _tables(scheme: Scheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @njit(inline="always")
-def _factor(absmax, g, nfull, kind):
-    """(factor, divide) of group ``g``: ``normalizer_at`` for one weight."""
-    a = absmax[g]
-    if kind == 0:
-        if g == nfull:  # the partial block divides by its (clamped) absmax
-            return a, True
-        return np.float32(1.0) / max(a, _TINY), False
-    inv = np.float32(np.inf) if a == np.float32(0.0) else np.float32(1.0) / a
-    return inv * np.float32(127.0), False
+def _factor(factors, g, nfull, kind):
+    """(factor, divide) of group ``g`` from ``group_factors``: ``normalizer_at`` for one weight."""
+    return factors[g], kind == 0 and g == nfull
 
 
 @njit(cache=True, nogil=True)
@@ -358,10 +359,10 @@ def _gather(idx, bits, stored, count, kinds, sizes, nfulls, a0, a1, a2, m0, m1, 
         i = idx[t]
         stored_values[t] = _stored_value(bits, i, stored)
         for j in range(count):
-            absmax = a0 if j == 0 else (a1 if j == 1 else a2)
+            factors = a0 if j == 0 else (a1 if j == 1 else a2)
             maxima = m0 if j == 0 else (m1 if j == 1 else m2)
-            g = i // sizes[j]
-            factor[j, t], divide[j, t] = _factor(absmax, g, nfulls[j], kinds[j])
+            g = i >> _BLOCK_BITS if kinds[j] == 0 else i // sizes[j]
+            factor[j, t], divide[j, t] = _factor(factors, g, nfulls[j], kinds[j])
             c = maxima[g]
             if j == 0:
                 ref[t] = c
@@ -415,7 +416,7 @@ def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, direction: 
     tables = [_tables(c.scheme) for c in cells]
     walls_k, low_k, inv_k = (np.stack([t[j] for t in tables]) for j in range(3))
     padded = cells + [cells[0]] * (3 - k)  # unused slots repeat the first scheme
-    absmax = [c.grouped.absmax.numpy() for c in padded]
+    factors = [group_factors(c.scheme, c.grouped.absmax, work.shape).numpy() for c in padded]
     maxima = [c.maxima().float().numpy() for c in padded]
     levels = [c.level.numpy() for c in padded]
     ds = [c.d.numpy() for c in padded]
@@ -426,7 +427,7 @@ def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, direction: 
     divide, pinned_k = np.empty((k, n), np.bool_), np.empty((k, n), np.bool_)
     level0, level_k = np.empty(n, np.int64), np.empty((k, n), np.int64)
     idx_np = idx.contiguous().numpy()
-    _gather(idx_np, bits, stored, k, kinds, sizes, nfulls, *absmax, *maxima, *levels, ds[1], ds[2], pins[1], pins[2],
+    _gather(idx_np, bits, stored, k, kinds, sizes, nfulls, *factors, *maxima, *levels, ds[1], ds[2], pins[1], pins[2],
             first.u.numpy(), stored_values, factor, divide, ref, cap_at, level0, ufirst, level_k, d_k, pinned_k)
     if cap is not None:
         cap_at = cap.float().contiguous().numpy()
@@ -466,8 +467,8 @@ def all_finite(w: torch.Tensor) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def _verify(moved, bits, stored, load, extra16, kind, size, nfull, absmax, pinned, x_before, level_before, width,
-            walls, low, inv_width, begin, end, target, depth):
+def _verify(moved, bits, stored, load, extra16, kind, size, nfull, absmax, factors, pinned, x_before, level_before,
+            width, walls, low, inv_width, begin, end, target, depth):
     """``multischeme.verify`` for one scheme: (a moved weight is pinned or reads above its group's
     absmax, codes changed, largest shift in old cell widths, flips in ``moved[begin:end]`` all at
     ``target`` and ``depth`` inside)."""
@@ -477,11 +478,11 @@ def _verify(moved, bits, stored, load, extra16, kind, size, nfull, absmax, pinne
     flips_hold = True
     for t in range(moved.size):
         i = moved[t]
-        g = i // size
+        g = i >> _BLOCK_BITS if kind == 0 else i // size
         r = _read(_stored_value(bits, i, stored), stored, load, extra16)
         if pinned[i] or abs(r) > absmax[g]:
             scale_broken = True
-        factor, divide = _factor(absmax, g, nfull, kind)
+        factor, divide = _factor(factors, g, nfull, kind)
         x = _normalized(r, factor, divide, kind)
         k, u, d = _cell_of(x, kind, walls, low, inv_width)
         old = level_before[i]
@@ -506,6 +507,7 @@ def verify_moved(work: torch.Tensor, before, moved: torch.Tensor, run: tuple[int
     broken, changed, shift, hold = _verify(
         moved.contiguous().numpy(), bits, stored, DTYPE_CODE[s.load_dtype] if s.load_dtype else -1,
         torch.float16 in s.extra_casts, kind, size, nfull, before.grouped.absmax.numpy(),
+        group_factors(s, before.grouped.absmax, work.shape).numpy(),
         before.pinned.reshape(-1).numpy(), before.grouped.x.reshape(-1).numpy(), before.level.numpy(),
         s._cell_tables[1].numpy(), walls, low, inv, begin, end, target.contiguous().numpy(), np.float32(before.depth))
     return bool(broken), int(changed), float(shift) if len(moved) else None, bool(hold)
