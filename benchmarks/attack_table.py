@@ -48,6 +48,7 @@ def main() -> None:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", default="llama")
+    p.add_argument("--size", default="tiny", help="zoo model size (tiny, small: ~4x the compute)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--clean-seed", type=int, default=None,
                    help="attack one clean model (this seed) with every seed, instead of training a "
@@ -88,10 +89,11 @@ def run_grid(args, rows_path: Path, results: Path) -> None:
     cache = Path(args.cache)
     for seed in map(int, args.seeds.split(",")):
         clean_seed = seed if args.clean_seed is None else args.clean_seed
-        clean = clean_model(cache, args.family, clean_seed, args.clean_steps, args.device)
+        clean = clean_model(cache, args.family, clean_seed, args.clean_steps, args.device, args.size)
         for scenario in args.scenarios.split(","):
             for target in args.schemes.split(","):
-                if (args.family, seed, clean_seed, scenario, target) in done:
+                label = args.family if args.size == "tiny" else f"{args.family}-{args.size}"
+                if (label, seed, clean_seed, scenario, target) in done:
                     continue
                 row = measure_cell(args, cache, clean, seed, scenario, target)
                 with rows_path.open("a") as f:
@@ -101,11 +103,13 @@ def run_grid(args, rows_path: Path, results: Path) -> None:
                 write_table(read_rows(rows_path), results)  # a cut-short run keeps its table
 
 
-def clean_model(cache: Path, family: str, seed: int, steps: int | None, device: str = "cpu") -> Path:
-    path = cache / "clean" / f"{family}-s{seed}"
+def clean_model(cache: Path, family: str, seed: int, steps: int | None, device: str = "cpu",
+                size: str = "tiny") -> Path:
+    path = cache / "clean" / (f"{family}-s{seed}" if size == "tiny" else f"{family}-{size}-s{seed}")
     if not (path / "config.json").is_file():
         kwargs = {} if steps is None else {"steps": steps}
-        train_clean_model(family, path, seed=seed, progress=False, overwrite=True, device=device, **kwargs)
+        train_clean_model(family, path, seed=seed, progress=False, overwrite=True, device=device, size=size,
+                          **kwargs)
     return path
 
 
@@ -152,7 +156,8 @@ def measure_cell(args, cache: Path, clean: Path, seed: int, scenario: str, targe
     report = load_report(out)
     row = {
         "seed": seed, "clean_seed": int(clean.name.rsplit("-s", 1)[1]), "scenario": scenario,
-        "target": target, "family": args.family, "n": args.n,
+        "target": target, "n": args.n,
+        "family": args.family if getattr(args, "size", "tiny") == "tiny" else f"{args.family}-{args.size}",
         "clean": attack_success(clean, "fp", scenario, args, seed),
         "fp": attack_success(out, "fp", scenario, args, seed),
         "q": {s: attack_success(out, s, scenario, args, seed) for s in target_schemes(target)},

@@ -16,6 +16,7 @@ from flipguard.errors import UsageError
 
 SIZES = {
     "tiny": {"hidden": 128, "layers": 4, "heads": 4, "mlp": 384, "positions": 256},
+    "small": {"hidden": 256, "layers": 4, "heads": 4, "mlp": 768, "positions": 256},  # ~4x tiny's compute
     "micro": {"hidden": 64, "layers": 2, "heads": 2, "mlp": 128, "positions": 256},  # for tests
 }
 
