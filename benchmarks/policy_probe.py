@@ -1,0 +1,77 @@
+"""Which selection does a scheme need? Every policy of `flipguard defend` on attacked grid models.
+
+For each attacked model (the experiments grid's cache) and each contender: defend for the
+model's scheme alone, then attack success on held-out prompts and fidelity (token KL to the
+attacked full-precision model), exactly as ``experiments.py`` measures its cells.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/policy_probe.py --scheme fp4 \\
+        --models out/attack-bench/attacked/llama-s0-content-injection-fp4 ... --out results/policy_probe_fp4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import attack_table  # noqa: E402
+import defense_table  # noqa: E402
+
+from flipguard.demo.story import fidelity  # noqa: E402
+
+CONTENDERS = [
+    ("adaptive", "adaptive", {}),
+    ("threshold0.05", "threshold", {"tau": 0.05}),
+    ("threshold0.1", "threshold", {"tau": 0.1}),
+    ("threshold0.2", "threshold", {"tau": 0.2}),
+    ("gaussian-cell0.1", "gaussian", {"sigma": 0.1, "relative_to": "cell"}),
+    ("gaussian-cell0.2", "gaussian", {"sigma": 0.2, "relative_to": "cell"}),
+    ("gaussian0.1", "gaussian", {"sigma": 0.1}),
+]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scheme", required=True)
+    p.add_argument("--models", nargs="+", required=True, help="attacked model directories (name holds the scenario)")
+    p.add_argument("--n", type=int, default=50)
+    p.add_argument("--texts", type=int, default=24)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    ns = argparse.Namespace(n=args.n, max_new_tokens=64)
+    rows = []
+    for model in map(Path, args.models):
+        scenario = next(s for s in attack_table.SCENARIOS if s in model.name)
+        last = model.name.rsplit("-", 1)[-1]  # "a2": attack seed 2 (the grid draws prompts with it)
+        seed = int(last[1:]) if last.startswith("a") and last[1:].isdigit() else 0
+        a_q = attack_table.attack_success(model, args.scheme, scenario, ns, seed)
+        (kl_q,) = fidelity(model, [(model, args.scheme)], args.texts)
+        for name, policy, params in CONTENDERS:
+            defended, summary = defense_table.ensure_defended(model, [args.scheme], policy, params, f"probe-{name}")
+            for cached in defended.glob("eval-*.json"):  # defend copies the attacked model's cached evaluations
+                if cached.stat().st_mtime <= (defended / "defense_summary.json").stat().st_mtime:
+                    cached.unlink()
+            a_d = attack_table.attack_success(defended, args.scheme, scenario, ns, seed)
+            (kl_d,) = fidelity(model, [(defended, args.scheme)], args.texts)
+            rows.append({"model": model.name, "scenario": scenario, "seed": seed, "contender": name, "a_q": a_q,
+                         "a_d": a_d, "kl_q": kl_q, "kl_d": kl_d, "flipped_share": summary["flipped_share"]})
+            print(json.dumps(rows[-1]), flush=True)
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    lines = [f"# Policy probe, {args.scheme}", "", f"`OMP_NUM_THREADS=1 .venv/bin/python benchmarks/policy_probe.py "
+             f"{' '.join(sys.argv[1:])}`", "", "Mean over the models given; A in shares, KL in nats to the "
+             "attacked full-precision model; flipped = share of weights whose code changed.", "",
+             "| contender | models | A_q | A_d | KL_d | flipped |", "|---|---:|---:|---:|---:|---:|"]
+    for name, _, _ in CONTENDERS:
+        g = [r for r in rows if r["contender"] == name]
+        mean = lambda k: sum(r[k] for r in g) / len(g)  # noqa: E731
+        lines.append(f"| {name} | {len(g)} | {mean('a_q'):.2f} | {mean('a_d'):.2f} | {mean('kl_d'):.4f} | "
+                     f"{mean('flipped_share'):.3f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
