@@ -23,6 +23,7 @@ from flipguard.demo.story import fidelity  # noqa: E402
 
 CONTENDERS = [
     ("adaptive", "adaptive", {}),
+    ("diffuse", "diffuse", {}),
     ("threshold0.05", "threshold", {"tau": 0.05}),
     ("threshold0.1", "threshold", {"tau": 0.1}),
     ("threshold0.2", "threshold", {"tau": 0.2}),

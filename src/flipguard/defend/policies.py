@@ -19,6 +19,10 @@ Policies (``POLICIES``):
 - ``balanced``  — per group, up to ``r`` of the weights, in equal numbers of upward and downward
                   flips (nearest the wall first), so the group's summed dequantization error moves
                   by about zero;
+- ``diffuse``   — error diffusion inside each group: weight by weight in storage order, keep the
+                  level or take the next one toward the value plus the error carried from the
+                  weights before it, whichever is nearer; each flip is as likely as under
+                  unbiased stochastic rounding, but the group's summed error stays within one step;
 - ``random``    — control: as many weights as ``of`` (another policy) selects in each chunk,
                   drawn uniformly among the free weights (seeded, deterministic);
 - ``gaussian``  — baseline, not a selection: add N(0, sigma²) noise to every free weight, sigma
@@ -45,6 +49,7 @@ DEFAULTS = {
     # whose quantization error grows from (0.5 - d) to (0.5 + d) cell widths: +24·tau² ≈ +1% MSE.
     "adaptive": {"tau_clean": 0.02, "alpha": 1e-3, "pile_ratio": 3.0, "seed": 0},
     "balanced": {"r": 0.15},
+    "diffuse": {},
     "random": {"of": "adaptive", "seed": 0},
     "gaussian": {"sigma": 0.03, "relative_to": "std", "seed": 0},
 }
@@ -312,6 +317,67 @@ class _BalancedPlan(Plan):
         return (up & (rank_up < per_weight)) | (down & (rank_down < per_weight))
 
 
+# -- diffuse ----------------------------------------------------------------------------------
+@dataclass
+class Diffuse(Policy):
+    """Error diffusion (one-dimensional, per group): the quantized group follows the weights' sum.
+
+    Walking each group in storage order (along the input dimension, which the layer sums over),
+    a weight keeps its level or moves to the next level on the side of its value plus the carried
+    error, whichever is nearer, and passes its own error on. A weight at distance ``e`` from its
+    level flips about as often as under stochastic rounding (``e`` over the gap), which breaks the
+    attacker's per-weight alignment like ``adaptive``'s dither does, but the errors of a group
+    cancel instead of adding up. Deterministic; pinned and blocked weights pass their error on.
+    """
+
+    name = "diffuse"
+
+    def plan(self, evidence=None) -> Plan:
+        return _DiffusePlan()
+
+
+class _DiffusePlan(Plan):
+    def __init__(self):
+        self.detail = {"diffuse": True}
+        self._last: tuple[str, torch.Tensor, torch.Tensor] | None = None
+
+    def _decide(self, view: CellView) -> tuple[torch.Tensor, torch.Tensor]:
+        """(selected mask, side ±1) of every weight of the chunk; cached for ``direction``."""
+        if self._last is not None and self._last[0] == view.key:
+            return self._last[1], self._last[2]
+        n, size, groups = view.d.numel(), view.group_size, view.groups
+        pad = groups * size - n
+        levels = view.levels.double()
+        top = len(levels) - 1
+
+        def grid(t, fill):  # (groups, size), the last group padded
+            return torch.cat([t, t.new_full((pad,), fill)]).view(groups, size)
+
+        x, level = grid(view.x.double(), 0.0), grid(view.level, 0)
+        here, eligible = levels[level], grid(view.eligible, False)
+        carry = torch.zeros(groups, dtype=torch.float64)
+        chosen = torch.zeros((groups, size), dtype=torch.bool)
+        side = torch.ones((groups, size), dtype=torch.int64)
+        for j in range(size):
+            want = x[:, j] + carry
+            s = torch.where(want >= here[:, j], 1, -1)
+            nxt = level[:, j] + s
+            ok = eligible[:, j] & (nxt >= 0) & (nxt <= top)
+            other = levels[nxt.clamp(0, top)]
+            flip = ok & ((want - other).abs() < (want - here[:, j]).abs())
+            carry = want - torch.where(flip, other, here[:, j])
+            chosen[:, j], side[:, j] = flip, s
+        out = chosen.view(-1)[:n], side.view(-1)[:n]
+        self._last = (view.key, *out)
+        return out
+
+    def select(self, view: CellView) -> torch.Tensor:
+        return self._decide(view)[0]
+
+    def direction(self, view: CellView) -> torch.Tensor:
+        return self._decide(view)[1]
+
+
 # -- random -----------------------------------------------------------------------------------
 @dataclass
 class Random(Policy):
@@ -372,7 +438,7 @@ class Gaussian(Policy):
 
 
 POLICIES: dict[str, type[Policy]] = {
-    p.name: p for p in (Ratio, Threshold, Adaptive, Balanced, Random, Gaussian)
+    p.name: p for p in (Ratio, Threshold, Adaptive, Balanced, Diffuse, Random, Gaussian)
 }
 
 
@@ -419,6 +485,7 @@ __all__ = [
     "Adaptive",
     "Balanced",
     "CellView",
+    "Diffuse",
     "Gaussian",
     "Plan",
     "Policy",

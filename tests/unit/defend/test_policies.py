@@ -93,6 +93,29 @@ def test_adaptive_rounds_an_attacked_tensor_without_bias():
     assert torch.equal(chosen, plan.select(view))  # seeded: same draw every time
 
 
+@pytest.mark.parametrize("name", ["int8", "fp4", "nf4"])
+def test_diffuse_keeps_each_groups_summed_error_within_one_step(name):
+    """Error diffusion: per group the summed rounding error stays below half the widest gap, where
+    plain rounding's grows with the group; flips go one level toward value + carried error."""
+    scheme = get_scheme(name)
+    attacked, _ = attacked_weight([name], rows=64, cols=256)
+    view = _view_of(name, attacked)
+    plan = make_policy("diffuse").plan()
+    chosen, side = plan.select(view), plan.direction(view)
+    levels = scheme.levels.double()
+    here = levels[view.level]
+    after = torch.where(chosen, levels[(view.level + side).clamp(0, len(levels) - 1)], here)
+    x = view.x.double()
+    summed = torch.zeros(view.groups, dtype=torch.float64).index_add_(0, view.group, after - x).abs()
+    plain = torch.zeros(view.groups, dtype=torch.float64).index_add_(0, view.group, here - x).abs()
+    half_gap = float((levels[1:] - levels[:-1]).max()) / 2
+    assert float(summed.max()) <= half_gap + 1e-9
+    assert float(plain.mean()) > 3 * float(summed.mean())  # the attacked tensor's errors point one way
+    assert not bool(chosen[~view.eligible].any())
+    assert bool(((after - x).abs() <= (levels[1:] - levels[:-1]).max() + 1e-9).all())  # one step at most
+    assert torch.equal(chosen, make_policy("diffuse").plan().select(view))  # deterministic
+
+
 @pytest.mark.parametrize(
     "name, params, word",
     [
