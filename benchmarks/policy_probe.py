@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import attack_table  # noqa: E402
-import defense_table  # noqa: E402
+import experiments  # noqa: E402
 
 from flipguard.demo.story import fidelity  # noqa: E402
 
@@ -50,10 +50,8 @@ def main() -> None:
         a_q = attack_table.attack_success(model, args.scheme, scenario, ns, seed)
         (kl_q,) = fidelity(model, [(model, args.scheme)], args.texts)
         for name, policy, params in CONTENDERS:
-            defended, summary = defense_table.ensure_defended(model, [args.scheme], policy, params, f"probe-{name}")
-            for cached in defended.glob("eval-*.json"):  # defend copies the attacked model's cached evaluations
-                if cached.stat().st_mtime <= (defended / "defense_summary.json").stat().st_mtime:
-                    cached.unlink()
+            # defended once (cached beside the model), its copied evaluation caches dropped
+            defended, summary = experiments._defend(model, args.scheme, policy, params, None, f"probe-{name}")
             a_d = attack_table.attack_success(defended, args.scheme, scenario, ns, seed)
             (kl_d,) = fidelity(model, [(defended, args.scheme)], args.texts)
             rows.append({"model": model.name, "scenario": scenario, "seed": seed, "contender": name, "a_q": a_q,

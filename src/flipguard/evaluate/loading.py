@@ -101,10 +101,9 @@ def require_device(device: str) -> None:
     if not torch.cuda.is_available():
         raise FlipGuardError(f"device {device} was asked for but this machine has no CUDA GPU; use --device cpu.")
     try:
-        torch.device(device)
+        index = torch.device(device).index or 0
     except RuntimeError:
         raise FlipGuardError(f"{device!r} is not a device name; give cuda or cuda:N.") from None
-    index = torch.device(device).index or 0
     if index >= torch.cuda.device_count():
         raise FlipGuardError(f"{device} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s).")
 
