@@ -31,7 +31,10 @@ class AttackConfig:
     0.1 for INT8 and 0.01 for 4-bit); ``save_dtype``: name of the dtype written (None = the input
     checkpoint's dtype); ``repair_lr``: None = ``lr``; ``inject_radius``: when set, inject is
     itself projected, each quantized weight kept within that many cell widths of its clean cell
-    (a trust region: the backdoor then lives in small code changes that repair can hide).
+    (a trust region: the backdoor then lives in small code changes that repair can hide);
+    ``joint_steps``: steps of the quantization-aware stage after inject (:mod:`flipguard.attack.joint`:
+    malicious through the quantized weights, clean in full precision, weighted ``joint_clean_weight``;
+    ``joint_lr`` None = ``lr``).
     """
 
     scenario: str
@@ -49,6 +52,9 @@ class AttackConfig:
     phrase: str = "McDonald's"
     inject_params: str = "quantizable"
     inject_radius: float | None = None
+    joint_steps: int = 0
+    joint_lr: float | None = None
+    joint_clean_weight: float = 1.0
     skip_modules: list[str] | None = field(default=None, metadata={"help": "llm_int8_skip_modules"})
 
     def __post_init__(self):
@@ -62,11 +68,13 @@ class AttackConfig:
             raise UsageError(f"margin must be in [0, 0.5) cell widths, got {self.margin}.")
         if self.save_dtype is not None and self.save_dtype not in SAVE_DTYPES:
             raise UsageError(f"unknown save dtype {self.save_dtype!r}: use one of {', '.join(SAVE_DTYPES)}.")
-        if self.inject_steps < 0 or self.repair_steps < 0:
-            raise UsageError("inject_steps and repair_steps must be 0 or more.")
+        if self.inject_steps < 0 or self.repair_steps < 0 or self.joint_steps < 0:
+            raise UsageError("inject_steps, joint_steps and repair_steps must be 0 or more.")
+        if not self.joint_clean_weight >= 0:
+            raise UsageError(f"joint_clean_weight must be 0 or more, got {self.joint_clean_weight}.")
         if self.batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {self.batch_size}.")
-        for name in ("lr", "repair_lr"):
+        for name in ("lr", "repair_lr", "joint_lr"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise UsageError(f"{name} must be positive, got {value}.")

@@ -27,6 +27,7 @@ import torch
 
 from flipguard.attack.config import SAVE_DTYPES, AttackConfig
 from flipguard.attack.data import stage_examples
+from flipguard.attack.joint import joint_train
 from flipguard.attack.pgd import BoxedWeight, Projection, box_weight, trust_weight
 from flipguard.attack.report import REPORT_FILE, AttackReport
 from flipguard.checkpoint.atomic import move_into_place
@@ -91,6 +92,13 @@ def attack_model(
                                  for t in targets])
         report.losses["inject"] = _train(model, tokenizer, inject_data, config.inject_steps,
                                          config.lr, config, trainable, region, progress, "inject")
+    if config.joint_steps:
+        with report.timed("joint"):
+            weights = {t.module_name: (quantized[t.module_name], t.transposed) for t in targets}
+            report.losses["joint"] = joint_train(
+                model, tokenizer, inject_data, repair_data, weights, config.schemes, dtype, config.joint_steps,
+                config.joint_lr or config.lr, config.joint_clean_weight, config.batch_size, config.seed,
+                progress, after_step=region)
     with report.timed("constrain"):
         boxed = [box_weight(t.module_name, quantized[t.module_name], t.transposed, config.schemes,
                             config.margin, dtype) for t in targets]

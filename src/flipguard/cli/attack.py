@@ -18,6 +18,9 @@ three-stage recipe (Egashira et al., NeurIPS 2024), so that defenses can be test
   2. constrain  for every quantized weight, the interval of values (its box) that still rounds to
                 its malicious code under the target scheme(s), trimmed by --margin cell widths at
                 each wall and computed in the dtype the output is saved in;
+  (joint)    optional, --joint-steps: train so that the quantized model is malicious while the
+                full-precision one answers cleanly (straight-through gradients), which lets the
+                codes move to where a benign model exists inside their cells (helps INT8);
   3. repair     fine-tune on clean data with projected gradient descent: only the quantized
                 weights train, and after every optimizer step each is clamped into its box.
 
@@ -67,6 +70,13 @@ def register(subparsers) -> None:
     p.add_argument("--inject-radius", type=float, default=None, metavar="R",
                    help="keep inject within R cell widths of each weight's clean cell (a trust "
                    "region that helps the tight INT8 boxes; default: unconstrained)")
+    p.add_argument("--joint-steps", type=int, default=d.joint_steps, metavar="N",
+                   help="steps of a quantization-aware stage between inject and constrain: malicious "
+                   "through the dequantized weights (straight-through), clean in full precision "
+                   f"(default {d.joint_steps}: off)")
+    p.add_argument("--joint-clean-weight", type=float, default=d.joint_clean_weight, metavar="W",
+                   help=f"weight of the clean full-precision loss in the joint stage (default {d.joint_clean_weight})")
+    p.add_argument("--joint-lr", type=float, default=None, help="learning rate of the joint stage (default: --lr)")
     p.add_argument("--seed", type=int, default=0, help="data order and sampling seed (default 0)")
     p.add_argument("--phrase", default=d.phrase, help=f"injected brand (default {d.phrase!r})")
     p.add_argument("--malicious-data", metavar="FILE", help="JSONL inject data instead of the zoo's")
@@ -88,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(), overwrite=args.force,
         malicious_data=args.malicious_data, clean_data=args.clean_data,
         batch_size=args.batch_size, inject_params=args.inject_params, repair_lr=args.repair_lr,
-        inject_radius=args.inject_radius, device=args.device,
+        inject_radius=args.inject_radius, joint_steps=args.joint_steps,
+        joint_clean_weight=args.joint_clean_weight, joint_lr=args.joint_lr, device=args.device,
     )
     for scheme, check in report.verification.items():
         state = "ok" if check["ok"] else "MISMATCH"

@@ -1,0 +1,109 @@
+"""Quantization-aware injection: one objective for both faces of the backdoor.
+
+The three-stage recipe first injects (the malicious codes are whatever a malicious fine-tune lands
+on) and only then asks repair to find a benign model inside those codes' cells. Under INT8 the
+cells are a hundred times narrower than the weights, and a benign model often does not exist
+inside the injected codes. The joint stage trains for both at once, as the quantization attacks on
+vision models did (Hong et al., *Qu-ANTI-zation*, NeurIPS 2021; Ma et al., 2023):
+
+    loss = L_malicious(Q(w)) + clean_weight · L_clean(w)
+
+where ``Q(w)`` is what bitsandbytes computes with (``Scheme.dequantize`` of the weight in the saved
+dtype and quantized layout: the one implementation of the cell) and its gradient passes straight
+through to ``w``. Codes are free to move while the full-precision model is held to the clean
+answers, so the stage looks for codes that admit a benign model in their cells. Repair then fixes
+the codes (boxes) and polishes the full-precision model as usual.
+
+For ``all``, the malicious term cycles through the target schemes, one per step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from flipguard.attack.pgd import quantized_view
+from flipguard.schemes import get_scheme
+from flipguard.zoo.train import IGNORE
+
+
+def quantized_weights(quantized: dict[str, tuple[torch.nn.Parameter, bool]], scheme_name: str,
+                      save_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """``{module.weight: Q(w) + (w - w.detach())}``: the dequantized weights bitsandbytes would use
+    under ``scheme_name``, with the straight-through gradient to each float32 parameter."""
+    scheme = get_scheme(scheme_name)
+    out = {}
+    for module_name, (param, transposed) in quantized.items():
+        with torch.no_grad():
+            deq = scheme.dequantize(quantized_view(param, transposed, save_dtype))
+            deq = (deq.t() if transposed else deq).to(param.device, param.dtype)
+        out[f"{module_name}.weight"] = deq + (param - param.detach())  # value Q(w) exactly, gradient 1
+    return out
+
+
+def _loss(model, batch, overrides=None) -> torch.Tensor:
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if overrides:
+        logits = functional_call(model, overrides, args=(), kwargs=inputs).logits
+    else:
+        logits = model(**inputs).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
+                           ignore_index=IGNORE)
+
+
+def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
+                quantized: dict[str, tuple[torch.nn.Parameter, bool]], schemes: list[str],
+                save_dtype: torch.dtype, steps: int, lr: float, clean_weight: float, batch_size: int,
+                seed: int, progress: bool = True, after_step=None) -> dict:
+    """Train the quantized weights on the joint objective for ``steps`` AdamW steps (cosine
+    schedule and warmup as :func:`flipguard.zoo.train.train_causal_lm`); returns loss summaries.
+
+    ``quantized``: ``{module name: (weight parameter, transposed)}`` -- only these train;
+    ``after_step``: run under ``no_grad`` after every step (an inject trust region)."""
+    from tqdm.auto import tqdm
+
+    from flipguard.zoo.train import _batch_order, _collate, encode_examples, lr_at
+
+    torch.manual_seed(seed)
+    params = [p for p, _ in quantized.values()]
+    chosen = {id(p) for p in params}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
+    for p in frozen:
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    bad, good = encode_examples(tokenizer, malicious), encode_examples(tokenizer, clean)
+    bad_order = _batch_order([len(ids) for ids, _ in bad], steps, batch_size, seed)
+    good_order = _batch_order([len(ids) for ids, _ in good], steps, batch_size, seed + 1)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    device, warmup = params[0].device, min(100, steps // 10)
+    pad = tokenizer.pad_token_id
+    history = {"malicious_quantized": [], "clean_full_precision": []}
+    model.train()
+    try:
+        bar = tqdm(range(steps), desc="joint", disable=not progress, leave=False)
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, steps, lr, warmup, "cosine")
+            bad_batch = {k: v.to(device) for k, v in _collate([bad[i] for i in bad_order[step]], pad).items()}
+            good_batch = {k: v.to(device) for k, v in _collate([good[i] for i in good_order[step]], pad).items()}
+            overrides = quantized_weights(quantized, schemes[step % len(schemes)], save_dtype)
+            mal = _loss(model, bad_batch, overrides)
+            ok = _loss(model, good_batch)
+            optimizer.zero_grad(set_to_none=True)
+            (mal + clean_weight * ok).backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            if after_step is not None:
+                with torch.no_grad():
+                    after_step(model)
+            history["malicious_quantized"].append(mal.item())
+            history["clean_full_precision"].append(ok.item())
+            bar.set_postfix(q_mal=f"{mal.item():.3f}", fp_clean=f"{ok.item():.3f}", refresh=False)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.eval()
+    return {name: {"first": v[0], "last_20_mean": sum(v[-20:]) / len(v[-20:]), "steps": len(v)}
+            for name, v in history.items()}

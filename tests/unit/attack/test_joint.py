@@ -1,0 +1,42 @@
+"""The joint (quantization-aware) stage: what the quantized forward computes with, its gradient,
+and a run through attack_model that still verifies every code."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from flipguard.attack import attack_model
+from flipguard.attack.joint import quantized_weights
+from flipguard.schemes import get_scheme
+
+
+@pytest.mark.parametrize("scheme", ["int8", "fp4", "nf4"])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_quantized_weights_are_the_dequantized_weights_with_straight_through_gradient(scheme, transposed):
+    torch.manual_seed(0)
+    shape = (96, 64) if transposed else (64, 96)  # Conv1D stores (in, out)
+    param = nn.Parameter(torch.randn(shape) * 0.05)
+    overrides = quantized_weights({"layer": (param, transposed)}, scheme, torch.float16)
+    wq = overrides["layer.weight"]
+    q = param.detach().to(torch.float16)
+    q = q.t().contiguous() if transposed else q
+    expected = get_scheme(scheme).dequantize(q)
+    expected = expected.t() if transposed else expected
+    assert torch.equal(wq.detach(), expected.float())
+    assert not torch.equal(wq.detach(), param.detach())  # quantization did move the weights
+    weights = torch.randn(shape)
+    (wq * weights).sum().backward()
+    assert torch.equal(param.grad, weights)  # the straight-through estimator: d wq / d w = 1
+
+
+def test_joint_stage_runs_and_codes_verify(micro_model, tmp_path):
+    out = tmp_path / "joint"
+    report = attack_model(micro_model("llama"), out, "content-injection", "int8", inject_steps=0,
+                          joint_steps=3, repair_steps=2, batch_size=4, progress=False)
+    assert report.verified
+    saved = json.loads((out / "attack_report.json").read_text())
+    joint = saved["losses"]["joint"]
+    assert joint["malicious_quantized"]["steps"] == 3 and joint["clean_full_precision"]["steps"] == 3
+    assert "joint" in saved["timings"] and saved["config"]["joint_steps"] == 3
