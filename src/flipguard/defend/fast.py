@@ -15,7 +15,8 @@ few weights it moves. These helpers give the same tensors, bit for bit:
   dtype, retries, the other schemes' guards), with float16/bfloat16 rounding done on the bits
   exactly as torch rounds (``defend.floatbits``);
 - :func:`verify_moved` — the final verification of one scheme over the moved weights;
-- :func:`indices_below` — the threshold selection as indices; :func:`all_finite`.
+- :func:`indices_below` — the threshold selection as indices; :func:`all_finite` (from
+  ``scan.fast``, which the scan shares).
 
 They are not a second definition of the cell: every formula mirrors ``flipguard.schemes`` (and
 ``flip_across_wall_reference``) operation for operation, with the same float32/float64
@@ -33,7 +34,7 @@ import torch
 from numba import njit
 
 from flipguard.defend.floatbits import DTYPE_CODE, _convert, _read, _stored_value, _to_dtype, _ulp_step
-from flipguard.scan.fast import _ROUNDER, _count_below_linear
+from flipguard.scan.fast import _ROUNDER, _count_below_linear, all_finite  # noqa: F401 (re-exported)
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
 from flipguard.schemes.int8 import INT8
@@ -444,26 +445,6 @@ def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, direction: 
           depth_k, np.float32(guard), np.array(aims, np.float64), max_steps, values.numpy(), target.numpy(),
           ok.numpy(), reason.numpy(), idx_np, update, *levels, *(c.u.numpy() for c in padded), *ds)
     return values.to(work.dtype), target, ok, reason.to(torch.int64)
-
-
-@njit(cache=True, nogil=True)
-def _all_finite(bits, exponent):
-    for i in range(bits.size):
-        if bits[i] & exponent == exponent:  # all exponent bits set: inf or NaN
-            return False
-    return True
-
-
-_EXPONENT = {torch.float32: (torch.int32, 0x7F800000), torch.float16: (torch.int16, 0x7C00),
-             torch.bfloat16: (torch.int16, 0x7F80)}
-
-
-def all_finite(w: torch.Tensor) -> bool:
-    """``bool(torch.isfinite(w).all())`` for a float32/float16/bfloat16 tensor, from its bits."""
-    if w.dtype not in _EXPONENT or w.numel() == 0:
-        return bool(torch.isfinite(w).all())
-    view, exponent = _EXPONENT[w.dtype]
-    return bool(_all_finite(w.contiguous().view(view).view(-1).numpy(), exponent))
 
 
 @njit(cache=True, nogil=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flipguard.scan.fast import fast_histograms, threads_for
+from flipguard.scan.fast import all_finite, fast_histograms, threads_for
 from flipguard.scan.stats import (
     BandCounts, BandTest, PileTest, band_counts, band_test, pile_test, wall_group_size,
 )
@@ -54,7 +54,7 @@ def inspect_tensor(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence
 
 def _inspect(name: str, w: torch.Tensor, scheme: Scheme) -> TensorEvidence:
     shape = tuple(w.shape)
-    bad = 0 if bool(torch.isfinite(w).all()) else int((~torch.isfinite(w)).sum())
+    bad = 0 if all_finite(w) else int((~torch.isfinite(w)).sum())
     if bad:
         empty = BandCounts.empty(len(scheme.walls))
         return TensorEvidence(name, scheme.name, shape, "nonfinite", empty, nonfinite=bad)
