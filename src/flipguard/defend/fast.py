@@ -34,7 +34,9 @@ import torch
 from numba import njit
 
 from flipguard.defend.floatbits import DTYPE_CODE, _convert, _read, _stored_value, _to_dtype, _ulp_step
-from flipguard.scan.fast import _ROUNDER, _count_below_linear, all_finite  # noqa: F401 (re-exported)
+from flipguard.scan.fast import (  # noqa: F401 (all_finite re-exported)
+    _LANES, _ROUNDER, _abs_max, _count_below_linear, _fourbit_select, all_finite, fourbit_tables,
+)
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
 from flipguard.schemes.int8 import INT8
@@ -62,58 +64,67 @@ def _int8_cell(xi):
 
 
 @njit(cache=True, nogil=True)
-def _fourbit_cells(flat, walls, low, inv_width, x, pinned, level, u, d, absmax):
-    """Fill x, pinned, level (int64), u, d (NaN where pinned) per weight and absmax per block."""
+def _fourbit_cells(flat, walls16, low17, inv17, x, pinned, level, u, d, absmax):
+    """Fill x, pinned, level (int64), u, d (NaN where pinned) per weight and absmax per block.
+
+    Per block: the absmax, the normalized values, then the cells in a loop without branches or
+    lookups (``scan.fast._fourbit_select``), which vectorizes."""
     n = flat.size
     nblocks = (n + BLOCK - 1) // BLOCK
+    lanes = np.empty(_LANES, np.float32)
     for b in range(nblocks):
         start = b * BLOCK
-        stop = min(n, start + BLOCK)
-        partial = stop - start < BLOCK
-        m = np.float32(0.0)
-        for i in range(start, stop):
-            m = max(m, abs(flat[i]))
+        count = min(n, start + BLOCK) - start
+        partial = count < BLOCK
+        m = _abs_max(flat, start, count, lanes)
         if partial:
             m = max(m, _TINY)  # stored clamped in the partial block only
         absmax[b] = m
-        inv = np.float32(1.0) / max(m, _TINY)
         zero_group = (m <= _TINY) if partial else (m == np.float32(0.0))
-        for i in range(start, stop):
-            v = flat[i]
-            xi = v / m if partial else v * inv
-            xi = min(max(xi, np.float32(-1.0)), np.float32(1.0))
-            k, ui, di = _fourbit_cell(xi, walls, low, inv_width)
-            x[i] = xi
-            level[i] = k
+        if partial:
+            for t in range(count):
+                x[start + t] = min(max(flat[start + t] / m, np.float32(-1.0)), np.float32(1.0))
+        else:
+            inv = np.float32(1.0) / max(m, _TINY)
+            for t in range(BLOCK):
+                x[start + t] = min(max(flat[start + t] * inv, np.float32(-1.0)), np.float32(1.0))
+        for t in range(count):
+            i = start + t
+            xi = x[i]
+            k, lo, iw = _fourbit_select(xi, walls16, low17, inv17)
+            ui = (xi - lo) * iw
+            di = min(max(min(ui, np.float32(1.0) - ui), np.float32(0.0)), np.float32(0.5))
+            level[i] = np.int64(k)
             u[i] = ui
-            pin = zero_group or abs(v) == m
+            pin = zero_group | (abs(flat[i]) == m)
             pinned[i] = pin
             d[i] = np.float32(np.nan) if pin else di
 
 
 @njit(cache=True, nogil=True)
 def _int8_cells(rows, x, pinned, level, u, d, absmax):
-    """INT8: the same per weight (rows ``(out, in)``), SCB per row."""
+    """INT8: the same per weight (rows ``(out, in)``), SCB per row (the per-weight loop vectorizes)."""
     n_rows, n_cols = rows.shape
+    lanes = np.empty(_LANES, np.float32)
     for r in range(n_rows):
-        m = np.float32(0.0)
-        for j in range(n_cols):
-            m = max(m, abs(rows[r, j]))
+        row = rows[r]
+        m = _abs_max(row, 0, n_cols, lanes)
         absmax[r] = m
-        scale = np.float32(np.inf) if m == np.float32(0.0) else np.float32(1.0) / m
+        zero_row = m == np.float32(0.0)
+        scale = np.float32(np.inf) if zero_row else np.float32(1.0) / m
         scale = scale * np.float32(127.0)
         for j in range(n_cols):
-            v = rows[r, j]
+            v = row[j]
             xi = v * scale
-            if xi != xi:  # 0 * inf in a zero row: nan_to_num
-                xi = np.float32(0.0)
-            k, ui, di = _int8_cell(xi)
+            xi = np.float32(0.0) if xi != xi else xi  # 0 * inf in a zero row: nan_to_num
+            nearest = (xi + _ROUNDER) - _ROUNDER  # _int8_cell, written out
+            offset = xi - nearest
             x[r, j] = xi
-            level[r, j] = k
-            u[r, j] = ui
-            pin = m == np.float32(0.0) or abs(v) == m
+            level[r, j] = np.int64(nearest) + 127
+            u[r, j] = offset + np.float32(0.5)
+            pin = zero_row | (abs(v) == m)
             pinned[r, j] = pin
-            d[r, j] = np.float32(np.nan) if pin else di
+            d[r, j] = np.float32(np.nan) if pin else np.float32(0.5) - abs(offset)
 
 
 @njit(cache=True, nogil=True)
@@ -155,9 +166,7 @@ def chunk_cells(scheme: Scheme, read: torch.Tensor):
     d = torch.empty(n, dtype=torch.float32)
     if isinstance(scheme, FourBitScheme):
         absmax = torch.empty(-(-n // BLOCK), dtype=torch.float32)
-        walls = scheme.walls.numpy()
-        low, inv_width = scheme._cell_tables[0].numpy(), scheme._inv_width.numpy()
-        _fourbit_cells(read.view(-1).numpy(), walls, low, inv_width, x.numpy(), pinned.numpy(), level.numpy(),
+        _fourbit_cells(read.view(-1).numpy(), *fourbit_tables(scheme), x.numpy(), pinned.numpy(), level.numpy(),
                        u.numpy(), d.numpy(), absmax.numpy())
     elif isinstance(scheme, INT8):
         shape = read.shape
@@ -448,7 +457,7 @@ def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, direction: 
 
 
 @njit(cache=True, nogil=True)
-def _verify(moved, bits, stored, load, extra16, kind, size, nfull, absmax, factors, pinned, x_before, level_before,
+def _verify(moved, bits, stored, load, extra16, kind, size, nfull, absmax, factors, pinned, x_before,
             width, walls, low, inv_width, begin, end, target, depth):
     """``multischeme.verify`` for one scheme: (a moved weight is pinned or reads above its group's
     absmax, codes changed, largest shift in old cell widths, flips in ``moved[begin:end]`` all at
@@ -466,7 +475,7 @@ def _verify(moved, bits, stored, load, extra16, kind, size, nfull, absmax, facto
         factor, divide = _factor(factors, g, nfull, kind)
         x = _normalized(r, factor, divide, kind)
         k, u, d = _cell_of(x, kind, walls, low, inv_width)
-        old = level_before[i]
+        old = _cell_of(x_before[i], kind, walls, low, inv_width)[0]  # the level before any move
         changed += k != old
         shift = max(shift, abs(x - x_before[i]) / width[old])
         if begin <= t < end and not (k == target[t - begin] and d >= depth):
@@ -489,24 +498,24 @@ def verify_moved(work: torch.Tensor, before, moved: torch.Tensor, run: tuple[int
         moved.contiguous().numpy(), bits, stored, DTYPE_CODE[s.load_dtype] if s.load_dtype else -1,
         torch.float16 in s.extra_casts, kind, size, nfull, before.grouped.absmax.numpy(),
         group_factors(s, before.grouped.absmax, work.shape).numpy(),
-        before.pinned.reshape(-1).numpy(), before.grouped.x.reshape(-1).numpy(), before.level.numpy(),
-        s._cell_tables[1].numpy(), walls, low, inv, begin, end, target.contiguous().numpy(), np.float32(before.depth))
+        before.pinned.reshape(-1).numpy(), before.grouped.x.reshape(-1).numpy(), s._cell_tables[1].numpy(), walls, low, inv, begin, end, target.contiguous().numpy(), np.float32(before.depth))
     return bool(broken), int(changed), float(shift) if len(moved) else None, bool(hold)
 
 
 @njit(cache=True, nogil=True)
 def _below(eligible, d, tau, out):
+    """Write the flat indices where ``eligible & (d < tau)`` to ``out`` (ascending); their count.
+    Branch-free: every index is written and the count advances where the test holds."""
     count = 0
     for i in range(d.size):
-        if eligible[i] and d[i] < tau:
-            out[count] = i
-            count += 1
+        out[count] = i
+        count += eligible[i] & (d[i] < tau)
     return count
 
 
 def indices_below(eligible: torch.Tensor, d: torch.Tensor, tau: float) -> torch.Tensor:
     """int64 flat indices where ``eligible & (d < tau)`` (``d`` float32, compared with float32
     ``tau`` as torch does), ascending: ``(eligible & (d < tau)).nonzero()`` in one pass."""
-    out = torch.empty(d.numel(), dtype=torch.int64)
+    out = torch.empty(d.numel() + 1, dtype=torch.int64)  # one spare slot for the last write
     count = _below(eligible.reshape(-1).numpy(), d.reshape(-1).numpy(), np.float32(tau), out.numpy())
     return out[:count].clone()

@@ -71,10 +71,12 @@ class Cells:
                      self.shape, self.maxima)
 
     def snapshot(self) -> "Cells":
-        """Same scales, own copy of ``level``; ``u`` and ``d`` are left out (empty): what the final
-        verification reads of the cells before any weight moved."""
+        """Same scales (and normalized values ``grouped.x``, which moves never change); ``level``,
+        ``u`` and ``d`` are left out (empty): what the final verification reads of the cells before
+        any weight moved (it recomputes a moved weight's old level from its old ``x``)."""
         empty = torch.empty(0)
-        return Cells(self.scheme, self.grouped, self.level.clone(), empty, empty, self.depth, self.shape, self.maxima)
+        return Cells(self.scheme, self.grouped, torch.empty(0, dtype=torch.int64), empty, empty, self.depth,
+                     self.shape, self.maxima)
 
     def group_max_at(self, idx: torch.Tensor) -> torch.Tensor:
         """The group's largest ``|w|`` (stored dtype) for the weights at flat ``idx``."""
@@ -187,11 +189,8 @@ def flip_across_wall(
     own = isinstance(cap, Cap) and {id(c) for c in cap.cells} == {id(c) for c in every}
     values, target, ok, reason = flip_weights(work, every, idx, direction, None if own else cap[idx], RETRY_AIMS,
                                               MAX_STEPS, OTHER_GUARD, grid_dtype(cells.scheme, work.dtype), update)
-    unsafe = {
-        "dtype": int((reason == 1).sum()),
-        "absmax": int((reason == 2).sum()),
-        "other_scheme": int((reason == 3).sum()),
-    }
+    counts = torch.bincount(reason, minlength=4).tolist()  # reasons 0 placed, 1 dtype, 2 absmax, 3 other
+    unsafe = {"dtype": counts[1], "absmax": counts[2], "other_scheme": counts[3]}
     return Placement(idx, values, target, ok, unsafe)
 
 

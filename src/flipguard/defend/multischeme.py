@@ -68,7 +68,9 @@ def defend_matrix(
     totals = {s.name: SchemeStats() for s in schemes}
     step_scheme = max(schemes, key=lambda s: s.row_multiple(wq.shape[1]))
     for number, chunk in enumerate(step_scheme.row_chunks(wq, max_elements)):
-        work = chunk.clone(memory_format=torch.contiguous_format)
+        # defended in place where the chunk is contiguous (a row slice of a stored tensor); a
+        # transposed (Conv1D) chunk is worked on as a contiguous copy and copied back
+        work = chunk if chunk.is_contiguous() else chunk.clone(memory_format=torch.contiguous_format)
         passes = sorted(schemes, key=lambda s: len(s.levels))  # coarse grids first (module docstring)
         current = [cells_of(s, work, depth) for s in passes]  # updated as weights move
         before = [c.snapshot() for c in current]  # what verify compares with
@@ -79,7 +81,7 @@ def defend_matrix(
             flipped = _flip_passes(work, current, plans, cap, f"{key}#{number}", totals)
         for stats_name, stats in verify(work, before, flipped).items():
             totals[stats_name].add(stats)
-        if flipped_any(flipped):
+        if work is not chunk and flipped_any(flipped):
             chunk.copy_(work)
     return totals
 

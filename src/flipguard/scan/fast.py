@@ -43,53 +43,131 @@ def _count_below_linear(table, x):
         k += table[j] < x
     return k
 
+_N_BANDS = len(BANDS)
+_LANES = 8  # independent running maxima: a reduction split this way vectorizes (one running max does not)
+_WALLS = 16  # 4-bit wall tables padded to this length (+inf) for the select chain of _fourbit_select
+
+
 @njit(inline="always")
-def _add(joint, s, group, d, res, bands):
-    """Count one free weight in its (wall group, resolution class, fine bin) cell of ``joint``."""
+def _fourbit_select(x, walls16, low17, inv17):
+    """(level, cell lower end, 1 / cell width) of one normalized value under a 4-bit scheme.
+
+    The level is the number of walls strictly below ``x`` (``torch.bucketize``); the table
+    entries of that level are picked by a chain of selects as the walls are passed (the walls are
+    sorted, so the last wall below ``x`` picks them). Equal to ``low[level]``, ``inv_width[level]``;
+    unlike a table lookup, the chain vectorizes. Tables from :func:`fourbit_tables`."""
+    level = np.int32(0)
+    lo = low17[0]
+    iw = inv17[0]
+    for j in range(_WALLS):
+        below = walls16[j] < x
+        level += np.int32(below)
+        next_lo = low17[j + 1]
+        next_iw = inv17[j + 1]
+        lo = next_lo if below else lo
+        iw = next_iw if below else iw
+    return level, lo, iw
+
+
+def fourbit_tables(scheme: FourBitScheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(walls padded to ``_WALLS`` with +inf, cell lower ends and inverse widths padded to
+    ``_WALLS + 1``) of a 4-bit scheme, float32: the scheme's own tables, for :func:`_fourbit_select`."""
+    walls = np.full(_WALLS, np.inf, np.float32)
+    low, inv = np.zeros(_WALLS + 1, np.float32), np.zeros(_WALLS + 1, np.float32)
+    walls[: len(scheme.walls)] = scheme.walls.numpy()
+    low[: len(scheme.levels)] = scheme._cell_tables[0].numpy()
+    inv[: len(scheme.levels)] = scheme._inv_width.numpy()
+    return walls, low, inv
+
+
+@njit(inline="always")
+def _abs_max(values, start, count, lanes):
+    """Largest ``|values[start:start + count]|`` (float32; 0 for none), in ``_LANES`` lanes."""
+    for j in range(_LANES):
+        lanes[j] = np.float32(0.0)
+    full = count - count % _LANES
+    for t in range(0, full, _LANES):
+        for j in range(_LANES):
+            lanes[j] = max(lanes[j], abs(values[start + t + j]))
+    m = np.float32(0.0)
+    for t in range(full, count):
+        m = max(m, abs(values[start + t]))
+    for j in range(_LANES):
+        m = max(m, lanes[j])
+    return m
+
+
+@njit(inline="always")
+def _bin(d, res, bands):
+    """Resolution class times NBINS plus fine bin of one weight (its column in the joint histogram)."""
     fine = d * np.float32(400.0)
-    k = NBINS - 1 if fine > NBINS - 1 else int(fine)
-    c = _count_below_linear(bands, res * _FACTOR)
-    joint[s, group, c, k] += 1
+    k = np.int32(NBINS - 1) if fine > np.float32(NBINS - 1) else np.int32(fine)
+    r = res * _FACTOR
+    c = np.int32(0)
+    for j in range(_N_BANDS):
+        band = bands[j]
+        c += np.int32(band < r)
+    return c * np.int32(NBINS) + k
+
+
+@njit(inline="always")
+def _count(hist, free, bins, walls, wall_group, ds, count, low_d):
+    """Add the free weights of one group to ``hist`` (flat joint histogram); the smallest d."""
+    for t in range(count):
+        if free[t]:
+            hist[wall_group[walls[t]] * (_CLASSES * NBINS) + bins[t]] += 1
+            low_d = min(low_d, ds[t])
+    return low_d
 
 
 @njit(parallel=True, cache=True)
-def _fourbit(flat, walls, low, inv_width, eps, bands, wall_group, groups, slices):
+def _fourbit(flat, walls16, low17, inv17, eps, bands, wall_group, groups, slices):
     """Joint histogram ``(slices, groups, classes, NBINS)`` and per-slice smallest d of the free
-    weights of the flat 4-bit ``flat`` (pinned weights and all-zero blocks are counted nowhere)."""
+    weights of the flat 4-bit ``flat`` (pinned weights and all-zero blocks are counted nowhere).
+
+    Per block: the absmax, then every weight's cell in a loop without branches or lookups (it
+    vectorizes), then the free weights are counted."""
     n = flat.size
-    n_walls = walls.size
+    n_walls = wall_group.size
     nblocks = (n + BLOCK - 1) // BLOCK
-    joint = np.zeros((slices, groups, _CLASSES, NBINS), np.int64)
+    joint = np.zeros((slices, groups * _CLASSES * NBINS), np.int64)
     out_min = np.full(slices, np.float32(np.inf), np.float32)
     per_slice = (nblocks + slices - 1) // slices
     for s in prange(slices):
+        hist = joint[s]
+        lanes = np.empty(_LANES, np.float32)
+        xs, ds = np.empty(BLOCK, np.float32), np.empty(BLOCK, np.float32)
+        bins, walls, free = np.empty(BLOCK, np.int32), np.empty(BLOCK, np.int32), np.empty(BLOCK, np.bool_)
         low_d = np.float32(np.inf)
         for b in range(s * per_slice, min(nblocks, (s + 1) * per_slice)):
             start = b * BLOCK
-            stop = min(n, start + BLOCK)
-            m = np.float32(0.0)
-            for i in range(start, stop):
-                m = max(m, abs(flat[i]))
-            partial = stop - start < BLOCK
+            count = min(n, start + BLOCK) - start
+            m = _abs_max(flat, start, count, lanes)
+            partial = count < BLOCK
             safe = max(m, np.float32(1e-38))
-            inv = np.float32(1.0) / safe
             if (m <= np.float32(1e-38)) if partial else (m == np.float32(0.0)):
                 continue  # a zero group: pinned whole
-            for i in range(start, stop):
-                v = flat[i]
-                if abs(v) == m:
-                    continue  # pinned
-                x = v / safe if partial else v * inv
-                x = min(max(x, np.float32(-1.0)), np.float32(1.0))
-                level = _count_below_linear(walls, x)
-                u = (x - low[level]) * inv_width[level]
+            if partial:
+                for t in range(count):
+                    xs[t] = min(max(flat[start + t] / safe, np.float32(-1.0)), np.float32(1.0))
+            else:
+                inv = np.float32(1.0) / safe
+                for t in range(BLOCK):
+                    xs[t] = min(max(flat[start + t] * inv, np.float32(-1.0)), np.float32(1.0))
+            for t in range(count):
+                x = xs[t]
+                level, lo, iw = _fourbit_select(x, walls16, low17, inv17)
+                u = (x - lo) * iw
                 d = min(max(min(u, np.float32(1.0) - u), np.float32(0.0)), np.float32(0.5))
-                res = (abs(x) * eps) * inv_width[level]
-                wall = min(max(level - 1 + (u >= np.float32(0.5)), 0), n_walls - 1)
-                _add(joint, s, wall_group[wall], d, res, bands)
-                low_d = min(low_d, d)
+                res = (abs(x) * eps) * iw
+                bins[t] = _bin(d, res, bands)
+                walls[t] = min(max(level - np.int32(1) + np.int32(u >= np.float32(0.5)), np.int32(0)),
+                               np.int32(n_walls - 1))
+                ds[t] = d
+                free[t] = abs(flat[start + t]) != m
+            low_d = _count(hist, free, bins, walls, wall_group, ds, count, low_d)
         out_min[s] = low_d
-    return joint, out_min
+    return joint.reshape(slices, groups, _CLASSES, NBINS), out_min
 
 
 @njit(parallel=True, cache=True)
@@ -97,32 +175,36 @@ def _int8(rows, eps, bands, wall_group, groups, slices):
     """INT8: the same from the rows ``(out, in)`` (read as fp16 values), SCB per row."""
     n_rows, n_cols = rows.shape
     n_walls = wall_group.size
-    joint = np.zeros((slices, groups, _CLASSES, NBINS), np.int64)
+    joint = np.zeros((slices, groups * _CLASSES * NBINS), np.int64)
     out_min = np.full(slices, np.float32(np.inf), np.float32)
     per_slice = (n_rows + slices - 1) // slices
     for s in prange(slices):
+        hist = joint[s]
+        lanes = np.empty(_LANES, np.float32)
+        ds = np.empty(n_cols, np.float32)
+        bins, walls, free = np.empty(n_cols, np.int32), np.empty(n_cols, np.int32), np.empty(n_cols, np.bool_)
         low_d = np.float32(np.inf)
         for r in range(s * per_slice, min(n_rows, (s + 1) * per_slice)):
-            m = np.float32(0.0)
-            for j in range(n_cols):
-                m = max(m, abs(rows[r, j]))
+            row = rows[r]
+            m = _abs_max(row, 0, n_cols, lanes)
             if m == np.float32(0.0):
                 continue  # a zero row: pinned whole
             scale = (np.float32(1.0) / m) * np.float32(127.0)
             for j in range(n_cols):
-                v = rows[r, j]
-                if abs(v) == m:
-                    continue  # pinned
+                v = row[j]
                 x = v * scale
                 nearest = (x + _ROUNDER) - _ROUNDER  # round half to even, exact for |x| < 2^22
                 offset = x - nearest
                 d = np.float32(0.5) - abs(offset)
                 res = abs(x) * eps
-                wall = min(max(int(nearest) + 126 + (offset >= np.float32(0.0)), 0), n_walls - 1)
-                _add(joint, s, wall_group[wall], d, res, bands)
-                low_d = min(low_d, d)
+                bins[j] = _bin(d, res, bands)
+                walls[j] = min(max(np.int32(nearest) + np.int32(126) + np.int32(offset >= np.float32(0.0)),
+                                   np.int32(0)), np.int32(n_walls - 1))
+                ds[j] = d
+                free[j] = abs(v) != m
+            low_d = _count(hist, free, bins, walls, wall_group, ds, n_cols, low_d)
         out_min[s] = low_d
-    return joint, out_min
+    return joint.reshape(slices, groups, _CLASSES, NBINS), out_min
 
 
 @njit(cache=True, nogil=True)
@@ -186,9 +268,7 @@ def fast_histograms(w: torch.Tensor, scheme: Scheme):
     threads = numba.get_num_threads()
     slices = 1 if threads == 1 else min(_SLICES, 4 * threads)
     if isinstance(scheme, FourBitScheme):
-        low, inv_width = scheme._cell_tables[0].numpy(), scheme._inv_width.numpy()
-        joint, out_min = _fourbit(read.reshape(-1), scheme.walls.numpy(), low, inv_width, eps, _BANDS, wall_group,
-                                  groups, slices)
+        joint, out_min = _fourbit(read.reshape(-1), *fourbit_tables(scheme), eps, _BANDS, wall_group, groups, slices)
     elif isinstance(scheme, INT8):
         joint, out_min = _int8(read, eps, _BANDS, wall_group, groups, slices)
     else:
