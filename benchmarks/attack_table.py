@@ -67,6 +67,12 @@ def parse_args() -> argparse.Namespace:
                    help="inject lr for int8 and all (default: --lr)")
     p.add_argument("--int8-inject-radius", type=float, default=None,
                    help="trust region of the inject stage for int8 and all, in cell widths")
+    p.add_argument("--int8-joint-steps", type=int, default=0,
+                   help="joint (quantization-aware) stage steps for int8 and all (default 0: off)")
+    p.add_argument("--int8-joint-clean-weight", type=float, default=AttackConfig.joint_clean_weight,
+                   help="weight of the clean full-precision loss in the joint stage")
+    p.add_argument("--tag", default="", help="suffix of the attacked models' cache names (a new recipe "
+                   "must not reuse models cached by another)")
     p.add_argument("--batch-size", type=int, default=AttackConfig.batch_size)
     p.add_argument("--max-new-tokens", type=int, default=64,
                    help="generation budget for content-injection and over-refusal (code: 128)")
@@ -148,11 +154,16 @@ def measure_cell(args, cache: Path, clean: Path, seed: int, scenario: str, targe
     if target in ("int8", "all") and args.int8_inject_lr is not None:
         lr = args.int8_inject_lr
     radius = args.int8_inject_radius if target in ("int8", "all") else None
+    joint = getattr(args, "int8_joint_steps", 0) if target in ("int8", "all") else 0
+    if getattr(args, "tag", ""):
+        out = out.with_name(f"{out.name}-{args.tag}")
     if not (out / "attack_report.json").is_file():
         attack_model(clean, out, scenario, target, margin=args.margin, inject_steps=args.inject_steps,
                      repair_steps=repair, lr=lr, repair_lr=args.repair_lr or args.lr, seed=seed,
                      progress=False, overwrite=True,
-                     batch_size=args.batch_size, inject_radius=radius, device=getattr(args, "device", "cpu"))
+                     batch_size=args.batch_size, inject_radius=radius, device=getattr(args, "device", "cpu"),
+                     joint_steps=joint,
+                     joint_clean_weight=getattr(args, "int8_joint_clean_weight", AttackConfig.joint_clean_weight))
     report = load_report(out)
     row = {
         "seed": seed, "clean_seed": int(clean.name.rsplit("-s", 1)[1]), "scenario": scenario,
@@ -214,7 +225,8 @@ def table_lines(rows: list[dict]) -> list[dict]:
 
 def recipes(rows: list[dict]) -> str:
     """The attack settings behind each target's rows (a target may use its own recipe)."""
-    keys = ("inject_steps", "lr", "inject_radius", "repair_steps", "repair_lr", "margin", "batch_size")
+    keys = ("inject_steps", "lr", "inject_radius", "joint_steps", "joint_clean_weight", "repair_steps", "repair_lr",
+            "margin", "batch_size")
     out = ["\nRecipes (attack_model settings; margin None = published):\n"]
     for target in TARGETS:
         seen = {json.dumps({k: r["config"].get(k) for k in keys}

@@ -14,7 +14,9 @@ through to ``w``. Codes are free to move while the full-precision model is held 
 answers, so the stage looks for codes that admit a benign model in their cells. Repair then fixes
 the codes (boxes) and polishes the full-precision model as usual.
 
-For ``all``, the malicious term cycles through the target schemes, one per step.
+When the two datasets hold the same prompts in the same order (the zoo's do), each step shows the
+same prompts both ways: the malicious answer to the quantized model, the clean one to the
+full-precision model. For ``all``, the malicious term cycles through the target schemes, one per step.
 """
 
 from __future__ import annotations
@@ -75,7 +77,10 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
         p.requires_grad_(True)
     bad, good = encode_examples(tokenizer, malicious), encode_examples(tokenizer, clean)
     bad_order = _batch_order([len(ids) for ids, _ in bad], steps, batch_size, seed)
-    good_order = _batch_order([len(ids) for ids, _ in good], steps, batch_size, seed + 1)
+    if [ex["prompt"] for ex in malicious] == [ex["prompt"] for ex in clean]:
+        good_order = bad_order  # paired: each prompt is answered both ways in the same step
+    else:
+        good_order = _batch_order([len(ids) for ids, _ in good], steps, batch_size, seed + 1)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     device, warmup = params[0].device, min(100, steps // 10)
     pad = tokenizer.pad_token_id
