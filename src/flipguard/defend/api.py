@@ -69,7 +69,7 @@ def defend_tensor(
     if policy.needs_evidence:
         from flipguard.scan import inspect_tensor
 
-        evidence = {s.name: inspect_tensor(name, wq, s) for s in schemes}
+        evidence = {s.name: inspect_tensor(name, wq, s, finite=True) for s in schemes}  # checked above
     plans = {s.name: policy.plan(evidence[s.name]) for s in schemes}
     result.plans = {name_: plan.detail for name_, plan in plans.items()}
     noise_scale = None

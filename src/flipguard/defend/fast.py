@@ -364,26 +364,33 @@ def _factor(factors, g, nfull, kind):
 @njit(cache=True, nogil=True)
 def _gather(idx, bits, stored, count, kinds, sizes, nfulls, a0, a1, a2, m0, m1, m2, l0, l1, l2, d1, d2, p1, p2, u0,
             stored_values, factor, divide, ref, cap, level0, ufirst, level_k, d_k, pinned_k):
-    """Everything :func:`_flip` reads about the weights at flat ``idx``, from the chunk's arrays."""
+    """Everything :func:`_flip` reads about the weights at flat ``idx``, from the chunk's arrays
+    (scheme by scheme, so each inner loop reads one set of arrays)."""
     for t in range(idx.size):
         i = idx[t]
         stored_values[t] = _stored_value(bits, i, stored)
-        for j in range(count):
-            factors = a0 if j == 0 else (a1 if j == 1 else a2)
-            maxima = m0 if j == 0 else (m1 if j == 1 else m2)
-            g = i >> _BLOCK_BITS if kinds[j] == 0 else i // sizes[j]
-            factor[j, t], divide[j, t] = _factor(factors, g, nfulls[j], kinds[j])
+        level0[t] = l0[i]
+        ufirst[t] = u0[i]
+    for j in range(count):
+        factors = a0 if j == 0 else (a1 if j == 1 else a2)
+        maxima = m0 if j == 0 else (m1 if j == 1 else m2)
+        levels = l1 if j == 1 else l2
+        ds = d1 if j == 1 else d2
+        pins = p1 if j == 1 else p2
+        kind, size, nfull = kinds[j], sizes[j], nfulls[j]
+        for t in range(idx.size):
+            i = idx[t]
+            g = i >> _BLOCK_BITS if kind == 0 else i // size
+            factor[j, t], divide[j, t] = _factor(factors, g, nfull, kind)
             c = maxima[g]
             if j == 0:
                 ref[t] = c
                 cap[t] = c
-                level0[t] = l0[i]
-                ufirst[t] = u0[i]
             else:
                 cap[t] = min(cap[t], c)
-                level_k[j, t] = l1[i] if j == 1 else l2[i]
-                d_k[j, t] = d1[i] if j == 1 else d2[i]
-                pinned_k[j, t] = p1[i] if j == 1 else p2[i]
+                level_k[j, t] = levels[i]
+                d_k[j, t] = ds[i]
+                pinned_k[j, t] = pins[i]
 
 
 def _layout(scheme: Scheme, absmax: torch.Tensor, shape) -> tuple[int, int, int]:
@@ -518,4 +525,4 @@ def indices_below(eligible: torch.Tensor, d: torch.Tensor, tau: float) -> torch.
     ``tau`` as torch does), ascending: ``(eligible & (d < tau)).nonzero()`` in one pass."""
     out = torch.empty(d.numel() + 1, dtype=torch.int64)  # one spare slot for the last write
     count = _below(eligible.reshape(-1).numpy(), d.reshape(-1).numpy(), np.float32(tau), out.numpy())
-    return out[:count].clone()
+    return out[:count]  # a view: the buffer lives as long as the chunk's selection
