@@ -216,8 +216,18 @@ def normalize_at(scheme: Scheme, values: torch.Tensor, absmax: torch.Tensor, idx
     return torch.nan_to_num(values * factor, nan=0.0)
 
 
-def group_max(scheme: Scheme, work: torch.Tensor) -> torch.Tensor:
-    """Per group, the largest ``|w|`` of the 2-D chunk ``work`` in its own dtype (``(groups,)``)."""
+def group_max(scheme: Scheme, work: torch.Tensor, absmax: torch.Tensor | None = None) -> torch.Tensor:
+    """Per group, the largest ``|w|`` of the 2-D chunk ``work`` in its own dtype (``(groups,)``).
+
+    ``absmax``: the chunk's group scales (``chunk_cells``); where the scheme reads the stored values
+    exactly (every cast on the way widens or keeps the dtype), the group maximum is the scale itself
+    and no pass over ``work`` is made; the 4-bit partial block, whose scale is clamped, is recomputed.
+    """
+    if absmax is not None and _reads_exactly(scheme, work.dtype):
+        out = absmax.to(work.dtype)  # exact: each scale is the float32 value of a stored weight
+        if isinstance(scheme, FourBitScheme) and work.numel() % BLOCK:
+            out[-1] = work.reshape(-1)[work.numel() - work.numel() % BLOCK :].abs().amax()
+        return out
     if isinstance(scheme, FourBitScheme):
         mags = work.reshape(-1).abs()
         n = mags.numel()
@@ -225,6 +235,11 @@ def group_max(scheme: Scheme, work: torch.Tensor) -> torch.Tensor:
         out = mags[:full].view(-1, BLOCK).amax(dim=1)
         return torch.cat([out, mags[full:].amax().view(1)]) if full < n else out
     return work.abs().amax(dim=1)
+
+
+def _reads_exactly(scheme: Scheme, stored: torch.dtype) -> bool:
+    """Whether ``scheme.read`` gives every value of dtype ``stored`` unchanged (as float32)."""
+    return all(t in (stored, torch.float32) for t in (scheme.load_dtype or stored, *scheme.extra_casts))
 
 
 def group_of(scheme: Scheme, idx: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

@@ -102,7 +102,7 @@ def cells_of(scheme: Scheme, work: torch.Tensor, depth: float | None = None) -> 
     the values ``scheme.group`` and ``scheme.position`` give, in one pass)."""
     scheme.check(work)
     x, pinned, level, u, d, absmax = chunk_cells(scheme, scheme.read(work))
-    maxima = Lazy(lambda: group_max(scheme, work))  # per group, stored dtype
+    maxima = Lazy(lambda: group_max(scheme, work, absmax))  # per group, stored dtype
 
     def broadcast() -> torch.Tensor:
         return maxima()[group_of(scheme, torch.arange(work.numel()), work.shape)].view(work.shape)

@@ -68,6 +68,8 @@ def _check(scheme, w):
     for a, b in zip(position(scheme, got), scheme.position(want)):
         assert torch.equal(a, b)
     assert torch.equal(group_max(scheme, w)[group_of(scheme, idx, tuple(w.shape))], ref.group_max.reshape(-1)[idx])
+    fast = group_max(scheme, w, absmax)  # from the scales, where the read is exact
+    assert fast.dtype == w.dtype and torch.equal(fast, group_max(scheme, w))
 
 
 @pytest.mark.parametrize("name", scheme_names())
@@ -252,3 +254,21 @@ def test_indices_below_is_the_threshold_selection():
     eligible = torch.rand(5000, generator=gen) > 0.2
     for tau in (0.0, 0.02, 0.05, 0.3, 0.5):
         assert torch.equal(indices_below(eligible, d, tau), (eligible & (d < tau)).nonzero().view(-1))
+
+
+@pytest.mark.parametrize("name", scheme_names())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("load", [None, torch.float32, torch.float16, torch.bfloat16])
+def test_group_max_from_the_scales_equals_the_pass_over_the_weights(name, dtype, load):
+    """Partial blocks that are zero or hold only subnormals (scale clamped to 1e-38), casts that
+    round (bfloat16 <-> float16, float32 -> float16): the group maxima are those of the weights."""
+    scheme = get_scheme(name, load)
+    gen = torch.Generator().manual_seed(5)
+    for rows, cols, tail in [(3, 70, 0.0), (3, 70, 1e-40), (5, 64, None), (2, 33, 3e-39)]:
+        w = torch.randn(rows, cols, generator=gen) * 0.02
+        if tail is not None:
+            w.view(-1)[-(rows * cols % 64 or 64) :] = tail
+        w = w.to(dtype)
+        absmax = chunk_cells(scheme, scheme.read(w))[5]
+        fast = group_max(scheme, w, absmax)
+        assert fast.dtype == w.dtype and torch.equal(fast, group_max(scheme, w))
