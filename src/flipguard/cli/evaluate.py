@@ -22,7 +22,7 @@ greedy decoding, and measure:
   utility            perplexity and fidelity (token KL to MODEL's full-precision load) on the
                      prompts (+ answers), task accuracy on prompts that have an "answer"
 
-Every rate comes with a 95%% Wilson interval, every mean with a 95%% bootstrap interval.
+Every rate comes with a 95% Wilson interval, every mean with a 95% bootstrap interval.
 """
 
 EPILOG = """\
