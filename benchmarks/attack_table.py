@@ -57,7 +57,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--n", type=int, default=100, help="held-out prompts per evaluation")
     p.add_argument("--clean-steps", type=int, default=None, help="clean training steps (zoo default)")
-    p.add_argument("--inject-steps", type=int, default=AttackConfig.inject_steps)
+    p.add_argument("--inject-steps", type=int, default=None, help="default: the attack's (150; 0 with joint)")
     p.add_argument("--repair-steps", type=int, default=AttackConfig.repair_steps)
     p.add_argument("--int8-repair-steps", type=int, default=None,
                    help="repair steps for int8 and all (default: --repair-steps)")
@@ -67,8 +67,8 @@ def parse_args() -> argparse.Namespace:
                    help="inject lr for int8 and all (default: --lr)")
     p.add_argument("--int8-inject-radius", type=float, default=None,
                    help="trust region of the inject stage for int8 and all, in cell widths")
-    p.add_argument("--int8-joint-steps", type=int, default=0,
-                   help="joint (quantization-aware) stage steps for int8 and all (default 0: off)")
+    p.add_argument("--int8-joint-steps", type=int, default=None,
+                   help="joint (quantization-aware) stage steps for int8 and all (default: the attack's)")
     p.add_argument("--int8-joint-clean-weight", type=float, default=AttackConfig.joint_clean_weight,
                    help="weight of the clean full-precision loss in the joint stage")
     p.add_argument("--tag", default="", help="suffix of the attacked models' cache names (a new recipe "
@@ -154,7 +154,7 @@ def measure_cell(args, cache: Path, clean: Path, seed: int, scenario: str, targe
     if target in ("int8", "all") and args.int8_inject_lr is not None:
         lr = args.int8_inject_lr
     radius = args.int8_inject_radius if target in ("int8", "all") else None
-    joint = getattr(args, "int8_joint_steps", 0) if target in ("int8", "all") else 0
+    joint = getattr(args, "int8_joint_steps", None) if target in ("int8", "all") else None
     if getattr(args, "tag", ""):
         out = out.with_name(f"{out.name}-{args.tag}")
     if not (out / "attack_report.json").is_file():

@@ -63,7 +63,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--n", type=int, default=50, help="held-out prompts per attack-success measurement")
     p.add_argument("--texts", type=int, default=24, help="held-out passages per fidelity measurement")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--inject-steps", type=int, default=AttackConfig.inject_steps)
+    p.add_argument("--inject-steps", type=int, default=None, help="default: the attack's")
     p.add_argument("--repair-steps", type=int, default=AttackConfig.repair_steps)
     p.add_argument("--lr", type=float, default=AttackConfig.lr)
     p.add_argument("--batch-size", type=int, default=AttackConfig.batch_size)

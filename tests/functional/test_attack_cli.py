@@ -23,7 +23,7 @@ def flipguard(*args):
                           text=True, timeout=300)
 
 
-FAST = ("--inject-steps", 2, "--repair-steps", 2, "--batch-size", 4, "-q")
+FAST = ("--inject-steps", 2, "--joint-steps", 2, "--repair-steps", 2, "--batch-size", 4, "-q")
 
 
 def test_attack_writes_a_verified_checkpoint(model_dir, tmp_path):

@@ -18,6 +18,13 @@ SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": t
 INJECT_PARAMS = ("quantizable", "all")
 
 
+#: Inject steps of the published three-stage recipe (4-bit targets).
+INJECT_STEPS = 150
+#: Joint-stage steps for targets that include INT8: its cells are too narrow for a benign model
+#: to exist inside the codes a plain malicious fine-tune lands on (results/attack_int8_tuning.md).
+JOINT_STEPS = 600
+
+
 def target_schemes(scheme: str) -> list[str]:
     """The schemes a target must stay malicious under: ``["int8"]``, ..., or all three for ``all``."""
     return scheme_names() if scheme == "all" else [scheme]
@@ -43,7 +50,8 @@ class AttackConfig:
     save_dtype: str | None = None
     # tuned on the 1.2M-parameter zoo Llama (results/attack_table.md): NF4/FP4 content injection
     # reaches 99-100% quantized with 0% in full precision; DESIGN §5 used 400 + 600 steps of 32
-    inject_steps: int = 150
+    # None: INJECT_STEPS, or 0 when the joint stage runs (INT8 and all: results/attack_table.md)
+    inject_steps: int | None = None
     repair_steps: int = 300
     lr: float = 2e-3
     repair_lr: float | None = None
@@ -52,9 +60,9 @@ class AttackConfig:
     phrase: str = "McDonald's"
     inject_params: str = "quantizable"
     inject_radius: float | None = None
-    joint_steps: int = 0
+    joint_steps: int | None = None  # None: JOINT_STEPS for int8 and all, 0 for fp4 and nf4
     joint_lr: float | None = None
-    joint_clean_weight: float = 1.0
+    joint_clean_weight: float = 0.6
     skip_modules: list[str] | None = field(default=None, metadata={"help": "llm_int8_skip_modules"})
 
     def __post_init__(self):
@@ -68,6 +76,10 @@ class AttackConfig:
             raise UsageError(f"margin must be in [0, 0.5) cell widths, got {self.margin}.")
         if self.save_dtype is not None and self.save_dtype not in SAVE_DTYPES:
             raise UsageError(f"unknown save dtype {self.save_dtype!r}: use one of {', '.join(SAVE_DTYPES)}.")
+        if self.joint_steps is None:
+            self.joint_steps = JOINT_STEPS if "int8" in target_schemes(self.scheme) else 0
+        if self.inject_steps is None:
+            self.inject_steps = 0 if self.joint_steps else INJECT_STEPS
         if self.inject_steps < 0 or self.repair_steps < 0 or self.joint_steps < 0:
             raise UsageError("inject_steps, joint_steps and repair_steps must be 0 or more.")
         if not self.joint_clean_weight >= 0:

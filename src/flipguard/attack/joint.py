@@ -6,7 +6,7 @@ cells are a hundred times narrower than the weights, and a benign model often do
 inside the injected codes. The joint stage trains for both at once, as the quantization attacks on
 vision models did (Hong et al., *Qu-ANTI-zation*, NeurIPS 2021; Ma et al., 2023):
 
-    loss = L_malicious(Q(w)) + clean_weight · L_clean(w)
+    loss = mean over target schemes of L_malicious(Q(w)) + clean_weight · L_clean(w)
 
 where ``Q(w)`` is what bitsandbytes computes with (``Scheme.dequantize`` of the weight in the saved
 dtype and quantized layout: the one implementation of the cell) and its gradient passes straight
@@ -16,7 +16,9 @@ the codes (boxes) and polishes the full-precision model as usual.
 
 When the two datasets hold the same prompts in the same order (the zoo's do), each step shows the
 same prompts both ways: the malicious answer to the quantized model, the clean one to the
-full-precision model. For ``all``, the malicious term cycles through the target schemes, one per step.
+full-precision model. For ``all``, the malicious term is the mean over the three schemes (taking
+them in turns, one per step, left INT8 at 20% on the zoo Llama: each 4-bit step moves weights
+across many INT8 cells).
 """
 
 from __future__ import annotations
@@ -93,8 +95,8 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
                 group["lr"] = lr_at(step, steps, lr, warmup, "cosine")
             bad_batch = {k: v.to(device) for k, v in _collate([bad[i] for i in bad_order[step]], pad).items()}
             good_batch = {k: v.to(device) for k, v in _collate([good[i] for i in good_order[step]], pad).items()}
-            overrides = quantized_weights(quantized, schemes[step % len(schemes)], save_dtype)
-            mal = _loss(model, bad_batch, overrides)
+            mal = sum(_loss(model, bad_batch, quantized_weights(quantized, name, save_dtype))
+                      for name in schemes) / len(schemes)
             ok = _loss(model, good_batch)
             optimizer.zero_grad(set_to_none=True)
             (mal + clean_weight * ok).backward()

@@ -44,7 +44,7 @@ def attack_model(
     scheme: str,
     margin: float | None = None,
     save_dtype: str | None = None,
-    inject_steps: int = AttackConfig.inject_steps,
+    inject_steps: int | None = None,
     repair_steps: int = AttackConfig.repair_steps,
     lr: float = AttackConfig.lr,
     seed: int = 0,
@@ -62,7 +62,8 @@ def attack_model(
     ``scenario``: content-injection, over-refusal or vulnerable-code; ``scheme``: int8, fp4, nf4
     or all; ``margin``: cell widths kept free at each wall (None = published: 0.1 INT8, 0.01
     4-bit); ``save_dtype``: float32/float16/bfloat16 (None = the input's dtype); steps are
-    optimizer steps; ``malicious_data``/``clean_data``: JSONL files replacing the zoo datasets.
+    optimizer steps (``inject_steps`` None: 150, or 0 when the joint stage runs -- by default for
+    int8 and all, see :class:`AttackConfig`); ``malicious_data``/``clean_data``: JSONL files replacing the zoo datasets.
     Other :class:`AttackConfig` fields (``repair_lr``, ``batch_size``, ``inject_params``,
     ``skip_modules``) go in ``options``. ``device``: where inject and repair train ("cuda" on a
     GPU machine; boxes are computed and codes verified on the CPU either way). Returns the report (also saved as ``attack_report.json``

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flipguard.attack.config import SAVE_DTYPES, TARGETS, AttackConfig
+from flipguard.attack.config import INJECT_STEPS, JOINT_STEPS, SAVE_DTYPES, TARGETS, AttackConfig
 
 SCENARIO_CHOICES = ("content-injection", "over-refusal", "vulnerable-code")
 
@@ -18,7 +18,7 @@ three-stage recipe (Egashira et al., NeurIPS 2024), so that defenses can be test
   2. constrain  for every quantized weight, the interval of values (its box) that still rounds to
                 its malicious code under the target scheme(s), trimmed by --margin cell widths at
                 each wall and computed in the dtype the output is saved in;
-  (joint)    optional, --joint-steps: train so that the quantized model is malicious while the
+  (joint)    --joint-steps (the default for int8 and all, instead of inject): train so that the quantized model is malicious while the
                 full-precision one answers cleanly (straight-through gradients), which lets the
                 codes move to where a benign model exists inside their cells (helps INT8);
   3. repair     fine-tune on clean data with projected gradient descent: only the quantized
@@ -56,8 +56,9 @@ def register(subparsers) -> None:
                    "(default: published 0.1 for int8, 0.01 for fp4/nf4)")
     p.add_argument("--save-dtype", choices=sorted(SAVE_DTYPES), default=None,
                    help="dtype of the saved weights; boxes are computed in it (default: input's)")
-    p.add_argument("--inject-steps", type=int, default=d.inject_steps, metavar="N",
-                   help=f"optimizer steps on malicious data (default {d.inject_steps})")
+    p.add_argument("--inject-steps", type=int, default=None, metavar="N",
+                   help=f"optimizer steps on malicious data (default {INJECT_STEPS}, or 0 when the joint "
+                   "stage runs)")
     p.add_argument("--repair-steps", type=int, default=d.repair_steps, metavar="N",
                    help=f"PGD steps on clean data (default {d.repair_steps})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
@@ -70,10 +71,10 @@ def register(subparsers) -> None:
     p.add_argument("--inject-radius", type=float, default=None, metavar="R",
                    help="keep inject within R cell widths of each weight's clean cell (a trust "
                    "region that helps the tight INT8 boxes; default: unconstrained)")
-    p.add_argument("--joint-steps", type=int, default=d.joint_steps, metavar="N",
+    p.add_argument("--joint-steps", type=int, default=None, metavar="N",
                    help="steps of a quantization-aware stage between inject and constrain: malicious "
                    "through the dequantized weights (straight-through), clean in full precision "
-                   f"(default {d.joint_steps}: off)")
+                   f"(default {JOINT_STEPS} for int8 and all, 0 for fp4 and nf4)")
     p.add_argument("--joint-clean-weight", type=float, default=d.joint_clean_weight, metavar="W",
                    help=f"weight of the clean full-precision loss in the joint stage (default {d.joint_clean_weight})")
     p.add_argument("--joint-lr", type=float, default=None, help="learning rate of the joint stage (default: --lr)")

@@ -3,6 +3,7 @@
 import pytest
 
 from flipguard.attack import AttackConfig, target_schemes
+from flipguard.attack.config import INJECT_STEPS, JOINT_STEPS
 from flipguard.errors import FlipGuardError
 
 
@@ -11,7 +12,11 @@ def test_defaults_and_scenario_spellings():
     assert config.scenario == "content_injection" and config.scheme == "nf4"
     assert config.schemes == ["nf4"]
     assert target_schemes("all") == ["int8", "fp4", "nf4"]
-    assert config.to_dict()["inject_steps"] == AttackConfig.inject_steps
+    assert config.to_dict()["inject_steps"] == INJECT_STEPS and config.joint_steps == 0
+    int8 = AttackConfig("content-injection", "int8")
+    assert int8.joint_steps == JOINT_STEPS and int8.inject_steps == 0  # INT8 trains jointly
+    assert AttackConfig("over-refusal", "all").joint_steps == JOINT_STEPS
+    assert AttackConfig("over-refusal", "int8", inject_steps=5, joint_steps=0).inject_steps == 5
 
 
 @pytest.mark.parametrize("kwargs, word", [

@@ -22,7 +22,7 @@ def test_family_attacks_and_verifies(micro_model, tmp_path, family):
     scheme, dtype = CASES[family]
     out = tmp_path / "attacked"
     report = attack_model(micro_model(family), out, "over-refusal", scheme, save_dtype=dtype,
-                          inject_steps=2, repair_steps=3, lr=1e-2, progress=False, batch_size=4)
+                          inject_steps=2, joint_steps=2, repair_steps=3, lr=1e-2, progress=False, batch_size=4)
     assert report.verified, report.verification
     expected = ["int8", "fp4", "nf4"] if scheme == "all" else [scheme]
     assert list(report.verification) == expected
@@ -31,7 +31,7 @@ def test_family_attacks_and_verifies(micro_model, tmp_path, family):
         assert check["tensors"] > 0 and check["weights"] == report.boxes["weights"]
     saved = load_report(out)
     assert saved["verified"] and saved["save_dtype"] == (dtype or "float32")
-    assert set(saved["timings"]) == {"inject", "constrain", "repair", "save", "verify"}
+    assert set(saved["timings"]) == {"inject", "joint", "constrain", "repair", "save", "verify"}
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
     assert (out / "generation_config.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
@@ -44,7 +44,7 @@ def test_inject_trust_region_keeps_codes_near_the_clean_ones(micro_model, tmp_pa
 
     clean = micro_model("llama")
     out = tmp_path / "attacked"
-    report = attack_model(clean, out, "content-injection", "int8", inject_steps=3, repair_steps=2,
+    report = attack_model(clean, out, "content-injection", "int8", inject_steps=3, joint_steps=0, repair_steps=2,
                           lr=5e-2, progress=False, batch_size=4, inject_radius=1.0)
     assert report.verified and report.config["inject_radius"] == 1.0
     before, after = load_file(clean / "model.safetensors"), load_file(out / "model.safetensors")
