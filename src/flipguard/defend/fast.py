@@ -29,6 +29,8 @@ and the midpoints between them).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from numba import njit
@@ -359,6 +361,7 @@ def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, 
                 break
 
 
+@functools.lru_cache(maxsize=64)  # per scheme object: the tables are constants
 def _tables(scheme: Scheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(walls, cell lower ends, inverse widths) of a 4-bit scheme padded to 16 entries (walls with
     +inf, so counting walls below x is unchanged); zeros for INT8, which rounds instead."""
@@ -448,8 +451,12 @@ def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, direction: 
     tables = [_tables(c.scheme) for c in cells]
     walls_k, low_k, inv_k = (np.stack([t[j] for t in tables]) for j in range(3))
     padded = cells + [cells[0]] * (3 - k)  # unused slots repeat the first scheme
-    factors = [group_factors(c.scheme, c.grouped.absmax, work.shape).numpy() for c in padded]
-    maxima = [c.maxima().float().numpy() for c in padded]
+    per_cells = {  # scales and group maxima of each distinct cells object, made once
+        id(c): (group_factors(c.scheme, c.grouped.absmax, work.shape).numpy(), c.maxima().float().numpy())
+        for c in cells
+    }
+    factors = [per_cells[id(c)][0] for c in padded]
+    maxima = [per_cells[id(c)][1] for c in padded]
     levels = [c.level.numpy() for c in padded]
     ds = [c.d.numpy() for c in padded]
     pins = [c.pinned.reshape(-1).numpy() for c in padded]
