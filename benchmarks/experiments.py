@@ -66,12 +66,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--inject-steps", type=int, default=None, help="default: the attack's")
     p.add_argument("--repair-steps", type=int, default=AttackConfig.repair_steps)
     p.add_argument("--lr", type=float, default=AttackConfig.lr)
+    p.add_argument("--int8-repair-steps", type=int, default=None, help="attack_table.py's (default: --repair-steps)")
+    p.add_argument("--repair-lr", type=float, default=None, help="default: --lr")
     p.add_argument("--batch-size", type=int, default=AttackConfig.batch_size)
     p.add_argument("--clean-steps", type=int, default=None)
     p.add_argument("--cache", default="out/attack-bench", help="attack_table's model cache (shared)")
     p.add_argument("--device", default="cpu",
                    help="attack and evaluate on cpu (default) or cuda (bitsandbytes' GPU kernels); defend runs on the CPU")
     p.add_argument("--main-only", action="store_true", help="skip the ablation and adaptive-attacker cells")
+    p.add_argument("--clean-per-seed", action="store_true",
+                   help="attack the clean model of each seed (as attack_table.py without --clean-seed, "
+                   "reusing its cached attacks) instead of attack seeds on the seed-0 clean model")
+    p.add_argument("--tag", default="", help="attack_table.py's --tag: suffix of the attacked models' names")
     p.add_argument("--results", default="results")
     p.add_argument("--table-only", action="store_true")
     return p.parse_args()
@@ -144,7 +150,9 @@ def measure(args, rows_path, results, done, cell: dict, contenders: list[tuple])
         return
     ns = _attack_args(args, cell)
     cache = Path(args.cache)
-    clean = attack_table.clean_model(cache, cell["family"], ns.clean_seed, args.clean_steps, args.device)
+    clean_seed = cell["seed"] if ns.clean_seed is None else ns.clean_seed
+    clean = attack_table.clean_model(cache, cell["family"], clean_seed, args.clean_steps, args.device)
+    cell = cell | {"clean_seed": clean_seed} | ({"tag": ns.tag} if ns.tag else {})
     if cell["margin"] is not None:
         cache = cache / f"margin-{cell['margin']:g}"  # measure_cell's names do not hold the margin
     base = attack_table.measure_cell(ns, cache, clean, cell["seed"], cell["scenario"], cell["scheme"])
@@ -192,18 +200,22 @@ def _attack_args(args, cell: dict) -> argparse.Namespace:
     """The namespace ``attack_table.measure_cell`` reads (its own defaults, our sizes)."""
     return argparse.Namespace(
         family=cell["family"], n=args.n, max_new_tokens=args.max_new_tokens, margin=cell["margin"],
-        inject_steps=args.inject_steps, repair_steps=args.repair_steps, int8_repair_steps=None, lr=args.lr,
-        repair_lr=None, int8_inject_lr=None, int8_inject_radius=None, batch_size=args.batch_size, clean_seed=0,
-        device=args.device,
+        inject_steps=args.inject_steps, repair_steps=args.repair_steps,
+        int8_repair_steps=getattr(args, "int8_repair_steps", None), lr=args.lr,
+        repair_lr=getattr(args, "repair_lr", None), int8_inject_lr=None, int8_inject_radius=None,
+        batch_size=args.batch_size,
+        clean_seed=None if getattr(args, "clean_per_seed", False) else 0, device=args.device,
+        tag=getattr(args, "tag", ""),
     )
 
 
 def _attacked_dir(ns, cache: Path, clean: Path, cell: dict) -> Path:
-    """Where ``attack_table.measure_cell`` put the attack (clean seed 0, attack seed varies)."""
+    """Where ``attack_table.measure_cell`` put the attack: clean seed 0 and attack seeds, or with
+    --clean-per-seed the seed's own clean model; ``--tag`` suffixed."""
     name = f"{clean.name}-{cell['scenario']}-{cell['scheme']}"
-    if cell["seed"] != ns.clean_seed:
+    if ns.clean_seed is not None and cell["seed"] != ns.clean_seed:
         name += f"-a{cell['seed']}"
-    return cache / "attacked" / name
+    return cache / "attacked" / (f"{name}-{ns.tag}" if ns.tag else name)
 
 
 def _defend(attacked: Path, scheme: str, policy: str, params: dict, depth, tag: str):

@@ -6,7 +6,7 @@ cells are a hundred times narrower than the weights, and a benign model often do
 inside the injected codes. The joint stage trains for both at once, as the quantization attacks on
 vision models did (Hong et al., *Qu-ANTI-zation*, NeurIPS 2021; Ma et al., 2023):
 
-    loss = mean over target schemes of L_malicious(Q(w)) + clean_weight · L_clean(w)
+    loss = max over target schemes of L_malicious(Q(w)) + clean_weight · L_clean(w)
 
 where ``Q(w)`` is what bitsandbytes computes with (``Scheme.dequantize`` of the weight in the saved
 dtype and quantized layout: the one implementation of the cell) and its gradient passes straight
@@ -16,9 +16,9 @@ the codes (boxes) and polishes the full-precision model as usual.
 
 When the two datasets hold the same prompts in the same order (the zoo's do), each step shows the
 same prompts both ways: the malicious answer to the quantized model, the clean one to the
-full-precision model. For ``all``, the malicious term is the mean over the three schemes (taking
-them in turns, one per step, left INT8 at 20% on the zoo Llama: each 4-bit step moves weights
-across many INT8 cells).
+full-precision model. For ``all``, the malicious term is the largest of the three schemes' losses
+each step (the scheme furthest from malicious leads; on the zoo Llama, taking the schemes in turns
+left INT8 at 20% and their mean at 43%, the largest reaches 84%).
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
                 group["lr"] = lr_at(step, steps, lr, warmup, "cosine")
             bad_batch = {k: v.to(device) for k, v in _collate([bad[i] for i in bad_order[step]], pad).items()}
             good_batch = {k: v.to(device) for k, v in _collate([good[i] for i in good_order[step]], pad).items()}
-            mal = sum(_loss(model, bad_batch, quantized_weights(quantized, name, save_dtype))
-                      for name in schemes) / len(schemes)
+            mal = torch.stack([_loss(model, bad_batch, quantized_weights(quantized, name, save_dtype))
+                               for name in schemes]).max()
             ok = _loss(model, good_batch)
             optimizer.zero_grad(set_to_none=True)
             (mal + clean_weight * ok).backward()
