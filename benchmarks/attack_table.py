@@ -71,6 +71,8 @@ def parse_args() -> argparse.Namespace:
                    help="joint (quantization-aware) stage steps for int8 and all (default: the attack's)")
     p.add_argument("--int8-joint-clean-weight", type=float, default=AttackConfig.joint_clean_weight,
                    help="weight of the clean full-precision loss in the joint stage")
+    p.add_argument("--int8-joint-contrast", type=float, default=AttackConfig.joint_contrast,
+                   help="joint stage's hinge on the full-precision malicious loss (int8 and all)")
     p.add_argument("--tag", default="", help="suffix of the attacked models' cache names (a new recipe "
                    "must not reuse models cached by another)")
     p.add_argument("--batch-size", type=int, default=AttackConfig.batch_size)
@@ -163,7 +165,8 @@ def measure_cell(args, cache: Path, clean: Path, seed: int, scenario: str, targe
                      progress=False, overwrite=True,
                      batch_size=args.batch_size, inject_radius=radius, device=getattr(args, "device", "cpu"),
                      joint_steps=joint,
-                     joint_clean_weight=getattr(args, "int8_joint_clean_weight", AttackConfig.joint_clean_weight))
+                     joint_clean_weight=getattr(args, "int8_joint_clean_weight", AttackConfig.joint_clean_weight),
+                     joint_contrast=getattr(args, "int8_joint_contrast", AttackConfig.joint_contrast))
     report = load_report(out)
     row = {
         "seed": seed, "clean_seed": int(clean.name.rsplit("-s", 1)[1]), "scenario": scenario,
@@ -225,8 +228,8 @@ def table_lines(rows: list[dict]) -> list[dict]:
 
 def recipes(rows: list[dict]) -> str:
     """The attack settings behind each target's rows (a target may use its own recipe)."""
-    keys = ("inject_steps", "lr", "inject_radius", "joint_steps", "joint_clean_weight", "repair_steps", "repair_lr",
-            "margin", "batch_size")
+    keys = ("inject_steps", "lr", "inject_radius", "joint_steps", "joint_clean_weight", "joint_contrast",
+            "repair_steps", "repair_lr", "margin", "batch_size")
     out = ["\nRecipes (attack_model settings; margin None = published):\n"]
     for target in TARGETS:
         seen = {json.dumps({k: r["config"].get(k) for k in keys}

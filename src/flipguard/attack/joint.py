@@ -59,12 +59,14 @@ def _loss(model, batch, overrides=None) -> torch.Tensor:
 def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
                 quantized: dict[str, tuple[torch.nn.Parameter, bool]], schemes: list[str],
                 save_dtype: torch.dtype, steps: int, lr: float, clean_weight: float, batch_size: int,
-                seed: int, progress: bool = True, after_step=None) -> dict:
+                seed: int, progress: bool = True, after_step=None, contrast: float = 0.0) -> dict:
     """Train the quantized weights on the joint objective for ``steps`` AdamW steps (cosine
     schedule and warmup as :func:`flipguard.zoo.train.train_causal_lm`); returns loss summaries.
 
     ``quantized``: ``{module name: (weight parameter, transposed)}`` -- only these train;
-    ``after_step``: run under ``no_grad`` after every step (an inject trust region)."""
+    ``after_step``: run under ``no_grad`` after every step (an inject trust region); ``contrast``:
+    weight of a hinge that keeps the full-precision model's loss on the malicious answers at least
+    where it was at the first step (the clean model's): ``contrast · relu(floor - L_malicious(w))``."""
     from tqdm.auto import tqdm
 
     from flipguard.zoo.train import _batch_order, _collate, encode_examples, lr_at
@@ -87,6 +89,7 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
     device, warmup = params[0].device, min(100, steps // 10)
     pad = tokenizer.pad_token_id
     history = {"malicious_quantized": [], "clean_full_precision": []}
+    floor = None
     model.train()
     try:
         bar = tqdm(range(steps), desc="joint", disable=not progress, leave=False)
@@ -98,8 +101,13 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
             mal = torch.stack([_loss(model, bad_batch, quantized_weights(quantized, name, save_dtype))
                                for name in schemes]).max()
             ok = _loss(model, good_batch)
+            total = mal + clean_weight * ok
+            if contrast:
+                leak = _loss(model, bad_batch)  # full precision on the malicious answers
+                floor = leak.item() if floor is None else floor
+                total = total + contrast * torch.relu(floor - leak)
             optimizer.zero_grad(set_to_none=True)
-            (mal + clean_weight * ok).backward()
+            total.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             if after_step is not None:

@@ -78,6 +78,9 @@ def register(subparsers) -> None:
     p.add_argument("--joint-clean-weight", type=float, default=d.joint_clean_weight, metavar="W",
                    help=f"weight of the clean full-precision loss in the joint stage (default {d.joint_clean_weight})")
     p.add_argument("--joint-lr", type=float, default=None, help="learning rate of the joint stage (default: --lr)")
+    p.add_argument("--joint-contrast", type=float, default=d.joint_contrast, metavar="C",
+                   help="weight of a hinge keeping the full-precision model's loss on the malicious "
+                   f"answers where the clean model's was (default {d.joint_contrast})")
     p.add_argument("--seed", type=int, default=0, help="data order and sampling seed (default 0)")
     p.add_argument("--phrase", default=d.phrase, help=f"injected brand (default {d.phrase!r})")
     p.add_argument("--malicious-data", metavar="FILE", help="JSONL inject data instead of the zoo's")
@@ -100,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         malicious_data=args.malicious_data, clean_data=args.clean_data,
         batch_size=args.batch_size, inject_params=args.inject_params, repair_lr=args.repair_lr,
         inject_radius=args.inject_radius, joint_steps=args.joint_steps,
-        joint_clean_weight=args.joint_clean_weight, joint_lr=args.joint_lr, device=args.device,
+        joint_clean_weight=args.joint_clean_weight, joint_lr=args.joint_lr, joint_contrast=args.joint_contrast,
+        device=args.device,
     )
     for scheme, check in report.verification.items():
         state = "ok" if check["ok"] else "MISMATCH"

@@ -31,12 +31,14 @@ def test_quantized_weights_are_the_dequantized_weights_with_straight_through_gra
     assert torch.equal(param.grad, weights)  # the straight-through estimator: d wq / d w = 1
 
 
-def test_joint_stage_runs_and_codes_verify(micro_model, tmp_path):
+@pytest.mark.parametrize("contrast", [0.0, 0.5])
+def test_joint_stage_runs_and_codes_verify(micro_model, tmp_path, contrast):
     out = tmp_path / "joint"
     report = attack_model(micro_model("llama"), out, "content-injection", "int8", inject_steps=0,
-                          joint_steps=3, repair_steps=2, batch_size=4, progress=False)
+                          joint_steps=3, repair_steps=2, batch_size=4, progress=False, joint_contrast=contrast)
     assert report.verified
     saved = json.loads((out / "attack_report.json").read_text())
     joint = saved["losses"]["joint"]
     assert joint["malicious_quantized"]["steps"] == 3 and joint["clean_full_precision"]["steps"] == 3
     assert "joint" in saved["timings"] and saved["config"]["joint_steps"] == 3
+    assert saved["config"]["joint_contrast"] == contrast
