@@ -33,6 +33,8 @@ from flipguard.zoo import train_clean_model
 
 SCENARIOS = ("content-injection", "over-refusal", "vulnerable-code")
 TARGETS = ("int8", "fp4", "nf4", "all")
+#: What a report written before a setting existed ran with (the joint stage and its hinge came later).
+STAGE_ABSENT = {"joint_steps": 0, "joint_contrast": 0.0}
 
 
 def main() -> None:
@@ -232,7 +234,7 @@ def recipes(rows: list[dict]) -> str:
             "repair_steps", "repair_lr", "margin", "batch_size")
     out = ["\nRecipes (attack_model settings; margin None = published):\n"]
     for target in TARGETS:
-        seen = {json.dumps({k: r["config"].get(k) for k in keys}
+        seen = {json.dumps({k: r["config"].get(k, STAGE_ABSENT.get(k)) for k in keys}
                            | {"repair_lr": r["config"].get("repair_lr") or r["config"]["lr"]})
                 for r in rows if r["target"] == target}
         out += [f"- {target}: {', '.join(f'{k}={v}' for k, v in json.loads(c).items())}" for c in sorted(seen)]
