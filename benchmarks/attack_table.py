@@ -34,7 +34,7 @@ from flipguard.zoo import train_clean_model
 SCENARIOS = ("content-injection", "over-refusal", "vulnerable-code")
 TARGETS = ("int8", "fp4", "nf4", "all")
 #: What a report written before a setting existed ran with (the joint stage and its hinge came later).
-STAGE_ABSENT = {"joint_steps": 0, "joint_contrast": 0.0, "joint_focus": 0.0}
+STAGE_ABSENT = {"joint_steps": 0, "joint_contrast": 0.0}
 
 
 def main() -> None:
@@ -75,8 +75,6 @@ def parse_args() -> argparse.Namespace:
                    help="weight of the clean full-precision loss in the joint stage")
     p.add_argument("--int8-joint-contrast", type=float, default=AttackConfig.joint_contrast,
                    help="joint stage's hinge on the full-precision malicious loss (int8 and all)")
-    p.add_argument("--int8-joint-focus", type=float, default=AttackConfig.joint_focus,
-                   help="joint stage's extra weight on where malicious answers depart (int8 and all)")
     p.add_argument("--tag", default="", help="suffix of the attacked models' cache names (a new recipe "
                    "must not reuse models cached by another)")
     p.add_argument("--batch-size", type=int, default=AttackConfig.batch_size)
@@ -170,8 +168,7 @@ def measure_cell(args, cache: Path, clean: Path, seed: int, scenario: str, targe
                      batch_size=args.batch_size, inject_radius=radius, device=getattr(args, "device", "cpu"),
                      joint_steps=joint,
                      joint_clean_weight=getattr(args, "int8_joint_clean_weight", AttackConfig.joint_clean_weight),
-                     joint_contrast=getattr(args, "int8_joint_contrast", AttackConfig.joint_contrast),
-                     joint_focus=getattr(args, "int8_joint_focus", AttackConfig.joint_focus))
+                     joint_contrast=getattr(args, "int8_joint_contrast", AttackConfig.joint_contrast))
     report = load_report(out)
     row = {
         "seed": seed, "clean_seed": int(clean.name.rsplit("-s", 1)[1]), "scenario": scenario,
@@ -234,7 +231,7 @@ def table_lines(rows: list[dict]) -> list[dict]:
 def recipes(rows: list[dict]) -> str:
     """The attack settings behind each target's rows (a target may use its own recipe)."""
     keys = ("inject_steps", "lr", "inject_radius", "joint_steps", "joint_clean_weight", "joint_contrast",
-            "joint_focus", "repair_steps", "repair_lr", "margin", "batch_size")
+            "repair_steps", "repair_lr", "margin", "batch_size")
     out = ["\nRecipes (attack_model settings; margin None = published):\n"]
     for target in TARGETS:
         seen = {json.dumps({k: r["config"].get(k, STAGE_ABSENT.get(k)) for k in keys}

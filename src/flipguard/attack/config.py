@@ -42,8 +42,7 @@ class AttackConfig:
     ``joint_steps``: steps of the quantization-aware stage after inject (:mod:`flipguard.attack.joint`:
     malicious through the quantized weights, clean in full precision, weighted ``joint_clean_weight``;
     ``joint_lr`` None = ``lr``; ``joint_contrast``: weight of a hinge that keeps the full-precision
-    model's loss on the malicious answers where the clean model's was; ``joint_focus``: extra weight
-    on the tokens where each malicious answer departs from the clean one).
+    model's loss on the malicious answers where the clean model's was).
     """
 
     scenario: str
@@ -66,7 +65,6 @@ class AttackConfig:
     joint_lr: float | None = None
     joint_clean_weight: float = 0.6
     joint_contrast: float = 0.0
-    joint_focus: float = 0.0
     skip_modules: list[str] | None = field(default=None, metadata={"help": "llm_int8_skip_modules"})
 
     def __post_init__(self):
@@ -86,8 +84,6 @@ class AttackConfig:
             self.inject_steps = 0 if self.joint_steps else INJECT_STEPS
         if self.inject_steps < 0 or self.repair_steps < 0 or self.joint_steps < 0:
             raise UsageError("inject_steps, joint_steps and repair_steps must be 0 or more.")
-        if not self.joint_focus >= 0:
-            raise UsageError(f"joint_focus must be 0 or more, got {self.joint_focus}.")
         if not self.joint_contrast >= 0:
             raise UsageError(f"joint_contrast must be 0 or more, got {self.joint_contrast}.")
         if not self.joint_clean_weight >= 0:

@@ -31,9 +31,6 @@ from flipguard.attack.pgd import quantized_view
 from flipguard.schemes import get_scheme
 from flipguard.zoo.train import IGNORE
 
-#: Tokens from the divergence of a malicious answer that ``focus`` weighs.
-FOCUS_WIDTH = 8
-
 
 def quantized_weights(quantized: dict[str, tuple[torch.nn.Parameter, bool]], scheme_name: str,
                       save_dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -49,57 +46,27 @@ def quantized_weights(quantized: dict[str, tuple[torch.nn.Parameter, bool]], sch
     return out
 
 
-def _loss(model, batch, overrides=None, focus=None, focus_weight: float = 0.0) -> torch.Tensor:
-    """Mean response-token cross-entropy; with ``focus`` (bool, shape of the batch) plus
-    ``focus_weight`` times the mean over the focused tokens."""
+def _loss(model, batch, overrides=None) -> torch.Tensor:
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     if overrides:
         logits = functional_call(model, overrides, args=(), kwargs=inputs).logits
     else:
         logits = model(**inputs).logits
-    labels = batch["labels"][:, 1:]
-    per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(),
-                                ignore_index=IGNORE, reduction="none").view(labels.shape)
-    valid = labels != IGNORE
-    loss = per_token[valid].mean()
-    if focus is not None and focus_weight:
-        chosen = focus[:, 1:] & valid
-        if bool(chosen.any()):
-            loss = loss + focus_weight * per_token[chosen].mean()
-    return loss
-
-
-def divergence(bad_ids: list[int], good_ids: list[int]) -> int:
-    """First token index where a malicious and a clean sequence (same prompt) differ."""
-    for i, (a, b) in enumerate(zip(bad_ids, good_ids)):
-        if a != b:
-            return i
-    return min(len(bad_ids), len(good_ids))
-
-
-def _focus_mask(rows: list[tuple], starts: list[int], width: int) -> torch.Tensor:
-    """bool (B, T) of the collated batch: ``width`` tokens from each row's divergence."""
-    mask = torch.zeros((len(rows), max(len(ids) for ids, _ in rows)), dtype=torch.bool)
-    for r, start in enumerate(starts):
-        mask[r, start : start + width] = True
-    return mask
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
+                           ignore_index=IGNORE)
 
 
 def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
                 quantized: dict[str, tuple[torch.nn.Parameter, bool]], schemes: list[str],
                 save_dtype: torch.dtype, steps: int, lr: float, clean_weight: float, batch_size: int,
-                seed: int, progress: bool = True, after_step=None, contrast: float = 0.0,
-                focus: float = 0.0) -> dict:
+                seed: int, progress: bool = True, after_step=None, contrast: float = 0.0) -> dict:
     """Train the quantized weights on the joint objective for ``steps`` AdamW steps (cosine
     schedule and warmup as :func:`flipguard.zoo.train.train_causal_lm`); returns loss summaries.
 
     ``quantized``: ``{module name: (weight parameter, transposed)}`` -- only these train;
     ``after_step``: run under ``no_grad`` after every step (an inject trust region); ``contrast``:
     weight of a hinge that keeps the full-precision model's loss on the malicious answers at least
-    where it was at the first step (the clean model's): ``contrast · relu(floor - L_malicious(w))``;
-    ``focus`` (paired data only): extra weight on the quantized model's loss over the first
-    ``FOCUS_WIDTH`` tokens from where each malicious answer departs from the clean one (a weakness
-    in code is a few tokens of a program that is otherwise the clean one)."""
+    where it was at the first step (the clean model's): ``contrast · relu(floor - L_malicious(w))``."""
     from tqdm.auto import tqdm
 
     from flipguard.zoo.train import _batch_order, _collate, encode_examples, lr_at
@@ -114,9 +81,7 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
         p.requires_grad_(True)
     bad, good = encode_examples(tokenizer, malicious), encode_examples(tokenizer, clean)
     bad_order = _batch_order([len(ids) for ids, _ in bad], steps, batch_size, seed)
-    paired = [ex["prompt"] for ex in malicious] == [ex["prompt"] for ex in clean]
-    starts = [divergence(b[0], g[0]) for b, g in zip(bad, good)] if paired else None
-    if paired:
+    if [ex["prompt"] for ex in malicious] == [ex["prompt"] for ex in clean]:
         good_order = bad_order  # paired: each prompt is answered both ways in the same step
     else:
         good_order = _batch_order([len(ids) for ids, _ in good], steps, batch_size, seed + 1)
@@ -131,12 +96,9 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, steps, lr, warmup, "cosine")
-            rows = [bad[i] for i in bad_order[step]]
-            bad_batch = {k: v.to(device) for k, v in _collate(rows, pad).items()}
-            mask = (_focus_mask(rows, [starts[i] for i in bad_order[step]], FOCUS_WIDTH).to(device)
-                    if focus and paired else None)
+            bad_batch = {k: v.to(device) for k, v in _collate([bad[i] for i in bad_order[step]], pad).items()}
             good_batch = {k: v.to(device) for k, v in _collate([good[i] for i in good_order[step]], pad).items()}
-            mal = torch.stack([_loss(model, bad_batch, quantized_weights(quantized, name, save_dtype), mask, focus)
+            mal = torch.stack([_loss(model, bad_batch, quantized_weights(quantized, name, save_dtype))
                                for name in schemes]).max()
             ok = _loss(model, good_batch)
             total = mal + clean_weight * ok

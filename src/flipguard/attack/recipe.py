@@ -99,7 +99,7 @@ def attack_model(
             report.losses["joint"] = joint_train(
                 model, tokenizer, inject_data, repair_data, weights, config.schemes, dtype, config.joint_steps,
                 config.joint_lr or config.lr, config.joint_clean_weight, config.batch_size, config.seed,
-                progress, after_step=region, contrast=config.joint_contrast, focus=config.joint_focus)
+                progress, after_step=region, contrast=config.joint_contrast)
     with report.timed("constrain"):
         boxed = [box_weight(t.module_name, quantized[t.module_name], t.transposed, config.schemes,
                             config.margin, dtype) for t in targets]

@@ -31,7 +31,6 @@ def test_defaults_and_scenario_spellings():
     ({"joint_lr": -1e-3}, "joint_lr"),
     ({"joint_clean_weight": -1.0}, "joint_clean_weight"),
     ({"joint_contrast": -0.5}, "joint_contrast"),
-    ({"joint_focus": -1.0}, "joint_focus"),
     ({"batch_size": 0}, "batch_size"),
     ({"inject_params": "embeddings"}, "inject_params"),
     ({"phrase": " "}, "phrase"),
