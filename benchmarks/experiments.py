@@ -432,9 +432,10 @@ DER = SG*UP*CF (DESIGN section 4; U = exp(-KL)); n/a when A_q - A_fp is too smal
 `threshold-tau*`, `threshold-depth*`, `select-*`: the ablations (perturbation magnitude: weights
 within tau cell widths of a wall moved across it; landing depth in cell widths; selection criterion).
 margin: the adaptive attacker's free margin (cell widths); empty = published margins.
-INT8 cells: the joint attack (the default for int8), one clean Llama per seed and 100 prompts
-(`--families llama --schemes int8 --main-only --clean-per-seed --tag joint --n 100
---int8-repair-steps 600 --repair-lr 1e-3`, reusing `attack_table.py`'s cached attacks); the
+INT8 cells: the joint attack (the default for int8), 100 prompts; Llama with one clean model per
+seed (`--families llama --schemes int8 --main-only --clean-per-seed --tag joint --n 100
+--int8-repair-steps 600 --repair-lr 1e-3`, reusing `attack_table.py`'s cached attacks), Qwen2
+content injection with 3 attack seeds on one clean model (`--families qwen2 ... --tag joint`); the
 earlier three-stage INT8 rows, where the backdoor stayed active in full precision, are kept in
 `experiments_rows_int8_inject_repair.jsonl`.
 
