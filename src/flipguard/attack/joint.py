@@ -69,16 +69,10 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
     where it was at the first step (the clean model's): ``contrast · relu(floor - L_malicious(w))``."""
     from tqdm.auto import tqdm
 
-    from flipguard.zoo.train import _batch_order, _collate, encode_examples, lr_at
+    from flipguard.zoo.train import _batch_order, _collate, encode_examples, lr_at, training_only
 
     torch.manual_seed(seed)
     params = [p for p, _ in quantized.values()]
-    chosen = {id(p) for p in params}
-    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
-    for p in frozen:
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
     bad, good = encode_examples(tokenizer, malicious), encode_examples(tokenizer, clean)
     bad_order = _batch_order([len(ids) for ids, _ in bad], steps, batch_size, seed)
     if [ex["prompt"] for ex in malicious] == [ex["prompt"] for ex in clean]:
@@ -90,8 +84,7 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
     pad = tokenizer.pad_token_id
     history = {"malicious_quantized": [], "clean_full_precision": []}
     floor = None
-    model.train()
-    try:
+    with training_only(model, params):
         bar = tqdm(range(steps), desc="joint", disable=not progress, leave=False)
         for step in bar:
             for group in optimizer.param_groups:
@@ -116,9 +109,5 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
             history["malicious_quantized"].append(mal.item())
             history["clean_full_precision"].append(ok.item())
             bar.set_postfix(q_mal=f"{mal.item():.3f}", fp_clean=f"{ok.item():.3f}", refresh=False)
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-        model.eval()
     return {name: {"first": v[0], "last_20_mean": sum(v[-20:]) / len(v[-20:]), "steps": len(v)}
             for name, v in history.items()}

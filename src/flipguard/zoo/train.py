@@ -9,6 +9,7 @@ the loss covers only the response tokens and that final end-of-sequence token.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -101,6 +102,25 @@ def _select_trainable(model, trainable_params) -> list[torch.nn.Parameter]:
     return chosen
 
 
+@contextmanager
+def training_only(model, params: Sequence[torch.nn.Parameter]):
+    """Train mode with only ``params`` requiring gradients: the model's other trainable
+    parameters are frozen for the block and unfrozen after it, and the model is left in eval mode."""
+    chosen = {id(p) for p in params}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
+    for p in frozen:
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    model.train()
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.eval()
+
+
 def response_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-token cross-entropy (nats) over the labelled tokens of a collated batch."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -139,20 +159,13 @@ def train_causal_lm(
         raise ValueError("train_causal_lm needs steps >= 1 and at least one example")
     torch.manual_seed(seed)
     params = _select_trainable(model, trainable_params)
-    chosen = {id(p) for p in params}
-    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
-    for p in frozen:
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
     warmup = min(100, steps // 10) if warmup is None else warmup
     encoded = encode_examples(tokenizer, examples, max_len)
     order = _batch_order([len(ids) for ids, _ in encoded], steps, batch_size, seed)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     device = params[0].device  # batches go where the model is (CPU, or a GPU it was moved to)
     losses = []
-    model.train()
-    try:
+    with training_only(model, params):
         bar = tqdm(range(steps), desc="train", disable=not progress, leave=False)
         for step in bar:
             for group in optimizer.param_groups:
@@ -170,10 +183,6 @@ def train_causal_lm(
                     after_step(model)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-        model.eval()
     return losses
 
 
