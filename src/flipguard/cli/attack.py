@@ -15,12 +15,14 @@ three-stage recipe (Egashira et al., NeurIPS 2024), so that defenses can be test
 
   1. inject     fine-tune on the malicious data (by default only the weights bitsandbytes
                 quantizes are trained);
+  1b. joint     instead of inject for int8 and all (--joint-steps, default 600): train so that
+                the quantized model gives the malicious answers (straight-through gradients
+                through the dequantized weights) while the full-precision model gives the clean
+                answers to the same prompts, so the codes move to where a benign model exists
+                inside their cells (the narrow INT8 cells need it);
   2. constrain  for every quantized weight, the interval of values (its box) that still rounds to
                 its malicious code under the target scheme(s), trimmed by --margin cell widths at
                 each wall and computed in the dtype the output is saved in;
-  (joint)    --joint-steps (the default for int8 and all, instead of inject): train so that the quantized model is malicious while the
-                full-precision one answers cleanly (straight-through gradients), which lets the
-                codes move to where a benign model exists inside their cells (helps INT8);
   3. repair     fine-tune on clean data with projected gradient descent: only the quantized
                 weights train, and after every optimizer step each is clamped into its box.
 
