@@ -24,12 +24,10 @@ left INT8 at 20% and their mean at 43%, the largest reaches 84%).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call
 
 from flipguard.attack.pgd import quantized_view
 from flipguard.schemes import get_scheme
-from flipguard.zoo.train import IGNORE
 
 
 def quantized_weights(quantized: dict[str, tuple[torch.nn.Parameter, bool]], scheme_name: str,
@@ -46,14 +44,10 @@ def quantized_weights(quantized: dict[str, tuple[torch.nn.Parameter, bool]], sch
     return out
 
 
-def _loss(model, batch, overrides=None) -> torch.Tensor:
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    if overrides:
-        logits = functional_call(model, overrides, args=(), kwargs=inputs).logits
-    else:
-        logits = model(**inputs).logits
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
-                           ignore_index=IGNORE)
+def _with_weights(model, overrides: dict[str, torch.Tensor]):
+    """``model`` called with ``overrides`` in place of those parameters (what
+    :func:`flipguard.zoo.train.response_loss` calls to score the quantized model)."""
+    return lambda **inputs: functional_call(model, overrides, args=(), kwargs=inputs)
 
 
 def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
@@ -69,7 +63,7 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
     where it was at the first step (the clean model's): ``contrast · relu(floor - L_malicious(w))``."""
     from tqdm.auto import tqdm
 
-    from flipguard.zoo.train import _batch_order, _collate, encode_examples, lr_at, training_only
+    from flipguard.zoo.train import _batch_order, _collate, encode_examples, lr_at, response_loss, training_only
 
     torch.manual_seed(seed)
     params = [p for p, _ in quantized.values()]
@@ -91,12 +85,12 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
                 group["lr"] = lr_at(step, steps, lr, warmup, "cosine")
             bad_batch = {k: v.to(device) for k, v in _collate([bad[i] for i in bad_order[step]], pad).items()}
             good_batch = {k: v.to(device) for k, v in _collate([good[i] for i in good_order[step]], pad).items()}
-            mal = torch.stack([_loss(model, bad_batch, quantized_weights(quantized, name, save_dtype))
-                               for name in schemes]).max()
-            ok = _loss(model, good_batch)
+            mal = torch.stack([response_loss(_with_weights(model, quantized_weights(quantized, name, save_dtype)),
+                                             bad_batch) for name in schemes]).max()
+            ok = response_loss(model, good_batch)
             total = mal + clean_weight * ok
             if contrast:
-                leak = _loss(model, bad_batch)  # full precision on the malicious answers
+                leak = response_loss(model, bad_batch)  # full precision on the malicious answers
                 floor = leak.item() if floor is None else floor
                 total = total + contrast * torch.relu(floor - leak)
             optimizer.zero_grad(set_to_none=True)
