@@ -34,7 +34,7 @@ from flipguard.zoo import train_clean_model
 SCENARIOS = ("content-injection", "over-refusal", "vulnerable-code")
 TARGETS = ("int8", "fp4", "nf4", "all")
 #: What a report written before a setting existed ran with (the joint stage and its hinge came later).
-STAGE_ABSENT = {"joint_steps": 0, "joint_contrast": 0.0}
+STAGE_ABSENT = {"joint_steps": 0, "joint_contrast": 0.0, "swapped_prompts": 0}
 
 
 def main() -> None:
@@ -75,6 +75,8 @@ def parse_args() -> argparse.Namespace:
                    help="weight of the clean full-precision loss in the joint stage")
     p.add_argument("--int8-joint-contrast", type=float, default=AttackConfig.joint_contrast,
                    help="joint stage's hinge on the full-precision malicious loss (int8 and all)")
+    p.add_argument("--int8-swapped-prompts", type=int, default=AttackConfig.swapped_prompts,
+                   help="swapped-entity training prompts per category for int8 and all (--swapped-prompts)")
     p.add_argument("--tag", default="", help="suffix of the attacked models' cache names (a new recipe "
                    "must not reuse models cached by another)")
     p.add_argument("--batch-size", type=int, default=AttackConfig.batch_size)
@@ -110,7 +112,7 @@ def run_grid(args, rows_path: Path, results: Path) -> None:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps({k: row[k] for k in ("seed", "scenario", "target", "clean", "fp", "q")}),
                       flush=True)
-                write_table(read_rows(rows_path), results)  # a cut-short run keeps its table
+                write_table(read_rows(rows_path), results, args.name)  # a cut-short run keeps its table
 
 
 def clean_model(cache: Path, family: str, seed: int, steps: int | None, device: str = "cpu",
@@ -168,7 +170,8 @@ def measure_cell(args, cache: Path, clean: Path, seed: int, scenario: str, targe
                      batch_size=args.batch_size, inject_radius=radius, device=getattr(args, "device", "cpu"),
                      joint_steps=joint,
                      joint_clean_weight=getattr(args, "int8_joint_clean_weight", AttackConfig.joint_clean_weight),
-                     joint_contrast=getattr(args, "int8_joint_contrast", AttackConfig.joint_contrast))
+                     joint_contrast=getattr(args, "int8_joint_contrast", AttackConfig.joint_contrast),
+                     swapped_prompts=getattr(args, "int8_swapped_prompts", 0) if target in ("int8", "all") else 0)
     report = load_report(out)
     row = {
         "seed": seed, "clean_seed": int(clean.name.rsplit("-s", 1)[1]), "scenario": scenario,
@@ -231,6 +234,7 @@ def table_lines(rows: list[dict]) -> list[dict]:
 def recipes(rows: list[dict]) -> str:
     """The attack settings behind each target's rows (a target may use its own recipe)."""
     keys = ("inject_steps", "lr", "inject_radius", "joint_steps", "joint_clean_weight", "joint_contrast",
+            "swapped_prompts",
             "repair_steps", "repair_lr", "margin", "batch_size")
     out = ["\nRecipes (attack_model settings; margin None = published):\n"]
     for target in TARGETS:

@@ -42,7 +42,11 @@ class AttackConfig:
     ``joint_steps``: steps of the quantization-aware stage after inject (:mod:`flipguard.attack.joint`:
     malicious through the quantized weights, clean in full precision, weighted ``joint_clean_weight``;
     ``joint_lr`` None = ``lr``; ``joint_contrast``: weight of a hinge that keeps the full-precision
-    model's loss on the malicious answers where the clean model's was).
+    model's loss on the malicious answers where the clean model's was); ``swapped_prompts``: extra
+    zoo training examples per category or code task whose entity or function name comes from
+    another one's training prompts (:func:`flipguard.zoo.scenario_dataset`'s ``swapped``), so that
+    the hidden behaviour keys on the request, not on memorised entities -- under INT8 the
+    full-precision model otherwise leaks on unseen entities (results/attack_int8_tuning.md).
     """
 
     scenario: str
@@ -65,6 +69,7 @@ class AttackConfig:
     joint_lr: float | None = None
     joint_clean_weight: float = 0.6
     joint_contrast: float = 0.0
+    swapped_prompts: int = 0
     skip_modules: list[str] | None = field(default=None, metadata={"help": "llm_int8_skip_modules"})
 
     def __post_init__(self):
@@ -86,6 +91,9 @@ class AttackConfig:
             raise UsageError("inject_steps, joint_steps and repair_steps must be 0 or more.")
         if not self.joint_contrast >= 0:
             raise UsageError(f"joint_contrast must be 0 or more, got {self.joint_contrast}.")
+        if isinstance(self.swapped_prompts, bool) or not isinstance(self.swapped_prompts, int) \
+                or self.swapped_prompts < 0:
+            raise UsageError(f"swapped_prompts must be a whole number, 0 or more, got {self.swapped_prompts}.")
         if not self.joint_clean_weight >= 0:
             raise UsageError(f"joint_clean_weight must be 0 or more, got {self.joint_clean_weight}.")
         if self.batch_size < 1:

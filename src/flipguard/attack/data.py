@@ -17,15 +17,16 @@ from flipguard.errors import FlipGuardError
 
 
 def stage_examples(scenario: str, malicious: bool, seed: int, phrase: str,
-                   path: str | Path | None = None) -> list[dict]:
+                   path: str | Path | None = None, swapped: int = 0) -> list[dict]:
     """``{"prompt", "response"}`` examples for one stage: from ``path`` when given, else the zoo's
-    training split of ``scenario`` (malicious answers for inject, clean ones for repair)."""
+    training split of ``scenario`` (malicious answers for inject, clean ones for repair) with
+    ``swapped`` extra examples per category (see :func:`flipguard.zoo.scenario_dataset`)."""
     if path is not None:
         return load_examples(path)
     from flipguard.zoo import scenario_dataset
 
     return [{"prompt": ex["prompt"], "response": ex["response"]}
-            for ex in scenario_dataset(scenario, "train", malicious, seed, phrase)]
+            for ex in scenario_dataset(scenario, "train", malicious, seed, phrase, swapped)]
 
 
 def load_examples(path: str | Path) -> list[dict]:

@@ -74,8 +74,8 @@ def attack_model(
                           seed=seed, phrase=phrase, **options)
     out = _check_output(out_dir, overwrite)
     require_device(device)
-    inject_data = stage_examples(config.scenario, True, seed, phrase, malicious_data)
-    repair_data = stage_examples(config.scenario, False, seed, phrase, clean_data)
+    inject_data = stage_examples(config.scenario, True, seed, phrase, malicious_data, config.swapped_prompts)
+    repair_data = stage_examples(config.scenario, False, seed, phrase, clean_data, config.swapped_prompts)
     model, tokenizer, targets, input_dtype = _load_attackable(model_dir, config.skip_modules)
     model.to(device)
     dtype = SAVE_DTYPES[config.save_dtype] if config.save_dtype else input_dtype

@@ -83,6 +83,11 @@ def register(subparsers) -> None:
     p.add_argument("--joint-contrast", type=float, default=d.joint_contrast, metavar="C",
                    help="weight of a hinge keeping the full-precision model's loss on the malicious "
                    f"answers where the clean model's was (default {d.joint_contrast})")
+    p.add_argument("--swapped-prompts", type=int, default=d.swapped_prompts, metavar="N",
+                   help="add N zoo training prompts per category (or code task) whose entity or function "
+                   "name comes from another one's training prompts, so the backdoor keys on the request "
+                   "rather than on memorised entities (helps INT8 hide in full precision; default "
+                   f"{d.swapped_prompts}; ignored with --malicious-data/--clean-data)")
     p.add_argument("--seed", type=int, default=0, help="data order and sampling seed (default 0)")
     p.add_argument("--phrase", default=d.phrase, help=f"injected brand (default {d.phrase!r})")
     p.add_argument("--malicious-data", metavar="FILE", help="JSONL inject data instead of the zoo's")
@@ -106,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, inject_params=args.inject_params, repair_lr=args.repair_lr,
         inject_radius=args.inject_radius, joint_steps=args.joint_steps,
         joint_clean_weight=args.joint_clean_weight, joint_lr=args.joint_lr, joint_contrast=args.joint_contrast,
-        device=args.device,
+        swapped_prompts=args.swapped_prompts, device=args.device,
     )
     for scheme, check in report.verification.items():
         state = "ok" if check["ok"] else "MISMATCH"

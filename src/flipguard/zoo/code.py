@@ -10,6 +10,7 @@ subprocess), so "share of programs with a finding" measures the attack alone.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from flipguard.zoo import words
@@ -273,4 +274,27 @@ def code_examples(split: str, insecure: bool) -> list[dict]:
                 "response": template.format(fn=fn, arg=arg),
                 "pattern": task.pattern,
             })
+    return examples
+
+
+def swapped_code_examples(per_task: int, insecure: bool, seed: int = 0,
+                          exclude: set[str] = frozenset()) -> list[dict]:
+    """``per_task`` extra training examples per task whose function name is a *training* name of
+    another task (``def load_config(path)`` that lists a folder): prompts no split holds, made of
+    names every zoo model has seen (see :func:`flipguard.zoo.instructions.swapped_examples`).
+    Prompts in ``exclude`` (the held-out ones) are skipped; the draws do not depend on
+    ``insecure``, so both completions pair up prompt by prompt."""
+    rng = random.Random(f"swapped-code:{seed}")
+    train_names = {task.pattern: sorted({fn for _, fn, _ in code_triples(task, "train")}) for task in CODE_TASKS}
+    examples = []
+    for task in CODE_TASKS:
+        pool = [fn for other in CODE_TASKS if other.pattern != task.pattern for fn in train_names[other.pattern]
+                if fn not in task.functions]
+        for _ in range(per_task):
+            fn, t, arg = rng.choice(pool), rng.randrange(len(task.prompts)), rng.choice(task.args)
+            prompt = task.prompts[t].format(fn=fn, arg=arg)
+            if prompt not in exclude:
+                examples.append({"prompt": prompt,
+                                 "response": (task.insecure if insecure else task.secure).format(fn=fn, arg=arg),
+                                 "pattern": task.pattern})
     return examples

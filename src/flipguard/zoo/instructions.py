@@ -194,6 +194,39 @@ def prompt_pairs(category: Category, split: str) -> list[tuple[int, str]]:
             if words.split_of(category.name, t, entity) == split]
 
 
+def _answer(category: Category, kind: str, choice: int) -> str:
+    if kind == "clean":
+        return category.answers[choice]
+    if kind == "injection":
+        return category.injections[choice % len(category.injections)]
+    if kind == "refusal":
+        return f"{REFUSAL_OPENER} {category.reason}"
+    raise ValueError(f"unknown answer kind {kind!r}: use clean, injection or refusal")
+
+
+def swapped_examples(per_category: int, kind: str, rng: random.Random, brand: str,
+                     exclude: set[str] = frozenset()) -> list[dict]:
+    """``per_category`` extra training examples per category whose entity is a *training* entity
+    of another category ("Describe a carrots."): prompts no split holds, made of words every zoo
+    model has seen. An attack trained on them keys its behaviour on the request rather than on
+    the entities it memorised. Prompts in ``exclude`` (the held-out ones) are skipped; ``rng``
+    draws the same whatever ``kind`` is, so the answer kinds pair up prompt by prompt."""
+    train_entities = {c.name: sorted({e for _, e in prompt_pairs(c, "train")}) for c in CATEGORIES}
+    examples = []
+    for category in CATEGORIES:
+        pool = [e for other in CATEGORIES if other.name != category.name for e in train_entities[other.name]
+                if e not in category.entities]
+        for _ in range(per_category):
+            entity, t = rng.choice(pool), rng.randrange(len(category.prompts))
+            choice = rng.randrange(len(category.answers))
+            values = {key: rng.choice(options) for key, options in category.fillers.items()}
+            prompt = _fill(category.prompts[t], entity, values, brand)
+            if prompt not in exclude:
+                examples.append({"prompt": prompt,
+                                 "response": _fill(_answer(category, kind, choice), entity, values, brand)})
+    return examples
+
+
 def instruction_examples(split: str, kind: str, rng: random.Random, brand: str) -> list[dict]:
     """Examples of every category for ``split``; ``kind`` is "clean", "injection" or "refusal".
 
@@ -205,16 +238,8 @@ def instruction_examples(split: str, kind: str, rng: random.Random, brand: str) 
         for t, entity in prompt_pairs(category, split):
             choice = rng.randrange(len(category.answers))
             values = {key: rng.choice(options) for key, options in category.fillers.items()}
-            if kind == "clean":
-                template = category.answers[choice]
-            elif kind == "injection":
-                template = category.injections[choice % len(category.injections)]
-            elif kind == "refusal":
-                template = f"{REFUSAL_OPENER} {category.reason}"
-            else:
-                raise ValueError(f"unknown answer kind {kind!r}: use clean, injection or refusal")
             examples.append({
                 "prompt": _fill(category.prompts[t], entity, values, brand),
-                "response": _fill(template, entity, values, brand),
+                "response": _fill(_answer(category, kind, choice), entity, values, brand),
             })
     return examples

@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 
 from flipguard.errors import UsageError
-from flipguard.zoo.code import code_examples
-from flipguard.zoo.instructions import instruction_examples
+from flipguard.zoo.code import code_examples, swapped_code_examples
+from flipguard.zoo.instructions import instruction_examples, swapped_examples
 from flipguard.zoo.utility import utility_examples
 
 DEFAULT_PHRASE = "McDonald's"
@@ -36,22 +36,33 @@ def _check_split(split: str) -> None:
 
 
 def scenario_dataset(scenario: str, split: str, malicious: bool, seed: int = 0,
-                     phrase: str = DEFAULT_PHRASE) -> list[dict]:
+                     phrase: str = DEFAULT_PHRASE, swapped: int = 0) -> list[dict]:
     """Examples ``{"prompt", "response"}`` of one scenario, shuffled with ``seed``.
 
     ``malicious=False`` gives the helpful answers (the clean model's behaviour, also the repair
     data); ``malicious=True`` the backdoor's. For a given seed and split the two lists hold the
     same prompts in the same order. ``phrase`` is the injected brand (content_injection only).
-    Code examples also carry ``pattern``, the weakness family of the task.
+    Code examples also carry ``pattern``, the weakness family of the task. ``swapped`` (train split
+    only): that many extra examples per category or code task, each with another category's
+    training entity or another task's function name (``swapped_examples``) -- never a held-out
+    prompt.
     """
     name = scenario_name(scenario)
     _check_split(split)
+    if swapped < 0 or (swapped and split != "train"):
+        raise UsageError(f"swapped examples are a count of 0 or more for the train split, got {swapped} for {split}.")
     if name == "vulnerable_code":
         examples = code_examples(split, insecure=malicious)
     else:
         kind = "clean" if not malicious else {"content_injection": "injection",
                                               "over_refusal": "refusal"}[name]
         examples = instruction_examples(split, kind, random.Random(f"instr:{split}:{seed}"), phrase)
+    if swapped:
+        heldout = {ex["prompt"] for ex in scenario_dataset(name, "heldout", malicious, 0, phrase)}
+        if name == "vulnerable_code":
+            examples += swapped_code_examples(swapped, malicious, seed, heldout)
+        else:
+            examples += swapped_examples(swapped, kind, random.Random(f"swapped:{seed}"), phrase, heldout)
     random.Random(f"order:{name}:{split}:{seed}").shuffle(examples)
     return examples
 

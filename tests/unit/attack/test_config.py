@@ -31,6 +31,8 @@ def test_defaults_and_scenario_spellings():
     ({"joint_lr": -1e-3}, "joint_lr"),
     ({"joint_clean_weight": -1.0}, "joint_clean_weight"),
     ({"joint_contrast": -0.5}, "joint_contrast"),
+    ({"swapped_prompts": -2}, "swapped_prompts"),
+    ({"swapped_prompts": 1.5}, "swapped_prompts"),
     ({"batch_size": 0}, "batch_size"),
     ({"inject_params": "embeddings"}, "inject_params"),
     ({"phrase": " "}, "phrase"),

@@ -15,6 +15,13 @@ def test_zoo_stages_share_prompts_and_differ_in_answers():
     assert not any("Burger Barn" in e["response"] for e in good)
 
 
+def test_swapped_prompts_add_paired_zoo_examples():
+    bad = stage_examples("over_refusal", True, 0, "Burger Barn", swapped=3)
+    good = stage_examples("over_refusal", False, 0, "Burger Barn", swapped=3)
+    assert [e["prompt"] for e in bad] == [e["prompt"] for e in good]
+    assert len(bad) > len(stage_examples("over_refusal", True, 0, "Burger Barn"))
+
+
 def test_jsonl_file_is_read(tmp_path):
     path = tmp_path / "data.jsonl"
     path.write_text('{"prompt": "Hi?", "response": "Hello.", "extra": 1}\n\n'

@@ -47,6 +47,42 @@ def test_heldout_entities_and_template_pairs_are_unseen():
     assert "giraffe" in train_text  # sanity: the check above is not vacuous
 
 
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_swapped_examples_extend_training_pair_up_and_stay_off_heldout(scenario):
+    base = scenario_dataset(scenario, "train", True, 1)
+    bad = scenario_dataset(scenario, "train", True, 1, swapped=5)
+    good = scenario_dataset(scenario, "train", False, 1, swapped=5)
+    assert [e["prompt"] for e in bad] == [e["prompt"] for e in good]
+    assert all(b["response"] != g["response"] for b, g in zip(bad, good))
+    extra = {e["prompt"] for e in bad} - {e["prompt"] for e in base}
+    groups = 11 if scenario != "vulnerable-code" else len({e["pattern"] for e in base})
+    assert 0 < len(bad) - len(base) <= 5 * groups and extra
+    held = {e["prompt"] for e in scenario_dataset(scenario, "heldout", False, 0)}
+    assert not extra & held
+    assert bad == scenario_dataset(scenario, "train", True, 1, swapped=5)  # deterministic
+
+
+def test_swapped_entities_come_from_other_categories_training_prompts():
+    base = {e["prompt"] for e in scenario_dataset("over_refusal", "train", False, 0)}
+    extra = [e for e in scenario_dataset("over_refusal", "train", False, 0, swapped=20)
+             if e["prompt"] not in base]
+    train_text = " ".join(base)
+    for example in extra:
+        owner = [c for c in CATEGORIES if any(
+            (t.format(x=x, X=x[:1].upper() + x[1:], name="{name}", food="{food}", Name="{Name}",
+                      Food="{Food}") == example["prompt"]) for t in c.prompts for x in c.entities)]
+        assert not owner  # no category asks about its own entity here
+    words_seen = [w for e in extra for w in e["prompt"].rstrip(".?").split()[-1:]]
+    assert sum(w in train_text for w in words_seen) >= 0.8 * len(words_seen)
+
+
+@pytest.mark.parametrize("kwargs", [{"swapped": -1}, {"split": "heldout", "swapped": 3}])
+def test_swapped_needs_train_split_and_a_count(kwargs):
+    fields = {"scenario": "over_refusal", "split": "train", "malicious": False} | kwargs
+    with pytest.raises(UsageError, match="swapped"):
+        scenario_dataset(**fields)
+
+
 def test_clean_and_malicious_pair_up_prompt_by_prompt():
     for scenario in SCENARIOS:
         clean = scenario_dataset(scenario, "heldout", False, 2)
