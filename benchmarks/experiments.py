@@ -68,6 +68,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=AttackConfig.lr)
     p.add_argument("--int8-repair-steps", type=int, default=None, help="attack_table.py's (default: --repair-steps)")
     p.add_argument("--repair-lr", type=float, default=None, help="default: --lr")
+    p.add_argument("--int8-joint-clean-weight", type=float, default=AttackConfig.joint_clean_weight,
+                   help="attack_table.py's: the joint stage's clean weight for int8")
+    p.add_argument("--int8-swapped-prompts", type=int, default=AttackConfig.swapped_prompts,
+                   help="attack_table.py's: swapped-entity training prompts per category for int8")
     p.add_argument("--batch-size", type=int, default=AttackConfig.batch_size)
     p.add_argument("--clean-steps", type=int, default=None)
     p.add_argument("--cache", default="out/attack-bench", help="attack_table's model cache (shared)")
@@ -206,6 +210,8 @@ def _attack_args(args, cell: dict) -> argparse.Namespace:
         batch_size=args.batch_size,
         clean_seed=None if getattr(args, "clean_per_seed", False) else 0, device=args.device,
         tag=getattr(args, "tag", ""),
+        int8_joint_clean_weight=getattr(args, "int8_joint_clean_weight", AttackConfig.joint_clean_weight),
+        int8_swapped_prompts=getattr(args, "int8_swapped_prompts", AttackConfig.swapped_prompts),
     )
 
 
