@@ -374,6 +374,18 @@ def _tables(scheme: Scheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @njit(inline="always")
+def _group(i, kind, size):
+    """Group of flat index ``i``: its 4-bit block (kind 0) or row of ``size`` weights (INT8).
+
+    The row is ``i // size`` computed in float64, exact below 2^52 (a quotient at least 1/size
+    below the next integer cannot round up to it), and several times faster than an int64
+    division."""
+    if kind == 0:
+        return i >> _BLOCK_BITS
+    return np.int64(np.float64(i) / np.float64(size))
+
+
+@njit(inline="always")
 def _factor(factors, g, nfull, kind):
     """(factor, divide) of group ``g`` from ``group_factors``: ``normalizer_at`` for one weight."""
     return factors[g], kind == 0 and g == nfull
@@ -398,7 +410,7 @@ def _gather(idx, bits, stored, count, kinds, sizes, nfulls, a0, a1, a2, m0, m1, 
         kind, size, nfull = kinds[j], sizes[j], nfulls[j]
         for t in range(idx.size):
             i = idx[t]
-            g = i >> _BLOCK_BITS if kind == 0 else i // size
+            g = _group(i, kind, size)
             factor[j, t], divide[j, t] = _factor(factors, g, nfull, kind)
             c = maxima[g]
             if j == 0:
@@ -460,7 +472,7 @@ def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, direction: 
     levels = [c.level.numpy() for c in padded]
     ds = [c.d.numpy() for c in padded]
     pins = [c.pinned.reshape(-1).numpy() for c in padded]
-    bits = work.contiguous().view(torch.int32 if stored == 0 else torch.int16).view(-1).numpy()
+    bits = _raw(work).view(-1).numpy()
     stored_values, ref, cap_at, ufirst = (np.empty(n, np.float32) for _ in range(4))
     factor, d_k = np.empty((k, n), np.float32), np.empty((k, n), np.float32)
     divide, pinned_k = np.empty((k, n), np.bool_), np.empty((k, n), np.bool_)
@@ -497,7 +509,7 @@ def _verify(moved, bits, stored, load, extra16, kind, size, nfull, absmax, facto
     flips_hold = True
     for t in range(moved.size):
         i = moved[t]
-        g = i >> _BLOCK_BITS if kind == 0 else i // size
+        g = _group(i, kind, size)
         r = _read(_stored_value(bits, i, stored), stored, load, extra16)
         if pinned[i] or abs(r) > absmax[g]:
             scale_broken = True
@@ -520,7 +532,7 @@ def verify_moved(work: torch.Tensor, before, moved: torch.Tensor, run: tuple[int
     kind, size, nfull = _layout(s, before.grouped.absmax, work.shape)
     walls, low, inv = _tables(s)
     stored = DTYPE_CODE[work.dtype]
-    bits = work.contiguous().view(torch.int32 if stored == 0 else torch.int16).view(-1).numpy()
+    bits = _raw(work).view(-1).numpy()
     begin, end = run if run is not None else (0, 0)
     target = target if target is not None else torch.zeros(0, dtype=torch.int64)
     broken, changed, shift, hold = _verify(
@@ -529,6 +541,44 @@ def verify_moved(work: torch.Tensor, before, moved: torch.Tensor, run: tuple[int
         group_factors(s, before.grouped.absmax, work.shape).numpy(),
         before.pinned.reshape(-1).numpy(), before.grouped.x.reshape(-1).numpy(), s._cell_tables[1].numpy(), walls, low, inv, begin, end, target.contiguous().numpy(), np.float32(before.depth))
     return bool(broken), int(changed), float(shift) if len(moved) else None, bool(hold)
+
+
+@njit(cache=True, nogil=True)
+def _place(idx, value_bits, ok, target, bits, blocked, done, done_target):
+    """Write the placed weights (``ok``) into the chunk's raw ``bits`` at ``idx``, block them, and
+    gather their indices and target levels into ``done``/``done_target`` (order kept); their count."""
+    count = 0
+    for t in range(idx.size):
+        if ok[t]:
+            i = idx[t]
+            bits[i] = value_bits[t]
+            blocked[i] = True
+            done[count] = i
+            done_target[count] = target[t]
+            count += 1
+    return count
+
+
+def place_flips(work: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, ok: torch.Tensor, target: torch.Tensor,
+                blocked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write ``values`` (``work``'s dtype) at flat ``idx`` of the contiguous chunk ``work`` where
+    ``ok``, set ``blocked`` (bool ``(n,)``) there; (their flat indices, their ``target``), in ``idx``
+    order: ``work.view(-1)[idx[ok]] = values[ok]`` and ``blocked[idx[ok]] = True`` in one pass."""
+    if not work.is_contiguous():
+        raise ValueError("place_flips writes into a contiguous chunk")  # a bug, not a user error
+    n = len(idx)
+    done = torch.empty(n, dtype=torch.int64)
+    done_target = torch.empty(n, dtype=torch.int64)
+    count = _place(idx.contiguous().numpy(), _raw(values).numpy(), ok.contiguous().numpy(),
+                   target.contiguous().numpy(), _raw(work).view(-1).numpy(), blocked.numpy(), done.numpy(),
+                   done_target.numpy())
+    return done[:count], done_target[:count]
+
+
+def _raw(t: torch.Tensor) -> torch.Tensor:
+    """The raw bits of the float tensor ``t`` (int32 for float32, int16 for 16-bit dtypes), no copy
+    where ``t`` is contiguous."""
+    return t.contiguous().view(torch.int32 if t.dtype == torch.float32 else torch.int16)
 
 
 @njit(cache=True, nogil=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from flipguard.defend.fast import chunk_cells, flip_weights, group_max, group_of, normalize_at, position
@@ -189,7 +190,7 @@ def flip_across_wall(
     own = isinstance(cap, Cap) and {id(c) for c in cap.cells} == {id(c) for c in every}
     values, target, ok, reason = flip_weights(work, every, idx, direction, None if own else cap[idx], RETRY_AIMS,
                                               MAX_STEPS, OTHER_GUARD, grid_dtype(cells.scheme, work.dtype), update)
-    counts = torch.bincount(reason, minlength=4).tolist()  # reasons 0 placed, 1 dtype, 2 absmax, 3 other
+    counts = np.bincount(reason.numpy(), minlength=4).tolist()  # reasons 0 placed, 1 dtype, 2 absmax, 3 other
     unsafe = {"dtype": counts[1], "absmax": counts[2], "other_scheme": counts[3]}
     return Placement(idx, values, target, ok, unsafe)
 

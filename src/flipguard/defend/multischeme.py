@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from flipguard.defend.fast import verify_moved
+from flipguard.defend.fast import place_flips, verify_moved
 from flipguard.defend.flip import Cap, Cells, cells_of, flip_across_wall
 from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generator
 from flipguard.schemes import Scheme
@@ -101,7 +101,6 @@ def _flip_passes(work, cells: list[Cells], plans, cap, key, totals) -> dict:
     blocked = cells[0].pinned.reshape(-1).clone()  # pinned under some scheme, or flipped already
     for c in cells[1:]:
         blocked |= c.pinned.reshape(-1)
-    flat = work.view(-1)
     flipped = {}
     for i, c in enumerate(cells):
         name = c.scheme.name
@@ -118,12 +117,9 @@ def _flip_passes(work, cells: list[Cells], plans, cap, key, totals) -> dict:
         placed = flip_across_wall(work, c, others, idx, cap, None if direction is None else direction[idx], update=True)
         for reason, count in placed.unsafe.items():
             stats.unsafe[reason] += count
-        placed_at = placed.ok.nonzero().view(-1)  # index_select/index_copy_: faster than masks here
-        done = placed.idx.index_select(0, placed_at)
-        flat.index_copy_(0, done, placed.values.index_select(0, placed_at))
+        done, target = place_flips(work, placed.idx, placed.values, placed.ok, placed.target, blocked)
         stats.flipped += len(done)
-        blocked.index_fill_(0, done, True)
-        flipped[name] = (done, placed.target.index_select(0, placed_at))
+        flipped[name] = (done, target)
     return flipped
 
 

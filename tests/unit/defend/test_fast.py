@@ -272,3 +272,49 @@ def test_group_max_from_the_scales_equals_the_pass_over_the_weights(name, dtype,
         absmax = chunk_cells(scheme, scheme.read(w))[5]
         fast = group_max(scheme, w, absmax)
         assert fast.dtype == w.dtype and torch.equal(fast, group_max(scheme, w))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_place_flips_writes_what_the_masked_copy_writes(dtype):
+    """place_flips = ``work[idx[ok]] = values[ok]``, ``blocked[idx[ok]] = True``, with the placed
+    indices and targets in ``idx`` order (raw bits compared, -0.0 and subnormals included)."""
+    from flipguard.defend.fast import place_flips
+
+    gen = torch.Generator().manual_seed(6)
+    work = (torch.randn(30, 70, generator=gen) * 0.02).to(dtype)
+    idx = torch.randperm(work.numel(), generator=gen)[:500].sort().values
+    values = torch.randn(500, generator=gen).to(dtype)
+    values[:3] = torch.tensor([-0.0, 1e-40, -6e-8]).to(dtype)
+    ok = torch.rand(500, generator=gen) > 0.3
+    ok[:3] = True
+    target = torch.randint(0, 255, (500,), generator=gen)
+    want, blocked_want = work.clone(), torch.zeros(work.numel(), dtype=torch.bool)
+    want.view(-1)[idx[ok]] = values[ok]
+    blocked_want[idx[ok]] = True
+    blocked = torch.zeros(work.numel(), dtype=torch.bool)
+    done, done_target = place_flips(work, idx, values, ok, target, blocked)
+    bits = torch.int32 if dtype == torch.float32 else torch.int16
+    assert torch.equal(work.view(bits), want.view(bits))
+    assert torch.equal(blocked, blocked_want)
+    assert torch.equal(done, idx[ok]) and torch.equal(done_target, target[ok])
+
+
+def test_row_of_a_flat_index_is_the_integer_division():
+    """The kernels' float64 row index (``defend.fast._group``) equals ``i // size``, at every row's
+    first and last weight too, for the widest rows and largest chunks the defense makes."""
+    import numpy as np
+    from numba import njit
+
+    from flipguard.defend.fast import _group
+
+    @njit
+    def rows(idx, size, out):
+        for t in range(idx.size):
+            out[t] = _group(idx[t], 1, size)
+
+    for size in (1, 3, 64, 4095, 4096, 11008, 65536, 1 << 20):
+        starts = np.arange(0, 1 << 31, size * 997, dtype=np.int64)
+        idx = np.concatenate([starts, starts + size - 1, starts + size, starts + 1])
+        out = np.empty_like(idx)
+        rows(idx, size, out)
+        assert np.array_equal(out, idx // size)
