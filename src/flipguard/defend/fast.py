@@ -423,6 +423,14 @@ def _gather(idx, bits, stored, count, kinds, sizes, nfulls, a0, a1, a2, m0, m1, 
                 pinned_k[j, t] = pins[i]
 
 
+def kernel_scales(cells, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(``group_factors``, group maxima as float32) of a chunk's ``cells``, as numpy arrays: kept on
+    the cells where they carry them (``cells.scales``), else made here."""
+    if getattr(cells, "scales", None) is not None:
+        return cells.scales()
+    return group_factors(cells.scheme, cells.grouped.absmax, shape).numpy(), cells.maxima().float().numpy()
+
+
 def _layout(scheme: Scheme, absmax: torch.Tensor, shape) -> tuple[int, int, int]:
     """(kind: 0 4-bit / 1 INT8, group size, index of the 4-bit partial block or -1) of a chunk."""
     if isinstance(scheme, FourBitScheme):
@@ -431,6 +439,25 @@ def _layout(scheme: Scheme, absmax: torch.Tensor, shape) -> tuple[int, int, int]
     if isinstance(scheme, INT8):
         return 1, shape[1], -1
     raise TypeError(f"no fused defend kernel for scheme {scheme.name!r}")
+
+
+@functools.lru_cache(maxsize=256)  # per schemes and chunk shape: made once, not per chunk and pass
+def _constants(schemes: tuple[Scheme, ...], shape: tuple[int, int]):
+    """The per-scheme arrays :func:`_flip` and :func:`_gather` take (kind, group size, partial block,
+    load dtype, float16 cast, wall and cell tables), one row per scheme of ``schemes``; shared
+    between calls, never written."""
+    layouts = [_layout(s, None, shape) for s in schemes]
+    kinds = np.array([lay[0] for lay in layouts], np.int64)
+    sizes = np.array([lay[1] for lay in layouts], np.int64)
+    nfulls = np.array([lay[2] for lay in layouts], np.int64)
+    loads = np.array([DTYPE_CODE[s.load_dtype] if s.load_dtype else -1 for s in schemes], np.int64)
+    extra16 = np.array([torch.float16 in s.extra_casts for s in schemes], np.bool_)
+    for s in schemes:
+        if isinstance(s, INT8) != (torch.float16 in s.extra_casts):
+            raise TypeError(f"no fused defend kernel for scheme {s.name!r}")
+    tables = [_tables(s) for s in schemes]
+    walls_k, low_k, inv_k = (np.stack([t[j] for t in tables]) for j in range(3))
+    return kinds, sizes, nfulls, loads, extra16, walls_k, low_k, inv_k
 
 
 def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, direction: torch.Tensor | None,
@@ -451,22 +478,10 @@ def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, direction: 
     k = len(cells)
     if k > 3:
         raise ValueError("the fused flip takes at most three schemes")
-    layouts = [_layout(c.scheme, c.grouped.absmax, work.shape) for c in cells]
-    kinds = np.array([lay[0] for lay in layouts], np.int64)
-    sizes = np.array([lay[1] for lay in layouts], np.int64)
-    nfulls = np.array([lay[2] for lay in layouts], np.int64)
-    loads = np.array([DTYPE_CODE[c.scheme.load_dtype] if c.scheme.load_dtype else -1 for c in cells], np.int64)
-    extra16 = np.array([torch.float16 in c.scheme.extra_casts for c in cells], np.bool_)
-    for c in cells:
-        if isinstance(c.scheme, INT8) != (torch.float16 in c.scheme.extra_casts):
-            raise TypeError(f"no fused defend kernel for scheme {c.scheme.name!r}")
-    tables = [_tables(c.scheme) for c in cells]
-    walls_k, low_k, inv_k = (np.stack([t[j] for t in tables]) for j in range(3))
+    kinds, sizes, nfulls, loads, extra16, walls_k, low_k, inv_k = _constants(tuple(c.scheme for c in cells),
+                                                                             tuple(work.shape))
     padded = cells + [cells[0]] * (3 - k)  # unused slots repeat the first scheme
-    per_cells = {  # scales and group maxima of each distinct cells object, made once
-        id(c): (group_factors(c.scheme, c.grouped.absmax, work.shape).numpy(), c.maxima().float().numpy())
-        for c in cells
-    }
+    per_cells = {id(c): kernel_scales(c, work.shape) for c in cells}  # each distinct cells object once
     factors = [per_cells[id(c)][0] for c in padded]
     maxima = [per_cells[id(c)][1] for c in padded]
     levels = [c.level.numpy() for c in padded]
@@ -538,7 +553,7 @@ def verify_moved(work: torch.Tensor, before, moved: torch.Tensor, run: tuple[int
     broken, changed, shift, hold = _verify(
         moved.contiguous().numpy(), bits, stored, DTYPE_CODE[s.load_dtype] if s.load_dtype else -1,
         torch.float16 in s.extra_casts, kind, size, nfull, before.grouped.absmax.numpy(),
-        group_factors(s, before.grouped.absmax, work.shape).numpy(),
+        kernel_scales(before, work.shape)[0],
         before.pinned.reshape(-1).numpy(), before.grouped.x.reshape(-1).numpy(), s._cell_tables[1].numpy(), walls, low, inv, begin, end, target.contiguous().numpy(), np.float32(before.depth))
     return bool(broken), int(changed), float(shift) if len(moved) else None, bool(hold)
 

@@ -34,7 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from flipguard.defend.fast import chunk_cells, flip_weights, group_max, group_of, normalize_at, position
+from flipguard.defend.fast import (
+    chunk_cells, flip_weights, group_factors, group_max, group_of, normalize_at, position,
+)
 from flipguard.schemes import Grouped, Scheme, ulp
 
 SAFE_DEPTH = {"int8": 0.1, "fp4": 0.02, "nf4": 0.02}  # cell widths from either wall of the new cell
@@ -61,6 +63,7 @@ class Cells:
     depth: float
     shape: tuple[int, int]
     maxima: "Lazy"  # per group, the largest |w| in the stored dtype
+    scales: "Lazy | None" = None  # per group (numpy float32): group_factors and maxima, for the kernels
 
     @property
     def pinned(self) -> torch.Tensor:
@@ -69,7 +72,7 @@ class Cells:
     def copy(self) -> "Cells":
         """Same scales (shared, never modified), own level/u/d to update."""
         return Cells(self.scheme, self.grouped, self.level.clone(), self.u.clone(), self.d.clone(), self.depth,
-                     self.shape, self.maxima)
+                     self.shape, self.maxima, self.scales)
 
     def snapshot(self) -> "Cells":
         """Same scales (and normalized values ``grouped.x``, which moves never change); ``level``,
@@ -77,7 +80,7 @@ class Cells:
         any weight moved (it recomputes a moved weight's old level from its old ``x``)."""
         empty = torch.empty(0)
         return Cells(self.scheme, self.grouped, torch.empty(0, dtype=torch.int64), empty, empty, self.depth,
-                     self.shape, self.maxima)
+                     self.shape, self.maxima, self.scales)
 
     def group_max_at(self, idx: torch.Tensor) -> torch.Tensor:
         """The group's largest ``|w|`` (stored dtype) for the weights at flat ``idx``."""
@@ -109,7 +112,10 @@ def cells_of(scheme: Scheme, work: torch.Tensor, depth: float | None = None) -> 
         return maxima()[group_of(scheme, torch.arange(work.numel()), work.shape)].view(work.shape)
 
     grouped = Grouped(x=x.view(work.shape), pinned=pinned.view(work.shape), absmax=absmax, _group_max=broadcast)
-    return Cells(scheme, grouped, level, u, d, safe_depth(scheme.name, depth), tuple(work.shape), maxima)
+    shape = tuple(work.shape)
+    # made once per chunk and scheme (every pass's flips and the verification read them)
+    scales = Lazy(lambda: (group_factors(scheme, absmax, shape).numpy(), maxima().float().numpy()))
+    return Cells(scheme, grouped, level, u, d, safe_depth(scheme.name, depth), shape, maxima, scales)
 
 
 class Lazy:
