@@ -232,16 +232,22 @@ def table_lines(rows: list[dict]) -> list[dict]:
 
 
 def recipes(rows: list[dict]) -> str:
-    """The attack settings behind each target's rows (a target may use its own recipe)."""
+    """The attack settings behind each target's rows (a target may use its own recipe per
+    scenario), each with the families and scenarios it was run on."""
     keys = ("inject_steps", "lr", "inject_radius", "joint_steps", "joint_clean_weight", "joint_contrast",
-            "swapped_prompts",
-            "repair_steps", "repair_lr", "margin", "batch_size")
+            "swapped_prompts", "repair_steps", "repair_lr", "margin", "batch_size")
     out = ["\nRecipes (attack_model settings; margin None = published):\n"]
     for target in TARGETS:
-        seen = {json.dumps({k: r["config"].get(k, STAGE_ABSENT.get(k)) for k in keys}
-                           | {"repair_lr": r["config"].get("repair_lr") or r["config"]["lr"]})
-                for r in rows if r["target"] == target}
-        out += [f"- {target}: {', '.join(f'{k}={v}' for k, v in json.loads(c).items())}" for c in sorted(seen)]
+        used: dict[str, set] = {}
+        for r in rows:
+            if r["target"] == target:
+                settings = {k: r["config"].get(k, STAGE_ABSENT.get(k)) for k in keys}
+                if not settings["joint_steps"]:  # the joint stage's settings mean nothing without it
+                    settings = {k: v for k, v in settings.items() if not k.startswith("joint_") or k == "joint_steps"}
+                config = json.dumps(settings | {"repair_lr": r["config"].get("repair_lr") or r["config"]["lr"]})
+                used.setdefault(config, set()).add(f"{r.get('family', 'llama')} {r['scenario']}")
+        out += [f"- {target} ({', '.join(sorted(where))}): {', '.join(f'{k}={v}' for k, v in json.loads(c).items())}"
+                for c, where in sorted(used.items())]
     return "\n".join(out) + "\n"
 
 
