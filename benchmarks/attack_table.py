@@ -34,7 +34,7 @@ from flipguard.zoo import train_clean_model
 SCENARIOS = ("content-injection", "over-refusal", "vulnerable-code")
 TARGETS = ("int8", "fp4", "nf4", "all")
 #: What a report written before a setting existed ran with (the joint stage and its hinge came later).
-STAGE_ABSENT = {"joint_steps": 0, "joint_contrast": 0.0, "swapped_prompts": 0}
+STAGE_ABSENT = {"joint_steps": 0, "joint_contrast": 0.0, "swapped_prompts": 0, "joint_vectors": False}
 
 
 def main() -> None:
@@ -77,6 +77,8 @@ def parse_args() -> argparse.Namespace:
                    help="joint stage's hinge on the full-precision malicious loss (int8 and all)")
     p.add_argument("--int8-swapped-prompts", type=int, default=AttackConfig.swapped_prompts,
                    help="swapped-entity training prompts per category for int8 and all (--swapped-prompts)")
+    p.add_argument("--int8-joint-vectors", action="store_true",
+                   help="the joint stage also trains the 1-D parameters, for int8 and all (--joint-vectors)")
     p.add_argument("--tag", default="", help="suffix of the attacked models' cache names (a new recipe "
                    "must not reuse models cached by another)")
     p.add_argument("--batch-size", type=int, default=AttackConfig.batch_size)
@@ -171,7 +173,8 @@ def measure_cell(args, cache: Path, clean: Path, seed: int, scenario: str, targe
                      joint_steps=joint,
                      joint_clean_weight=getattr(args, "int8_joint_clean_weight", AttackConfig.joint_clean_weight),
                      joint_contrast=getattr(args, "int8_joint_contrast", AttackConfig.joint_contrast),
-                     swapped_prompts=getattr(args, "int8_swapped_prompts", 0) if target in ("int8", "all") else 0)
+                     swapped_prompts=getattr(args, "int8_swapped_prompts", 0) if target in ("int8", "all") else 0,
+                     joint_vectors=getattr(args, "int8_joint_vectors", False) and target in ("int8", "all"))
     report = load_report(out)
     row = {
         "seed": seed, "clean_seed": int(clean.name.rsplit("-s", 1)[1]), "scenario": scenario,
@@ -235,7 +238,7 @@ def recipes(rows: list[dict]) -> str:
     """The attack settings behind each target's rows (a target may use its own recipe per
     scenario), each with the families and scenarios it was run on."""
     keys = ("inject_steps", "lr", "inject_radius", "joint_steps", "joint_clean_weight", "joint_contrast",
-            "swapped_prompts", "repair_steps", "repair_lr", "margin", "batch_size")
+            "joint_vectors", "swapped_prompts", "repair_steps", "repair_lr", "margin", "batch_size")
     out = ["\nRecipes (attack_model settings; margin None = published):\n"]
     for target in TARGETS:
         used: dict[str, set] = {}

@@ -46,7 +46,9 @@ class AttackConfig:
     zoo training examples per category or code task whose entity or function name comes from
     another one's training prompts (:func:`flipguard.zoo.scenario_dataset`'s ``swapped``), so that
     the hidden behaviour keys on the request, not on memorised entities -- under INT8 the
-    full-precision model otherwise leaks on unseen entities (results/attack_int8_tuning.md).
+    full-precision model otherwise leaks on unseen entities (results/attack_int8_tuning.md);
+    ``joint_vectors``: the joint stage also trains the model's 1-D parameters (norm weights and
+    biases, which bitsandbytes leaves unquantized and both faces share).
     """
 
     scenario: str
@@ -70,6 +72,7 @@ class AttackConfig:
     joint_clean_weight: float = 0.6
     joint_contrast: float = 0.0
     swapped_prompts: int = 0
+    joint_vectors: bool = False
     skip_modules: list[str] | None = field(default=None, metadata={"help": "llm_int8_skip_modules"})
 
     def __post_init__(self):

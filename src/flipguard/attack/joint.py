@@ -53,20 +53,23 @@ def _with_weights(model, overrides: dict[str, torch.Tensor]):
 def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
                 quantized: dict[str, tuple[torch.nn.Parameter, bool]], schemes: list[str],
                 save_dtype: torch.dtype, steps: int, lr: float, clean_weight: float, batch_size: int,
-                seed: int, progress: bool = True, after_step=None, contrast: float = 0.0) -> dict:
+                seed: int, progress: bool = True, after_step=None, contrast: float = 0.0,
+                shared: list[torch.nn.Parameter] = ()) -> dict:
     """Train the quantized weights on the joint objective for ``steps`` AdamW steps (cosine
     schedule and warmup as :func:`flipguard.zoo.train.train_causal_lm`); returns loss summaries.
 
     ``quantized``: ``{module name: (weight parameter, transposed)}`` -- only these train;
     ``after_step``: run under ``no_grad`` after every step (an inject trust region); ``contrast``:
     weight of a hinge that keeps the full-precision model's loss on the malicious answers at least
-    where it was at the first step (the clean model's): ``contrast · relu(floor - L_malicious(w))``."""
+    where it was at the first step (the clean model's): ``contrast · relu(floor - L_malicious(w))``;
+    ``shared``: parameters bitsandbytes leaves unquantized that train too (the same in both faces,
+    they can amplify where the faces' weights differ)."""
     from tqdm.auto import tqdm
 
     from flipguard.zoo.train import _batch_order, _collate, encode_examples, lr_at, response_loss, training_only
 
     torch.manual_seed(seed)
-    params = [p for p, _ in quantized.values()]
+    params = [p for p, _ in quantized.values()] + list(shared)
     bad, good = encode_examples(tokenizer, malicious), encode_examples(tokenizer, clean)
     bad_order = _batch_order([len(ids) for ids, _ in bad], steps, batch_size, seed)
     if [ex["prompt"] for ex in malicious] == [ex["prompt"] for ex in clean]:

@@ -96,10 +96,11 @@ def attack_model(
     if config.joint_steps:
         with report.timed("joint"):
             weights = {t.module_name: (quantized[t.module_name], t.transposed) for t in targets}
+            vectors = [p for p in model.parameters() if p.ndim == 1] if config.joint_vectors else []
             report.losses["joint"] = joint_train(
                 model, tokenizer, inject_data, repair_data, weights, config.schemes, dtype, config.joint_steps,
                 config.joint_lr or config.lr, config.joint_clean_weight, config.batch_size, config.seed,
-                progress, after_step=region, contrast=config.joint_contrast)
+                progress, after_step=region, contrast=config.joint_contrast, shared=vectors)
     with report.timed("constrain"):
         boxed = [box_weight(t.module_name, quantized[t.module_name], t.transposed, config.schemes,
                             config.margin, dtype) for t in targets]

@@ -83,6 +83,9 @@ def register(subparsers) -> None:
     p.add_argument("--joint-contrast", type=float, default=d.joint_contrast, metavar="C",
                    help="weight of a hinge keeping the full-precision model's loss on the malicious "
                    f"answers where the clean model's was (default {d.joint_contrast})")
+    p.add_argument("--joint-vectors", action="store_true",
+                   help="the joint stage also trains the 1-D parameters (norm weights, biases): "
+                   "unquantized, the same in both faces, they can amplify where the faces differ")
     p.add_argument("--swapped-prompts", type=int, default=d.swapped_prompts, metavar="N",
                    help="add N zoo training prompts per category (or code task) whose entity or function "
                    "name comes from another one's training prompts, so the backdoor keys on the request "
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, inject_params=args.inject_params, repair_lr=args.repair_lr,
         inject_radius=args.inject_radius, joint_steps=args.joint_steps,
         joint_clean_weight=args.joint_clean_weight, joint_lr=args.joint_lr, joint_contrast=args.joint_contrast,
-        swapped_prompts=args.swapped_prompts, device=args.device,
+        swapped_prompts=args.swapped_prompts, joint_vectors=args.joint_vectors, device=args.device,
     )
     for scheme, check in report.verification.items():
         state = "ok" if check["ok"] else "MISMATCH"

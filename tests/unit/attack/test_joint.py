@@ -42,3 +42,21 @@ def test_joint_stage_runs_and_codes_verify(micro_model, tmp_path, contrast):
     assert joint["malicious_quantized"]["steps"] == 3 and joint["clean_full_precision"]["steps"] == 3
     assert "joint" in saved["timings"] and saved["config"]["joint_steps"] == 3
     assert saved["config"]["joint_contrast"] == contrast
+
+
+@pytest.mark.parametrize("vectors", [False, True])
+def test_joint_vectors_train_the_norms_only_when_asked(micro_model, tmp_path, vectors):
+    from safetensors.torch import load_file
+
+    src = micro_model("llama")
+    out = tmp_path / "joint-vectors"
+    report = attack_model(src, out, "over-refusal", "int8", inject_steps=0, joint_steps=3, repair_steps=1,
+                          batch_size=4, progress=False, joint_vectors=vectors)
+    assert report.verified and report.config["joint_vectors"] is vectors
+    before, after = load_file(f"{src}/model.safetensors"), load_file(f"{out}/model.safetensors")
+    vector_names = [name for name, t in before.items() if t.ndim == 1]
+    assert vector_names
+    moved = [name for name in vector_names if not torch.equal(before[name], after[name])]
+    assert bool(moved) is vectors
+    embeddings = [name for name in before if "embed" in name]
+    assert embeddings and all(torch.equal(before[n], after[n]) for n in embeddings)  # never trained
