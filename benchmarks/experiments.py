@@ -45,6 +45,7 @@ import defense_table  # noqa: E402
 
 from flipguard.attack import AttackConfig  # noqa: E402
 from flipguard.evaluate import defense_effectiveness, wilson_interval  # noqa: E402
+from flipguard.zoo.models import SIZES  # noqa: E402
 
 DEFENSES = ("none", "gaussian", "ratio15", "adaptive")
 
@@ -70,6 +71,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repair-lr", type=float, default=None, help="default: --lr")
     p.add_argument("--int8-joint-clean-weight", type=float, default=AttackConfig.joint_clean_weight,
                    help="attack_table.py's: the joint stage's clean weight for int8")
+    p.add_argument("--int8-joint-vectors", action="store_true",
+                   help="attack_table.py's: the joint stage also trains the 1-D parameters (int8)")
     p.add_argument("--int8-swapped-prompts", type=int, default=AttackConfig.swapped_prompts,
                    help="attack_table.py's: swapped-entity training prompts per category for int8")
     p.add_argument("--batch-size", type=int, default=AttackConfig.batch_size)
@@ -155,7 +158,8 @@ def measure(args, rows_path, results, done, cell: dict, contenders: list[tuple])
     ns = _attack_args(args, cell)
     cache = Path(args.cache)
     clean_seed = cell["seed"] if ns.clean_seed is None else ns.clean_seed
-    clean = attack_table.clean_model(cache, cell["family"], clean_seed, args.clean_steps, args.device)
+    family, size = _family_size(cell["family"])
+    clean = attack_table.clean_model(cache, family, clean_seed, args.clean_steps, args.device, size)
     cell = cell | {"clean_seed": clean_seed} | ({"tag": ns.tag} if ns.tag else {})
     if cell["margin"] is not None:
         cache = cache / f"margin-{cell['margin']:g}"  # measure_cell's names do not hold the margin
@@ -200,10 +204,17 @@ def _attack_row(results: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def _family_size(label: str) -> tuple[str, str]:
+    """``"llama-small"`` -> ("llama", "small"): a family label names a zoo size other than tiny."""
+    family, _, size = label.partition("-")
+    return (family, size) if size in SIZES else (label, "tiny")
+
+
 def _attack_args(args, cell: dict) -> argparse.Namespace:
     """The namespace ``attack_table.measure_cell`` reads (its own defaults, our sizes)."""
+    family, size = _family_size(cell["family"])
     return argparse.Namespace(
-        family=cell["family"], n=args.n, max_new_tokens=args.max_new_tokens, margin=cell["margin"],
+        family=family, size=size, n=args.n, max_new_tokens=args.max_new_tokens, margin=cell["margin"],
         inject_steps=args.inject_steps, repair_steps=args.repair_steps,
         int8_repair_steps=getattr(args, "int8_repair_steps", None), lr=args.lr,
         repair_lr=getattr(args, "repair_lr", None), int8_inject_lr=None, int8_inject_radius=None,
@@ -212,6 +223,7 @@ def _attack_args(args, cell: dict) -> argparse.Namespace:
         tag=getattr(args, "tag", ""),
         int8_joint_clean_weight=getattr(args, "int8_joint_clean_weight", AttackConfig.joint_clean_weight),
         int8_swapped_prompts=getattr(args, "int8_swapped_prompts", AttackConfig.swapped_prompts),
+        int8_joint_vectors=getattr(args, "int8_joint_vectors", False),
     )
 
 
