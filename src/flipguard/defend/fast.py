@@ -423,15 +423,7 @@ def _gather(idx, bits, stored, count, kinds, sizes, nfulls, a0, a1, a2, m0, m1, 
                 pinned_k[j, t] = pins[i]
 
 
-def kernel_scales(cells, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(``group_factors``, group maxima as float32) of a chunk's ``cells``, as numpy arrays: kept on
-    the cells where they carry them (``cells.scales``), else made here."""
-    if getattr(cells, "scales", None) is not None:
-        return cells.scales()
-    return group_factors(cells.scheme, cells.grouped.absmax, shape).numpy(), cells.maxima().float().numpy()
-
-
-def _layout(scheme: Scheme, absmax: torch.Tensor, shape) -> tuple[int, int, int]:
+def _layout(scheme: Scheme, shape) -> tuple[int, int, int]:
     """(kind: 0 4-bit / 1 INT8, group size, index of the 4-bit partial block or -1) of a chunk."""
     if isinstance(scheme, FourBitScheme):
         n = shape[0] * shape[1]
@@ -446,7 +438,7 @@ def _constants(schemes: tuple[Scheme, ...], shape: tuple[int, int]):
     """The per-scheme arrays :func:`_flip` and :func:`_gather` take (kind, group size, partial block,
     load dtype, float16 cast, wall and cell tables), one row per scheme of ``schemes``; shared
     between calls, never written."""
-    layouts = [_layout(s, None, shape) for s in schemes]
+    layouts = [_layout(s, shape) for s in schemes]
     kinds = np.array([lay[0] for lay in layouts], np.int64)
     sizes = np.array([lay[1] for lay in layouts], np.int64)
     nfulls = np.array([lay[2] for lay in layouts], np.int64)
@@ -481,7 +473,7 @@ def flip_weights(work: torch.Tensor, cells: list, idx: torch.Tensor, direction: 
     kinds, sizes, nfulls, loads, extra16, walls_k, low_k, inv_k = _constants(tuple(c.scheme for c in cells),
                                                                              tuple(work.shape))
     padded = cells + [cells[0]] * (3 - k)  # unused slots repeat the first scheme
-    per_cells = {id(c): kernel_scales(c, work.shape) for c in cells}  # each distinct cells object once
+    per_cells = {id(c): c.scales() for c in cells}  # group_factors and maxima, made once per cells
     factors = [per_cells[id(c)][0] for c in padded]
     maxima = [per_cells[id(c)][1] for c in padded]
     levels = [c.level.numpy() for c in padded]
@@ -544,7 +536,7 @@ def verify_moved(work: torch.Tensor, before, moved: torch.Tensor, run: tuple[int
     """What ``multischeme.verify`` checks and counts for one scheme's ``before`` cells, from the
     final ``work``: (scale broken, codes changed, max shift or None, flips hold)."""
     s = before.scheme
-    kind, size, nfull = _layout(s, before.grouped.absmax, work.shape)
+    kind, size, nfull = _layout(s, work.shape)
     walls, low, inv = _tables(s)
     stored = DTYPE_CODE[work.dtype]
     bits = _raw(work).view(-1).numpy()
@@ -553,7 +545,7 @@ def verify_moved(work: torch.Tensor, before, moved: torch.Tensor, run: tuple[int
     broken, changed, shift, hold = _verify(
         moved.contiguous().numpy(), bits, stored, DTYPE_CODE[s.load_dtype] if s.load_dtype else -1,
         torch.float16 in s.extra_casts, kind, size, nfull, before.grouped.absmax.numpy(),
-        kernel_scales(before, work.shape)[0],
+        before.scales()[0],
         before.pinned.reshape(-1).numpy(), before.grouped.x.reshape(-1).numpy(), s._cell_tables[1].numpy(), walls, low, inv, begin, end, target.contiguous().numpy(), np.float32(before.depth))
     return bool(broken), int(changed), float(shift) if len(moved) else None, bool(hold)
 

@@ -63,7 +63,7 @@ class Cells:
     depth: float
     shape: tuple[int, int]
     maxima: "Lazy"  # per group, the largest |w| in the stored dtype
-    scales: "Lazy | None" = None  # per group (numpy float32): group_factors and maxima, for the kernels
+    scales: "Lazy"  # per group (numpy float32): group_factors and maxima, for the kernels
 
     @property
     def pinned(self) -> torch.Tensor:
