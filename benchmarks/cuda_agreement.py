@@ -14,8 +14,8 @@ from every wall. This script measures that, on a machine with a CUDA GPU, in thr
    loaded code against the CPU prediction. With ``--pairs SRC:DEFENDED``, the weights whose
    predicted code the defense changed are checked separately (they must all agree: that is
    the safe depth at work) and the codes of SRC and DEFENDED are compared on the GPU.
-3. behaviour (``--behaviour``): ``flipguard evaluate`` on the GPU, content injection, for each
-   model and scheme given as ``DIR=scheme,scheme``.
+3. behaviour (``--behaviour``): ``flipguard evaluate`` on the GPU for each model, scheme and
+   scenario given as ``DIR=scheme,scheme`` (content injection) or ``DIR=scheme,scheme@SCENARIO``.
 
     python benchmarks/cuda_agreement.py --out results/cuda_agreement \\
         --models DIR ... --pairs SRC:DEFENDED ... --behaviour DIR=fp,nf4 ...
@@ -194,10 +194,12 @@ def behaviour_part(specs: list[str], device: str, n: int) -> list[dict]:
     rows = []
     for spec in specs:
         path, schemes = spec.split("=")
+        schemes, _, scenario = schemes.partition("@")
         for scheme in schemes.split(","):
-            r = evaluate(path, scheme, "content-injection", n=n, progress=False, device=device)
+            r = evaluate(path, scheme, scenario or "content-injection", n=n, progress=False, device=device)
             a = r.attack_success
-            rows.append({"model": path, "scheme": scheme, "device": device, "n": r.n,
+            rows.append({"model": path, "scheme": scheme, "scenario": scenario or "content-injection",
+                         "device": device, "n": r.n,
                          "attack_success": a.rate, "ci": [a.low, a.high],
                          "seconds": round(r.timings["total_s"], 1)})
             print(f"  {path} {scheme}: {a.rate:.3f}", flush=True)
@@ -212,7 +214,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--models", nargs="*", default=[])
     p.add_argument("--pairs", nargs="*", default=[], metavar="SRC:DEFENDED")
-    p.add_argument("--behaviour", nargs="*", default=[], metavar="DIR=scheme,...")
+    p.add_argument("--behaviour", nargs="*", default=[], metavar="DIR=scheme,...[@SCENARIO]")
+    p.add_argument("--no-kernels", action="store_true", help="skip part 1 (random and exhaustive tensors)")
     p.add_argument("-n", type=int, default=100, help="prompts per behaviour evaluation")
     args = p.parse_args()
 
@@ -226,7 +229,7 @@ def main() -> None:
     print(json.dumps(info), flush=True)
     result = {"info": info}
     start = time.perf_counter()
-    result["kernels"] = kernel_part(args.device, args.size, args.seed)
+    result["kernels"] = [] if args.no_kernels else kernel_part(args.device, args.size, args.seed)
     print(f"kernels done {time.perf_counter() - start:.0f}s", flush=True)
     result["checkpoints"] = checkpoint_part(args.models, args.device)
     print(f"checkpoints done {time.perf_counter() - start:.0f}s", flush=True)
@@ -244,10 +247,11 @@ def main() -> None:
 def render(result: dict) -> str:
     info = result["info"]
     lines = [f"# bitsandbytes {info['bitsandbytes']} on {info.get('gpu', info['device'])} "
-             f"(torch {info['torch']}) against flipguard.schemes' CPU prediction", "",
-             "## Kernels", "",
-             "| part | scheme | dtype | weights | level mismatches | max wall distance of a mismatch (cells) | absmax mismatches | code-only |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             f"(torch {info['torch']}) against flipguard.schemes' CPU prediction", ""]
+    if result["kernels"]:
+        lines += ["## Kernels", "",
+                  "| part | scheme | dtype | weights | level mismatches | max wall distance of a mismatch (cells) | "
+                  "absmax mismatches | code-only |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in result["kernels"]:
         part = r["part"] + (f" M={r['m']}" if "m" in r else "")
         wd = f"{r['wall_distance_max']:.2e}" if r["mismatches"] else "-"
@@ -268,10 +272,11 @@ def render(result: dict) -> str:
             lines.append(f"| {r['source']} -> {r['defended']} | {r['scheme']} | {r['flipped_cpu']} | "
                          f"{r['flipped_gpu_agree']} | {r['min_depth_flipped']:.3f} | {r['changed_gpu']} |")
     if result["behaviour"]:
-        lines += ["", "## Behaviour (content injection, greedy)", "",
-                  "| model | scheme | device | n | attack success [95% CI] |", "|---|---|---|---:|---|"]
+        lines += ["", "## Behaviour (greedy)", "",
+                  "| model | scenario | scheme | device | n | attack success [95% CI] |", "|---|---|---|---|---:|---|"]
         for r in result["behaviour"]:
-            lines.append(f"| {r['model']} | {r['scheme']} | {r['device']} | {r['n']} | "
+            scenario = r.get("scenario", "content-injection")
+            lines.append(f"| {r['model']} | {scenario} | {r['scheme']} | {r['device']} | {r['n']} | "
                          f"{r['attack_success']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}] |")
     return "\n".join(lines) + "\n"
 
