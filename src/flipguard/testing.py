@@ -57,6 +57,34 @@ def tiny_config(
     )
 
 
+# transformers model types beyond the zoo's families, each with its own module layout: fused or
+# split attention, MLP names, mixture-of-experts (3-D expert tensors bitsandbytes leaves alone),
+# Falcon (FalconLinear, a subclass bitsandbytes' replacement skips: nothing is quantized)
+OTHER_ARCHITECTURES = ("mistral", "mixtral", "phi3", "gemma2", "qwen3", "olmo2", "stablelm", "granite",
+                       "cohere", "gemma3_text", "qwen2_moe", "olmoe", "gpt_neox", "opt", "bloom", "mpt", "gptj",
+                       "codegen", "falcon")
+
+
+def other_config(model_type: str, hidden: int = 64, layers: int = 2, heads: int = 4, vocab: int = 128):
+    """A tiny config of any transformers causal-LM ``model_type`` (not only the zoo families).
+
+    One set of keyword arguments covers the common spellings (``hidden_size``/``n_embd``,
+    ``num_hidden_layers``/``n_layer``, ``ffn_dim``, expert counts, ``rotary_dim``); a config
+    class ignores the ones it does not know."""
+    from transformers import AutoConfig
+
+    kwargs = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                  num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), head_dim=hidden // heads,
+                  max_position_embeddings=256, n_positions=256, ffn_dim=2 * hidden, word_embed_proj_dim=hidden,
+                  n_layer=layers, n_head=heads, n_embd=hidden, rotary_dim=hidden // heads // 2,
+                  num_local_experts=4, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=hidden,
+                  shared_expert_intermediate_size=hidden, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+                  tie_word_embeddings=False)
+    if model_type == "falcon":
+        del kwargs["head_dim"]  # a read-only property there
+    return AutoConfig.for_model(model_type, **kwargs)
+
+
 def make_tiny_checkpoint(
     path: str | PathLike,
     family: str = "llama",
