@@ -36,9 +36,13 @@ def bnb_quantize(scheme: str, w: torch.Tensor) -> None:
 
 
 def end_to_end(mb: int, repeat: int, work: Path) -> list[dict]:
-    """Copy vs ``defend_checkpoint`` on a synthetic checkpoint of about ``mb`` MB (float32)."""
+    """Copy vs ``defend_checkpoint`` on a synthetic checkpoint of about ``mb`` MB (float32), and, as the
+    floor any defense that computes codes stands on, bitsandbytes quantizing the same weights (read
+    from the file, the tensors ``flipguard defend`` works on, one scheme at a time; nothing written)."""
     from safetensors.torch import load_file, save_file
 
+    from flipguard.checkpoint import open_checkpoint
+    from flipguard.checkpoint.targets import quantizable_tensors
     from flipguard.defend import defend_checkpoint
     from flipguard.testing import make_tiny_checkpoint
 
@@ -46,22 +50,30 @@ def end_to_end(mb: int, repeat: int, work: Path) -> list[dict]:
     layers = max(1, round(mb * 1e6 / 4 / (10 * hidden * hidden)))
     src = make_tiny_checkpoint(work / "input", hidden=hidden, layers=layers, heads=8, with_tokenizer=False)
     size = (src / "model.safetensors").stat().st_size
-    settings = {"adaptive int8+fp4+nf4": {}, "threshold nf4": {"policy": "threshold", "schemes": ["nf4"]}}
-    times = {"copy": []} | {k: [] for k in settings}
+    quantized = {t.tensor_name for t in quantizable_tensors(open_checkpoint(src))}
+    settings = {"adaptive int8+fp4+nf4": {}, "adaptive int8": {"schemes": ["int8"]},
+                "adaptive nf4": {"schemes": ["nf4"]}, "threshold nf4": {"policy": "threshold", "schemes": ["nf4"]}}
+    times = {"copy": []} | {f"bnb {s}": [] for s in ("int8", "fp4", "nf4")} | {k: [] for k in settings}
     for _ in range(repeat):
         start = time.perf_counter()
         save_file(load_file(src / "model.safetensors"), work / "copy.safetensors", metadata={"format": "pt"})
         times["copy"].append(time.perf_counter() - start)
+        for scheme in ("int8", "fp4", "nf4"):  # the floor: bitsandbytes' own quantization of the same weights
+            start = time.perf_counter()
+            for name, w in load_file(src / "model.safetensors").items():
+                if name in quantized:
+                    bnb_quantize(scheme, w)
+            times[f"bnb {scheme}"].append(time.perf_counter() - start)
         for label, options in settings.items():
             start = time.perf_counter()
             defend_checkpoint(src, work / "defended", force=True, **options)
             times[label].append(time.perf_counter() - start)
     copy = statistics.median(times["copy"])
     rows = []
-    for label in settings:
+    for label in [k for k in times if k != "copy"]:
         t = statistics.median(times[label])
         rows.append({"setting": label, "checkpoint_bytes": size, "copy_s": copy, "defend_s": t, "ratio": copy / t})
-        print(f"end to end {size / 1e6:.0f} MB, {label:22} copy {copy:6.2f} s   defend {t:6.2f} s   "
+        print(f"end to end {size / 1e6:.0f} MB, {label:22} copy {copy:6.2f} s   {label.split()[0]} {t:6.2f} s   "
               f"ratio {copy / t:5.2f}x", flush=True)
     return rows
 
@@ -71,7 +83,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=4096)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--schemes", nargs="+", default=["int8", "fp4", "nf4"])
+    p.add_argument("--schemes", nargs="*", default=["int8", "fp4", "nf4"], help="per-tensor part (none: skip it)")
     p.add_argument("--policies", nargs="+", default=["adaptive", "threshold"])
     p.add_argument("--e2e-mb", type=int, default=200, help="end-to-end checkpoint size in MB (0: skip)")
     p.add_argument("--json", help="write the numbers here")
