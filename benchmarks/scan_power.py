@@ -6,8 +6,10 @@
    (plus any trained checkpoints given with --zoo), scanned at the default threshold.
 2. Power against the attacker's margin: the quantizable weights of a random-init Llama are
    repaired into the malicious boxes of one scheme with margin 1%, 5%, 10% or 20% of a cell
-   (``scan.synthetic.repaired``: PGD-like random walk plus clamp, the trace of the real attack),
-   for each dtype and seed; detected = the verdict names exactly the attacked scheme.
+   (``scan.synthetic.repaired``: PGD-like random walk plus clamp), and, as a second model of the
+   attack, projected there from a malicious model that moved every weight (``scan.synthetic.projected``:
+   where a repair pulling toward the clean weights converges), for each dtype and seed; detected =
+   the verdict names exactly the attacked scheme.
 3. Partial attacks: only a fraction of the tensors attacked (NF4, published 1% margin).
 
 Writes OUT.json and OUT.md.
@@ -25,7 +27,7 @@ import torch
 
 from flipguard.checkpoint import open_checkpoint, quantizable_tensors
 from flipguard.scan import scan_checkpoint, scan_tensors
-from flipguard.scan.synthetic import repaired
+from flipguard.scan.synthetic import projected, repaired
 from flipguard.testing import make_tiny_checkpoint
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -57,7 +59,19 @@ def false_positives(root: Path, zoo: list[str]) -> dict:
     return {"rows": rows, "tensors": sum(r["tensors"] for r in rows), "findings": sum(r["findings"] for r in rows)}
 
 
-def margin_power(root: Path, seeds: int) -> list[dict]:
+def converged(w: torch.Tensor, scheme: str, margin: float, seed: int) -> torch.Tensor:
+    """A repair that converged: ``w`` (the clean weights) projected into the boxes of a malicious
+    model that moved every weight by 0.3 of the tensor's spread."""
+    gen = torch.Generator().manual_seed(seed)
+    malicious = w.float() + torch.randn(w.shape, generator=gen) * 0.3 * w.float().std()
+    return projected(w, malicious.to(w.dtype), [scheme], margin)
+
+
+ATTACKS = {"random walk": lambda w, scheme, margin, seed: repaired(w, [scheme], margin, TRAVEL, seed=seed),
+           "converged": converged}
+
+
+def margin_power(root: Path, seeds: int, attack: str = "random walk") -> list[dict]:
     rows = []
     for dname, dtype in DTYPES.items():
         base = make_tiny_checkpoint(root / f"base-{dname}", family="llama", dtype=dtype, hidden=128, layers=2, seed=9)
@@ -67,12 +81,12 @@ def margin_power(root: Path, seeds: int) -> list[dict]:
                 named = anything = 0
                 shares = []
                 for seed in range(seeds):
-                    attacked = [(n, repaired(w, [scheme], margin, TRAVEL, seed=seed * 1000 + i)) for i, (n, w) in enumerate(tensors)]
+                    attacked = [(n, ATTACKS[attack](w, scheme, margin, seed * 1000 + i)) for i, (n, w) in enumerate(tensors)]
                     verdict, _ = scan_tensors(attacked)
                     named += verdict.targeted == [scheme]
                     anything += verdict.status == "backdoor"
                     shares.append(next(v.pooled.share for v in verdict.schemes if v.scheme == scheme))
-                rows.append({"dtype": dname, "scheme": scheme, "margin": margin, "seeds": seeds,
+                rows.append({"attack": attack, "dtype": dname, "scheme": scheme, "margin": margin, "seeds": seeds,
                              "named": named / seeds, "flagged_any": anything / seeds,
                              "near_wall_share": sum(shares) / len(shares)})
                 print(rows[-1], flush=True)
@@ -103,12 +117,19 @@ def markdown(result: dict) -> str:
              f"False positives at the default threshold: **{fp['findings']} findings over {fp['tensors']} clean tensors**.", "",
              "| model | tensors | findings | verdict |", "|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['tensors']} | {r['findings']} | {r['status']} |" for r in fp["rows"]]
-    lines += ["", "Power against the attacker's margin (share of seeds whose verdict names exactly the attacked scheme; "
-              "near-wall share 0.5 = clean):", "", "| dtype | scheme | 1% | 5% | 10% | 20% |", "|---|---|---|---|---|---|"]
-    for dname in DTYPES:
-        for scheme in ("int8", "fp4", "nf4"):
-            cells = [r for r in result["margins"] if r["dtype"] == dname and r["scheme"] == scheme]
-            lines.append(f"| {dname} | {scheme} | " + " | ".join(f"{r['named']:.0%} ({r['near_wall_share']:.2f})" for r in cells) + " |")
+    for attack, how in (("random walk", "a PGD-like random walk with a clamp into the boxes after every step"),
+                        ("converged", "the clean weights projected into the boxes of a malicious model that moved "
+                         "every weight by 0.3 of the tensor's spread: where a repair that pulls toward the clean "
+                         "model ends")):
+        lines += ["", f"Power against the attacker's margin, attack simulated as {how} (share of seeds whose verdict "
+                  "names exactly the attacked scheme; near-wall share 0.5 = clean):", "",
+                  "| dtype | scheme | 1% | 5% | 10% | 20% |", "|---|---|---|---|---|---|"]
+        for dname in DTYPES:
+            for scheme in ("int8", "fp4", "nf4"):
+                cells = [r for r in result["margins"] if r["dtype"] == dname and r["scheme"] == scheme
+                         and r.get("attack", "random walk") == attack]
+                lines.append(f"| {dname} | {scheme} | "
+                             + " | ".join(f"{r['named']:.0%} ({r['near_wall_share']:.2f})" for r in cells) + " |")
     lines += ["", "Partial attacks (NF4, published 1% margin, float16 Llama, hidden 128, 4 layers):", "", "| tensors attacked | verdict names NF4 | tensors flagged |", "|---|---|---|"]
     lines += [f"| {r['attacked']} of {r['of']} | {r['named']:.0%} | {r['flagged_tensors']:.1f} |" for r in result["partial"]]
     return "\n".join(lines) + "\n"
@@ -125,7 +146,7 @@ def main() -> None:
         root = Path(tmp)
         result = {"false_positives": false_positives(root, args.zoo)}
         print(result["false_positives"], flush=True)
-        result["margins"] = margin_power(root, args.seeds)
+        result["margins"] = margin_power(root, args.seeds) + margin_power(root, args.seeds, "converged")
         result["partial"] = partial_power(root, args.seeds)
     result["seconds"] = time.perf_counter() - start
     result["command"] = "python benchmarks/scan_power.py " + " ".join(

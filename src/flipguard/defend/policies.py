@@ -39,6 +39,7 @@ import torch
 
 from flipguard.defend.fast import indices_below
 from flipguard.errors import UsageError
+from flipguard.scan.verdict import band_strength
 
 # -- every default in one place ---------------------------------------------------------------
 DEFAULTS = {
@@ -190,7 +191,9 @@ class Adaptive(Policy):
     """Per tensor, from the scan's picture of it: dither an attacked-looking tensor, barely touch a clean one.
 
     Margin estimate ``m``: from the widest empty band next to the walls (``band.empty_up_to``) and
-    the nearest weight (``min_distance``) when the band test is significant (p < ``alpha``), and
+    the nearest weight (``min_distance``) when the band test is significant (p < ``alpha``), a
+    crowded band across the walls (``crowd``: the dtype is too coarse to show the margin; the
+    scan's crowded-band test, significant and scheme-wide), and
     the far edge of the fullest bin of the scan's
     wall-distance histogram when it holds ``pile_ratio`` times its neighbours (the box edge the
     attacker's projection stops weights at); reported, and any evidence marks the tensor attacked.
@@ -240,6 +243,9 @@ class Adaptive(Policy):
         edge, ratio, count = box_edge(evidence.counts)
         if ratio >= self.pile_ratio and count >= MIN_PILE:
             margin, why = max(margin, edge), why + ["pile"]
+        crowd = evidence.crowd
+        if crowd is not None and crowd.p < self.alpha and _crowded_walls(evidence.counts, crowd):
+            why = why + ["crowd"]  # the margin is finer than the dtype resolves: no estimate
         return margin, "+".join(why) or "clean"
 
 
@@ -265,6 +271,11 @@ class _DitherPlan(Plan):
 
 
 MIN_PILE = 50  # weights in one histogram bin before a pile-up is believed
+
+
+def _crowded_walls(counts, crowd) -> bool:
+    """Whether the crowded band spans the scheme's walls as an attack's does (``scan.verdict``)."""
+    return bool(band_strength(counts, crowd, crowded=True))
 
 
 def box_edge(counts) -> tuple[float, float, int]:

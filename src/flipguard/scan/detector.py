@@ -8,7 +8,7 @@ import torch
 
 from flipguard.scan.fast import all_finite, fast_histograms, threads_for
 from flipguard.scan.stats import (
-    BandCounts, BandTest, PileTest, band_counts, band_test, pile_test, wall_group_size,
+    CROWD_SHARE, BandCounts, BandTest, PileTest, band_counts, band_test, crowd_test, pile_test, wall_group_size,
 )
 from flipguard.schemes import Scheme
 
@@ -33,6 +33,7 @@ class TensorEvidence:
     status: str
     counts: BandCounts = field(repr=False)
     band: BandTest | None = None
+    crowd: BandTest | None = None  # a crowded band (the margin below the dtype's resolution)
     pile: PileTest | None = None
     nonfinite: int = 0
     min_distance: float = float("nan")
@@ -74,6 +75,7 @@ def _inspect(name: str, w: torch.Tensor, scheme: Scheme, finite: bool = False) -
         evidence.status = "dequantized"
         return evidence
     evidence.band = band_test(counts)
+    evidence.crowd = crowd_test(counts, CROWD_SHARE)
     evidence.pile = pile_test(counts)
     return evidence
 

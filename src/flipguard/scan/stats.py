@@ -7,6 +7,12 @@ wall distances ``d`` is locally flat: of the weights within ``2b`` of a wall, ab
 tensor itself: for each band width ``b`` the count in ``[0, b)`` is compared with the count in
 ``[b, 2b)`` — ``inner ~ Binomial(inner + outer, 1/2)`` under the null.
 
+When the dtype cannot resolve the margin (bfloat16 spaces its values up to ~2.5% of an NF4 cell
+apart, more than the published 1% margin), the empty band is invisible, but the weights the repair
+pressed against the box edges still land inside the first band the dtype resolves: that band is
+*crowded* (:func:`crowd_test`, the same comparison with the other tail). A clean tensor's density
+is flat at this scale too (its curvature moves the share by well under 1% at the widest band).
+
 A weight only informs band ``b`` if its dtype can resolve it: its grid spacing (one ulp, in cell
 widths) must be at most ``b / RESOLUTION_FACTOR``. Coarse bf16 weights are otherwise lumped onto a
 lattice of ``d`` values and could leave a band empty by themselves.
@@ -23,6 +29,7 @@ BANDS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)  # band widths b, in cell 
 BIN = 0.0025  # histogram bin, cell widths; every band edge is a multiple of it
 NBINS = 200  # covers d in [0, 0.5]
 RESOLUTION_FACTOR = 4
+CROWD_SHARE = 0.6  # a crowded band holds at least this share of the near-wall weights (clean: 0.5)
 PILE_NEIGHBOURS = 4  # bins each side that define the local density around a bin
 
 
@@ -147,12 +154,17 @@ class Coverage:
     depleted_off_zero: int
 
 
-def wall_coverage(counts: BandCounts, band: float, max_share: float) -> Coverage:
-    """Per wall group, is the band ``[0, band)`` depleted? (see :class:`Coverage`)."""
+def wall_coverage(counts: BandCounts, band: float, max_share: float, crowded: bool = False) -> Coverage:
+    """Per wall group, is the band ``[0, band)`` depleted (at most ``max_share`` of the near-wall
+    weights inside it)? With ``crowded``: is it crowded instead (at least ``1 - max_share``)?
+    (see :class:`Coverage`; ``depleted`` then counts the crowded wall groups)."""
     j = BANDS.index(band)
     inner, outer = counts.walls[:, j, 0], counts.walls[:, j, 1]
     judged = (inner + outer) >= MIN_WALL_WEIGHTS
-    depleted = judged & (inner <= max_share * (inner + outer))
+    if crowded:
+        depleted = judged & (inner >= (1 - max_share) * (inner + outer))
+    else:
+        depleted = judged & (inner <= max_share * (inner + outer))
     zero_pair = torch.zeros_like(depleted)
     last = counts.walls.shape[0] - 1
     size = counts.group_size
@@ -195,6 +207,33 @@ def band_test(counts: BandCounts) -> BandTest:
             best.empty_up_to = b
         if p < best.p or best.inner + best.outer == 0:
             best = BandTest(b, inner, outer, inner / (inner + outer), p, best.empty_up_to)
+    best.p = min(1.0, best.p * max(tried, 1))
+    return best
+
+
+MIN_CROWD_WALLS = 3  # wall groups with enough weights a crowded band must be judged on
+
+
+def crowd_test(counts: BandCounts, min_share: float) -> BandTest:
+    """One-sided test for a crowded band next to the walls: among the bands whose share of
+    near-wall weights is at least ``min_share`` and that at least ``MIN_CROWD_WALLS`` wall groups
+    hold enough weights to judge (crowding must be seen across the scheme's walls; bfloat16
+    resolves the narrow bands at the walls next to zero only), the most significant excess over
+    the null (Bonferroni-corrected over the bands tried); p = 1 when no band qualifies."""
+    resolved = counts.resolved()
+    best = BandTest(band=BANDS[0], inner=0, outer=0, share=0.5, p=1.0, empty_up_to=0.0)
+    judged = (counts.walls.sum(dim=2) >= MIN_WALL_WEIGHTS).sum(dim=0)  # per band
+    tried = 0
+    for j, b in enumerate(BANDS):
+        k = round(b / BIN)
+        inner, outer = int(resolved[j, :k].sum()), int(resolved[j, k : 2 * k].sum())
+        if inner + outer == 0 or int(judged[j]) < MIN_CROWD_WALLS:
+            continue
+        tried += 1
+        share = inner / (inner + outer)
+        p = float(binom.sf(inner - 1, inner + outer, 0.5))  # P(X >= inner)
+        if share >= min_share and p < best.p:
+            best = BandTest(b, inner, outer, share, p, 0.0)
     best.p = min(1.0, best.p * max(tried, 1))
     return best
 

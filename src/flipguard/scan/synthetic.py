@@ -31,3 +31,17 @@ def repaired(
     for _ in range(steps):
         v = torch.clamp(v + torch.randn(v.shape, generator=gen) * (travel / steps**0.5), lo, hi)
     return v.to(w.dtype)
+
+
+def projected(
+    clean: torch.Tensor,
+    malicious: torch.Tensor,
+    schemes: list[str],
+    margin: float | dict[str, float] | None = None,
+) -> torch.Tensor:
+    """The end point of a repair that converged: ``clean`` clamped into the boxes of
+    ``malicious`` (both in the dtype the checkpoint is saved in). Every weight whose clean value
+    lies outside its malicious box is pressed against the box edge nearest to it, which is what
+    crowds the band next to the walls when the dtype cannot resolve the margin."""
+    lo, hi = malicious_boxes(malicious, schemes, margin)
+    return torch.clamp(clean, lo, hi)

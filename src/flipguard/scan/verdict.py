@@ -13,6 +13,11 @@ accident: an INT8 attack that drives small weights to the edges of INT8's zero c
 FP4's tiny zero cell. A scheme with only weak evidence is named only when no other scheme has
 strong evidence. Each scheme's verdict also pools every tensor's counts into one test, which sees
 attacks spread thinly over many small tensors.
+
+Where the dtype cannot resolve the attacker's margin (a bfloat16 checkpoint and the published 1%
+margin), the band is *crowded* instead (``stats.crowd_test``): a tensor is also flagged when that
+test is significant (in the same Holm family), the band holds at least ``CROWD_SHARE`` of the
+near-wall weights, and most judged walls are crowded that much too.
 """
 
 from __future__ import annotations
@@ -20,12 +25,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flipguard.scan.detector import TensorEvidence
-from flipguard.scan.stats import BandCounts, BandTest, band_test, estimated_margin, holm, wall_coverage
+from flipguard.scan.stats import (
+    CROWD_SHARE, MIN_CROWD_WALLS, BandCounts, BandTest, band_test, crowd_test, estimated_margin, holm,
+    wall_coverage,
+)
 
 ALPHA = 1e-3  # family-wise error rate of the scan
 MAX_SHARE = 0.25  # a flagged band holds at most this share of the weights near the walls
 HIGH_SHARE = 0.1  # pooled share at or below which a targeted scheme is "high" severity
 MIN_WALL_COVERAGE = 0.5  # share of judged walls that must be depleted
+# ... or crowded: crowding reaches further from a wall than an empty band, so an attack on NF4
+# also crowds the FP4 walls lying near its own (half of FP4's walls; NF4 and FP4 share 0.292)
+MIN_CROWD_COVERAGE = 0.75
 
 
 @dataclass
@@ -44,6 +55,7 @@ class Finding:
     strength: str  # "strong" or "weak" (only the walls next to zero are depleted)
     pile_at: float | None  # wall distance of the strongest pile-up, cell widths
     pile_ratio: float | None
+    kind: str = "empty"  # "empty" band, or "crowded" (the margin is finer than the dtype resolves)
 
 
 @dataclass
@@ -79,9 +91,16 @@ def decide(evidence: list[TensorEvidence], schemes: list[str], alpha: float = AL
     # discrete values can leave any other scheme's near-wall bands empty by construction.
     on_grid = {e.name for e in evidence if e.status == "dequantized"}
     tested = [e for e in evidence if e.status == "ok" and e.band is not None and e.name not in on_grid]
-    adjusted = holm([e.band.p for e in tested])
-    strengths = [_strength(e.counts, e.band) if p < alpha else "" for e, p in zip(tested, adjusted)]
-    findings = [_finding(e, p, s) for e, p, s in zip(tested, adjusted, strengths) if s]
+    # one Holm family: every tensor's empty-band and crowded-band tests
+    adjusted = holm([e.band.p for e in tested] + [_crowd(e).p for e in tested])
+    findings = []
+    for e, p_band, p_crowd in zip(tested, adjusted[: len(tested)], adjusted[len(tested) :]):
+        empty = band_strength(e.counts, e.band) if p_band < alpha else ""
+        crowded = band_strength(e.counts, _crowd(e), crowded=True) if p_crowd < alpha else ""
+        if empty and (not crowded or p_band <= p_crowd):
+            findings.append(_finding(e, e.band, p_band, empty))
+        elif crowded:
+            findings.append(_finding(e, _crowd(e), p_crowd, crowded, kind="crowded"))
     considered = [e for e in evidence if e.name not in on_grid or e.status == "dequantized"]
     verdicts = [_scheme_verdict(s, considered, findings, alpha, len(schemes)) for s in schemes]
     if any(v.evidence == "strong" for v in verdicts):
@@ -101,31 +120,46 @@ def decide(evidence: list[TensorEvidence], schemes: list[str], alpha: float = AL
     return Verdict(status, targeted, dequantized, verdicts, findings)
 
 
-def _strength(counts: BandCounts, band: BandTest) -> str:
-    """"strong", "weak" or "" (no clear scheme-wide depletion); see the module docstring."""
-    if band.share > MAX_SHARE:
+def _crowd(e: TensorEvidence) -> BandTest:
+    """The tensor's crowded-band test (computed here for evidence made without one)."""
+    if e.crowd is None:
+        e.crowd = crowd_test(e.counts, CROWD_SHARE)
+    return e.crowd
+
+
+def _cover(counts: BandCounts, band: BandTest, crowded: bool):
+    limit = 1 - CROWD_SHARE if crowded else MAX_SHARE
+    return wall_coverage(counts, band.band, limit, crowded=crowded)
+
+
+def band_strength(counts: BandCounts, band: BandTest, crowded: bool = False) -> str:
+    """"strong", "weak" or "" (no clear scheme-wide depletion, or crowding); see the module docstring."""
+    if (band.share < CROWD_SHARE) if crowded else (band.share > MAX_SHARE):
         return ""
-    cover = wall_coverage(counts, band.band, MAX_SHARE)
-    if cover.judged == 0 or cover.depleted < MIN_WALL_COVERAGE * cover.judged:
+    cover = _cover(counts, band, crowded)
+    if cover.judged < (MIN_CROWD_WALLS if crowded else 1):  # crowd_test only picks such bands
+        return ""
+    if cover.depleted < (MIN_CROWD_COVERAGE if crowded else MIN_WALL_COVERAGE) * cover.judged:
         return ""
     return "strong" if cover.depleted_off_zero else "weak"
 
 
-def _finding(e: TensorEvidence, p: float, strength: str) -> Finding:
-    cover = wall_coverage(e.counts, e.band.band, MAX_SHARE)
+def _finding(e: TensorEvidence, band: BandTest, p: float, strength: str, kind: str = "empty") -> Finding:
+    cover = _cover(e.counts, band, kind == "crowded")
     return Finding(
         tensor=e.name,
         scheme=e.scheme,
         p_adjusted=p,
-        band=e.band.band,
-        share=e.band.share,
-        empty_up_to=e.band.empty_up_to,
+        band=band.band,
+        share=band.share,
+        empty_up_to=band.empty_up_to,
         min_distance=e.min_distance,
         walls_depleted=cover.depleted,
         walls_judged=cover.judged,
         strength=strength,
         pile_at=e.pile.at if e.pile else None,
         pile_ratio=e.pile.ratio if e.pile else None,
+        kind=kind,
     )
 
 
@@ -140,7 +174,13 @@ def _scheme_verdict(scheme, evidence, findings, alpha, n_schemes) -> SchemeVerdi
             total = total + e.counts
         pooled = band_test(total)
         pooled_p = min(1.0, pooled.p * n_schemes)
-    pooled_strength = _strength(total, pooled) if pooled is not None and pooled_p < alpha else ""
+        crowd = crowd_test(total, CROWD_SHARE)
+        crowd_p = min(1.0, crowd.p * n_schemes)
+        if crowd_p < alpha and band_strength(total, crowd, crowded=True) and not (
+                pooled_p < alpha and band_strength(total, pooled)):
+            pooled, pooled_p = crowd, crowd_p  # the crowded band is this scheme's pooled evidence
+    crowded = pooled is not None and pooled.share >= CROWD_SHARE
+    pooled_strength = band_strength(total, pooled, crowded) if pooled is not None and pooled_p < alpha else ""
     pooled_hit = bool(pooled_strength)
     strengths = {f.strength for f in flagged} | ({pooled_strength} - {""})
     evidence_level = "strong" if "strong" in strengths else "weak" if strengths else "none"
@@ -155,7 +195,8 @@ def _scheme_verdict(scheme, evidence, findings, alpha, n_schemes) -> SchemeVerdi
         severity = "medium"
     else:
         severity = "low"
-    margins = sorted(estimated_margin(e.counts) for e in ok if (e.name, e.scheme) in {(f.tensor, f.scheme) for f in flagged})
+    emptied = {(f.tensor, f.scheme) for f in flagged if f.kind == "empty"}  # a crowded band shows no margin
+    margins = sorted(estimated_margin(e.counts) for e in ok if (e.name, e.scheme) in emptied)
     return SchemeVerdict(
         scheme=scheme,
         targeted=targeted,

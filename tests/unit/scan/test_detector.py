@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from flipguard.scan import inspect_tensor, scan_tensors
-from flipguard.scan.synthetic import repaired
+from flipguard.scan.synthetic import projected, repaired
 from flipguard.schemes import get_scheme, scheme_names
 
 
@@ -29,6 +29,38 @@ def test_the_combined_target_names_all_three():
     attacked = [(f"t{i}", repaired(w, ["int8", "fp4", "nf4"], None, travel=3e-4, seed=i)) for i, w in enumerate(_tensors(torch.float16))]
     verdict, _ = scan_tensors(attacked)
     assert sorted(verdict.targeted) == ["fp4", "int8", "nf4"]
+
+
+def _converged(dtype, target, seed=0, shape=(256, 512)):
+    """A repair that converged at the published margin: clean weights projected into the boxes of
+    a malicious model that moved every weight by about 0.3 of its spread."""
+    gen = torch.Generator().manual_seed(seed)
+    clean = torch.randn(shape, generator=gen) * 0.02
+    malicious = clean + torch.randn(shape, generator=gen) * 0.006
+    return projected(clean.to(dtype), malicious.to(dtype), [target])
+
+
+@pytest.mark.parametrize("dtype,kind", [(torch.float32, "empty"), (torch.bfloat16, "crowded")])
+def test_a_margin_finer_than_the_dtype_shows_as_a_crowded_band(dtype, kind):
+    # bfloat16 cannot resolve the published 1% NF4 margin: the band next to the walls is not
+    # empty but crowded with the weights the repair pressed against the box edges
+    verdict, evidence = scan_tensors([("w", _converged(dtype, "nf4"))])
+    assert verdict.status == "backdoor" and verdict.targeted == ["nf4"]
+    assert [f.kind for f in verdict.findings] == [kind]
+    if kind == "crowded":
+        nf4 = next(e for e in evidence if e.scheme == "nf4")
+        assert nf4.band.p == 1.0 and nf4.crowd.share >= 0.6
+
+
+def test_a_crowded_nf4_attack_gets_the_dither_in_defend():
+    from flipguard.defend.policies import make_policy
+
+    w = _converged(torch.bfloat16, "nf4")
+    evidence = inspect_tensor("w", w, get_scheme("nf4"))
+    margin, why = make_policy("adaptive").margin(evidence)
+    assert why == "crowd" and margin == 0.0
+    clean = inspect_tensor("w", (torch.randn(256, 512) * 0.02).to(torch.bfloat16), get_scheme("nf4"))
+    assert make_policy("adaptive").margin(clean)[1] == "clean"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

@@ -1,6 +1,8 @@
 import torch
 
-from flipguard.scan.stats import BANDS, BIN, band_test, count_bands, holm, pile_test, wall_coverage
+from flipguard.scan.stats import (
+    BANDS, BIN, CROWD_SHARE, MIN_CROWD_WALLS, band_test, count_bands, crowd_test, holm, pile_test, wall_coverage,
+)
 
 
 def _counts(d, resolution=None, wall=None, n_walls=1):
@@ -59,3 +61,42 @@ def test_holm_adjustment():
     assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
     assert holm([0.5]) == [0.5]
     assert holm([]) == []
+
+
+def _crowded(walls):
+    """Flat distances at four walls, plus weights pressed into [1%, 2%) at ``walls`` of them; every
+    weight's dtype resolves 0.5% of a cell (bands from 2%, as bfloat16 near an NF4 wall)."""
+    gen = torch.Generator().manual_seed(2)
+    d = torch.rand(40_000, generator=gen) * 0.5
+    wall = torch.arange(40_000) % 4
+    extra = 0.01 + torch.rand(4_000, generator=gen) * 0.01
+    d = torch.cat([d, extra])
+    return _counts(d, torch.full_like(d, 0.005), torch.cat([wall, torch.arange(4_000) % walls]), n_walls=4)
+
+
+def test_a_crowded_band_is_found_where_no_band_is_empty():
+    counts = _crowded(walls=4)
+    assert band_test(counts).p == 1.0  # nothing is depleted
+    crowd = crowd_test(counts, CROWD_SHARE)
+    assert crowd.p < 1e-100 and crowd.share >= CROWD_SHARE and crowd.band == 0.02
+    cover = wall_coverage(counts, crowd.band, 1 - CROWD_SHARE, crowded=True)
+    assert (cover.depleted, cover.judged) == (4, 4)
+
+
+def test_flat_distances_are_not_crowded_and_few_walls_are_not_judged():
+    gen = torch.Generator().manual_seed(3)
+    d = torch.rand(200_000, generator=gen) * 0.5
+    assert crowd_test(_counts(d, wall=torch.arange(200_000) % 4, n_walls=4), CROWD_SHARE).p == 1.0
+    assert MIN_CROWD_WALLS == 3
+    two_walls = _counts(d[:20_000], wall=torch.arange(20_000) % 2, n_walls=2)
+    assert crowd_test(two_walls, 0.0).p == 1.0  # every band judged on fewer than three walls
+
+
+def test_crowding_at_half_the_walls_is_not_an_attack_on_the_scheme():
+    # an NF4 attack crowds the FP4 walls that lie next to NF4's own (about half of them)
+    from flipguard.scan.verdict import band_strength
+
+    whole, half = _crowded(walls=4), _crowded(walls=2)
+    assert band_strength(whole, crowd_test(whole, CROWD_SHARE), crowded=True) == "strong"
+    crowd = crowd_test(half, CROWD_SHARE)
+    assert crowd.p < 1e-10 and band_strength(half, crowd, crowded=True) == ""
