@@ -212,13 +212,17 @@ def band_test(counts: BandCounts) -> BandTest:
 
 
 MIN_CROWD_WALLS = 3  # wall groups with enough weights a crowded band must be judged on
+# Narrower bands hold few distinct values where many weights share one (an attack on another
+# scheme presses whole rows onto the same few box edges), and one such value next to a wall
+# crowds them by itself: crowding is judged from this band width up
+MIN_CROWD_BAND = 0.02
 
 
 def crowd_test(counts: BandCounts, min_share: float) -> BandTest:
     """One-sided test for a crowded band next to the walls: among the bands whose share of
     near-wall weights is at least ``min_share`` and that at least ``MIN_CROWD_WALLS`` wall groups
     hold enough weights to judge (crowding must be seen across the scheme's walls; bfloat16
-    resolves the narrow bands at the walls next to zero only), the most significant excess over
+    resolves the narrow bands at the walls next to zero only), from ``MIN_CROWD_BAND`` up, the most significant excess over
     the null (Bonferroni-corrected over the bands tried); p = 1 when no band qualifies."""
     resolved = counts.resolved()
     best = BandTest(band=BANDS[0], inner=0, outer=0, share=0.5, p=1.0, empty_up_to=0.0)
@@ -227,7 +231,7 @@ def crowd_test(counts: BandCounts, min_share: float) -> BandTest:
     for j, b in enumerate(BANDS):
         k = round(b / BIN)
         inner, outer = int(resolved[j, :k].sum()), int(resolved[j, k : 2 * k].sum())
-        if inner + outer == 0 or int(judged[j]) < MIN_CROWD_WALLS:
+        if b < MIN_CROWD_BAND or inner + outer == 0 or int(judged[j]) < MIN_CROWD_WALLS:
             continue
         tried += 1
         share = inner / (inner + outer)
