@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/scan_power.py --out results/scan_power [--seeds 3] [--zoo out/clean/llama-s0 ...]
 
 1. False positives: random-init checkpoints of five families in float32, float16 and bfloat16
-   (plus any trained checkpoints given with --zoo), scanned at the default threshold.
+   (plus any trained checkpoints given with --zoo, cast to each dtype), scanned at the default threshold.
 2. Power against the attacker's margin: the quantizable weights of a random-init Llama are
    repaired into the malicious boxes of one scheme with margin 1%, 5%, 10% or 20% of a cell
    (``scan.synthetic.repaired``: PGD-like random walk plus clamp), and, as a second model of the
@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from flipguard.checkpoint import open_checkpoint, quantizable_tensors
 from flipguard.scan import scan_checkpoint, scan_tensors
@@ -53,9 +55,14 @@ def false_positives(root: Path, zoo: list[str]) -> dict:
             rows.append({"model": f"{family} {dname} (random init)", "tensors": len({e.name for e in report.evidence}),
                          "findings": len(report.verdict.findings), "status": report.verdict.status})
     for path in zoo:
-        report = scan_checkpoint(path, progress=False)
-        rows.append({"model": f"{path} (trained zoo)", "tensors": len({e.name for e in report.evidence}),
-                     "findings": len(report.verdict.findings), "status": report.verdict.status})
+        for dname, dtype in DTYPES.items():  # the trained weights as saved, and cast to each dtype
+            copy = root / f"zoo-{Path(path).name}-{dname}"
+            shutil.copytree(path, copy, ignore=shutil.ignore_patterns("eval-*"))
+            tensors = load_file(copy / "model.safetensors")
+            save_file({k: v.to(dtype) for k, v in tensors.items()}, copy / "model.safetensors", metadata={"format": "pt"})
+            report = scan_checkpoint(copy, progress=False)
+            rows.append({"model": f"{path} (trained zoo, {dname})", "tensors": len({e.name for e in report.evidence}),
+                         "findings": len(report.verdict.findings), "status": report.verdict.status})
     return {"rows": rows, "tensors": sum(r["tensors"] for r in rows), "findings": sum(r["findings"] for r in rows)}
 
 

@@ -70,7 +70,7 @@ def defend_tensor(
         from flipguard.scan import inspect_tensor
 
         evidence = {s.name: inspect_tensor(name, wq, s, finite=True) for s in schemes}  # checked above
-    plans = {s.name: policy.plan(evidence[s.name]) for s in schemes}
+    plans = policy.plan_all(evidence)
     result.plans = {name_: plan.detail for name_, plan in plans.items()}
     noise_scale = None
     if policy.is_noise and policy.relative_to == "std":

@@ -113,6 +113,10 @@ class Policy:
     def plan(self, evidence=None) -> Plan:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def plan_all(self, evidence: dict) -> dict[str, Plan]:
+        """Plans for one tensor under every scheme defended (scheme name -> scan evidence or None)."""
+        return {name: self.plan(ev) for name, ev in evidence.items()}
+
     def params(self) -> dict:
         """The policy's parameters, JSON-ready (saved in the report)."""
         out = {}
@@ -228,6 +232,20 @@ class Adaptive(Policy):
             return _ThresholdPlan(self.tau_clean, {"tau": self.tau_clean, "margin": 0.0, "evidence": why})
         return _DitherPlan(self.seed, {"margin": round(margin, 6), "evidence": why, "dither": True})
 
+    def plan_all(self, evidence: dict) -> dict[str, Plan]:
+        """Per scheme as :meth:`plan`, except that a tensor which looks attacked under one scheme is
+        rounded stochastically under every scheme defended: which schemes an attack targets is
+        not always visible (an attack on all three, saved in bfloat16, leaves only INT8's trace:
+        the narrowest boxes bind, and the weights they press sit nowhere in particular relative
+        to the 4-bit walls), while that the tensor was attacked is."""
+        plans = super().plan_all(evidence)
+        attacked = [name for name, plan in plans.items() if isinstance(plan, _DitherPlan)]
+        for name, plan in plans.items():
+            if attacked and not isinstance(plan, _DitherPlan):
+                plans[name] = _DitherPlan(self.seed, {"margin": 0.0, "evidence": "via " + "+".join(attacked),
+                                                      "dither": True})
+        return plans
+
     def margin(self, evidence) -> tuple[float, str]:
         """(estimated attacker margin in cell widths, which evidence gave it: band/pile/clean)."""
         if evidence is None or evidence.status != "ok" or evidence.band is None:
@@ -240,6 +258,10 @@ class Adaptive(Policy):
             # same share of a cell half as wide), so 2 x min_distance bounds it from above too
             upper = min(2 * band.empty_up_to, 2 * evidence.min_distance)
             margin, why = max(band.empty_up_to, upper), ["band"]
+        elif band.p < self.alpha and band_strength(evidence.counts, band):
+            # depleted as the scan flags it, not emptied: a coarse dtype (bfloat16 under INT8)
+            # leaves a few weights inside the band; the margin is about the band's width
+            margin, why = band.band, ["band"]
         edge, ratio, count = box_edge(evidence.counts)
         if ratio >= self.pile_ratio and count >= MIN_PILE:
             margin, why = max(margin, edge), why + ["pile"]
@@ -410,6 +432,9 @@ class Random(Policy):
 
     def plan(self, evidence=None) -> Plan:
         return _RandomPlan(self.of.plan(evidence), self.seed)
+
+    def plan_all(self, evidence: dict) -> dict[str, Plan]:
+        return {name: _RandomPlan(plan, self.seed) for name, plan in self.of.plan_all(evidence).items()}
 
 
 class _RandomPlan(Plan):

@@ -71,6 +71,36 @@ def test_adaptive_estimates_the_margin_where_the_scan_sees_an_attack():
     assert 0.1 <= plan.detail["margin"] <= 0.11
 
 
+def test_adaptive_dithers_every_scheme_of_a_tensor_that_looks_attacked_under_one():
+    # an all-scheme attack in bfloat16 shows only INT8's trace; the 4-bit codes are malicious too
+    attacked, _ = attacked_weight(["nf4"], margin=0.1, rows=128, cols=512)
+    evidence = {name: inspect_tensor("w", attacked, get_scheme(name)) for name in ("int8", "fp4", "nf4")}
+    policy = make_policy("adaptive")
+    alone = {name: policy.plan(ev).detail["evidence"] for name, ev in evidence.items()}
+    assert alone["nf4"] != "clean" and alone["int8"] == "clean"
+    plans = policy.plan_all(evidence)
+    assert all(plan.detail["dither"] for plan in plans.values())
+    assert plans["int8"].detail["evidence"] == "via " + "+".join(n for n, e in alone.items() if e != "clean")
+    clean = {name: inspect_tensor("w", clean_weight(128, 512), get_scheme(name)) for name in ("int8", "nf4")}
+    assert [p.detail["evidence"] for p in policy.plan_all(clean).values()] == ["clean", "clean"]
+    random = make_policy("random").plan_all(evidence)  # the control follows the same counts
+    assert all(p.base.detail["dither"] for p in random.values())
+
+
+def test_adaptive_takes_a_depleted_band_as_evidence_when_a_coarse_dtype_leaves_it_not_quite_empty():
+    from types import SimpleNamespace
+
+    from flipguard.scan.stats import band_test, count_bands
+
+    gen = torch.Generator().manual_seed(0)
+    d = torch.cat([0.04 + torch.rand(20_000, generator=gen) * 0.46, torch.rand(40, generator=gen) * 0.04])
+    counts = count_bands(d, torch.zeros_like(d), torch.arange(len(d)) % 4, 4)
+    band = band_test(counts)
+    assert band.p < 1e-10 and band.empty_up_to == 0.0 and band.share < 0.25  # depleted, never empty
+    evidence = SimpleNamespace(status="ok", band=band, counts=counts, min_distance=0.0, crowd=None)
+    assert make_policy("adaptive").margin(evidence) == (band.band, "band")
+
+
 def test_adaptive_rounds_an_attacked_tensor_without_bias():
     """Stochastic rounding: flipped toward the next level on x's side with p = |x - l| / gap."""
     scheme = get_scheme("nf4")
