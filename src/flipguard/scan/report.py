@@ -30,7 +30,8 @@ def to_dict(report: ScanReport) -> dict:
             "max_share": MAX_SHARE,
             "bands": list(BANDS),
             "resolution_factor": RESOLUTION_FACTOR,
-            "null": "inner band [0,b) vs adjacent band [b,2b) of wall distances, Binomial(n, 1/2)",
+            "null": "inner band [0,b) vs adjacent band [b,2b) of wall distances, Binomial(n, 1/2); "
+                    "empty band: lower tail, crowded band: upper tail",
             "correction": "Bonferroni over bands, Holm over (tensor, scheme) tests",
         },
         "scheme_verdicts": [asdict(v) for v in report.verdict.schemes],
@@ -49,6 +50,8 @@ def _evidence(e) -> dict:
     out["on_level_share"] = round(e.on_level_share, 6)
     if e.band is not None:
         out["band"] = asdict(e.band)
+        if e.crowd is not None:
+            out["crowd"] = asdict(e.crowd)
         out["pile"] = asdict(e.pile)
         out["min_distance"] = e.min_distance
     return out
