@@ -17,9 +17,10 @@ Scan a full-precision checkpoint for the trace a quantization-conditioned backdo
 For every tensor bitsandbytes would quantize and every scheme (INT8, FP4, NF4), FlipGuard
 measures how far each weight sits from the nearest rounding wall of its quantization cell.
 A clean tensor has its share of weights right next to the walls; an attacked one keeps every
-weight a margin inside its cell, so the band next to the walls is empty. The null comes from
-the tensor itself (the band next to the wall against the band beside it), corrected for
-multiple testing. No data, no model load, no GPU.
+weight a margin inside its cell, so the band next to the walls is empty (or, where the dtype
+is too coarse to show the margin, as bfloat16 for a 1% margin, crowded with the weights pressed
+against it). The null comes from the tensor itself (the band next to the wall against the band
+beside it), corrected for multiple testing. No data, no model load, no GPU.
 
 exit codes: 0 clean, 1 findings, 2 error (unreadable input, NaN/Inf weights),
             3 nothing scannable, 4 usage

@@ -1,6 +1,7 @@
 """Which weights to flip: the selection policies of the defense, and the noise baseline.
 
-A policy sees one tensor under one scheme. ``plan(evidence)`` is called once per tensor and
+A policy sees one tensor under one scheme. ``plan_all(evidence)`` is called once per tensor with
+every defended scheme's evidence and, except for ``adaptive``, calls ``plan(evidence)`` for each
 scheme (``evidence`` is the scan's :class:`~flipguard.scan.TensorEvidence`, asked for only by
 policies whose ``needs_evidence`` is True); the returned :class:`Plan` then ``select``\\ s weights
 chunk by chunk from a :class:`CellView` (wall distances ``d`` in cell widths, group ids). Every
@@ -12,10 +13,11 @@ Policies (``POLICIES``):
                   (smallest ``d``); the published precursor used r = 0.15;
 - ``threshold`` — every free weight with ``d < tau``;
 - ``adaptive``  — (default) per tensor, from the scan's picture of it: where the band next to
-                  the walls is empty or weights pile up at a box edge, unbiased stochastic
-                  rounding of every weight (flips with probability = its distance to its level
-                  over the gap to the next level); where the tensor looks clean, ``threshold``
-                  with the small ``tau_clean``;
+                  the walls is empty (or depleted), crowded (a margin finer than the dtype
+                  resolves) or weights pile up at a box edge, unbiased stochastic rounding of
+                  every weight (flips with probability = its distance to its level over the gap
+                  to the next level), under every scheme defended once one shows the trace;
+                  where the tensor looks clean, ``threshold`` with the small ``tau_clean``;
 - ``balanced``  — per group, up to ``r`` of the weights, in equal numbers of upward and downward
                   flips (nearest the wall first), so the group's summed dequantization error moves
                   by about zero;
@@ -195,9 +197,10 @@ class Adaptive(Policy):
     """Per tensor, from the scan's picture of it: dither an attacked-looking tensor, barely touch a clean one.
 
     Margin estimate ``m``: from the widest empty band next to the walls (``band.empty_up_to``) and
-    the nearest weight (``min_distance``) when the band test is significant (p < ``alpha``), a
-    crowded band across the walls (``crowd``: the dtype is too coarse to show the margin; the
-    scan's crowded-band test, significant and scheme-wide), and
+    the nearest weight (``min_distance``) when the band test is significant (p < ``alpha``), or
+    the band's width where it is depleted as the scan flags it without being empty; a crowded
+    band across the walls (``crowd``: the dtype is too coarse to show the margin; the scan's
+    crowded-band test, significant and scheme-wide, gives no estimate); and
     the far edge of the fullest bin of the scan's
     wall-distance histogram when it holds ``pile_ratio`` times its neighbours (the box edge the
     attacker's projection stops weights at); reported, and any evidence marks the tensor attacked.

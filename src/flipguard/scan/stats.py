@@ -219,11 +219,12 @@ MIN_CROWD_BAND = 0.02
 
 
 def crowd_test(counts: BandCounts, min_share: float) -> BandTest:
-    """One-sided test for a crowded band next to the walls: among the bands whose share of
-    near-wall weights is at least ``min_share`` and that at least ``MIN_CROWD_WALLS`` wall groups
-    hold enough weights to judge (crowding must be seen across the scheme's walls; bfloat16
-    resolves the narrow bands at the walls next to zero only), from ``MIN_CROWD_BAND`` up, the most significant excess over
-    the null (Bonferroni-corrected over the bands tried); p = 1 when no band qualifies."""
+    """One-sided test for a crowded band next to the walls: among the bands from
+    ``MIN_CROWD_BAND`` up whose share of near-wall weights is at least ``min_share`` and that at
+    least ``MIN_CROWD_WALLS`` wall groups hold enough weights to judge (crowding must be seen
+    across the scheme's walls; bfloat16 resolves the narrow bands at the walls next to zero only),
+    the most significant excess over the null (Bonferroni-corrected over the bands tried); p = 1
+    when no band qualifies."""
     resolved = counts.resolved()
     best = BandTest(band=BANDS[0], inner=0, outer=0, share=0.5, p=1.0, empty_up_to=0.0)
     judged = (counts.walls.sum(dim=2) >= MIN_WALL_WEIGHTS).sum(dim=0)  # per band

@@ -167,7 +167,7 @@ def _scheme_verdict(scheme, evidence, findings, alpha, n_schemes) -> SchemeVerdi
     mine = [e for e in evidence if e.scheme == scheme and e.status in ("ok", "dequantized")]
     flagged = [f for f in findings if f.scheme == scheme]
     ok = [e for e in mine if e.status == "ok"]
-    pooled, pooled_p = None, 1.0
+    pooled, pooled_p, crowded = None, 1.0, False
     if ok:
         total = BandCounts.empty()
         for e in ok:
@@ -178,8 +178,7 @@ def _scheme_verdict(scheme, evidence, findings, alpha, n_schemes) -> SchemeVerdi
         crowd_p = min(1.0, crowd.p * n_schemes)
         if crowd_p < alpha and band_strength(total, crowd, crowded=True) and not (
                 pooled_p < alpha and band_strength(total, pooled)):
-            pooled, pooled_p = crowd, crowd_p  # the crowded band is this scheme's pooled evidence
-    crowded = pooled is not None and pooled.share >= CROWD_SHARE
+            pooled, pooled_p, crowded = crowd, crowd_p, True  # the scheme's pooled evidence is a crowded band
     pooled_strength = band_strength(total, pooled, crowded) if pooled is not None and pooled_p < alpha else ""
     pooled_hit = bool(pooled_strength)
     strengths = {f.strength for f in flagged} | ({pooled_strength} - {""})
