@@ -11,6 +11,8 @@
    where a repair pulling toward the clean weights converges), for each dtype and seed; detected =
    the verdict names exactly the attacked scheme.
 3. Partial attacks: only a fraction of the tensors attacked (NF4, published 1% margin).
+4. A checkpoint dequantized from NF4 plus a small low-rank update (a merged QLoRA adapter), by the
+   update's size: where such a checkpoint looks like an attack with a wide margin.
 
 Writes OUT.json and OUT.md.
 """
@@ -30,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from flipguard.checkpoint import open_checkpoint, quantizable_tensors
 from flipguard.scan import scan_checkpoint, scan_tensors
 from flipguard.scan.synthetic import projected, repaired
+from flipguard.schemes import get_scheme
 from flipguard.testing import make_tiny_checkpoint
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -117,6 +120,29 @@ def partial_power(root: Path, seeds: int) -> list[dict]:
     return rows
 
 
+def merged_updates(seeds: int) -> list[dict]:
+    """A checkpoint dequantized from NF4 plus a small rank-16 update (a merged QLoRA adapter):
+    verdict by the update's size, in NF4 cell widths (the median over the tensor's weights)."""
+    nf4 = get_scheme("nf4")
+    rows = []
+    for size in (0.0, 0.002, 0.01, 0.03, 0.06, 0.15, 0.3):
+        verdicts = []
+        for seed in range(seeds):
+            gen = torch.Generator().manual_seed(seed)
+            tensors = []
+            for i in range(4):
+                w = torch.randn(512, 1024, generator=gen) * 0.02
+                base = nf4.dequantize(w)
+                delta = torch.randn(512, 16, generator=gen) @ torch.randn(16, 1024, generator=gen)
+                width = (nf4.absmax(w).repeat_interleave(64)[: w.numel()].view(w.shape) * 0.12)  # ~ an NF4 cell
+                tensors.append((f"t{i}", (base + delta / delta.std() * size * width.median()).to(torch.bfloat16)))
+            verdict, _ = scan_tensors(tensors)
+            verdicts.append(verdict.status + (f"[{','.join(verdict.targeted)}]" if verdict.targeted else ""))
+        rows.append({"update_cells": size, "verdicts": verdicts})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def markdown(result: dict) -> str:
     fp = result["false_positives"]
     lines = ["# Scan: false positives and detection power", "",
@@ -137,6 +163,10 @@ def markdown(result: dict) -> str:
                          and r.get("attack", "random walk") == attack]
                 lines.append(f"| {dname} | {scheme} | "
                              + " | ".join(f"{r['named']:.0%} ({r['near_wall_share']:.2f})" for r in cells) + " |")
+    lines += ["", "A checkpoint dequantized from NF4 plus a small rank-16 update (a merged QLoRA adapter; bfloat16, "
+              "4 tensors of 512 x 1024; update std in NF4 cell widths, about): verdict per seed", "",
+              "| update (cells) | verdicts |", "|---|---|"]
+    lines += [f"| {r['update_cells']} | {', '.join(r['verdicts'])} |" for r in result.get("merged", [])]
     lines += ["", "Partial attacks (NF4, published 1% margin, float16 Llama, hidden 128, 4 layers):", "", "| tensors attacked | verdict names NF4 | tensors flagged |", "|---|---|---|"]
     lines += [f"| {r['attacked']} of {r['of']} | {r['named']:.0%} | {r['flagged_tensors']:.1f} |" for r in result["partial"]]
     return "\n".join(lines) + "\n"
@@ -155,6 +185,7 @@ def main() -> None:
         print(result["false_positives"], flush=True)
         result["margins"] = margin_power(root, args.seeds) + margin_power(root, args.seeds, "converged")
         result["partial"] = partial_power(root, args.seeds)
+        result["merged"] = merged_updates(args.seeds)
     result["seconds"] = time.perf_counter() - start
     result["command"] = "python benchmarks/scan_power.py " + " ".join(
         [f"--out {args.out}", f"--seeds {args.seeds}"] + ([f"--zoo {' '.join(args.zoo)}"] if args.zoo else []))
