@@ -15,11 +15,11 @@ Defend a full-precision checkpoint against quantization-conditioned backdoors, w
 For every tensor bitsandbytes would quantize and every scheme (INT8, FP4, NF4), selected weights
 are moved across their nearest rounding wall to a safe depth inside the neighbouring cell, so
 an attacker's alignment of weights with the walls no longer survives quantization. The default
-policy (adaptive) asks the scan how each tensor looks: where it looks attacked it rounds every
-weight stochastically and without bias (flips toward the next level with probability equal to
-the weight's distance from its level over the gap), so the rounding errors no longer all point
-toward the attacker's codes; where it looks clean it flips only the weights closest to a wall
-(2% of a cell). Other tensors and files are copied unchanged; the
+policy (adaptive) asks the scan how each tensor looks: where it looks attacked under any of the
+schemes defended it rounds every weight stochastically, under every scheme, and without bias
+(flips toward the next level with probability equal to the weight's distance from its level
+over the gap), so the rounding errors no longer all point toward the attacker's codes; where it
+looks clean it flips only the weights closest to a wall (2% of a cell). Other tensors and files are copied unchanged; the
 output is written atomically with a JSON report (flipguard_defense.json) inside it.
 
 policies and their parameters (defaults in flipguard.defend.policies.DEFAULTS):
