@@ -19,8 +19,9 @@ policy (adaptive) asks the scan how each tensor looks: where it looks attacked u
 schemes defended it rounds every weight stochastically, under every scheme, and without bias
 (flips toward the next level with probability equal to the weight's distance from its level
 over the gap), so the rounding errors no longer all point toward the attacker's codes; where it
-looks clean it flips only the weights closest to a wall (2% of a cell). Other tensors and files are copied unchanged; the
-output is written atomically with a JSON report (flipguard_defense.json) inside it.
+looks clean it flips only the weights closest to a wall (2% of a cell). Other tensors and files
+are copied unchanged; the output is written atomically with a JSON report
+(flipguard_defense.json) inside it.
 
 policies and their parameters (defaults in flipguard.defend.policies.DEFAULTS):
   adaptive   --tau-clean 0.02 --seed 0   (default)
