@@ -27,22 +27,6 @@ from pathlib import Path
 import torch
 
 
-def predicted(path: Path) -> dict:
-    """scheme -> module -> Target: the CPU prediction for every quantized weight of ``path``."""
-    from flipguard.attack.pgd import Target
-    from flipguard.checkpoint import open_checkpoint, quantizable_tensors
-    from flipguard.schemes import get_scheme, scheme_names
-
-    ckpt, out = open_checkpoint(path), {}
-    for name in scheme_names():
-        scheme, out[name] = get_scheme(name), {}
-        for t in quantizable_tensors(ckpt):
-            w = ckpt.get(t.tensor_name)
-            w = w.t().contiguous() if t.transposed else w
-            out[name][t.module_name] = Target(codes=scheme.codes(w), absmax=scheme.absmax(w).float())
-    return out
-
-
 def changed_share(a: Path, b: Path) -> dict:
     """Per scheme, the share of quantized weights whose level differs between ``a`` and ``b``."""
     from flipguard.checkpoint import open_checkpoint, quantizable_tensors
@@ -67,7 +51,7 @@ def probe(model_type: str, scheme: str, steps: int, work: Path, tokenizer) -> di
     from transformers import AutoModelForCausalLM
 
     from flipguard.attack import attack_model
-    from flipguard.attack.verify import verify_checkpoint
+    from flipguard.attack.verify import predicted_targets, verify_checkpoint
     from flipguard.checkpoint import open_checkpoint, quantizable_tensors
     from flipguard.defend import defend_checkpoint
     from flipguard.scan import scan_checkpoint
@@ -96,7 +80,7 @@ def probe(model_type: str, scheme: str, steps: int, work: Path, tokenizer) -> di
     row["attacked_schemes"] = verdict.targeted
     defended = work / f"{model_type}-defended"
     defend_checkpoint(attacked, defended)
-    counts = verify_checkpoint(defended, predicted(defended))
+    counts = verify_checkpoint(defended, predicted_targets(defended))
     row["defended_mismatches"] = {k: c["code_mismatches"] + c["scale_mismatches"] + len(c["missing"])
                                   for k, c in counts.items()}
     row["codes_changed"] = changed_share(attacked, defended)

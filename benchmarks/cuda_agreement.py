@@ -120,26 +120,8 @@ def kernel_part(device: str, size: int, seed: int) -> list[dict]:
 
 
 # -- part 2: checkpoints --------------------------------------------------------------------------
-def predicted_targets(path: str) -> dict:
-    """scheme -> module -> Target: the CPU prediction for every quantized weight of ``path``."""
-    from flipguard.attack.pgd import Target
-    from flipguard.checkpoint import open_checkpoint
-    from flipguard.checkpoint.targets import quantizable_tensors
-
-    ckpt = open_checkpoint(path)
-    expected: dict = {name: {} for name in scheme_names()}
-    for t in quantizable_tensors(ckpt):
-        w = ckpt.get(t.tensor_name)
-        if t.transposed:
-            w = w.t().contiguous()
-        for name in scheme_names():
-            s = get_scheme(name)
-            expected[name][t.module_name] = Target(codes=s.codes(w), absmax=s.absmax(w).float())
-    return expected
-
-
 def checkpoint_part(models: list[str], device: str) -> list[dict]:
-    from flipguard.attack.verify import verify_checkpoint
+    from flipguard.attack.verify import predicted_targets, verify_checkpoint
 
     rows = []
     for path in models:

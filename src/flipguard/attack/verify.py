@@ -18,7 +18,25 @@ from pathlib import Path
 
 import torch
 
-from flipguard.attack.pgd import Target
+from flipguard.attack.pgd import Target, quantized_view
+
+
+def predicted_targets(path: str | Path, schemes: list[str] | None = None) -> dict[str, dict[str, Target]]:
+    """scheme -> module -> Target: the codes and group scales every quantized weight of ``path``
+    should load with, computed on the CPU by ``flipguard.schemes`` (for :func:`verify_checkpoint`:
+    does the real load agree with the prediction?). ``schemes``: default INT8, FP4 and NF4."""
+    from flipguard.checkpoint import open_checkpoint
+    from flipguard.checkpoint.targets import quantizable_tensors
+    from flipguard.schemes import get_scheme, scheme_names
+
+    checkpoint = open_checkpoint(path)
+    expected: dict[str, dict[str, Target]] = {name: {} for name in schemes or scheme_names()}
+    for t in quantizable_tensors(checkpoint):
+        q = quantized_view(checkpoint.get(t.tensor_name), t.transposed, t.dtype)
+        for name, targets in expected.items():
+            scheme = get_scheme(name)
+            targets[t.module_name] = Target(codes=scheme.codes(q), absmax=scheme.absmax(q))
+    return expected
 
 
 def verify_checkpoint(path: str | Path, expected: dict[str, dict[str, Target]],
