@@ -14,14 +14,17 @@ After the last pass every scheme recomputes its scales and codes from the final 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import torch
 
 from flipguard.defend.fast import place_flips, verify_moved
 from flipguard.defend.flip import Cap, Cells, cells_of, flip_across_wall
 from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generator
+from flipguard.scan.fast import PARALLEL_FROM
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
 
@@ -66,9 +69,11 @@ def defend_matrix(
     ``SAFE_DEPTH``); ``noise_scale``: for the Gaussian baseline with ``relative_to="std"``, sigma
     times the tensor's std (w units). Returns per-scheme :class:`SchemeStats`.
     """
-    totals = {s.name: SchemeStats() for s in schemes}
     step_scheme = max(schemes, key=lambda s: s.row_multiple(wq.shape[1]))
-    for number, chunk in enumerate(step_scheme.row_chunks(wq, max_elements)):
+    chunks = list(step_scheme.row_chunks(wq, max_elements))
+
+    def defend_chunk(number: int) -> dict[str, SchemeStats]:
+        chunk, totals = chunks[number], {s.name: SchemeStats() for s in schemes}
         # defended in place where the chunk is contiguous (a row slice of a stored tensor); a
         # transposed (Conv1D) chunk is worked on as a contiguous copy and copied back
         work = chunk if chunk.is_contiguous() else chunk.clone(memory_format=torch.contiguous_format)
@@ -84,7 +89,32 @@ def defend_matrix(
             totals[stats_name].add(stats)
         if work is not chunk and flipped_any(flipped):
             chunk.copy_(work)
+        return totals
+
+    totals = {s.name: SchemeStats() for s in schemes}
+    for part in _each_chunk(defend_chunk, len(chunks), wq.numel()):
+        for name, stats in part.items():
+            totals[name].add(stats)
     return totals
+
+
+def _each_chunk(work, count: int, weights: int):
+    """``work(i)`` for every chunk ``i``, in order of ``i``; on as many threads as torch has when
+    the tensor is large (the chunks are disjoint row slices and each draws from its own seeded
+    generator, so the output does not depend on the threads; each worker's own torch and numba
+    calls run on one thread meanwhile)."""
+    threads = min(torch.get_num_threads(), count)
+    if threads <= 1 or weights < PARALLEL_FROM:
+        return [work(i) for i in range(count)]
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(work, range(count)))
+    finally:
+        torch.set_num_threads(torch_threads)
+        numba.set_num_threads(numba_threads)
 
 
 def flipped_any(flipped: dict) -> bool:

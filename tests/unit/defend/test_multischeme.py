@@ -57,6 +57,33 @@ def test_chunked_and_whole_give_identical_results():
     assert torch.equal(a, b) and sa == sb
 
 
+@pytest.mark.parametrize("name,transposed", [("random", False), ("gaussian", False), ("adaptive", True)])
+def test_chunks_on_several_threads_give_the_single_thread_result(name, transposed):
+    import numba
+
+    from flipguard.scan.fast import PARALLEL_FROM
+
+    schemes = [get_scheme(n) for n in NAMES]
+    policy = make_policy(name, **({"of": "threshold"} if name == "random" else {}))
+    plans = {n: policy.plan(None) for n in NAMES}
+    stored = clean_weight(1024, 1024, seed=3)
+    assert stored.numel() >= PARALLEL_FROM  # large enough for the worker threads
+    results = []
+    before = torch.get_num_threads(), numba.get_num_threads()
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        w = stored.clone()
+        stats = defend_matrix(w.t() if transposed else w, schemes, plans, policy, "t", noise_scale=1e-3,
+                              max_elements=64 * 1024)
+        results.append((w, stats))
+        assert (torch.get_num_threads(), numba.get_num_threads()) == (threads, min(threads, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(before[0])
+    numba.set_num_threads(before[1])
+    (a, sa), (b, sb) = results
+    assert torch.equal(a, b) and sa == sb and not torch.equal(a, stored)
+
+
 def test_transposed_views_are_defended_in_place():
     schemes = [get_scheme("nf4")]
     policy = make_policy("threshold", tau=0.05)
