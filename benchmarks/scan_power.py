@@ -13,6 +13,7 @@
 3. Partial attacks: only a fraction of the tensors attacked (NF4, published 1% margin).
 4. A checkpoint dequantized from NF4 plus a small low-rank update (a merged QLoRA adapter), by the
    update's size: where such a checkpoint looks like an attack with a wide margin.
+5. Clean weights stored in FP8 and upcast to bfloat16: a lattice coarser than the dtype's.
 
 Writes OUT.json and OUT.md.
 """
@@ -143,6 +144,26 @@ def merged_updates(seeds: int) -> list[dict]:
     return rows
 
 
+def fp8_upcasts(seeds: int) -> list[dict]:
+    """Clean weights stored in FP8 (per-tensor scale) and upcast to bfloat16, as checkpoints
+    released in FP8 and converted: few distinct values, on a lattice coarser than bfloat16's."""
+    rows = []
+    for fmt in ("float8_e4m3fn", "float8_e5m2"):
+        verdicts = []
+        for seed in range(seeds):
+            gen = torch.Generator().manual_seed(seed)
+            tensors = []
+            for i in range(4):
+                w = torch.randn(512, 1024, generator=gen) * 0.02
+                scale = w.abs().max() / 224.0  # the FP8 range, as a per-tensor scale
+                tensors.append((f"t{i}", ((w / scale).to(getattr(torch, fmt)).float() * scale).to(torch.bfloat16)))
+            verdict, _ = scan_tensors(tensors)
+            verdicts.append(verdict.status + (f"[{','.join(verdict.targeted)}]" if verdict.targeted else ""))
+        rows.append({"format": fmt, "verdicts": verdicts})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def markdown(result: dict) -> str:
     fp = result["false_positives"]
     lines = ["# Scan: false positives and detection power", "",
@@ -167,6 +188,9 @@ def markdown(result: dict) -> str:
               "4 tensors of 512 x 1024; update std in NF4 cell widths, about): verdict per seed", "",
               "| update (cells) | verdicts |", "|---|---|"]
     lines += [f"| {r['update_cells']} | {', '.join(r['verdicts'])} |" for r in result.get("merged", [])]
+    lines += ["", "Clean weights stored in FP8 with a per-tensor scale and upcast to bfloat16 (4 tensors of "
+              "512 x 1024): verdict per seed", "", "| FP8 format | verdicts |", "|---|---|"]
+    lines += [f"| {r['format']} | {', '.join(r['verdicts'])} |" for r in result.get("fp8", [])]
     lines += ["", "Partial attacks (NF4, published 1% margin, float16 Llama, hidden 128, 4 layers):", "", "| tensors attacked | verdict names NF4 | tensors flagged |", "|---|---|---|"]
     lines += [f"| {r['attacked']} of {r['of']} | {r['named']:.0%} | {r['flagged_tensors']:.1f} |" for r in result["partial"]]
     return "\n".join(lines) + "\n"
@@ -186,6 +210,7 @@ def main() -> None:
         result["margins"] = margin_power(root, args.seeds) + margin_power(root, args.seeds, "converged")
         result["partial"] = partial_power(root, args.seeds)
         result["merged"] = merged_updates(args.seeds)
+        result["fp8"] = fp8_upcasts(args.seeds)
     result["seconds"] = time.perf_counter() - start
     result["command"] = "python benchmarks/scan_power.py " + " ".join(
         [f"--out {args.out}", f"--seeds {args.seeds}"] + ([f"--zoo {' '.join(args.zoo)}"] if args.zoo else []))
