@@ -121,25 +121,34 @@ def partial_power(root: Path, seeds: int) -> list[dict]:
     return rows
 
 
+def verdicts_of(make, seeds: int) -> list[str]:
+    """Per seed, the verdict ("status[schemes named]") on 4 bfloat16 tensors ``make(w, gen)`` of
+    clean 512 x 1024 weights ``w``."""
+    out = []
+    for seed in range(seeds):
+        gen = torch.Generator().manual_seed(seed)
+        tensors = [(f"t{i}", make(torch.randn(512, 1024, generator=gen) * 0.02, gen).to(torch.bfloat16))
+                   for i in range(4)]
+        verdict, _ = scan_tensors(tensors)
+        out.append(verdict.status + (f"[{','.join(verdict.targeted)}]" if verdict.targeted else ""))
+    return out
+
+
 def merged_updates(seeds: int) -> list[dict]:
     """A checkpoint dequantized from NF4 plus a small rank-16 update (a merged QLoRA adapter):
     verdict by the update's size, in NF4 cell widths (the median over the tensor's weights)."""
     nf4 = get_scheme("nf4")
+
+    def merged(size):
+        def make(w, gen):
+            delta = torch.randn(512, 16, generator=gen) @ torch.randn(16, 1024, generator=gen)
+            width = nf4.absmax(w).repeat_interleave(64)[: w.numel()].view(w.shape) * 0.12  # ~ an NF4 cell
+            return nf4.dequantize(w) + delta / delta.std() * size * width.median()
+        return make
+
     rows = []
     for size in (0.0, 0.002, 0.01, 0.03, 0.06, 0.15, 0.3):
-        verdicts = []
-        for seed in range(seeds):
-            gen = torch.Generator().manual_seed(seed)
-            tensors = []
-            for i in range(4):
-                w = torch.randn(512, 1024, generator=gen) * 0.02
-                base = nf4.dequantize(w)
-                delta = torch.randn(512, 16, generator=gen) @ torch.randn(16, 1024, generator=gen)
-                width = (nf4.absmax(w).repeat_interleave(64)[: w.numel()].view(w.shape) * 0.12)  # ~ an NF4 cell
-                tensors.append((f"t{i}", (base + delta / delta.std() * size * width.median()).to(torch.bfloat16)))
-            verdict, _ = scan_tensors(tensors)
-            verdicts.append(verdict.status + (f"[{','.join(verdict.targeted)}]" if verdict.targeted else ""))
-        rows.append({"update_cells": size, "verdicts": verdicts})
+        rows.append({"update_cells": size, "verdicts": verdicts_of(merged(size), seeds)})
         print(rows[-1], flush=True)
     return rows
 
@@ -147,19 +156,16 @@ def merged_updates(seeds: int) -> list[dict]:
 def fp8_upcasts(seeds: int) -> list[dict]:
     """Clean weights stored in FP8 (per-tensor scale) and upcast to bfloat16, as checkpoints
     released in FP8 and converted: few distinct values, on a lattice coarser than bfloat16's."""
+
+    def stored_in(fmt):
+        def make(w, gen):
+            scale = w.abs().max() / 224.0  # the FP8 range, as a per-tensor scale
+            return (w / scale).to(getattr(torch, fmt)).float() * scale
+        return make
+
     rows = []
     for fmt in ("float8_e4m3fn", "float8_e5m2"):
-        verdicts = []
-        for seed in range(seeds):
-            gen = torch.Generator().manual_seed(seed)
-            tensors = []
-            for i in range(4):
-                w = torch.randn(512, 1024, generator=gen) * 0.02
-                scale = w.abs().max() / 224.0  # the FP8 range, as a per-tensor scale
-                tensors.append((f"t{i}", ((w / scale).to(getattr(torch, fmt)).float() * scale).to(torch.bfloat16)))
-            verdict, _ = scan_tensors(tensors)
-            verdicts.append(verdict.status + (f"[{','.join(verdict.targeted)}]" if verdict.targeted else ""))
-        rows.append({"format": fmt, "verdicts": verdicts})
+        rows.append({"format": fmt, "verdicts": verdicts_of(stored_in(fmt), seeds)})
         print(rows[-1], flush=True)
     return rows
 
