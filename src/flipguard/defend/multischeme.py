@@ -17,14 +17,13 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 import torch
 
 from flipguard.defend.fast import place_flips, verify_moved
 from flipguard.defend.flip import Cap, Cells, cells_of, flip_across_wall
 from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generator
-from flipguard.scan.fast import PARALLEL_FROM
+from flipguard.scan.fast import PARALLEL_FROM, one_thread
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
 
@@ -110,15 +109,8 @@ def _each_chunk(work, count: int, weights: int):
     threads = min(torch.get_num_threads(), count, MAX_CHUNK_THREADS)
     if threads <= 1 or weights < PARALLEL_FROM:
         return [work(i) for i in range(count)]
-    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(threads) as pool:
-            return list(pool.map(work, range(count)))
-    finally:
-        torch.set_num_threads(torch_threads)
-        numba.set_num_threads(numba_threads)
+    with one_thread(), ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(work, range(count)))
 
 
 def flipped_any(flipped: dict) -> bool:

@@ -269,7 +269,7 @@ class Adaptive(Policy):
         if ratio >= self.pile_ratio and count >= MIN_PILE:
             margin, why = max(margin, edge), why + ["pile"]
         crowd = evidence.crowd
-        if crowd is not None and crowd.p < self.alpha and _crowded_walls(evidence.counts, crowd):
+        if crowd is not None and crowd.p < self.alpha and band_strength(evidence.counts, crowd, crowded=True):
             why = why + ["crowd"]  # the margin is finer than the dtype resolves: no estimate
         return margin, "+".join(why) or "clean"
 
@@ -296,11 +296,6 @@ class _DitherPlan(Plan):
 
 
 MIN_PILE = 50  # weights in one histogram bin before a pile-up is believed
-
-
-def _crowded_walls(counts, crowd) -> bool:
-    """Whether the crowded band spans the scheme's walls as an attack's does (``scan.verdict``)."""
-    return bool(band_strength(counts, crowd, crowded=True))
 
 
 def box_edge(counts) -> tuple[float, float, int]:

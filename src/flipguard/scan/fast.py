@@ -248,6 +248,13 @@ def threads_for(weights: int):
     if weights >= PARALLEL_FROM:
         yield
         return
+    with one_thread():
+        yield
+
+
+@contextmanager
+def one_thread():
+    """torch and numba on one thread inside, their thread counts restored after."""
     torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
     numba.set_num_threads(1)

@@ -191,14 +191,19 @@ class BandTest:
     empty_up_to: float
 
 
-def band_test(counts: BandCounts) -> BandTest:
-    """One-sided test for a depleted band next to the walls (see module docstring)."""
+def _band_pairs(counts: BandCounts):
+    """Per band: (index, width b, weights in [0, b), weights in [b, 2b)) among those resolving b."""
     resolved = counts.resolved()
-    best = BandTest(band=BANDS[0], inner=0, outer=0, share=0.5, p=1.0, empty_up_to=0.0)
-    tried = 0
     for j, b in enumerate(BANDS):
         k = round(b / BIN)
-        inner, outer = int(resolved[j, :k].sum()), int(resolved[j, k : 2 * k].sum())
+        yield j, b, int(resolved[j, :k].sum()), int(resolved[j, k : 2 * k].sum())
+
+
+def band_test(counts: BandCounts) -> BandTest:
+    """One-sided test for a depleted band next to the walls (see module docstring)."""
+    best = BandTest(band=BANDS[0], inner=0, outer=0, share=0.5, p=1.0, empty_up_to=0.0)
+    tried = 0
+    for _, b, inner, outer in _band_pairs(counts):
         if inner + outer == 0:
             continue
         tried += 1
@@ -225,13 +230,10 @@ def crowd_test(counts: BandCounts, min_share: float) -> BandTest:
     across the scheme's walls; bfloat16 resolves the narrow bands at the walls next to zero only),
     the most significant excess over the null (Bonferroni-corrected over the bands tried); p = 1
     when no band qualifies."""
-    resolved = counts.resolved()
     best = BandTest(band=BANDS[0], inner=0, outer=0, share=0.5, p=1.0, empty_up_to=0.0)
     judged = (counts.walls.sum(dim=2) >= MIN_WALL_WEIGHTS).sum(dim=0)  # per band
     tried = 0
-    for j, b in enumerate(BANDS):
-        k = round(b / BIN)
-        inner, outer = int(resolved[j, :k].sum()), int(resolved[j, k : 2 * k].sum())
+    for j, b, inner, outer in _band_pairs(counts):
         if b < MIN_CROWD_BAND or inner + outer == 0 or int(judged[j]) < MIN_CROWD_WALLS:
             continue
         tried += 1

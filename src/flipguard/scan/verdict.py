@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from flipguard.scan.detector import TensorEvidence
 from flipguard.scan.stats import (
-    CROWD_SHARE, MIN_CROWD_WALLS, BandCounts, BandTest, band_test, crowd_test, estimated_margin, holm,
+    CROWD_SHARE, BandCounts, BandTest, band_test, crowd_test, estimated_margin, holm,
     wall_coverage,
 )
 
@@ -92,15 +92,15 @@ def decide(evidence: list[TensorEvidence], schemes: list[str], alpha: float = AL
     on_grid = {e.name for e in evidence if e.status == "dequantized"}
     tested = [e for e in evidence if e.status == "ok" and e.band is not None and e.name not in on_grid]
     # one Holm family: every tensor's empty-band and crowded-band tests
-    adjusted = holm([e.band.p for e in tested] + [_crowd(e).p for e in tested])
+    adjusted = holm([e.band.p for e in tested] + [e.crowd.p for e in tested])
     findings = []
     for e, p_band, p_crowd in zip(tested, adjusted[: len(tested)], adjusted[len(tested) :]):
         empty = band_strength(e.counts, e.band) if p_band < alpha else ""
-        crowded = band_strength(e.counts, _crowd(e), crowded=True) if p_crowd < alpha else ""
+        crowded = band_strength(e.counts, e.crowd, crowded=True) if p_crowd < alpha else ""
         if empty and (not crowded or p_band <= p_crowd):
             findings.append(_finding(e, e.band, p_band, empty))
         elif crowded:
-            findings.append(_finding(e, _crowd(e), p_crowd, crowded, kind="crowded"))
+            findings.append(_finding(e, e.crowd, p_crowd, crowded, kind="crowded"))
     considered = [e for e in evidence if e.name not in on_grid or e.status == "dequantized"]
     verdicts = [_scheme_verdict(s, considered, findings, alpha, len(schemes)) for s in schemes]
     if any(v.evidence == "strong" for v in verdicts):
@@ -120,13 +120,6 @@ def decide(evidence: list[TensorEvidence], schemes: list[str], alpha: float = AL
     return Verdict(status, targeted, dequantized, verdicts, findings)
 
 
-def _crowd(e: TensorEvidence) -> BandTest:
-    """The tensor's crowded-band test (computed here for evidence made without one)."""
-    if e.crowd is None:
-        e.crowd = crowd_test(e.counts, CROWD_SHARE)
-    return e.crowd
-
-
 def _cover(counts: BandCounts, band: BandTest, crowded: bool):
     limit = 1 - CROWD_SHARE if crowded else MAX_SHARE
     return wall_coverage(counts, band.band, limit, crowded=crowded)
@@ -136,10 +129,8 @@ def band_strength(counts: BandCounts, band: BandTest, crowded: bool = False) -> 
     """"strong", "weak" or "" (no clear scheme-wide depletion, or crowding); see the module docstring."""
     if (band.share < CROWD_SHARE) if crowded else (band.share > MAX_SHARE):
         return ""
-    cover = _cover(counts, band, crowded)
-    if cover.judged < (MIN_CROWD_WALLS if crowded else 1):  # crowd_test only picks such bands
-        return ""
-    if cover.depleted < (MIN_CROWD_COVERAGE if crowded else MIN_WALL_COVERAGE) * cover.judged:
+    cover = _cover(counts, band, crowded)  # crowd_test picks only bands judged on enough walls
+    if cover.judged == 0 or cover.depleted < (MIN_CROWD_COVERAGE if crowded else MIN_WALL_COVERAGE) * cover.judged:
         return ""
     return "strong" if cover.depleted_off_zero else "weak"
 
