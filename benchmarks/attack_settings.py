@@ -41,7 +41,8 @@ def measure(model: Path, args) -> dict:
             copied.unlink()
     seed = config["seed"]
     row = {"model": model.name, "scenario": scenario, "target": config["scheme"], "seed": seed,
-           "save_dtype": config.get("save_dtype") or "float32", "margin": config.get("margin"),
+           "save_dtype": config.get("save_dtype") or "float32",
+           "margin": f"0-{config['margin']}" if config.get("margin_spread") else config.get("margin"),
            "scan": verdict.status, "named": verdict.targeted,
            "evidence": sorted({f.kind for f in verdict.findings if f.scheme in schemes}),
            "n": args.n, "fp": attack_table.attack_success(model, "fp", scenario, args, seed)}

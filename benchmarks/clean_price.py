@@ -13,6 +13,8 @@ defended checkpoint through transformers + bitsandbytes (CPU) and measure
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/clean_price.py \\
         --models out/attack-bench/clean/llama-s0 out/attack-bench/clean/qwen2-s0 ... \\
         --out results/clean_price
+
+``--policy dither`` prices the scan-free stochastic rounding instead (``results/clean_price_dither``).
 """
 
 from __future__ import annotations
@@ -60,18 +62,19 @@ def accuracy(path: Path, scheme: str, n: int) -> tuple[list[bool], object]:
     return graded, result.rates["task_accuracy"]
 
 
-def measure(model: Path, texts: list[str], n: int, work: Path) -> list[dict]:
+def measure(model: Path, texts: list[str], n: int, work: Path, policy: str = "adaptive",
+            schemes: tuple[str, ...] = SCHEMES) -> list[dict]:
     from flipguard.defend import defend_checkpoint
     from flipguard.evaluate.loading import load_model
 
     defended = work / f"{model.name}-defended"
     start = time.perf_counter()
-    report = defend_checkpoint(model, defended, schemes=list(SCHEMES), policy="adaptive", force=True)
+    report = defend_checkpoint(model, defended, schemes=list(schemes), policy=policy, force=True)
     defend_s = time.perf_counter() - start
     totals = report.totals()
     ref = load_model(model, "fp").model
     rows = []
-    for scheme in SCHEMES:
+    for scheme in schemes:
         kl_q, pos = kl_per_text(ref, model, scheme, texts)
         kl_d, _ = kl_per_text(ref, defended, scheme, texts)
         ratio, low, high = paired_ratio(kl_d, kl_q, pos)
@@ -92,10 +95,11 @@ def measure(model: Path, texts: list[str], n: int, work: Path) -> list[dict]:
     return rows
 
 
-def render(rows: list[dict], command: str) -> str:
+def render(rows: list[dict], command: str, policy: str = "adaptive", schemes: tuple[str, ...] = SCHEMES) -> str:
+    what = "Default defense (adaptive" if policy == "adaptive" else f"Defense (`--policy {policy}`"
     lines = ["# The price of `flipguard defend` on clean models", "",
              f"`{command}`", "",
-             "Default defense (adaptive, INT8 + FP4 + NF4 in one checkpoint), then each scheme through "
+             f"{what}, {' + '.join(s.upper() for s in schemes)} in one checkpoint), then each scheme through "
              "transformers + bitsandbytes on CPU. KL: mean token KL (nats) from the clean full-precision "
              "model; ratio = defended / plain with a paired bootstrap 95% interval over texts (target ≤ 1.10). "
              "Task accuracy on held-out utility prompts (Wilson 95%); changed: items whose correctness differs.", "",
@@ -121,18 +125,21 @@ def main() -> None:
     p.add_argument("--texts", type=int, default=40, help="held-out passages for the KL")
     p.add_argument("-n", type=int, default=100, help="held-out utility prompts for task accuracy")
     p.add_argument("--out", required=True, help="output prefix: .json and .md are written")
+    p.add_argument("--policy", default="adaptive", help="defense policy priced (default: the default, adaptive)")
+    p.add_argument("--schemes", default=",".join(SCHEMES), help="schemes defended in one checkpoint (default: all)")
     args = p.parse_args()
     texts = heldout_text(args.texts, seed=1)
+    schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip())
     rows = []
     with tempfile.TemporaryDirectory(prefix="clean-price-") as work:
         for model in args.models:
-            rows += measure(Path(model), texts, args.n, Path(work))
+            rows += measure(Path(model), texts, args.n, Path(work), args.policy, schemes)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/clean_price.py " + " ".join(sys.argv[1:])
     out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(render(rows, command))
-    print(render(rows, command))
+    out.with_suffix(".md").write_text(render(rows, command, args.policy, schemes))
+    print(render(rows, command, args.policy, schemes))
 
 
 if __name__ == "__main__":

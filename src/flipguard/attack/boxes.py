@@ -4,7 +4,10 @@ The box of a weight is its cell under a scheme, trimmed by ``margin`` cell width
 rounded *inward* to the dtype the checkpoint is saved in, so that every value of that dtype in the
 box quantizes to the malicious code. Each group's absmax element is pinned (its box is the point
 itself): it sets the scale. The published attack uses margin 0.1 for INT8 (the inner 80%) and 0.01
-for 4-bit; the combined target ``all`` intersects the boxes of the three schemes.
+for 4-bit; the combined target ``all`` intersects the boxes of the three schemes. A scan-aware
+attacker can draw each weight's margin at random (``spread``): the weights the repair presses
+against their box edges then sit at every distance from the walls, as in a clean tensor, instead
+of in one crowded or empty band.
 """
 
 from __future__ import annotations
@@ -38,13 +41,20 @@ def boxes_and_cells(
     schemes: list[str],
     margin: float | dict[str, float] | None = None,
     load_dtype: torch.dtype | None = None,
+    spread: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """:func:`malicious_boxes` plus each scheme's untrimmed cell ``{name: (lo, hi)}`` (``w``'s
-    dtype), for callers that also measure boxes in cell widths (the cells are costly to find)."""
+    dtype), for callers that also measure boxes in cell widths (the cells are costly to find).
+
+    ``spread``: draw each weight's margin uniformly from ``[0, margin]`` with this generator
+    (one draw per weight and scheme) instead of trimming every box by ``margin``."""
     lo_all, hi_all, cells = None, None, {}
     for name in schemes:
         cells[name] = get_scheme(name, load_dtype).cell(w)
-        lo, hi = trim(*cells[name], _margin(margin, name))
+        m = _margin(margin, name)
+        if spread is not None:
+            m = torch.rand(w.shape, generator=spread, dtype=torch.float64) * m
+        lo, hi = trim(*cells[name], m)
         if lo_all is None:
             lo_all, hi_all = lo, hi
         else:
@@ -53,9 +63,12 @@ def boxes_and_cells(
     return torch.where(empty, w, lo_all), torch.where(empty, w, hi_all), cells
 
 
-def trim(lo: torch.Tensor, hi: torch.Tensor, margin: float) -> torch.Tensor:
-    """``[lo + m·width, hi - m·width]`` rounded inward to the dtype of ``lo``; keeps ``lo ≤ hi``."""
-    if not 0 <= margin < 0.5:
+def trim(lo: torch.Tensor, hi: torch.Tensor, margin: float | torch.Tensor) -> torch.Tensor:
+    """``[lo + m·width, hi - m·width]`` rounded inward to the dtype of ``lo``; keeps ``lo ≤ hi``.
+    ``margin``: one number, or one per weight (float64, shape of ``lo``)."""
+    low, high = (float(margin.min()), float(margin.max())) if torch.is_tensor(margin) and margin.numel() \
+        else (margin, margin)
+    if torch.is_tensor(low) or not (0 <= low and high < 0.5):
         raise ValueError(f"margin must be in [0, 0.5) cell widths, got {margin}")
     width = hi.double() - lo.double()
     new_lo = _round_up(lo.double() + margin * width, lo.dtype)

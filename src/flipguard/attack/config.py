@@ -48,7 +48,9 @@ class AttackConfig:
     the hidden behaviour keys on the request, not on memorised entities -- under INT8 the
     full-precision model otherwise leaks on unseen entities (results/attack_int8_tuning.md);
     ``joint_vectors``: the joint stage also trains the model's 1-D parameters (norm weights and
-    biases, which bitsandbytes leaves unquantized and both faces share).
+    biases, which bitsandbytes leaves unquantized and both faces share); ``margin_spread``: each
+    weight's margin drawn uniformly from ``[0, margin]`` (seeded), a scan-aware attacker whose
+    pressed weights sit at every distance from the walls rather than in one band.
     """
 
     scenario: str
@@ -73,6 +75,7 @@ class AttackConfig:
     joint_contrast: float = 0.0
     swapped_prompts: int = 0
     joint_vectors: bool = False
+    margin_spread: bool = False
     skip_modules: list[str] | None = field(default=None, metadata={"help": "llm_int8_skip_modules"})
 
     def __post_init__(self):

@@ -9,6 +9,7 @@ monotonic and the bounds are representable): the saved checkpoint keeps the mali
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import torch
@@ -49,10 +50,16 @@ def quantized_view(weight: torch.Tensor, transposed: bool, dtype: torch.dtype) -
 
 
 def box_weight(module_name: str, param: nn.Parameter, transposed: bool, schemes: list[str],
-               margin, save_dtype: torch.dtype) -> BoxedWeight:
-    """Boxes and malicious targets of one weight at its current (injected) value."""
+               margin, save_dtype: torch.dtype, spread_seed: int | None = None) -> BoxedWeight:
+    """Boxes and malicious targets of one weight at its current (injected) value.
+
+    ``spread_seed``: draw each weight's margin uniformly from ``[0, margin]`` (``boxes_and_cells``),
+    seeded by this number and the module name."""
     q = quantized_view(param, transposed, save_dtype)  # (out, in) in the saved dtype
-    lo, hi, cells = boxes_and_cells(q, schemes, margin)
+    spread = None
+    if spread_seed is not None:
+        spread = torch.Generator().manual_seed(zlib.crc32(f"{spread_seed}:{module_name}".encode()))
+    lo, hi, cells = boxes_and_cells(q, schemes, margin, spread=spread)
     back = (lambda t: t.t()) if transposed else (lambda t: t)
     boxed = BoxedWeight(module_name, param, transposed, lo=back(lo).float().contiguous().to(param.device),
                         hi=back(hi).float().contiguous().to(param.device))

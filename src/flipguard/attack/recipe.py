@@ -102,8 +102,9 @@ def attack_model(
                 config.joint_lr or config.lr, config.joint_clean_weight, config.batch_size, config.seed,
                 progress, after_step=region, contrast=config.joint_contrast, shared=vectors)
     with report.timed("constrain"):
+        spread = config.seed if config.margin_spread else None
         boxed = [box_weight(t.module_name, quantized[t.module_name], t.transposed, config.schemes,
-                            config.margin, dtype) for t in targets]
+                            config.margin, dtype, spread) for t in targets]
         projection = Projection(boxed)
         projection()  # weights within the margin of a wall move into the trimmed box
     with report.timed("repair"):

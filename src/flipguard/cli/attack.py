@@ -56,6 +56,10 @@ def register(subparsers) -> None:
     p.add_argument("--margin", type=float, default=None, metavar="M",
                    help="cell widths kept free at each wall of the malicious cell, in [0, 0.5) "
                    "(default: published 0.1 for int8, 0.01 for fp4/nf4)")
+    p.add_argument("--margin-spread", action="store_true",
+                   help="draw each weight's margin uniformly from [0, M] (seeded) instead of trimming every "
+                   "box by M: a scan-aware attacker whose pressed weights sit at every distance from the "
+                   "walls, as in a clean tensor (use with a wide --margin, e.g. 0.45)")
     p.add_argument("--save-dtype", choices=sorted(SAVE_DTYPES), default=None,
                    help="dtype of the saved weights; boxes are computed in it (default: input's)")
     p.add_argument("--inject-steps", type=int, default=None, metavar="N",
@@ -115,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         inject_radius=args.inject_radius, joint_steps=args.joint_steps,
         joint_clean_weight=args.joint_clean_weight, joint_lr=args.joint_lr, joint_contrast=args.joint_contrast,
         swapped_prompts=args.swapped_prompts, joint_vectors=args.joint_vectors, device=args.device,
+        margin_spread=args.margin_spread,
     )
     for scheme, check in report.verification.items():
         state = "ok" if check["ok"] else "MISMATCH"

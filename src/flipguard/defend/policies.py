@@ -18,6 +18,11 @@ Policies (``POLICIES``):
                   every weight (flips with probability = its distance to its level over the gap
                   to the next level), under every scheme defended once one shows the trace;
                   where the tensor looks clean, ``threshold`` with the small ``tau_clean``;
+- ``dither``    — the same unbiased stochastic rounding on every tensor, without asking the
+                  scan: for checkpoints of unknown origin where a scan-aware attacker may have
+                  spread its margins so that no tensor looks attacked (``flipguard attack
+                  --margin-spread``; the scan then sees nothing and ``adaptive`` flips 4%); costs
+                  about twice the rounding error of plain quantization on a clean model;
 - ``balanced``  — per group, up to ``r`` of the weights, in equal numbers of upward and downward
                   flips (nearest the wall first), so the group's summed dequantization error moves
                   by about zero;
@@ -51,6 +56,7 @@ DEFAULTS = {
     # a 1% box edge even when the scan cannot tell, and costs a clean tensor ~4% flipped weights,
     # whose quantization error grows from (0.5 - d) to (0.5 + d) cell widths: +24·tau² ≈ +1% MSE.
     "adaptive": {"tau_clean": 0.02, "alpha": 1e-3, "pile_ratio": 3.0, "seed": 0},
+    "dither": {"seed": 0},
     "balanced": {"r": 0.15},
     "diffuse": {},
     "random": {"of": "adaptive", "seed": 0},
@@ -295,6 +301,17 @@ class _DitherPlan(Plan):
         return valid & (draw < p)
 
 
+@dataclass
+class Dither(Policy):
+    """``adaptive``'s stochastic rounding on every tensor and scheme, whatever the scan would say."""
+
+    seed: int = DEFAULTS["dither"]["seed"]
+    name = "dither"
+
+    def plan(self, evidence=None) -> Plan:
+        return _DitherPlan(self.seed, {"evidence": "always", "dither": True})
+
+
 MIN_PILE = 50  # weights in one histogram bin before a pile-up is believed
 
 
@@ -472,7 +489,7 @@ class Gaussian(Policy):
 
 
 POLICIES: dict[str, type[Policy]] = {
-    p.name: p for p in (Ratio, Threshold, Adaptive, Balanced, Diffuse, Random, Gaussian)
+    p.name: p for p in (Ratio, Threshold, Adaptive, Dither, Balanced, Diffuse, Random, Gaussian)
 }
 
 
@@ -520,6 +537,7 @@ __all__ = [
     "Balanced",
     "CellView",
     "Diffuse",
+    "Dither",
     "Gaussian",
     "Plan",
     "Policy",

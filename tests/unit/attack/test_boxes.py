@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from flipguard.attack.boxes import malicious_boxes, trim, trust_region
+from flipguard.attack.boxes import boxes_and_cells, malicious_boxes, trim, trust_region
 from flipguard.schemes import get_scheme
 
 SCHEME_SETS = [["int8"], ["fp4"], ["nf4"], ["int8", "fp4", "nf4"]]
@@ -41,6 +41,25 @@ def test_margin_narrows_the_box():
     narrow = malicious_boxes(w, ["int8"], margin={"int8": 0.2})
     assert (narrow[0] >= wide[0]).all() and (narrow[1] <= wide[1]).all()
     assert ((narrow[1] - narrow[0]).sum() < (wide[1] - wide[0]).sum())
+
+
+@pytest.mark.parametrize("name", ["int8", "nf4"])
+def test_spread_margins_vary_per_weight_within_zero_and_the_margin(name):
+    w = _weight()
+    draw = lambda: boxes_and_cells(w, [name], 0.4, spread=torch.Generator().manual_seed(3))  # noqa: E731
+    lo, hi, cells = draw()
+    cell_lo, cell_hi = cells[name]
+    width = (cell_hi.double() - cell_lo.double())
+    free = width > 0
+    kept = ((hi.double() - lo.double()) / torch.where(free, width, 1.0))[free]
+    assert kept.min() >= 1 - 2 * 0.4 - 1e-6 and kept.max() <= 1 + 1e-6  # each side trimmed by 0..0.4 cells
+    assert kept.std() > 0.1  # margins differ from weight to weight (a fixed margin gives one width)
+    for end in (lo, hi):  # every box still keeps the codes
+        assert torch.equal(get_scheme(name).codes(end), get_scheme(name).codes(w))
+    again = draw()
+    assert torch.equal(again[0], lo) and torch.equal(again[1], hi)  # seeded: the same boxes
+    with pytest.raises(ValueError, match="margin"):
+        trim(cell_lo, cell_hi, torch.full(w.shape, 0.5, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("schemes", SCHEME_SETS)

@@ -123,6 +123,22 @@ def test_adaptive_rounds_an_attacked_tensor_without_bias():
     assert torch.equal(chosen, plan.select(view))  # seeded: same draw every time
 
 
+def test_dither_rounds_a_clean_looking_tensor_as_adaptive_rounds_an_attacked_one():
+    """A scan-aware attacker can make every tensor look clean: dither does not ask the scan."""
+    scheme, w = get_scheme("nf4"), clean_weight(128, 512)
+    evidence = {"nf4": inspect_tensor("w", w, scheme)}
+    assert make_policy("adaptive").plan_all(evidence)["nf4"].detail["evidence"] == "clean"
+    dither = make_policy("dither", seed=3)
+    assert not dither.needs_evidence
+    plan = dither.plan_all({"nf4": None})["nf4"]
+    attacked, _ = attacked_weight(["nf4"], rows=128, cols=512)
+    adaptive = make_policy("adaptive", seed=3).plan(inspect_tensor("attacked", attacked, scheme))
+    view = _view_of("nf4", w)
+    assert plan.detail["dither"] and torch.equal(plan.select(view), adaptive.select(view))
+    assert torch.equal(plan.direction(view), adaptive.direction(view))
+    assert 0.15 < float(plan.select(view)[view.eligible].float().mean()) < 0.35  # a quarter, not 4%
+
+
 @pytest.mark.parametrize("name", ["int8", "fp4", "nf4"])
 def test_diffuse_keeps_each_groups_summed_error_within_one_step(name):
     """Error diffusion: per group the summed rounding error stays below half the widest gap, where
