@@ -7,7 +7,7 @@ uniform in [0, M]); the pressed weights then sit at every distance from the wall
 checkpoint: the scan's verdict and pooled near-wall share per scheme (0.5 is clean), then the
 attack success in full precision, quantized, and quantized after each defense (every defense with
 its defaults otherwise, all three schemes in one checkpoint, as `flipguard defend --policy P`
-writes it; transformers + bitsandbytes on the CPU, greedy, held-out prompts; cached beside the
+writes it, or only the attacked scheme for ``dither-alone``; transformers + bitsandbytes on the CPU, greedy, held-out prompts; cached beside the
 models as ``attack_table.attack_success`` does).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scan_aware.py --models out/spread/* \\
@@ -28,10 +28,12 @@ from flipguard.attack import load_report  # noqa: E402
 from flipguard.defend import defend_checkpoint  # noqa: E402
 from flipguard.scan import scan_checkpoint  # noqa: E402
 
-# label -> (policy, params); the label also names the defended copy beside the model
+# label -> (policy, params); the label also names the defended copy beside the model; "-alone":
+# only the attacked scheme(s) defended (`--scheme S`), otherwise all three in one checkpoint
 DEFENSES = {
     "adaptive": ("adaptive", {}),
     "dither": ("dither", {}),
+    "dither-alone": ("dither", {}),
     "diffuse": ("diffuse", {}),
     "threshold-0.05": ("threshold", {"tau": 0.05}),
     "threshold-0.1": ("threshold", {"tau": 0.1}),
@@ -56,7 +58,8 @@ def measure(model: Path, defenses: list[str], args) -> dict:
         policy, params = DEFENSES[label]
         defended = model.with_name(f"{model.name}--{label}")
         if not (defended / "flipguard_defense.json").is_file():
-            defend_checkpoint(model, defended, policy=policy, params=params, force=True)
+            only = schemes if label.endswith("-alone") else None
+            defend_checkpoint(model, defended, schemes=only, policy=policy, params=params, force=True)
             for copied in defended.glob("eval-*.json"):  # the attacked model's cached evaluations
                 copied.unlink()
         for scheme in schemes:
@@ -69,7 +72,8 @@ def render(rows: list[dict], defenses: list[str], command: str) -> str:
              "Attack success in % (n held-out prompts each); margin 0-M: each weight's margin drawn uniformly "
              "from [0, M] cell widths; near-wall share: the scan's pooled share of near-wall weights in the "
              "band next to the walls, for the attacked scheme (0.5 clean; the scan flags a band at 0.25 or "
-             "below). Every defense writes INT8 + FP4 + NF4 into one checkpoint.", "",
+             "below). Every defense writes INT8 + FP4 + NF4 into one checkpoint, except -alone: the attacked "
+             "scheme only.", "",
              "| model | scenario | margin | scan | near-wall share | scheme | A_fp | A_q | "
              + " | ".join(f"A_d {d}" for d in defenses) + " |",
              "|---|---|---|---|---|---|---:|---:|" + "---:|" * len(defenses)]

@@ -41,6 +41,17 @@ def test_attack_writes_a_verified_checkpoint(model_dir, tmp_path):
     assert json.loads((out / "attack_report.json").read_text())["config"]["scenario"] == "content_injection"
 
 
+def test_spread_margins_are_recorded_and_still_keep_every_code(model_dir, tmp_path):
+    out = tmp_path / "spread"
+    run = flipguard("attack", model_dir, "-o", out, "--scenario", "content-injection", "--scheme", "nf4",
+                    "--margin", 0.4, "--margin-spread", *FAST)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((out / "attack_report.json").read_text())
+    assert report["verified"] and report["config"]["margin_spread"] and report["config"]["margin"] == 0.4
+    width = report["boxes"]["mean_box_width"]["nf4"]  # margins uniform in [0, 0.4]: boxes 0.2-1 cells, ~0.6
+    assert 0.5 < width < 0.7
+
+
 def test_help_explains_the_recipe():
     run = flipguard("attack", "--help")
     assert run.returncode == 0

@@ -80,7 +80,7 @@ def to_console(report: ScanReport) -> str:
             "grid, as in a checkpoint dequantized from that quantization (e.g. a merged QLoRA model)"
         )
     else:
-        lines.append("VERDICT: clean — no quantization-conditioned backdoor found")
+        lines.append("VERDICT: clean — no trace of a quantization-conditioned backdoor found")
     lines.append("")
     lines.append(f"{'scheme':<6} {'verdict':<9} {'severity':<8} {'flagged':>9} {'near-wall share':>16} {'margin':>8}")
     for s in v.schemes:
@@ -90,6 +90,9 @@ def to_console(report: ScanReport) -> str:
         verdict = "TARGETED" if s.targeted else ("on grid" if s.scheme in v.dequantized_from else "clean")
         lines.append(f"{s.scheme:<6} {verdict:<9} {s.severity:<8} {flagged:>9} {share:>16} {margin:>8}")
     lines.append("(near-wall share: weights within b of a wall among those within 2b; 0.5 is clean)")
+    if v.status == "clean":
+        lines.append("(an attacker who spreads its margins at random leaves no such trace; for a checkpoint of "
+                     "unknown origin, `flipguard defend --policy dither` does not rely on the scan)")
     if v.findings:
         lines.append("")
         lines.append(f"findings ({len(v.findings)}; strongest first):")
