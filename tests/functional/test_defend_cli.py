@@ -61,6 +61,21 @@ def test_one_scheme_and_a_policy_with_parameters(model, tmp_path, cli):
     assert saved["schemes"] == ["nf4"] and saved["policy"] == {"name": "ratio", "r": 0.15}
 
 
+@pytest.mark.parametrize("policy", ["ratio", "threshold", "adaptive", "dither", "balanced", "diffuse", "random",
+                                    "gaussian"])
+def test_every_policy_prints_its_summary(model, tmp_path, cli, policy):
+    from flipguard.defend import POLICIES
+
+    assert policy in POLICIES
+    code, out, err = cli("defend", model, "-o", tmp_path / "o", "--scheme", "nf4", "--policy", policy)
+    assert code == 0, err
+    assert f"policy {policy}" in out and "codes changed" in out and "report:" in out
+    if policy == "dither":  # no scan asked: every tensor rounded stochastically, and said so
+        saved = json.loads((tmp_path / "o" / "flipguard_defense.json").read_text())
+        assert all(t["plans"]["nf4"]["evidence"] == "always" for t in saved["tensors"])
+        assert f"{len(saved['tensors'])} tensor/scheme pairs rounded stochastically without asking the scan" in out
+
+
 @pytest.mark.parametrize(
     "extra, words",
     [

@@ -120,8 +120,12 @@ def console(report: DefenseReport, limit: int = 5) -> str:
         (t.name, name, plan)
         for t in report.tensors
         for name, plan in t.plans.items()
-        if plan.get("evidence", "clean") != "clean"
+        if plan.get("evidence", "clean") not in ("clean", "always")
     ]
+    always = sum(plan.get("evidence") == "always" for t in report.tensors for plan in t.plans.values())
+    if always:
+        lines.append(f"\n{always} tensor/scheme pairs rounded stochastically without asking the scan "
+                     f"(policy {report.policy})")
     if raised:
         lines.append(f"\n{len(raised)} tensor/scheme pairs look attacked (rounded stochastically there), e.g.:")
         for tensor, scheme, plan in raised[:limit]:
