@@ -46,7 +46,7 @@ import torch
 
 from flipguard.defend.fast import indices_below
 from flipguard.errors import UsageError
-from flipguard.scan.verdict import band_strength
+from flipguard.scan.verdict import band_strength, structured
 
 # -- every default in one place ---------------------------------------------------------------
 DEFAULTS = {
@@ -209,7 +209,8 @@ class Adaptive(Policy):
     crowded-band test, significant and scheme-wide, gives no estimate); and
     the far edge of the fullest bin of the scan's
     wall-distance histogram when it holds ``pile_ratio`` times its neighbours (the box edge the
-    attacker's projection stops weights at); reported, and any evidence marks the tensor attacked.
+    attacker's projection stops weights at); rounding errors with low-rank structure
+    (``scan.structure``, INT8; no estimate); reported, and any evidence marks the tensor attacked.
 
     Attacked-looking tensor: stochastic rounding, made deterministic by a seeded draw. Each weight
     ``x`` between its level ``l`` and the next level ``l'`` on its side is flipped to ``l'`` with
@@ -277,6 +278,8 @@ class Adaptive(Policy):
         crowd = evidence.crowd
         if crowd is not None and crowd.p < self.alpha and band_strength(evidence.counts, crowd, crowded=True):
             why = why + ["crowd"]  # the margin is finer than the dtype resolves: no estimate
+        if structured(evidence):
+            why = why + ["structure"]  # a repair kept inside the cells, whatever its margins
         return margin, "+".join(why) or "clean"
 
 

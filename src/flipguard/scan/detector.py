@@ -10,6 +10,7 @@ from flipguard.scan.fast import all_finite, fast_histograms, threads_for
 from flipguard.scan.stats import (
     CROWD_SHARE, BandCounts, BandTest, PileTest, band_counts, band_test, crowd_test, pile_test, wall_group_size,
 )
+from flipguard.scan.structure import structure_ratio
 from flipguard.schemes import Scheme
 
 DEQUANTIZED_SHARE = 0.9  # free weights on a level above which a tensor is "dequantized"
@@ -37,6 +38,7 @@ class TensorEvidence:
     pile: PileTest | None = None
     nonfinite: int = 0
     min_distance: float = float("nan")
+    structure: float | None = None  # rounding errors' sigma_1 over a shuffle's (scan.structure)
 
     @property
     def on_level_share(self) -> float:
@@ -77,6 +79,7 @@ def _inspect(name: str, w: torch.Tensor, scheme: Scheme, finite: bool = False) -
     evidence.band = band_test(counts)
     evidence.crowd = crowd_test(counts, CROWD_SHARE)
     evidence.pile = pile_test(counts)
+    evidence.structure = structure_ratio(w, scheme)
     return evidence
 
 

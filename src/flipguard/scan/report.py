@@ -8,6 +8,7 @@ from dataclasses import asdict
 from flipguard import __version__
 from flipguard.scan.runner import ScanReport
 from flipguard.scan.stats import BANDS, RESOLUTION_FACTOR
+from flipguard.scan.structure import STRUCTURE_RATIO, STRUCTURE_SCHEMES
 from flipguard.scan.verdict import ALPHA, MAX_SHARE
 
 MAX_CONSOLE_FINDINGS = 10
@@ -33,6 +34,8 @@ def to_dict(report: ScanReport) -> dict:
             "null": "inner band [0,b) vs adjacent band [b,2b) of wall distances, Binomial(n, 1/2); "
                     "empty band: lower tail, crowded band: upper tail",
             "correction": "Bonferroni over bands, Holm over (tensor, scheme) tests",
+            "structure": f"{', '.join(STRUCTURE_SCHEMES)}: largest singular value of the rounding errors "
+                         f"(u - 1/2) over a shuffle's; flagged at {STRUCTURE_RATIO} or above",
         },
         "scheme_verdicts": [asdict(v) for v in report.verdict.schemes],
         "findings": [asdict(f) for f in report.verdict.findings],
@@ -54,6 +57,8 @@ def _evidence(e) -> dict:
             out["crowd"] = asdict(e.crowd)
         out["pile"] = asdict(e.pile)
         out["min_distance"] = e.min_distance
+        if e.structure is not None:
+            out["structure"] = round(e.structure, 4)
     return out
 
 
@@ -91,22 +96,27 @@ def to_console(report: ScanReport) -> str:
         lines.append(f"{s.scheme:<6} {verdict:<9} {s.severity:<8} {flagged:>9} {share:>16} {margin:>8}")
     lines.append("(near-wall share: weights within b of a wall among those within 2b; 0.5 is clean)")
     if v.status == "clean":
-        lines.append("(an attacker who spreads its margins at random leaves no such trace; for a checkpoint of "
-                     "unknown origin, `flipguard defend --policy dither` does not rely on the scan)")
+        lines.append("(a 4-bit attack whose margins are spread at random leaves no trace this scan sees; for a "
+                     "checkpoint of unknown origin, `flipguard defend --policy dither` does not rely on the scan)")
     if v.findings:
         lines.append("")
         lines.append(f"findings ({len(v.findings)}; strongest first):")
         for f in sorted(v.findings, key=lambda f: f.p_adjusted)[:MAX_CONSOLE_FINDINGS]:
-            lines.append(
-                f"  [{f.scheme}] {f.tensor}: {f.share:.1%} of near-wall weights within {f.band:.2%} "
-                f"of a wall (clean: 50%), p={f.p_adjusted:.1e}, nearest weight at {f.min_distance:.2%}"
-            )
+            lines.append(f"  [{f.scheme}] {f.tensor}: {_message(f)}")
         if len(v.findings) > MAX_CONSOLE_FINDINGS:
             lines.append(f"  ... {len(v.findings) - MAX_CONSOLE_FINDINGS} more (use -f json)")
     for note in report.notes:
         lines.append(f"note: {note}")
     lines.append(f"scanned {report.weights_scanned:,} weights in {report.seconds:.1f} s")
     return "\n".join(lines)
+
+
+def _message(f) -> str:
+    if f.kind == "structured":
+        return (f"rounding errors with low-rank structure (largest singular value {f.structure:.2f}x a "
+                f"shuffle's; clean: about 1), as a repair kept inside the cells leaves them")
+    return (f"{f.share:.1%} of near-wall weights within {f.band:.2%} of a wall (clean: 50%), "
+            f"p={f.p_adjusted:.1e}, nearest weight at {f.min_distance:.2%}")
 
 
 def to_sarif(report: ScanReport) -> str:
@@ -125,10 +135,7 @@ def to_sarif(report: ScanReport) -> str:
         {
             "ruleId": f"FG-QCB-{f.scheme.upper()}",
             "level": "error" if severity.get(f.scheme) == "high" else "warning",
-            "message": {
-                "text": f"{f.tensor}: {f.share:.1%} of near-wall weights within {f.band:.2%} of a "
-                f"{f.scheme.upper()} wall (clean: 50%), p={f.p_adjusted:.1e}"
-            },
+            "message": {"text": f"{f.tensor}: {_message(f)}"},
             "locations": [{"physicalLocation": {"artifactLocation": {"uri": report.path}}}],
             "properties": {"tensor": f.tensor, "p_adjusted": f.p_adjusted, "share": f.share},
         }

@@ -18,6 +18,10 @@ Where the dtype cannot resolve the attacker's margin (a bfloat16 checkpoint and 
 margin), the band is *crowded* instead (``stats.crowd_test``): a tensor is also flagged when that
 test is significant (in the same Holm family), the band holds at least ``CROWD_SHARE`` of the
 near-wall weights, and most judged walls are crowded that much too.
+
+A tensor with neither is also flagged (kind "structured", strong) where its rounding errors carry
+low-rank structure (``scan.structure``: the largest singular value at least ``STRUCTURE_RATIO``
+times a shuffle's), the trace of a repair kept inside the cells whatever its margins.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flipguard.scan.detector import TensorEvidence
+from flipguard.scan.structure import STRUCTURE_RATIO
 from flipguard.scan.stats import (
     CROWD_SHARE, BandCounts, BandTest, band_test, crowd_test, estimated_margin, holm,
     wall_coverage,
@@ -55,7 +60,8 @@ class Finding:
     strength: str  # "strong" or "weak" (only the walls next to zero are depleted)
     pile_at: float | None  # wall distance of the strongest pile-up, cell widths
     pile_ratio: float | None
-    kind: str = "empty"  # "empty" band, or "crowded" (the margin is finer than the dtype resolves)
+    kind: str = "empty"  # "empty" band, "crowded" (the margin is finer than the dtype resolves), "structured"
+    structure: float | None = None  # the tensor's structure ratio (scan.structure), where computed
 
 
 @dataclass
@@ -101,6 +107,8 @@ def decide(evidence: list[TensorEvidence], schemes: list[str], alpha: float = AL
             findings.append(_finding(e, e.band, p_band, empty))
         elif crowded:
             findings.append(_finding(e, e.crowd, p_crowd, crowded, kind="crowded"))
+        elif structured(e):
+            findings.append(_finding(e, e.band, p_band, "strong", kind="structured"))
     considered = [e for e in evidence if e.name not in on_grid or e.status == "dequantized"]
     verdicts = [_scheme_verdict(s, considered, findings, alpha, len(schemes)) for s in schemes]
     if any(v.evidence == "strong" for v in verdicts):
@@ -135,6 +143,11 @@ def band_strength(counts: BandCounts, band: BandTest, crowded: bool = False) -> 
     return "strong" if cover.depleted_off_zero else "weak"
 
 
+def structured(e: TensorEvidence) -> bool:
+    """Whether the tensor's rounding errors carry the low-rank structure of a boxed repair."""
+    return e.structure is not None and e.structure >= STRUCTURE_RATIO
+
+
 def _finding(e: TensorEvidence, band: BandTest, p: float, strength: str, kind: str = "empty") -> Finding:
     cover = _cover(e.counts, band, kind == "crowded")
     return Finding(
@@ -151,6 +164,7 @@ def _finding(e: TensorEvidence, band: BandTest, p: float, strength: str, kind: s
         pile_at=e.pile.at if e.pile else None,
         pile_ratio=e.pile.ratio if e.pile else None,
         kind=kind,
+        structure=e.structure,
     )
 
 

@@ -97,7 +97,7 @@ def test_adaptive_takes_a_depleted_band_as_evidence_when_a_coarse_dtype_leaves_i
     counts = count_bands(d, torch.zeros_like(d), torch.arange(len(d)) % 4, 4)
     band = band_test(counts)
     assert band.p < 1e-10 and band.empty_up_to == 0.0 and band.share < 0.25  # depleted, never empty
-    evidence = SimpleNamespace(status="ok", band=band, counts=counts, min_distance=0.0, crowd=None)
+    evidence = SimpleNamespace(status="ok", band=band, counts=counts, min_distance=0.0, crowd=None, structure=None)
     assert make_policy("adaptive").margin(evidence) == (band.band, "band")
 
 
