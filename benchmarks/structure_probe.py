@@ -8,11 +8,12 @@ group's absmax weights set to 0) carries low-rank structure, while in an honest 
 errors are close to independent noise. Statistic per tensor and scheme: the largest singular value
 of ``E`` over that of the same entries randomly permuted (1 for unstructured errors).
 
-The scan uses it for INT8 only (``flipguard.scan.structure``, on a sample of the tensor; here the
-whole tensor): the errors are a fixed sawtooth of the weights, and under a 4-bit grid, with a
-handful of cells per block, weights with strong low-rank structure of their own together with
-outlier input features leak that structure into them; the synthetic rows below reach the attacked
-range under FP4 and NF4 (not under INT8), and no large trained checkpoint can be measured here.
+The scan uses it under every scheme (``flipguard.scan.structure``, on a sample of each tensor;
+here the whole tensor), flagging 1.3 and above. Where it can mislead: the errors are a fixed
+sawtooth of the weights, and under a 4-bit grid, with a handful of cells per block, weights with
+strong low-rank structure of their own together with outlier input features leak that structure
+into them; the synthetic rows below reach the attacked range under FP4 (not under INT8), and no
+large trained checkpoint can be measured here.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/structure_probe.py --clean out/attack-bench/clean/* \\
         --attacked out/attack-bench/attacked/llama-s0-content-injection-nf4:nf4 ... --out results/structure_probe

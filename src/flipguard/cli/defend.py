@@ -19,17 +19,16 @@ policy (adaptive) asks the scan how each tensor looks: where it looks attacked u
 schemes defended it rounds every weight stochastically, under every scheme, and without bias
 (flips toward the next level with probability equal to the weight's distance from its level
 over the gap), so the rounding errors no longer all point toward the attacker's codes; where it
-looks clean it flips only the weights closest to a wall (2% of a cell). That is a bet on the scan:
-an attacker who knows it can spread its margins so that no tensor looks attacked (flipguard
-attack --margin-spread); --policy dither rounds every tensor stochastically whatever the scan
-says, at about twice the rounding error. Other tensors and files are copied unchanged; the
+looks clean it flips only the weights closest to a wall (2% of a cell). That is a bet on the scan,
+and an attacker who knows it will try to leave no trace it sees; --policy dither rounds every
+tensor stochastically whatever the scan says, at about twice the rounding error. Other tensors and files are copied unchanged; the
 output is written atomically with a JSON report (flipguard_defense.json) inside it.
 
 policies and their parameters (defaults in flipguard.defend.policies.DEFAULTS):
   adaptive   --tau-clean 0.02 --seed 0   (default)
   dither     --seed 0        adaptive's stochastic rounding on every tensor, scan or no scan:
-                             for checkpoints of unknown origin (a scan-aware attacker can make
-                             every tensor look clean); about twice the rounding error
+                             for checkpoints of unknown origin (an attacker who knows the scan
+                             will try to look clean); about twice the rounding error
   ratio      --r 0.15        per group, the share r nearest a wall
   threshold  --tau 0.05      every weight closer than tau cell widths to a wall
   balanced   --r 0.15        up to r per group, as many flips up as down

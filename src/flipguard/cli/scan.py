@@ -20,11 +20,11 @@ A clean tensor has its share of weights right next to the walls; an attacked one
 weight a margin inside its cell, so the band next to the walls is empty (or, where the dtype
 is too coarse to show the margin, as bfloat16 for a 1% margin, crowded with the weights pressed
 against it). The null comes from the tensor itself (the band next to the wall against the band
-beside it), corrected for multiple testing. Under INT8 it also checks whether the weights'
-rounding errors carry low-rank structure, as a repair kept inside the cells leaves them whatever
-its margins (an honest fine-tune crosses walls and leaves none). A 4-bit attacker who spreads its
-margins at random leaves no trace this scan sees: for a checkpoint of unknown origin, `flipguard
-defend --policy dither` does not rely on it. No data, no model load, no GPU.
+beside it), corrected for multiple testing. It also checks whether the weights' rounding errors
+carry low-rank structure, as a repair kept inside the cells leaves them whatever its margins (an
+honest fine-tune crosses walls and leaves none), which finds an attacker who spreads its margins
+so that no band looks emptied. A clean verdict is no proof: for a checkpoint of unknown origin,
+`flipguard defend --policy dither` does not rely on the scan. No data, no model load, no GPU.
 
 exit codes: 0 clean, 1 findings, 2 error (unreadable input, NaN/Inf weights),
             3 nothing scannable, 4 usage

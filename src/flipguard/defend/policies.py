@@ -19,10 +19,10 @@ Policies (``POLICIES``):
                   to the next level), under every scheme defended once one shows the trace;
                   where the tensor looks clean, ``threshold`` with the small ``tau_clean``;
 - ``dither``    — the same unbiased stochastic rounding on every tensor, without asking the
-                  scan: for checkpoints of unknown origin where a scan-aware attacker may have
-                  spread its margins so that no tensor looks attacked (``flipguard attack
-                  --margin-spread``; the scan then sees nothing and ``adaptive`` flips 4%); costs
-                  about twice the rounding error of plain quantization on a clean model;
+                  scan: for checkpoints of unknown origin, whose attacker may have hidden its
+                  trace from the scan (a tensor that looks clean gets 4% flips from
+                  ``adaptive``, which no backdoor notices); costs about twice the rounding error
+                  of plain quantization on a clean model;
 - ``balanced``  — per group, up to ``r`` of the weights, in equal numbers of upward and downward
                   flips (nearest the wall first), so the group's summed dequantization error moves
                   by about zero;
@@ -210,7 +210,7 @@ class Adaptive(Policy):
     the far edge of the fullest bin of the scan's
     wall-distance histogram when it holds ``pile_ratio`` times its neighbours (the box edge the
     attacker's projection stops weights at); rounding errors with low-rank structure
-    (``scan.structure``, INT8; no estimate); reported, and any evidence marks the tensor attacked.
+    (``scan.structure``; no estimate); reported, and any evidence marks the tensor attacked.
 
     Attacked-looking tensor: stochastic rounding, made deterministic by a seeded draw. Each weight
     ``x`` between its level ``l`` and the next level ``l'`` on its side is flipped to ``l'`` with

@@ -96,8 +96,8 @@ def to_console(report: ScanReport) -> str:
         lines.append(f"{s.scheme:<6} {verdict:<9} {s.severity:<8} {flagged:>9} {share:>16} {margin:>8}")
     lines.append("(near-wall share: weights within b of a wall among those within 2b; 0.5 is clean)")
     if v.status == "clean":
-        lines.append("(a 4-bit attack whose margins are spread at random leaves no trace this scan sees; for a "
-                     "checkpoint of unknown origin, `flipguard defend --policy dither` does not rely on the scan)")
+        lines.append("(clean is no proof: for a checkpoint of unknown origin, `flipguard defend --policy dither` "
+                     "does not rely on the scan)")
     if v.findings:
         lines.append("")
         lines.append(f"findings ({len(v.findings)}; strongest first):")

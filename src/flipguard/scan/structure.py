@@ -11,36 +11,54 @@ entries in a random order (about 1 without structure, Marchenko-Pastur). It does
 far weights sit from the walls, so an attacker who spreads its margins at random (``flipguard
 attack --margin-spread``) to empty no band still shows it.
 
-Computed for INT8 only (``STRUCTURE_SCHEMES``): an INT8 cell is a small fraction of a row's range,
-so the errors are a sawtooth over dozens of cells that keeps none of the weights' own structure;
-a 4-bit grid has a handful of cells per block, and weights with strong low-rank structure of their
-own plus outlier input features pass some of it to the errors (``benchmarks/structure_probe.py``:
-up to 1.56 under FP4 and 1.24 under NF4 on synthetic weights, against at most 1.006 under INT8;
-honest zoo checkpoints in three dtypes at most 1.07 under every scheme; attacked tensors at least 1.30).
-Errors are taken from up to ``SAMPLE_ROWS`` evenly spaced rows and ``SAMPLE_COLS`` evenly spaced
-columns (INT8 groups are rows, so a row sample keeps every scale); the order is a seeded draw.
+Where it can mislead: the errors are a fixed sawtooth of the weights, and under a 4-bit grid,
+with a handful of cells per block, weights with strong low-rank structure of their own plus
+outlier input features pass some of it to the errors (``benchmarks/structure_probe.py``: synthetic
+weights with 90% of their variance in one direction and 30x outlier columns reach 1.56 under FP4
+and 1.24 under NF4; INT8, whose cells are a small fraction of a row's range, stays at 1.006);
+honest zoo checkpoints in three dtypes stay at or below 1.07 under every scheme and attacked
+tensors at or above 1.30; no large trained checkpoint could be measured. Errors are taken from up
+to ``SAMPLE_ROWS`` rows holding whole groups (:func:`_sample_rows`) and ``SAMPLE_COLS`` evenly
+spaced columns, so the cost and the statistic's scale do not grow with the tensor; the shuffle is
+a seeded draw.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from flipguard.schemes import Scheme
+from flipguard.schemes.fourbit import BLOCK
 
-STRUCTURE_SCHEMES = ("int8",)
+STRUCTURE_SCHEMES = ("int8", "fp4", "nf4")  # the schemes it is computed for
 STRUCTURE_RATIO = 1.3  # sigma_1(E) over a shuffle's at or above which a tensor is flagged
-SAMPLE_ROWS = 128
-SAMPLE_COLS = 2048
+SAMPLE_ROWS = 256
+SAMPLE_COLS = 1024  # a squarer sample has a lower noise edge for the same cost
 MIN_SIDE = 16  # smaller samples give a noisy largest singular value
 
 
 def structure_ratio(w: torch.Tensor, scheme: Scheme, seed: int = 0) -> float | None:
     """The scan's statistic for ``w`` (2-D, as quantized): :func:`error_structure` of a sample of
-    evenly spaced rows and columns; None for a scheme outside ``STRUCTURE_SCHEMES`` or a tensor
-    smaller than ``MIN_SIDE``."""
+    rows (whole groups, :func:`_sample_rows`) and evenly spaced columns; None for a scheme outside
+    ``STRUCTURE_SCHEMES`` or a tensor smaller than ``MIN_SIDE``."""
     if scheme.name not in STRUCTURE_SCHEMES or min(w.shape) < MIN_SIDE:
         return None
-    return error_structure(w[_evenly(w.shape[0], SAMPLE_ROWS)], scheme, seed, _evenly(w.shape[1], SAMPLE_COLS))
+    return error_structure(_sample_rows(w, scheme), scheme, seed, _evenly(w.shape[1], SAMPLE_COLS))
+
+
+def _sample_rows(w: torch.Tensor, scheme: Scheme) -> torch.Tensor:
+    """Up to ``SAMPLE_ROWS`` rows of ``w`` whose groups are the full tensor's: evenly spaced rows
+    where every row holds whole groups (INT8's rows; 4-bit blocks when a row is a multiple of the
+    block), else the first rows up to a block boundary (or all of them)."""
+    n, cols = w.shape
+    block = BLOCK
+    if scheme.name == "int8" or cols % block == 0:
+        return w[_evenly(n, SAMPLE_ROWS)]
+    step = block // math.gcd(cols, block)  # rows per whole number of blocks
+    rows = min(n, SAMPLE_ROWS) // step * step
+    return w[:rows] if rows >= MIN_SIDE else w
 
 
 def error_structure(w: torch.Tensor, scheme: Scheme, seed: int = 0, cols: torch.Tensor | None = None) -> float | None:
@@ -48,9 +66,11 @@ def error_structure(w: torch.Tensor, scheme: Scheme, seed: int = 0, cols: torch.
     maxima count as 0; only columns ``cols`` if given) over that of the same errors in a seeded
     random order; None if they are all equal."""
     grouped = scheme.group(w.contiguous())
-    _, u, _ = scheme.position(grouped.x)
-    e = torch.where(grouped.pinned, 0.0, u.float() - 0.5).reshape(w.shape)
-    e = e[:, cols] if cols is not None else e
+    x, pinned = grouped.x.reshape(w.shape), grouped.pinned.reshape(w.shape)
+    if cols is not None:
+        x, pinned = x[:, cols], pinned[:, cols]
+    _, u, _ = scheme.position(x)
+    e = torch.where(pinned, 0.0, u.float() - 0.5)
     e = e - e.mean()
     order = torch.randperm(e.numel(), generator=torch.Generator().manual_seed(seed))
     shuffled = e.reshape(-1)[order].reshape(e.shape)

@@ -6,7 +6,7 @@ import torch
 from flipguard.attack.boxes import boxes_and_cells
 from flipguard.defend import make_policy
 from flipguard.scan import inspect_tensor
-from flipguard.scan.structure import STRUCTURE_RATIO, structure_ratio
+from flipguard.scan.structure import STRUCTURE_RATIO, error_structure, structure_ratio
 from flipguard.scan.verdict import decide
 from flipguard.schemes import get_scheme
 
@@ -29,29 +29,32 @@ def _update(w, cells, seed=1):
 
 
 def test_honest_weights_show_no_structure_even_with_strong_structure_of_their_own():
-    assert abs(structure_ratio(_weights(), INT8) - 1) < 0.1
+    for name in ("int8", "fp4", "nf4"):
+        assert abs(structure_ratio(_weights(), get_scheme(name)) - 1) < 0.1
     strong = 0.02 * (0.9 ** 0.5 * _low_rank(256, 512, 1, 2) + 0.1 ** 0.5 * torch.randn(256, 512))
     strong[:, :8] *= 30  # outlier input features: INT8's cells stay small against each row's range
     assert structure_ratio(strong, INT8) < 1.1
 
 
+@pytest.mark.parametrize("name, cells", [("int8", 1.0), ("nf4", 10.0), ("fp4", 10.0)])
 @pytest.mark.parametrize("spread", [False, True])
-def test_a_repair_kept_inside_the_cells_shows_and_a_free_update_does_not(spread):
-    w = _weights()
+def test_a_repair_kept_inside_the_cells_shows_and_a_free_update_does_not(name, cells, spread):
+    w, scheme = _weights(), get_scheme(name)
     generator = torch.Generator().manual_seed(5) if spread else None
-    lo, hi, _ = boxes_and_cells(w, ["int8"], 0.4 if spread else 0.1, spread=generator)
-    push = _update(w, 1.0)
-    repaired = torch.minimum(torch.maximum(w + push, lo), hi)  # PGD's projection: never across a wall
-    assert structure_ratio(repaired, INT8) >= STRUCTURE_RATIO
-    for cells in (0.1, 0.3, 1.0):  # a fine-tune or merged adapter crosses walls freely
-        assert structure_ratio(w + _update(w, cells), INT8) < 1.1
+    lo, hi, _ = boxes_and_cells(w, [name], 0.4 if spread else 0.01, spread=generator)
+    repaired = torch.minimum(torch.maximum(w + _update(w, cells), lo), hi)  # PGD's projection: never across a wall
+    assert structure_ratio(repaired, scheme) >= STRUCTURE_RATIO
+    for size in (0.1, 0.3, 1.0):  # a fine-tune or merged adapter crosses walls freely
+        assert structure_ratio(w + _update(w, size * cells), scheme) < 1.1
 
 
-def test_only_int8_and_large_enough_tensors_are_measured():
-    assert structure_ratio(_weights(), get_scheme("nf4")) is None
+def test_samples_hold_whole_groups_and_small_tensors_are_not_measured():
     assert structure_ratio(_weights(8, 512), INT8) is None
-    w = _weights(1000, 3000)  # sampled: evenly spaced rows and columns, deterministic
+    w = _weights(1000, 3000)  # sampled: deterministic
     assert structure_ratio(w, INT8) == structure_ratio(w.clone(), INT8)
+    nf4 = get_scheme("nf4")
+    odd = _weights(300, 100)  # 100 columns: 64-blocks span rows, so the sample is the first 256 rows
+    assert structure_ratio(odd, nf4) == error_structure(odd[:256], nf4, 0, torch.arange(100))
 
 
 def test_a_structured_tensor_is_named_and_dithered_even_with_no_band_emptied():
