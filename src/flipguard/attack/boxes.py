@@ -66,9 +66,9 @@ def boxes_and_cells(
 def trim(lo: torch.Tensor, hi: torch.Tensor, margin: float | torch.Tensor) -> torch.Tensor:
     """``[lo + m·width, hi - m·width]`` rounded inward to the dtype of ``lo``; keeps ``lo ≤ hi``.
     ``margin``: one number, or one per weight (float64, shape of ``lo``)."""
-    low, high = (float(margin.min()), float(margin.max())) if torch.is_tensor(margin) and margin.numel() \
-        else (margin, margin)
-    if torch.is_tensor(low) or not (0 <= low and high < 0.5):
+    low, high = (margin, margin) if not torch.is_tensor(margin) else \
+        (float(margin.min()), float(margin.max())) if margin.numel() else (0.0, 0.0)
+    if not 0 <= low <= high < 0.5:
         raise ValueError(f"margin must be in [0, 0.5) cell widths, got {margin}")
     width = hi.double() - lo.double()
     new_lo = _round_up(lo.double() + margin * width, lo.dtype)
