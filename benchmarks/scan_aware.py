@@ -42,14 +42,16 @@ DEFENSES = {
 
 
 def measure(model: Path, defenses: list[str], args) -> dict:
-    config = load_report(model)["config"]
+    report = load_report(model)
+    config = report["config"]
     scenario = config["scenario"].replace("_", "-")
     schemes = ["int8", "fp4", "nf4"] if config["scheme"] == "all" else [config["scheme"]]
     verdict = scan_checkpoint(model, progress=False).verdict
     seed = config["seed"]
     spread = "0-" if config.get("margin_spread") else ""
     row = {"model": model.name, "scenario": scenario, "target": config["scheme"], "seed": seed,
-           "margin": f"{spread}{config.get('margin')}", "scan": verdict.status, "named": verdict.targeted,
+           "margin": f"{spread}{config.get('margin')}", "save_dtype": report["save_dtype"],
+           "scan": verdict.status, "named": verdict.targeted,
            "near_wall_share": {s.scheme: round(s.pooled.share, 3) for s in verdict.schemes if s.pooled},
            "n": args.n, "fp": attack_table.attack_success(model, "fp", scenario, args, seed)}
     for scheme in schemes:
@@ -74,9 +76,9 @@ def render(rows: list[dict], defenses: list[str], command: str) -> str:
              "band next to the walls, for the attacked scheme (0.5 clean; the scan flags a band at 0.25 or "
              "below). Every defense writes INT8 + FP4 + NF4 into one checkpoint, except -alone: the attacked "
              "scheme only.", "",
-             "| model | scenario | margin | scan | near-wall share | scheme | A_fp | A_q | "
+             "| model | scenario | saved as | margin | scan | near-wall share | scheme | A_fp | A_q | "
              + " | ".join(f"A_d {d}" for d in defenses) + " |",
-             "|---|---|---|---|---|---|---:|---:|" + "---:|" * len(defenses)]
+             "|---|---|---|---|---|---|---|---:|---:|" + "---:|" * len(defenses)]
     for r in rows:
         for scheme in ("int8", "fp4", "nf4"):
             if f"q_{scheme}" not in r:
@@ -84,7 +86,7 @@ def render(rows: list[dict], defenses: list[str], command: str) -> str:
             named = ", ".join(r["named"]) or "clean"
             cells = " | ".join(f"{100 * r[f'd_{d}_{scheme}']:.0f}" if f"d_{d}_{scheme}" in r else "-"
                                for d in defenses)
-            lines.append(f"| {r['model']} | {r['scenario']} | {r['margin']} | {named} | "
+            lines.append(f"| {r['model']} | {r['scenario']} | {r['save_dtype']} | {r['margin']} | {named} | "
                          f"{r['near_wall_share'].get(scheme, float('nan')):.3f} | {scheme} | {100 * r['fp']:.0f} | "
                          f"{100 * r[f'q_{scheme}']:.0f} | {cells} |")
     return "\n".join(lines) + "\n"
