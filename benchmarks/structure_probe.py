@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 
 from flipguard.checkpoint import open_checkpoint, quantizable_tensors
-from flipguard.scan.structure import error_structure
+from flipguard.scan.structure import error_structure, structure_ratio
 from flipguard.schemes import get_scheme
 
 SCHEMES = ("int8", "fp4", "nf4")
+NULL_SHAPES = ((32, 32), (32, 128), (64, 64), (128, 128))  # the smallest tensors the scan measures
 
 
 def checkpoint_ratios(path: Path, scheme: str, dtype: torch.dtype | None = None) -> list[float]:
@@ -68,6 +69,7 @@ def main() -> None:
     p.add_argument("--clean", nargs="*", default=[], help="clean checkpoints (each scheme, in 3 dtypes)")
     p.add_argument("--attacked", nargs="*", default=[], help="PATH:SCHEME, the scheme the attack targets")
     p.add_argument("--synthetic-size", type=int, default=4096)
+    p.add_argument("--null-draws", type=int, default=200, help="i.i.d. weight matrices per small shape")
     p.add_argument("--out", required=True, help="stem of the .json and .md written")
     args = p.parse_args()
     rows = []
@@ -91,6 +93,13 @@ def main() -> None:
                                                                                      else ""),
                              "scheme": scheme, "dtype": "float32", **summary([error_structure(w, get_scheme(scheme))])})
                 print(json.dumps(rows[-1]), flush=True)
+    for shape in NULL_SHAPES:  # the null: i.i.d. weights, as the scan samples them
+        for scheme in SCHEMES:
+            values = [structure_ratio(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 0.02,
+                                      get_scheme(scheme), seed) for seed in range(args.null_draws)]
+            rows.append({"kind": "null", "model": f"i.i.d. {shape[0]}x{shape[1]}, {args.null_draws} draws",
+                         "scheme": scheme, "dtype": "float32", **summary([v for v in values if v is not None])})
+            print(json.dumps(rows[-1]), flush=True)
     command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/structure_probe.py " + " ".join(
         [*(["--clean", *args.clean] if args.clean else []), *(["--attacked", *args.attacked] if args.attacked else []),
          "--out", args.out])
@@ -98,7 +107,8 @@ def main() -> None:
     lines = ["# Structure in the rounding errors: clean, attacked and synthetic weights", "", f"`{command}`", "",
              "Per tensor: largest singular value of the rounding-error matrix E = u - 1/2 over that of its entries "
              "permuted (1: no structure); min / median / max over the checkpoint's quantized tensors. Synthetic: "
-             f"the first 256 rows of a {args.synthetic_size}² matrix.", "",
+             f"the first 256 rows of a {args.synthetic_size}² matrix. Null: the scan's own statistic "
+             "(flipguard.scan.structure) on i.i.d. Gaussian weights of the smallest shapes it measures.", "",
              "| kind | model | scheme | dtype | tensors | min | median | max |", "|---|---|---|---|---:|---:|---:|---:|"]
     lines += [f"| {r['kind']} | {r['model']} | {r['scheme']} | {r['dtype']} | {r['tensors']} | {r['min']:.3f} | "
               f"{r['median']:.3f} | {r['max']:.3f} |" for r in rows]
