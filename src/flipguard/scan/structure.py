@@ -56,10 +56,9 @@ def _sample_rows(w: torch.Tensor, scheme: Scheme) -> torch.Tensor:
     where every row holds whole groups (INT8's rows; 4-bit blocks when a row is a multiple of the
     block), else the first rows up to a block boundary (or all of them)."""
     n, cols = w.shape
-    block = BLOCK
-    if scheme.name == "int8" or cols % block == 0:
+    if scheme.name == "int8" or cols % BLOCK == 0:
         return w[_evenly(n, SAMPLE_ROWS)]
-    step = block // math.gcd(cols, block)  # rows per whole number of blocks
+    step = BLOCK // math.gcd(cols, BLOCK)  # rows per whole number of blocks
     rows = min(n, SAMPLE_ROWS) // step * step
     return w[:rows] if rows >= MIN_SIDE else w
 
