@@ -23,26 +23,39 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import attack_table  # noqa: E402  (benchmarks/ is not a package)
 
-from flipguard.attack import load_report  # noqa: E402
+from flipguard.attack import load_report, target_schemes  # noqa: E402
 from flipguard.defend import defend_checkpoint  # noqa: E402
 from flipguard.scan import scan_checkpoint  # noqa: E402
 
 
-def measure(model: Path, args) -> dict:
+def attack_of(model: Path) -> tuple[dict, str, list[str], str]:
+    """(attack report, scenario as the evaluation names it, schemes the attack targets, margin as
+    the tables print it: the number, ``0-M`` for margins spread in [0, M], None for the published)."""
     report = load_report(model)
     config = report["config"]
-    scenario = config["scenario"].replace("_", "-")
-    schemes = ["int8", "fp4", "nf4"] if config["scheme"] == "all" else [config["scheme"]]
-    verdict = scan_checkpoint(model, progress=False).verdict
-    defended = model.with_name(model.name + "--default-defense")
+    margin = f"0-{config['margin']}" if config.get("margin_spread") else config.get("margin")
+    return report, config["scenario"].replace("_", "-"), target_schemes(config["scheme"]), margin
+
+
+def defended_copy(model: Path, label: str, **options) -> Path:
+    """``model`` defended by ``defend_checkpoint(**options)`` into ``MODEL--label`` beside it, once
+    (kept for later runs), without the attacked model's cached evaluations."""
+    defended = model.with_name(f"{model.name}--{label}")
     if not (defended / "flipguard_defense.json").is_file():
-        defend_checkpoint(model, defended, force=True)
+        defend_checkpoint(model, defended, force=True, **options)
         for copied in defended.glob("eval-*.json"):  # the attacked model's cached evaluations
             copied.unlink()
+    return defended
+
+
+def measure(model: Path, args) -> dict:
+    report, scenario, schemes, margin = attack_of(model)
+    config = report["config"]
+    verdict = scan_checkpoint(model, progress=False).verdict
+    defended = defended_copy(model, "default-defense")
     seed = config["seed"]
     row = {"model": model.name, "scenario": scenario, "target": config["scheme"], "seed": seed,
-           "save_dtype": config.get("save_dtype") or "float32",
-           "margin": f"0-{config['margin']}" if config.get("margin_spread") else config.get("margin"),
+           "save_dtype": config.get("save_dtype") or "float32", "margin": margin,
            "scan": verdict.status, "named": verdict.targeted,
            "evidence": sorted({f.kind for f in verdict.findings if f.scheme in schemes}),
            "n": args.n, "fp": attack_table.attack_success(model, "fp", scenario, args, seed)}

@@ -22,10 +22,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import attack_table  # noqa: E402  (benchmarks/ is not a package)
+import attack_settings  # noqa: E402  (benchmarks/ is not a package)
+import attack_table  # noqa: E402
 
-from flipguard.attack import load_report  # noqa: E402
-from flipguard.defend import defend_checkpoint  # noqa: E402
 from flipguard.scan import scan_checkpoint  # noqa: E402
 
 # label -> (policy, params); the label also names the defended copy beside the model; "-alone":
@@ -42,15 +41,12 @@ DEFENSES = {
 
 
 def measure(model: Path, defenses: list[str], args) -> dict:
-    report = load_report(model)
+    report, scenario, schemes, margin = attack_settings.attack_of(model)
     config = report["config"]
-    scenario = config["scenario"].replace("_", "-")
-    schemes = ["int8", "fp4", "nf4"] if config["scheme"] == "all" else [config["scheme"]]
     verdict = scan_checkpoint(model, progress=False).verdict
     seed = config["seed"]
-    spread = "0-" if config.get("margin_spread") else ""
     row = {"model": model.name, "scenario": scenario, "target": config["scheme"], "seed": seed,
-           "margin": f"{spread}{config.get('margin')}", "save_dtype": report["save_dtype"],
+           "margin": margin, "save_dtype": report["save_dtype"],
            "scan": verdict.status, "named": verdict.targeted,
            "near_wall_share": {s.scheme: round(s.pooled.share, 3) for s in verdict.schemes if s.pooled},
            "n": args.n, "fp": attack_table.attack_success(model, "fp", scenario, args, seed)}
@@ -58,12 +54,8 @@ def measure(model: Path, defenses: list[str], args) -> dict:
         row[f"q_{scheme}"] = attack_table.attack_success(model, scheme, scenario, args, seed)
     for label in defenses:
         policy, params = DEFENSES[label]
-        defended = model.with_name(f"{model.name}--{label}")
-        if not (defended / "flipguard_defense.json").is_file():
-            only = schemes if label.endswith("-alone") else None
-            defend_checkpoint(model, defended, schemes=only, policy=policy, params=params, force=True)
-            for copied in defended.glob("eval-*.json"):  # the attacked model's cached evaluations
-                copied.unlink()
+        only = schemes if label.endswith("-alone") else None
+        defended = attack_settings.defended_copy(model, label, schemes=only, policy=policy, params=params)
         for scheme in schemes:
             row[f"d_{label}_{scheme}"] = attack_table.attack_success(defended, scheme, scenario, args, seed)
     return row

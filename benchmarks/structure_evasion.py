@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import attack_table  # noqa: E402  (benchmarks/ is not a package)
+import attack_settings  # noqa: E402  (benchmarks/ is not a package)
+import attack_table  # noqa: E402
 
-from flipguard.attack import load_report  # noqa: E402
 from flipguard.attack.boxes import trim  # noqa: E402
 from flipguard.checkpoint import open_checkpoint, quantizable_tensors  # noqa: E402
 from flipguard.scan import scan_checkpoint  # noqa: E402
@@ -64,7 +64,7 @@ def blur(model: Path, out: Path, scheme: str, share: float, seed: int = 0) -> No
 def main() -> None:
     warnings.filterwarnings("ignore")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a checkpoint made by flipguard attack (one scheme)")
+    p.add_argument("--model", required=True, help="a checkpoint made by flipguard attack (one scheme, not all)")
     p.add_argument("--shares", default="0.25,0.5,0.75")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -72,8 +72,8 @@ def main() -> None:
     args = p.parse_args()
     args.device = "cpu"
     model = Path(args.model)
-    config = load_report(model)["config"]
-    scheme, scenario, seed = config["scheme"], config["scenario"].replace("_", "-"), config["seed"]
+    report, scenario, schemes, _ = attack_settings.attack_of(model)
+    scheme, seed = schemes[0], report["config"]["seed"]
     rows = []
     for share in [0.0] + [float(x) for x in args.shares.split(",")]:
         path = model if share == 0 else model.with_name(f"{model.name}--blur{share:g}")
