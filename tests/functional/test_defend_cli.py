@@ -86,6 +86,8 @@ def test_every_policy_prints_its_summary(model, tmp_path, cli, policy):
         (["--policy", "threshold", "--tau", "-0.1"], "tau must be at least 0"),
         (["--policy", "gaussian", "--sigma", "-1"], "sigma must be at least 0"),
         (["--policy", "adaptive", "--r", "0.2"], "no parameter 'r'"),
+        (["--reach", "0.7"], "reach must be above 0 and at most 0.5"),
+        (["--policy", "threshold", "--reach", "0.1"], "no parameter 'reach'"),
         (["--depth", "0.7"], "depth must be between 0 and 0.5"),
     ],
 )

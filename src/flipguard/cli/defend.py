@@ -25,7 +25,10 @@ tensor stochastically whatever the scan says, at about twice the rounding error.
 output is written atomically with a JSON report (flipguard_defense.json) inside it.
 
 policies and their parameters (defaults in flipguard.defend.policies.DEFAULTS):
-  adaptive   --tau-clean 0.02 --seed 0   (default)
+  adaptive   --tau-clean 0.02 --seed 0 --reach 0.5   (default)
+                             --reach R < 0.5: where the scan bounds the attacker's margin m (an
+                             empty band), dither only weights nearer a wall than m + R: cheaper
+                             on an attacked checkpoint, but mid-cell weights keep their codes
   dither     --seed 0        adaptive's stochastic rounding on every tensor, scan or no scan:
                              for checkpoints of unknown origin (an attacker who knows the scan
                              will try to look clean); about twice the rounding error
@@ -40,7 +43,7 @@ exit codes: 0 done, 2 error (bad option, unreadable input, output inside the inp
 """
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-POLICY_FLAGS = ("r", "tau", "tau_clean", "sigma", "relative_to", "of", "seed")
+POLICY_FLAGS = ("r", "tau", "tau_clean", "reach", "sigma", "relative_to", "of", "seed")
 
 
 def register(subparsers) -> None:
@@ -60,6 +63,9 @@ def register(subparsers) -> None:
     p.add_argument("--r", type=float, help="ratio/balanced: share of each group to flip, in (0, 1)")
     p.add_argument("--tau", type=float, help="threshold: wall distance below which to flip, cell widths")
     p.add_argument("--tau-clean", type=float, help="adaptive: tau where a tensor looks clean")
+    p.add_argument("--reach", type=float,
+                   help="adaptive: cell widths beyond a bounded margin within which weights are dithered "
+                   "(0.5, the default: every weight of an attacked-looking tensor)")
     p.add_argument("--sigma", type=float, help="gaussian: noise sigma (relative, see --relative-to)")
     p.add_argument("--relative-to", choices=["std", "cell"], help="gaussian: sigma in tensor std or cell widths")
     p.add_argument("--of", help="random: the policy whose count is drawn at random")

@@ -55,7 +55,8 @@ DEFAULTS = {
     # 4-bit attacks keep 1% of a cell free (INT8 10%); tau_clean = 0.02 flips the weights piled at
     # a 1% box edge even when the scan cannot tell, and costs a clean tensor ~4% flipped weights,
     # whose quantization error grows from (0.5 - d) to (0.5 + d) cell widths: +24·tau² ≈ +1% MSE.
-    "adaptive": {"tau_clean": 0.02, "alpha": 1e-3, "pile_ratio": 3.0, "seed": 0},
+    # reach 0.5: an attacked-looking tensor's every weight is rounded stochastically (see Adaptive)
+    "adaptive": {"tau_clean": 0.02, "alpha": 1e-3, "pile_ratio": 3.0, "seed": 0, "reach": 0.5},
     "dither": {"seed": 0},
     "balanced": {"r": 0.15},
     "diffuse": {},
@@ -222,12 +223,22 @@ class Adaptive(Policy):
     model) or every other one (backdoor 53%) leaves that correlation; unbiased rounding removes it
     at about twice the plain rounding variance. Clean-looking tensor: every weight closer than
     ``tau_clean`` to a wall (4% of weights, +1% squared rounding error).
+
+    ``reach`` (cell widths, default 0.5: every weight) trades that safety for fidelity where the
+    scan bounds the margin -- an empty band next to the walls, so no free weight of the tensor
+    sits closer to a wall than the margin ``m``: only weights closer than ``m + reach`` to a wall
+    are rounded stochastically, the rest to their nearest level. A weight in mid-cell costs the
+    most to dither (its error grows from ``d`` to ``1 - d`` of the gap when flipped) and carries the
+    least of the attack, but not none: a repair that moved weights far inside their boxes leaves
+    its sign there too, so it is not the default. Without such a bound (a depleted or crowded
+    band, a pile-up alone, structure alone, or a trace under another scheme) every weight is dithered.
     """
 
     tau_clean: float = DEFAULTS["adaptive"]["tau_clean"]
     alpha: float = DEFAULTS["adaptive"]["alpha"]
     pile_ratio: float = DEFAULTS["adaptive"]["pile_ratio"]
     seed: int = DEFAULTS["adaptive"]["seed"]
+    reach: float = DEFAULTS["adaptive"]["reach"]
     name = "adaptive"
     needs_evidence = True
 
@@ -235,12 +246,18 @@ class Adaptive(Policy):
         _check_nonnegative(self.name, "tau_clean", self.tau_clean, below=0.5)
         _check_fraction(self.name, "alpha", self.alpha)
         _check_nonnegative(self.name, "pile_ratio", self.pile_ratio)
+        if not 0 < self.reach <= 0.5:
+            raise UsageError(f"{self.name}: reach must be above 0 and at most 0.5 cell widths, got {self.reach}.")
 
     def plan(self, evidence=None) -> Plan:
         margin, why = self.margin(evidence)
         if why == "clean":
             return _ThresholdPlan(self.tau_clean, {"tau": self.tau_clean, "margin": 0.0, "evidence": why})
-        return _DitherPlan(self.seed, {"margin": round(margin, 6), "evidence": why, "dither": True})
+        detail = {"margin": round(margin, 6), "evidence": why, "dither": True}
+        if self.reach < 0.5 and _margin_bounded(evidence, self.alpha):
+            reach = min(0.5, margin + self.reach)
+            return _DitherPlan(self.seed, detail | {"reach": round(reach, 6)}, reach)
+        return _DitherPlan(self.seed, detail)
 
     def plan_all(self, evidence: dict) -> dict[str, Plan]:
         """Per scheme as :meth:`plan`, except that a tensor which looks attacked under one scheme is
@@ -283,12 +300,20 @@ class Adaptive(Policy):
         return margin, "+".join(why) or "clean"
 
 
+def _margin_bounded(evidence, alpha: float) -> bool:
+    """Whether the scan saw an empty band next to the walls (significant): no free weight of the
+    tensor is nearer a wall than the margin estimated from it."""
+    band = evidence.band
+    return band.p < alpha and band.empty_up_to > 0
+
+
 class _DitherPlan(Plan):
     """Unbiased stochastic rounding: flip toward the next level on ``x``'s side with probability
-    |x - level| / gap (seeded per tensor, scheme and chunk)."""
+    |x - level| / gap (seeded per tensor, scheme and chunk); with ``reach`` below 0.5, only
+    weights nearer a wall than ``reach`` cell widths, the others kept at their level."""
 
-    def __init__(self, seed: int, detail: dict):
-        self.seed, self.detail = seed, detail
+    def __init__(self, seed: int, detail: dict, reach: float = 0.5):
+        self.seed, self.detail, self.reach = seed, detail, reach
 
     def direction(self, view: CellView) -> torch.Tensor:
         return torch.sign(view.x - view.levels[view.level]).to(torch.int64)
@@ -301,6 +326,8 @@ class _DitherPlan(Plan):
         gap = (view.levels[nxt.clamp(0, len(view.levels) - 1)] - here).abs()
         p = torch.where(valid, (view.x - here).abs() / torch.where(valid, gap, 1.0), 0.0)
         draw = torch.rand(p.shape, generator=generator(self.seed, view.key))
+        if self.reach < 0.5:
+            valid = valid & (view.d < self.reach)
         return valid & (draw < p)
 
 

@@ -123,6 +123,41 @@ def test_adaptive_rounds_an_attacked_tensor_without_bias():
     assert torch.equal(chosen, plan.select(view))  # seeded: same draw every time
 
 
+def test_adaptive_reach_dithers_only_weights_near_the_walls_where_the_scan_bounds_the_margin():
+    """--reach R: an empty band bounds the margin m; only weights nearer a wall than m + R are dithered,
+    each as the full dither would (same draw); elsewhere, and by default, every weight."""
+    scheme = get_scheme("nf4")
+    attacked, _ = attacked_weight(["nf4"], margin=0.1, rows=128, cols=512)
+    evidence = inspect_tensor("attacked", attacked, scheme)
+    full = make_policy("adaptive").plan(evidence)
+    assert "reach" not in full.detail  # the default is every weight, as before the option existed
+    near = make_policy("adaptive", reach=0.15).plan(evidence)
+    margin = near.detail["margin"]
+    assert near.detail["reach"] == pytest.approx(margin + 0.15, abs=1e-6) and 0.25 <= near.detail["reach"] < 0.27
+    view = _view_of("nf4", attacked)
+    everything, chosen = full.select(view), near.select(view)
+    inside = view.d < near.reach
+    assert torch.equal(chosen, everything & inside)
+    assert bool(everything[~inside].any()) and not bool(chosen[~inside].any())
+    # structure alone bounds no margin (spread margins): every weight, whatever reach says
+    from types import SimpleNamespace
+
+    from flipguard.scan.stats import band_test, count_bands
+
+    d = torch.rand(20_000, generator=torch.Generator().manual_seed(0)) * 0.5
+    counts = count_bands(d, torch.zeros_like(d), torch.arange(len(d)) % 4, 4)
+    spread = SimpleNamespace(status="ok", band=band_test(counts), counts=counts, min_distance=0.0, crowd=None,
+                             structure=2.0)
+    plan = make_policy("adaptive", reach=0.15).plan(spread)
+    assert plan.detail["evidence"] == "structure" and "reach" not in plan.detail and plan.reach == 0.5
+
+
+@pytest.mark.parametrize("reach", [0.0, -0.1, 0.51])
+def test_adaptive_reach_out_of_range_is_a_usage_error(reach):
+    with pytest.raises(UsageError, match="reach"):
+        make_policy("adaptive", reach=reach)
+
+
 def test_dither_rounds_a_clean_looking_tensor_as_adaptive_rounds_an_attacked_one():
     """A scan-aware attacker can make every tensor look clean: dither does not ask the scan."""
     scheme, w = get_scheme("nf4"), clean_weight(128, 512)
