@@ -227,10 +227,11 @@ class Adaptive(Policy):
     ``reach`` (cell widths, default 0.5: every weight) trades that safety for fidelity where the
     scan bounds the margin -- an empty band next to the walls, so no free weight of the tensor
     sits closer to a wall than the margin ``m``: only weights closer than ``m + reach`` to a wall
-    are rounded stochastically, the rest to their nearest level. A weight in mid-cell costs the
-    most to dither (its error grows from ``d`` to ``1 - d`` of the gap when flipped) and carries the
-    least of the attack, but not none: a repair that moved weights far inside their boxes leaves
-    its sign there too, so it is not the default. Without such a bound (a depleted or crowded
+    are rounded stochastically, the rest to their nearest level. A weight away from the walls
+    costs more to dither than one beside them (flipped, its error grows from ``t`` to ``1 - t`` of
+    the gap, ``t`` its distance from its level; beside a wall both are about 1/2) and carries less
+    of the attack, but not none: a repair that moved weights far inside their boxes leaves its sign
+    there too, so it is not the default. Without such a bound (a depleted or crowded
     band, a pile-up alone, structure alone, or a trace under another scheme) every weight is dithered.
     """
 
