@@ -122,6 +122,7 @@ def console(report: DefenseReport, limit: int = 5) -> str:
         for name, plan in t.plans.items()
         if plan.get("evidence", "clean") not in ("clean", "always")
     ]
+    raised.sort(key=lambda r: r[2]["evidence"].startswith("via "))  # the scan's own findings first
     always = sum(plan.get("evidence") == "always" for t in report.tensors for plan in t.plans.values())
     if always:
         lines.append(f"\n{always} tensor/scheme pairs rounded stochastically without asking the scan "
@@ -129,7 +130,8 @@ def console(report: DefenseReport, limit: int = 5) -> str:
     if raised:
         lines.append(f"\n{len(raised)} tensor/scheme pairs look attacked (rounded stochastically there), e.g.:")
         for tensor, scheme, plan in raised[:limit]:
-            lines.append(f"  {tensor} [{scheme}] estimated margin {plan['margin']:.4f} ({plan['evidence']})")
+            within = f", only weights within {plan['reach']:.4f} of a wall" if "reach" in plan else ""
+            lines.append(f"  {tensor} [{scheme}] estimated margin {plan['margin']:.4f} ({plan['evidence']}){within}")
     if report.unsafe:
         totals = report.totals()
         by = {k: sum(s.unsafe.get(k, 0) for s in totals.values()) for k in ("dtype", "absmax", "other_scheme")}
