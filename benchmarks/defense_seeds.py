@@ -45,11 +45,11 @@ def measure(model: Path, seeds: list[int], args) -> list[dict]:
     for scheme in schemes:
         row = {"model": model.name, "scenario": scenario, "scheme": scheme, "n": args.n, "fp": fp,
                "q": attack_table.attack_success(model, scheme, scenario, args, eval_seed), "defended": {}}
-        for seed in seeds:
-            defended = defended_copy(model, f"adaptive-seed{seed}", params={"seed": seed})
+        copies = {seed: defended_copy(model, f"adaptive-seed{seed}", params={"seed": seed}) for seed in seeds}
+        for seed, defended in copies.items():
             row["defended"][str(seed)] = attack_table.attack_success(defended, scheme, scenario, args, eval_seed)
         if args.noise_reference:
-            reference = defended_copy(model, f"adaptive-seed{seeds[0]}", params={"seed": seeds[0]})
+            reference = copies[seeds[0]]
             row["noise_fp"] = {str(seed): attack_table.attack_success(noisy_copy(model, reference, scheme, seed), "fp",
                                                                       scenario, args, eval_seed) for seed in seeds}
         rows.append(row)

@@ -75,8 +75,7 @@ def main() -> None:
             a_d = attack_table.attack_success(defended, args.scheme, scenario, ns, seed)
             (kl_d,) = fidelity(model, [(defended, args.scheme)], args.texts)
             rows.append({"model": model.name, "scenario": scenario, "seed": seed, "contender": name, "a_fp": a_fp,
-                         "a_q": a_q,
-                         "a_d": a_d, "kl_q": kl_q, "kl_d": kl_d, "flipped_share": summary["flipped_share"]})
+                         "a_q": a_q, "a_d": a_d, "kl_q": kl_q, "kl_d": kl_d, "flipped_share": summary["flipped_share"]})
             print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")

@@ -28,7 +28,7 @@ policies and their parameters (defaults in flipguard.defend.policies.DEFAULTS):
   adaptive   --tau-clean 0.02 --seed 0 --reach 0.5   (default)
                              --reach R < 0.5: where the scan bounds the attacker's margin m (an
                              empty band), dither only weights nearer a wall than m + R: cheaper
-                             on an attacked checkpoint, but mid-cell weights keep their codes
+                             on an attacked checkpoint, but the weights farther in keep their codes
   dither     --seed 0        adaptive's stochastic rounding on every tensor, scan or no scan:
                              for checkpoints of unknown origin (an attacker who knows the scan
                              will try to look clean); about twice the rounding error
