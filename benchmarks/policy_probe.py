@@ -42,11 +42,9 @@ CONTENDERS = [
 
 
 def _prompt_seed(model: Path) -> int:
-    """The seed the grid drew held-out prompts with: the attack seed (``-aN``) or the clean model's (``-sN-``)."""
-    last = model.name.rsplit("-", 1)[-1]
-    if last.startswith("a") and last[1:].isdigit():
-        return int(last[1:])
-    match = re.search(r"-s(\d+)-", model.name)
+    """The seed the grid drew held-out prompts with: the attack seed (``-aN``, last or before a tag such
+    as ``-joint``) or the clean model's (``-sN-``)."""
+    match = re.search(r"-a(\d+)(?:-|$)", model.name) or re.search(r"-s(\d+)-", model.name)
     return int(match.group(1)) if match else 0
 
 
