@@ -21,14 +21,15 @@ schemes defended it rounds every weight stochastically, under every scheme, and 
 over the gap), so the rounding errors no longer all point toward the attacker's codes; where it
 looks clean it flips only the weights closest to a wall (2% of a cell). That is a bet on the scan,
 and an attacker who knows it will try to leave no trace it sees; --policy dither rounds every
-tensor stochastically whatever the scan says, at about twice the rounding error. Other tensors and files are copied unchanged; the
-output is written atomically with a JSON report (flipguard_defense.json) inside it.
+tensor stochastically whatever the scan says, at about twice the rounding error. Other tensors
+and files are copied unchanged; the output is written atomically with a JSON report
+(flipguard_defense.json) inside it.
 
 policies and their parameters (defaults in flipguard.defend.policies.DEFAULTS):
   adaptive   --tau-clean 0.02 --seed 0 --reach 0.5   (default)
                              --reach R < 0.5: where the scan bounds the attacker's margin m (an
                              empty band), dither only weights nearer a wall than m + R: cheaper
-                             on an attacked checkpoint, but the weights farther in keep their codes
+                             on an attacked checkpoint; weights farther from the walls keep their codes
   dither     --seed 0        adaptive's stochastic rounding on every tensor, scan or no scan:
                              for checkpoints of unknown origin (an attacker who knows the scan
                              will try to look clean); about twice the rounding error
