@@ -280,7 +280,7 @@ class Adaptive(Policy):
             return 0.0, "clean"
         margin, why = 0.0, []
         band = evidence.band
-        if band.p < self.alpha and band.empty_up_to > 0:
+        if _margin_bounded(evidence, self.alpha):
             # the band [b, 2b) beside the empty one is not empty: the margin is in [b, 2b); the
             # nearest weight sits at the margin, or at half of it in the edge cells (trimmed by the
             # same share of a cell half as wide), so 2 x min_distance bounds it from above too
