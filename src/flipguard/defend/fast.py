@@ -13,7 +13,7 @@ few weights it moves. These helpers give the same tensors, bit for bit:
   which group a weight is in;
 - :func:`flip_weights` — ``flip.flip_across_wall`` weight by weight (aim, ulp steps on the grid
   dtype, retries, the other schemes' guards), with float16/bfloat16 rounding done on the bits
-  exactly as torch rounds (``defend.floatbits``);
+  exactly as torch rounds (``schemes.floatbits``);
 - :func:`verify_moved` — the final verification of one scheme over the moved weights;
 - :func:`indices_below` — the threshold selection as indices; :func:`all_finite` (from
   ``scan.fast``, which the scan shares).
@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from numba import njit
 
-from flipguard.defend.floatbits import DTYPE_CODE, _convert, _read, _stored_value, _to_dtype, _ulp_step
+from flipguard.schemes.floatbits import DTYPE_CODE, _convert, _read, _stored_value, _to_dtype, _ulp_step
 from flipguard.scan.fast import (  # noqa: F401 (all_finite re-exported)
-    _LANES, _ROUNDER, _abs_max, _count_below_linear, _fourbit_select, all_finite, fourbit_tables,
+    _LANES, _ROUNDER, _abs_max, _count_below_linear, _fourbit_select, all_finite, fourbit_tables, reads_exactly,
 )
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
@@ -225,7 +225,7 @@ def group_max(scheme: Scheme, work: torch.Tensor, absmax: torch.Tensor | None = 
     exactly (every cast on the way widens or keeps the dtype), the group maximum is the scale itself
     and no pass over ``work`` is made; the 4-bit partial block, whose scale is clamped, is recomputed.
     """
-    if absmax is not None and _reads_exactly(scheme, work.dtype):
+    if absmax is not None and reads_exactly(scheme, work.dtype):
         out = absmax.to(work.dtype)  # exact: each scale is the float32 value of a stored weight
         if isinstance(scheme, FourBitScheme) and work.numel() % BLOCK:
             out[-1] = work.reshape(-1)[work.numel() - work.numel() % BLOCK :].abs().amax()
@@ -237,11 +237,6 @@ def group_max(scheme: Scheme, work: torch.Tensor, absmax: torch.Tensor | None = 
         out = mags[:full].view(-1, BLOCK).amax(dim=1)
         return torch.cat([out, mags[full:].amax().view(1)]) if full < n else out
     return work.abs().amax(dim=1)
-
-
-def _reads_exactly(scheme: Scheme, stored: torch.dtype) -> bool:
-    """Whether ``scheme.read`` gives every value of dtype ``stored`` unchanged (as float32)."""
-    return all(t in (stored, torch.float32) for t in (scheme.load_dtype or stored, *scheme.extra_casts))
 
 
 def group_of(scheme: Scheme, idx: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

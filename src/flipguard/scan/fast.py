@@ -20,6 +20,7 @@ from numba import njit, prange
 
 from flipguard.scan.stats import BANDS, N_GEOMETRIC, NBINS, RESOLUTION_FACTOR, _GEOMETRIC, wall_group_size
 from flipguard.schemes import Scheme
+from flipguard.schemes.floatbits import DTYPE_CODE, _as_float32, _as_uint32, _widen
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
 from flipguard.schemes.int8 import INT8
 
@@ -44,6 +45,7 @@ def _count_below_linear(table, x):
     return k
 
 _N_BANDS = len(BANDS)
+_INF_BITS = np.uint32(0x7F800000)  # bits of float32 inf
 _LANES = 8  # independent running maxima: a reduction split this way vectorizes (one running max does not)
 _WALLS = 16  # 4-bit wall tables padded to this length (+inf) for the select chain of _fourbit_select
 
@@ -120,14 +122,28 @@ def _count(hist, free, bins, walls, wall_group, ds, count, low_d):
     return low_d
 
 
+@njit(inline="always")
+def _load(values, bits, stored, start, count, out):
+    """``out[:count]``: the float32 weights ``start:start + count`` of a flat chunk given either as
+    float32 ``values`` (``stored`` 0) or as the raw bits of a finite float16/bfloat16 chunk
+    (``stored`` 1/2, widened in the loop, which vectorizes: no float32 copy of the chunk)."""
+    if stored == 0:
+        for t in range(count):
+            out[t] = values[start + t]
+    else:
+        for t in range(count):
+            out[t] = _widen(bits[start + t], stored)
+
+
 @njit(parallel=True, cache=True)
-def _fourbit(flat, walls16, low17, inv17, eps, bands, wall_group, groups, slices):
+def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, bands, wall_group, groups, slices):
     """Joint histogram ``(slices, groups, classes, NBINS)`` and per-slice smallest d of the free
-    weights of the flat 4-bit ``flat`` (pinned weights and all-zero blocks are counted nowhere).
+    weights of the flat 4-bit chunk (float32 ``flat``, or the raw ``bits`` of a float16/bfloat16
+    one: see :func:`_load`; pinned weights and all-zero blocks are counted nowhere).
 
     Per block: the absmax, then every weight's cell in a loop without branches or lookups (it
     vectorizes), then the free weights are counted."""
-    n = flat.size
+    n = flat.size if stored == 0 else bits.size
     n_walls = wall_group.size
     nblocks = (n + BLOCK - 1) // BLOCK
     joint = np.zeros((slices, groups * _CLASSES * NBINS), np.int64)
@@ -136,24 +152,25 @@ def _fourbit(flat, walls16, low17, inv17, eps, bands, wall_group, groups, slices
     for s in prange(slices):
         hist = joint[s]
         lanes = np.empty(_LANES, np.float32)
-        xs, ds = np.empty(BLOCK, np.float32), np.empty(BLOCK, np.float32)
+        block, xs, ds = np.empty(BLOCK, np.float32), np.empty(BLOCK, np.float32), np.empty(BLOCK, np.float32)
         bins, walls, free = np.empty(BLOCK, np.int32), np.empty(BLOCK, np.int32), np.empty(BLOCK, np.bool_)
         low_d = np.float32(np.inf)
         for b in range(s * per_slice, min(nblocks, (s + 1) * per_slice)):
             start = b * BLOCK
             count = min(n, start + BLOCK) - start
-            m = _abs_max(flat, start, count, lanes)
+            _load(flat, bits, stored, start, count, block)
+            m = _abs_max(block, 0, count, lanes)
             partial = count < BLOCK
             safe = max(m, np.float32(1e-38))
             if (m <= np.float32(1e-38)) if partial else (m == np.float32(0.0)):
                 continue  # a zero group: pinned whole
             if partial:
                 for t in range(count):
-                    xs[t] = min(max(flat[start + t] / safe, np.float32(-1.0)), np.float32(1.0))
+                    xs[t] = min(max(block[t] / safe, np.float32(-1.0)), np.float32(1.0))
             else:
                 inv = np.float32(1.0) / safe
                 for t in range(BLOCK):
-                    xs[t] = min(max(flat[start + t] * inv, np.float32(-1.0)), np.float32(1.0))
+                    xs[t] = min(max(block[t] * inv, np.float32(-1.0)), np.float32(1.0))
             for t in range(count):
                 x = xs[t]
                 level, lo, iw = _fourbit_select(x, walls16, low17, inv17)
@@ -164,28 +181,43 @@ def _fourbit(flat, walls16, low17, inv17, eps, bands, wall_group, groups, slices
                 walls[t] = min(max(level - np.int32(1) + np.int32(u >= np.float32(0.5)), np.int32(0)),
                                np.int32(n_walls - 1))
                 ds[t] = d
-                free[t] = abs(flat[start + t]) != m
+                free[t] = abs(block[t]) != m
             low_d = _count(hist, free, bins, walls, wall_group, ds, count, low_d)
         out_min[s] = low_d
     return joint.reshape(slices, groups, _CLASSES, NBINS), out_min
 
 
 @njit(parallel=True, cache=True)
-def _int8(rows, eps, bands, wall_group, groups, slices):
-    """INT8: the same from the rows ``(out, in)`` (read as fp16 values), SCB per row."""
-    n_rows, n_cols = rows.shape
+def _int8(rows, bits, stored, eps, bands, wall_group, groups, slices):
+    """INT8: the same from the rows ``(out, in)`` (float32 ``rows`` read as fp16 values, or the raw
+    ``bits`` of float16 rows), SCB per row.
+
+    Per row: the weights widened to float32, the absmax, then a loop without branches or lookups
+    that gives every weight its wall, its column in its wall group's histogram and its d (a
+    pinned weight: the extra wall ``n_walls``, counted in an extra group, and d = inf), which
+    vectorizes; then a scalar loop counts them."""
+    n_rows, n_cols = rows.shape if stored == 0 else bits.shape
     n_walls = wall_group.size
-    joint = np.zeros((slices, groups * _CLASSES * NBINS), np.int64)
+    block = _CLASSES * NBINS
+    size = groups * block
+    offsets = np.empty(n_walls + 1, np.int64)  # wall -> its group's first column; pinned: one past
+    for k in range(n_walls):
+        offsets[k] = wall_group[k] * block
+    offsets[n_walls] = size
+    joint = np.zeros((slices, size + block), np.int64)
     out_min = np.full(slices, np.float32(np.inf), np.float32)
     per_slice = (n_rows + slices - 1) // slices
     for s in prange(slices):
         hist = joint[s]
         lanes = np.empty(_LANES, np.float32)
-        ds = np.empty(n_cols, np.float32)
-        bins, walls, free = np.empty(n_cols, np.int32), np.empty(n_cols, np.int32), np.empty(n_cols, np.bool_)
-        low_d = np.float32(np.inf)
+        row = np.empty(n_cols, np.float32)
+        cols, walls = np.empty(n_cols, np.int32), np.empty(n_cols, np.int32)
+        low_bits = _INF_BITS
         for r in range(s * per_slice, min(n_rows, (s + 1) * per_slice)):
-            row = rows[r]
+            if stored == 0:
+                _load(rows[r], bits[0], stored, 0, n_cols, row)
+            else:
+                _load(rows[0], bits[r], stored, 0, n_cols, row)
             m = _abs_max(row, 0, n_cols, lanes)
             if m == np.float32(0.0):
                 continue  # a zero row: pinned whole
@@ -196,15 +228,17 @@ def _int8(rows, eps, bands, wall_group, groups, slices):
                 nearest = (x + _ROUNDER) - _ROUNDER  # round half to even, exact for |x| < 2^22
                 offset = x - nearest
                 d = np.float32(0.5) - abs(offset)
-                res = abs(x) * eps
-                bins[j] = _bin(d, res, bands)
-                walls[j] = min(max(np.int32(nearest) + np.int32(126) + np.int32(offset >= np.float32(0.0)),
-                                   np.int32(0)), np.int32(n_walls - 1))
-                ds[j] = d
-                free[j] = abs(v) != m
-            low_d = _count(hist, free, bins, walls, wall_group, ds, n_cols, low_d)
-        out_min[s] = low_d
-    return joint.reshape(slices, groups, _CLASSES, NBINS), out_min
+                wall = min(max(np.int32(nearest) + np.int32(126) + np.int32(offset >= np.float32(0.0)),
+                               np.int32(0)), np.int32(n_walls - 1))
+                cols[j] = _bin(d, abs(x) * eps, bands)
+                free = abs(v) != m
+                walls[j] = wall if free else np.int32(n_walls)
+                # d >= 0 orders as its bits do: an integer minimum, which vectorizes (a float one does not)
+                low_bits = min(low_bits, _as_uint32(d) if free else _INF_BITS)
+            for j in range(n_cols):
+                hist[offsets[walls[j]] + cols[j]] += 1
+        out_min[s] = _as_float32(low_bits)
+    return np.ascontiguousarray(joint[:, :size]).reshape(slices, groups, _CLASSES, NBINS), out_min
 
 
 @njit(cache=True, nogil=True)
@@ -272,7 +306,7 @@ def fast_histograms(w: torch.Tensor, scheme: Scheme):
     The kernels count each free weight once, in a joint histogram over (wall group, resolution
     class, fine bin); ``hist`` sums it over the wall groups and ``per_wall`` over the fine bins of
     each geometric bin (integer sums: exact in any order)."""
-    read = scheme.read(w).contiguous().numpy()
+    rows, bits, stored = _source(w, scheme)
     eps = np.float32(scheme.grid_eps(w.dtype))
     n_walls = len(scheme.walls)
     size = wall_group_size(n_walls)
@@ -281,12 +315,31 @@ def fast_histograms(w: torch.Tensor, scheme: Scheme):
     threads = numba.get_num_threads()
     slices = 1 if threads == 1 else min(_SLICES, 4 * threads)
     if isinstance(scheme, FourBitScheme):
-        joint, out_min = _fourbit(read.reshape(-1), *fourbit_tables(scheme), eps, _BANDS, wall_group, groups, slices)
+        joint, out_min = _fourbit(rows.reshape(-1), bits.reshape(-1), stored, *fourbit_tables(scheme), eps, _BANDS,
+                                  wall_group, groups, slices)
     elif isinstance(scheme, INT8):
-        joint, out_min = _int8(read, eps, _BANDS, wall_group, groups, slices)
+        joint, out_min = _int8(rows, bits, stored, eps, _BANDS, wall_group, groups, slices)
     else:
         raise TypeError(f"no fused scan kernel for scheme {scheme.name!r}")
     joint = joint.sum(axis=0)  # (groups, classes, NBINS)
     hist = torch.from_numpy(joint.sum(axis=0))
     per_wall = torch.from_numpy(joint @ _GEO_ONE_HOT)  # (groups, classes, N_GEOMETRIC - 1)
     return hist, per_wall, float(out_min.min())
+
+
+_NO_ROWS = np.zeros((1, 1), np.float32)
+_NO_BITS = np.zeros((1, 1), np.int16)
+
+
+def _source(w: torch.Tensor, scheme: Scheme) -> tuple[np.ndarray, np.ndarray, int]:
+    """(float32 rows, raw 16-bit rows, dtype code) the kernels read ``w`` from: the raw bits of a
+    float16/bfloat16 ``w`` where the scheme reads its values unchanged (code 1/2: widened inside
+    the kernel), else ``scheme.read(w)`` (code 0). The unused one is a 1x1 placeholder."""
+    if w.dtype in (torch.float16, torch.bfloat16) and reads_exactly(scheme, w.dtype):
+        return _NO_ROWS, w.contiguous().view(torch.int16).numpy(), DTYPE_CODE[w.dtype]
+    return scheme.read(w).contiguous().numpy(), _NO_BITS, 0
+
+
+def reads_exactly(scheme: Scheme, stored: torch.dtype) -> bool:
+    """Whether ``scheme.read`` gives every value of dtype ``stored`` unchanged (as float32)."""
+    return all(t in (stored, torch.float32) for t in (scheme.load_dtype or stored, *scheme.extra_casts))

@@ -165,7 +165,7 @@ def _check_update(w, cells, first, idx, cap, ref):
 def test_dtype_rounding_matches_torch():
     """The kernels' float16/bfloat16 rounding and ulp steps are torch's, on every float16 and
     bfloat16 value, the midpoints between them and random floats of every magnitude."""
-    from flipguard.defend.floatbits import _to_dtype, _ulp_step
+    from flipguard.schemes.floatbits import _to_dtype, _ulp_step
     from flipguard.schemes import ulp
     from numba import njit
     import numpy as np

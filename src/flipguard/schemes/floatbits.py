@@ -1,6 +1,7 @@
 """float32, float16 and bfloat16 values inside numba kernels, as bits: rounding, ulp steps, casts.
 
-numba has no float16 or bfloat16, so the defense's kernels (``defend.fast``) hold every value as
+numba has no float16 or bfloat16, so the scan's and the defense's kernels (``scan.fast``,
+``defend.fast``) hold every value as
 the float32 it equals and round it to a 16-bit dtype on its bits, exactly as torch rounds
 (round to nearest even, float16 subnormals and overflow to inf included; a float64 reaches a
 16-bit dtype through float32, as torch's casts do). Dtype codes: 0 float32, 1 float16,
@@ -163,3 +164,24 @@ def _stored_value(bits, i, stored):
     if stored == 1:
         return _f16_value(b)
     return _as_float32(np.uint32(b << 16))
+
+
+_F16_SUBNORMAL_BIAS = np.uint32(0x38800000)  # bits of 2^-14, the smallest normal float16
+
+
+@njit(inline="always")
+def _widen(b, stored):
+    """float32 value of the raw bits ``b`` (an int16 element) of a *finite* float16 (``stored``
+    1) or bfloat16 (2): what ``tensor.float()`` gives. Branch-free, so a loop over a row
+    vectorizes (``_stored_value`` branches per value); float16 subnormals are made by an exact
+    subtraction, never by arithmetic on float32 subnormals (which a flush-to-zero mode would
+    lose). Inf/NaN bits give wrong values: callers check finiteness first."""
+    raw = np.uint32(np.int32(b) & 0xFFFF)
+    if stored == 2:
+        return _as_float32(np.uint32(raw << np.uint32(16)))
+    sign = (raw & np.uint32(0x8000)) << np.uint32(16)
+    body = (raw & np.uint32(0x7FFF)) << np.uint32(13)
+    normal = _as_float32(np.uint32(body + np.uint32(0x38000000)))  # exponent rebiased 15 -> 127
+    tiny = _as_float32(np.uint32(body + _F16_SUBNORMAL_BIAS)) - _as_float32(_F16_SUBNORMAL_BIAS)
+    value = tiny if raw & np.uint32(0x7C00) == np.uint32(0) else normal
+    return _as_float32(np.uint32(_as_uint32(value) | sign))
