@@ -61,15 +61,19 @@ def defend_tensor(
     unchanged (status "nonfinite").
     """
     result = TensorDefense(name, tuple(w.shape), dtype_name(w.dtype), transposed, "defended")
-    if not all_finite(w):
-        result.status = "nonfinite"
-        return result
     wq = w.t() if transposed else w  # a view: defended in place
     evidence = {s.name: None for s in schemes}
     if policy.needs_evidence:
         from flipguard.scan import inspect_tensor
 
-        evidence = {s.name: inspect_tensor(name, wq, s, finite=True) for s in schemes}  # checked above
+        # the first scan checks for NaN/Inf (inside its kernel where it reads raw bits); the rest need not
+        evidence = {s.name: inspect_tensor(name, wq, s, finite=i > 0) for i, s in enumerate(schemes)}
+        finite = evidence[schemes[0].name].status != "nonfinite"
+    else:
+        finite = all_finite(w)
+    if not finite:
+        result.status = "nonfinite"
+        return result
     plans = policy.plan_all(evidence)
     result.plans = {name_: plan.detail for name_, plan in plans.items()}
     noise_scale = None

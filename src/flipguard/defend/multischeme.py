@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from flipguard.defend import threshold_rows
 from flipguard.defend.fast import place_flips, verify_moved
 from flipguard.defend.flip import Cap, Cells, cells_of, flip_across_wall
 from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generator
@@ -72,6 +73,8 @@ def defend_matrix(
     ``SAFE_DEPTH``); ``noise_scale``: for the Gaussian baseline with ``relative_to="std"``, sigma
     times the tensor's std (w units). Returns per-scheme :class:`SchemeStats`.
     """
+    if threshold_rows.applies(wq, schemes, plans[schemes[0].name], policy):  # INT8 alone, a threshold
+        return {schemes[0].name: threshold_rows.defend_rows(wq, schemes[0], plans[schemes[0].name].tau, depth)}
     step_scheme = max(schemes, key=lambda s: s.row_multiple(wq.shape[1]))
     chunks = list(step_scheme.row_chunks(wq, max_elements))
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flipguard.scan.fast import all_finite, fast_histograms, threads_for
+from flipguard.scan.fast import fast_histograms, threads_for
 from flipguard.scan.stats import (
     CROWD_SHARE, BandCounts, BandTest, PileTest, band_counts, band_test, crowd_test, pile_test, wall_group_size,
 )
@@ -58,14 +58,15 @@ def inspect_tensor(name: str, w: torch.Tensor, scheme: Scheme, finite: bool = Fa
 
 def _inspect(name: str, w: torch.Tensor, scheme: Scheme, finite: bool = False) -> TensorEvidence:
     shape = tuple(w.shape)
-    bad = 0 if finite or all_finite(w) else int((~torch.isfinite(w)).sum())
-    if bad:
-        empty = BandCounts.empty(len(scheme.walls))
-        return TensorEvidence(name, scheme.name, shape, "nonfinite", empty, nonfinite=bad)
     n_walls, zero = len(scheme.walls), int(scheme.levels.abs().argmin())
     counts, min_distance = BandCounts.empty(n_walls, zero), float("inf")
     for chunk in scheme.row_chunks(w, CHUNK):
-        hist, per_wall, low = fast_histograms(chunk, scheme)
+        # the kernel reads a float16/bfloat16 chunk's bits anyway: it tells Inf/NaN from them
+        hist, per_wall, low, ok = fast_histograms(chunk, scheme, check_finite=not finite)
+        if not ok:
+            empty = BandCounts.empty(n_walls)
+            bad = int((~torch.isfinite(w)).sum())
+            return TensorEvidence(name, scheme.name, shape, "nonfinite", empty, nonfinite=bad)
         counts = counts + band_counts(hist, per_wall, zero, wall_group_size(n_walls))
         min_distance = min(min_distance, low)
     if counts.free == 0:

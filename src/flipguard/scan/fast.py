@@ -125,21 +125,28 @@ def _count(hist, free, bins, walls, wall_group, ds, count, low_d):
 @njit(inline="always")
 def _load(values, bits, stored, start, count, out):
     """``out[:count]``: the float32 weights ``start:start + count`` of a flat chunk given either as
-    float32 ``values`` (``stored`` 0) or as the raw bits of a finite float16/bfloat16 chunk
-    (``stored`` 1/2, widened in the loop, which vectorizes: no float32 copy of the chunk)."""
+    float32 ``values`` (``stored`` 0) or as the raw bits of a float16/bfloat16 chunk (``stored``
+    1/2, widened in the loop, which vectorizes: no float32 copy of the chunk). Returns whether one
+    of those raw values is Inf/NaN (always False for float32 ``values``, checked elsewhere)."""
     if stored == 0:
         for t in range(count):
             out[t] = values[start + t]
-    else:
-        for t in range(count):
-            out[t] = _widen(bits[start + t], stored)
+        return False
+    exponent = np.int32(0x7C00) if stored == 1 else np.int32(0x7F80)
+    bad = np.int32(0)
+    for t in range(count):
+        b = np.int32(bits[start + t])
+        out[t] = _widen(b, stored)
+        bad |= np.int32((b & exponent) == exponent)
+    return bad != 0
 
 
 @njit(parallel=True, cache=True)
 def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, bands, wall_group, groups, slices):
     """Joint histogram ``(slices, groups, classes, NBINS)`` and per-slice smallest d of the free
     weights of the flat 4-bit chunk (float32 ``flat``, or the raw ``bits`` of a float16/bfloat16
-    one: see :func:`_load`; pinned weights and all-zero blocks are counted nowhere).
+    one: see :func:`_load`; pinned weights and all-zero blocks are counted nowhere), and whether a
+    raw value is Inf/NaN (its block is skipped: the caller discards the histograms then).
 
     Per block: the absmax, then every weight's cell in a loop without branches or lookups (it
     vectorizes), then the free weights are counted."""
@@ -148,6 +155,7 @@ def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, bands, wall_group, 
     nblocks = (n + BLOCK - 1) // BLOCK
     joint = np.zeros((slices, groups * _CLASSES * NBINS), np.int64)
     out_min = np.full(slices, np.float32(np.inf), np.float32)
+    nonfinite = np.zeros(slices, np.bool_)
     per_slice = (nblocks + slices - 1) // slices
     for s in prange(slices):
         hist = joint[s]
@@ -158,7 +166,9 @@ def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, bands, wall_group, 
         for b in range(s * per_slice, min(nblocks, (s + 1) * per_slice)):
             start = b * BLOCK
             count = min(n, start + BLOCK) - start
-            _load(flat, bits, stored, start, count, block)
+            if _load(flat, bits, stored, start, count, block):
+                nonfinite[s] = True  # the caller discards the histograms
+                continue
             m = _abs_max(block, 0, count, lanes)
             partial = count < BLOCK
             safe = max(m, np.float32(1e-38))
@@ -184,7 +194,7 @@ def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, bands, wall_group, 
                 free[t] = abs(block[t]) != m
             low_d = _count(hist, free, bins, walls, wall_group, ds, count, low_d)
         out_min[s] = low_d
-    return joint.reshape(slices, groups, _CLASSES, NBINS), out_min
+    return joint.reshape(slices, groups, _CLASSES, NBINS), out_min, nonfinite.any()
 
 
 @njit(parallel=True, cache=True)
@@ -206,6 +216,7 @@ def _int8(rows, bits, stored, eps, bands, wall_group, groups, slices):
     offsets[n_walls] = size
     joint = np.zeros((slices, size + block), np.int64)
     out_min = np.full(slices, np.float32(np.inf), np.float32)
+    nonfinite = np.zeros(slices, np.bool_)
     per_slice = (n_rows + slices - 1) // slices
     for s in prange(slices):
         hist = joint[s]
@@ -216,8 +227,9 @@ def _int8(rows, bits, stored, eps, bands, wall_group, groups, slices):
         for r in range(s * per_slice, min(n_rows, (s + 1) * per_slice)):
             if stored == 0:
                 _load(rows[r], bits[0], stored, 0, n_cols, row)
-            else:
-                _load(rows[0], bits[r], stored, 0, n_cols, row)
+            elif _load(rows[0], bits[r], stored, 0, n_cols, row):
+                nonfinite[s] = True  # the caller discards the histograms
+                continue
             m = _abs_max(row, 0, n_cols, lanes)
             if m == np.float32(0.0):
                 continue  # a zero row: pinned whole
@@ -230,15 +242,15 @@ def _int8(rows, bits, stored, eps, bands, wall_group, groups, slices):
                 d = np.float32(0.5) - abs(offset)
                 wall = min(max(np.int32(nearest) + np.int32(126) + np.int32(offset >= np.float32(0.0)),
                                np.int32(0)), np.int32(n_walls - 1))
-                cols[j] = _bin(d, abs(x) * eps, bands)
                 free = abs(v) != m
+                cols[j] = _bin(d, abs(x) * eps, bands) if free else np.int32(0)  # d may be NaN if pinned
                 walls[j] = wall if free else np.int32(n_walls)
                 # d >= 0 orders as its bits do: an integer minimum, which vectorizes (a float one does not)
                 low_bits = min(low_bits, _as_uint32(d) if free else _INF_BITS)
             for j in range(n_cols):
                 hist[offsets[walls[j]] + cols[j]] += 1
         out_min[s] = _as_float32(low_bits)
-    return np.ascontiguousarray(joint[:, :size]).reshape(slices, groups, _CLASSES, NBINS), out_min
+    return np.ascontiguousarray(joint[:, :size]).reshape(slices, groups, _CLASSES, NBINS), out_min, nonfinite.any()
 
 
 @njit(cache=True, nogil=True)
@@ -299,14 +311,19 @@ def one_thread():
         numba.set_num_threads(numba_threads)
 
 
-def fast_histograms(w: torch.Tensor, scheme: Scheme):
-    """(hist, per_wall, min_distance) of ``w`` under ``scheme``, as ``stats.histograms`` of the
-    reference geometry would give them; ``min_distance`` is inf when no weight is free.
+def fast_histograms(w: torch.Tensor, scheme: Scheme, check_finite: bool = False):
+    """(hist, per_wall, min_distance, finite) of ``w`` under ``scheme``, as ``stats.histograms`` of
+    the reference geometry would give them; ``min_distance`` is inf when no weight is free.
 
     The kernels count each free weight once, in a joint histogram over (wall group, resolution
     class, fine bin); ``hist`` sums it over the wall groups and ``per_wall`` over the fine bins of
-    each geometric bin (integer sums: exact in any order)."""
+    each geometric bin (integer sums: exact in any order). ``finite``: with ``check_finite``,
+    whether no stored weight is Inf/NaN (then the histograms mean nothing: None where no kernel
+    ran) -- read off the raw bits inside the kernel where it reads them (float16/bfloat16), else
+    from one :func:`all_finite` pass first; without, True (the caller has checked)."""
     rows, bits, stored = _source(w, scheme)
+    if check_finite and not stored and not all_finite(w):
+        return None, None, float("nan"), False  # the kernels must not see Inf/NaN
     eps = np.float32(scheme.grid_eps(w.dtype))
     n_walls = len(scheme.walls)
     size = wall_group_size(n_walls)
@@ -315,16 +332,17 @@ def fast_histograms(w: torch.Tensor, scheme: Scheme):
     threads = numba.get_num_threads()
     slices = 1 if threads == 1 else min(_SLICES, 4 * threads)
     if isinstance(scheme, FourBitScheme):
-        joint, out_min = _fourbit(rows.reshape(-1), bits.reshape(-1), stored, *fourbit_tables(scheme), eps, _BANDS,
-                                  wall_group, groups, slices)
+        joint, out_min, nonfinite = _fourbit(rows.reshape(-1), bits.reshape(-1), stored, *fourbit_tables(scheme), eps,
+                                             _BANDS, wall_group, groups, slices)
     elif isinstance(scheme, INT8):
-        joint, out_min = _int8(rows, bits, stored, eps, _BANDS, wall_group, groups, slices)
+        joint, out_min, nonfinite = _int8(rows, bits, stored, eps, _BANDS, wall_group, groups, slices)
     else:
         raise TypeError(f"no fused scan kernel for scheme {scheme.name!r}")
+    finite = not (check_finite and nonfinite)
     joint = joint.sum(axis=0)  # (groups, classes, NBINS)
     hist = torch.from_numpy(joint.sum(axis=0))
     per_wall = torch.from_numpy(joint @ _GEO_ONE_HOT)  # (groups, classes, N_GEOMETRIC - 1)
-    return hist, per_wall, float(out_min.min())
+    return hist, per_wall, float(out_min.min()), finite
 
 
 _NO_ROWS = np.zeros((1, 1), np.float32)

@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 
 from flipguard.checkpoint import open_checkpoint, quantizable_tensors
-from flipguard.defend import REPORT_FILE, defend_checkpoint
+from flipguard.defend import REPORT_FILE, defend_checkpoint, defend_tensor, make_policy
 from flipguard.errors import FlipGuardError
 from flipguard.schemes import get_scheme
 from flipguard.testing import make_tiny_checkpoint
@@ -104,6 +104,16 @@ def test_output_inside_input_and_existing_output_are_refused(llama, tmp_path):
         defend_checkpoint(llama, tmp_path / "taken")
     defend_checkpoint(llama, tmp_path / "taken", policy="threshold", force=True)
     assert (tmp_path / "taken" / REPORT_FILE).exists()
+
+
+@pytest.mark.parametrize("policy", ["adaptive", "threshold"])
+@pytest.mark.parametrize("schemes", [["int8"], ["nf4", "int8"]])
+def test_nonfinite_float16_tensor_is_left_unchanged(policy, schemes):
+    w = (torch.randn(32, 128) * 0.02).half()
+    w[31, 127] = float("inf")
+    before = w.clone()
+    done = defend_tensor("w", w, [get_scheme(s) for s in schemes], make_policy(policy))
+    assert done.status == "nonfinite" and torch.equal(w.view(torch.int16), before.view(torch.int16))
 
 
 def test_nonfinite_tensor_is_left_unchanged_and_noted(tmp_path):

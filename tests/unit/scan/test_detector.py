@@ -86,12 +86,20 @@ def test_dequantized_weights_are_recognised(name):
     assert verdict.status == "dequantized" and verdict.dequantized_from == [name]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["int8", "nf4"])
+def test_nonfinite_weights_are_found_in_every_dtype(name, dtype):
+    # float16/bfloat16: found from the raw bits inside the kernel; float32: by a pass before it
+    for where in [(3, 5), (15, 63), (0, 0)]:
+        bad = torch.randn(16, 72).to(dtype)  # 1152 weights: the last 4-bit block is partial
+        bad[where] = float("nan")
+        bad[4, 6] = float("-inf")
+        evidence = inspect_tensor("bad", bad, get_scheme(name))
+        assert evidence.status == "nonfinite" and evidence.nonfinite == 2
+    assert inspect_tensor("good", torch.randn(16, 72).to(dtype), get_scheme(name)).status == "ok"
+
+
 def test_nonfinite_and_all_zero_tensors_do_not_crash():
-    bad = torch.randn(16, 64)
-    bad[3, 5] = float("nan")
-    bad[4, 6] = float("inf")
-    evidence = inspect_tensor("bad", bad, get_scheme("nf4"))
-    assert evidence.status == "nonfinite" and evidence.nonfinite == 2
     zeros = torch.zeros(8, 64)
     assert inspect_tensor("zeros", zeros, get_scheme("int8")).status == "degenerate"
     some_zero_groups = torch.randn(8, 128)
