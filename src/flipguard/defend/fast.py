@@ -37,7 +37,7 @@ from numba import njit
 
 from flipguard.schemes.floatbits import DTYPE_CODE, _convert, _read, _stored_value, _to_dtype, _ulp_step
 from flipguard.scan.fast import (  # noqa: F401 (all_finite re-exported)
-    _LANES, _ROUNDER, _abs_max, _count_below_linear, _fourbit_select, all_finite, fourbit_tables, reads_exactly,
+    _ROUNDER, _abs_max, _count_below_linear, _fourbit_select, all_finite, fourbit_tables, reads_exactly,
 )
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
@@ -73,12 +73,11 @@ def _fourbit_cells(flat, walls16, low17, inv17, x, pinned, level, u, d, absmax):
     lookups (``scan.fast._fourbit_select``), which vectorizes."""
     n = flat.size
     nblocks = (n + BLOCK - 1) // BLOCK
-    lanes = np.empty(_LANES, np.float32)
     for b in range(nblocks):
         start = b * BLOCK
         count = min(n, start + BLOCK) - start
         partial = count < BLOCK
-        m = _abs_max(flat, start, count, lanes)
+        m = _abs_max(flat, start, count)
         if partial:
             m = max(m, _TINY)  # stored clamped in the partial block only
         absmax[b] = m
@@ -107,10 +106,9 @@ def _fourbit_cells(flat, walls16, low17, inv17, x, pinned, level, u, d, absmax):
 def _int8_cells(rows, x, pinned, level, u, d, absmax):
     """INT8: the same per weight (rows ``(out, in)``), SCB per row (the per-weight loop vectorizes)."""
     n_rows, n_cols = rows.shape
-    lanes = np.empty(_LANES, np.float32)
     for r in range(n_rows):
         row = rows[r]
-        m = _abs_max(row, 0, n_cols, lanes)
+        m = _abs_max(row, 0, n_cols)
         absmax[r] = m
         zero_row = m == np.float32(0.0)
         scale = np.float32(np.inf) if zero_row else np.float32(1.0) / m

@@ -23,7 +23,7 @@ from numba import njit, prange
 
 from flipguard.defend.fast import _constants, _flip, _int8_cell, _normalized, _raw
 from flipguard.defend.flip import MAX_STEPS, OTHER_GUARD, RETRY_AIMS, grid_dtype, safe_depth
-from flipguard.scan.fast import _LANES, _ROUNDER, PARALLEL_FROM, _abs_max, reads_exactly
+from flipguard.scan.fast import _ROUNDER, PARALLEL_FROM, _abs_max, reads_exactly
 from flipguard.schemes import Scheme
 from flipguard.schemes.floatbits import DTYPE_CODE, _bits, _bf16_bits, _f16_bits, _read, _stored_value, _widen
 from flipguard.schemes.int8 import INT8
@@ -110,7 +110,6 @@ def _rows(bits, stored, load, exact, tau, depth, grid, top, walls, width, kinds,
     per_slice = (n_rows + slices - 1) // slices
     depth32 = np.float32(depth)
     for s in prange(slices):
-        lanes = np.empty(_LANES, np.float32)
         read, xs = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
         pick = np.empty(n_cols + 8, np.uint8)
         chosen = np.empty(n_cols + 1, np.int64)
@@ -136,7 +135,7 @@ def _rows(bits, stored, load, exact, tau, depth, grid, top, walls, width, kinds,
                     v = _stored_value(row, j, stored)
                     stored_max = max(stored_max, abs(v))
                     read[j] = _read(v, stored, load, True)
-            m = _abs_max(read, 0, n_cols, lanes)
+            m = _abs_max(read, 0, n_cols)
             if m == np.float32(0.0):
                 continue  # a zero row: every weight pinned
             if exact:

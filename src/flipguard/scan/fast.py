@@ -46,7 +46,6 @@ def _count_below_linear(table, x):
 
 _N_BANDS = len(BANDS)
 _INF_BITS = np.uint32(0x7F800000)  # bits of float32 inf
-_LANES = 8  # independent running maxima: a reduction split this way vectorizes (one running max does not)
 _WALLS = 16  # 4-bit wall tables padded to this length (+inf) for the select chain of _fourbit_select
 
 
@@ -83,32 +82,35 @@ def fourbit_tables(scheme: FourBitScheme) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 @njit(inline="always")
-def _abs_max(values, start, count, lanes):
-    """Largest ``|values[start:start + count]|`` (float32; 0 for none), in ``_LANES`` lanes."""
-    for j in range(_LANES):
-        lanes[j] = np.float32(0.0)
-    full = count - count % _LANES
-    for t in range(0, full, _LANES):
-        for j in range(_LANES):
-            lanes[j] = max(lanes[j], abs(values[start + t + j]))
-    m = np.float32(0.0)
-    for t in range(full, count):
-        m = max(m, abs(values[start + t]))
-    for j in range(_LANES):
-        m = max(m, lanes[j])
-    return m
+def _abs_max(values, start, count):
+    """Largest ``|values[start:start + count]|`` (float32; 0 for none; no NaN among them).
+
+    Taken on the bits: a non-negative float orders as its bits do, and an integer maximum
+    vectorizes (a float one does not, as it must keep NaN and -0 semantics)."""
+    top = np.uint32(0)
+    for t in range(count):
+        top = max(top, np.uint32(_as_uint32(values[start + t]) & np.uint32(0x7FFFFFFF)))
+    return _as_float32(np.uint32(top))
+
+
+# The bands double from the first (exactly, in float32: scaling by 2 commutes with rounding), so
+# the number of bands below r is read off r's bits: with D = bits(r) - bits(BANDS[0]), band q lies
+# below r iff q < exponent difference + (r's mantissa above the first band's), which is
+# floor((D - 1) / 2^23) + 1 counted from q = 0, clamped to [0, len(BANDS)]. Integer work only: the
+# loop that holds it vectorizes, where seven float comparisons did not.
+_BAND0_BITS = np.int32(_BANDS.view(np.int32)[0])
+assert all(_BANDS[q] == _BANDS[0] * np.float32(2**q) for q in range(_N_BANDS))
 
 
 @njit(inline="always")
-def _bin(d, res, bands):
-    """Resolution class times NBINS plus fine bin of one weight (its column in the joint histogram)."""
-    fine = d * np.float32(400.0)
-    k = np.int32(NBINS - 1) if fine > np.float32(NBINS - 1) else np.int32(fine)
-    r = res * _FACTOR
-    c = np.int32(0)
-    for j in range(_N_BANDS):
-        band = bands[j]
-        c += np.int32(band < r)
+def _bin(d, res):
+    """Resolution class times NBINS plus fine bin of one weight (its column in the joint histogram):
+    the class is the number of ``BANDS`` below ``RESOLUTION_FACTOR * res``; the fine bin
+    ``floor(400 d)`` clamped to [0, NBINS - 1] (a NaN d, of a pinned weight, lands in range too)."""
+    k = min(max(np.int32(d * np.float32(400.0)), np.int32(0)), np.int32(NBINS - 1))
+    r = res * _FACTOR  # >= 0
+    above = ((np.int32(_as_uint32(r)) - _BAND0_BITS - np.int32(1)) >> np.int32(23)) + np.int32(1)
+    c = min(max(above, np.int32(0)), np.int32(_N_BANDS))
     return c * np.int32(NBINS) + k
 
 
@@ -142,7 +144,7 @@ def _load(values, bits, stored, start, count, out):
 
 
 @njit(parallel=True, cache=True)
-def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, bands, wall_group, groups, slices):
+def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, wall_group, groups, slices):
     """Joint histogram ``(slices, groups, classes, NBINS)`` and per-slice smallest d of the free
     weights of the flat 4-bit chunk (float32 ``flat``, or the raw ``bits`` of a float16/bfloat16
     one: see :func:`_load`; pinned weights and all-zero blocks are counted nowhere), and whether a
@@ -159,7 +161,6 @@ def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, bands, wall_group, 
     per_slice = (nblocks + slices - 1) // slices
     for s in prange(slices):
         hist = joint[s]
-        lanes = np.empty(_LANES, np.float32)
         block, xs, ds = np.empty(BLOCK, np.float32), np.empty(BLOCK, np.float32), np.empty(BLOCK, np.float32)
         bins, walls, free = np.empty(BLOCK, np.int32), np.empty(BLOCK, np.int32), np.empty(BLOCK, np.bool_)
         low_d = np.float32(np.inf)
@@ -169,7 +170,7 @@ def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, bands, wall_group, 
             if _load(flat, bits, stored, start, count, block):
                 nonfinite[s] = True  # the caller discards the histograms
                 continue
-            m = _abs_max(block, 0, count, lanes)
+            m = _abs_max(block, 0, count)
             partial = count < BLOCK
             safe = max(m, np.float32(1e-38))
             if (m <= np.float32(1e-38)) if partial else (m == np.float32(0.0)):
@@ -187,7 +188,7 @@ def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, bands, wall_group, 
                 u = (x - lo) * iw
                 d = min(max(min(u, np.float32(1.0) - u), np.float32(0.0)), np.float32(0.5))
                 res = (abs(x) * eps) * iw
-                bins[t] = _bin(d, res, bands)
+                bins[t] = _bin(d, res)
                 walls[t] = min(max(level - np.int32(1) + np.int32(u >= np.float32(0.5)), np.int32(0)),
                                np.int32(n_walls - 1))
                 ds[t] = d
@@ -198,7 +199,7 @@ def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, bands, wall_group, 
 
 
 @njit(parallel=True, cache=True)
-def _int8(rows, bits, stored, eps, bands, wall_group, groups, slices):
+def _int8(rows, bits, stored, eps, wall_group, groups, slices):
     """INT8: the same from the rows ``(out, in)`` (float32 ``rows`` read as fp16 values, or the raw
     ``bits`` of float16 rows), SCB per row.
 
@@ -220,7 +221,6 @@ def _int8(rows, bits, stored, eps, bands, wall_group, groups, slices):
     per_slice = (n_rows + slices - 1) // slices
     for s in prange(slices):
         hist = joint[s]
-        lanes = np.empty(_LANES, np.float32)
         row = np.empty(n_cols, np.float32)
         cols, walls = np.empty(n_cols, np.int32), np.empty(n_cols, np.int32)
         low_bits = _INF_BITS
@@ -230,7 +230,7 @@ def _int8(rows, bits, stored, eps, bands, wall_group, groups, slices):
             elif _load(rows[0], bits[r], stored, 0, n_cols, row):
                 nonfinite[s] = True  # the caller discards the histograms
                 continue
-            m = _abs_max(row, 0, n_cols, lanes)
+            m = _abs_max(row, 0, n_cols)
             if m == np.float32(0.0):
                 continue  # a zero row: pinned whole
             scale = (np.float32(1.0) / m) * np.float32(127.0)
@@ -243,7 +243,7 @@ def _int8(rows, bits, stored, eps, bands, wall_group, groups, slices):
                 wall = min(max(np.int32(nearest) + np.int32(126) + np.int32(offset >= np.float32(0.0)),
                                np.int32(0)), np.int32(n_walls - 1))
                 free = abs(v) != m
-                cols[j] = _bin(d, abs(x) * eps, bands) if free else np.int32(0)  # d may be NaN if pinned
+                cols[j] = _bin(d, abs(x) * eps)
                 walls[j] = wall if free else np.int32(n_walls)
                 # d >= 0 orders as its bits do: an integer minimum, which vectorizes (a float one does not)
                 low_bits = min(low_bits, _as_uint32(d) if free else _INF_BITS)
@@ -333,9 +333,9 @@ def fast_histograms(w: torch.Tensor, scheme: Scheme, check_finite: bool = False)
     slices = 1 if threads == 1 else min(_SLICES, 4 * threads)
     if isinstance(scheme, FourBitScheme):
         joint, out_min, nonfinite = _fourbit(rows.reshape(-1), bits.reshape(-1), stored, *fourbit_tables(scheme), eps,
-                                             _BANDS, wall_group, groups, slices)
+                                             wall_group, groups, slices)
     elif isinstance(scheme, INT8):
-        joint, out_min, nonfinite = _int8(rows, bits, stored, eps, _BANDS, wall_group, groups, slices)
+        joint, out_min, nonfinite = _int8(rows, bits, stored, eps, wall_group, groups, slices)
     else:
         raise TypeError(f"no fused scan kernel for scheme {scheme.name!r}")
     finite = not (check_finite and nonfinite)

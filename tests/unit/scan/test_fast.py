@@ -51,3 +51,31 @@ def test_weights_exactly_on_walls():
     hist, per_wall, low, _ = fast_histograms(w, scheme)
     ref = _reference(w, scheme)
     assert torch.equal(hist, ref[0]) and torch.equal(per_wall, ref[1]) and low == 0.0
+
+
+def test_resolution_class_from_bits_counts_the_bands_below():
+    """``_bin``'s class (read off the bits) equals counting ``BANDS`` strictly below ``4 res``, on
+    every band, the floats either side of it, zero, subnormals and large values."""
+    import numpy as np
+    from numba import njit
+
+    from flipguard.scan.fast import _BANDS, _bin
+    from flipguard.scan.stats import NBINS, RESOLUTION_FACTOR
+
+    @njit
+    def classes(res):
+        out = np.empty(res.size, np.int32)
+        for i in range(res.size):
+            out[i] = _bin(np.float32(0.25), res[i]) // NBINS
+        return out
+
+    r = [0.0, 1e-45, 1e-39, 1e-12, 3.0, 1e30]
+    for band in _BANDS:
+        r += [band, np.nextafter(band, np.float32(0)), np.nextafter(band, np.float32(1)), band * 0.75, band * 1.5]
+    r = np.array(r, np.float32)
+    res = (r / np.float32(RESOLUTION_FACTOR)).astype(np.float32)  # exact: a power of two
+    expected = (_BANDS[None, :] < (res * np.float32(RESOLUTION_FACTOR))[:, None]).sum(axis=1)
+    assert np.array_equal(classes(res), expected)
+    random = np.random.default_rng(0).uniform(0, 0.4, 100000).astype(np.float32)
+    expected = (_BANDS[None, :] < (random * np.float32(RESOLUTION_FACTOR))[:, None]).sum(axis=1)
+    assert np.array_equal(classes(random), expected)
