@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flipguard.scan.fast import fast_histograms, threads_for
+from flipguard.scan.fast import fast_histograms, reads_stored, threads_for
 from flipguard.scan.stats import (
     CROWD_SHARE, BandCounts, BandTest, PileTest, band_counts, band_test, crowd_test, pile_test, wall_group_size,
 )
@@ -60,8 +60,10 @@ def _inspect(name: str, w: torch.Tensor, scheme: Scheme, finite: bool = False) -
     shape = tuple(w.shape)
     n_walls, zero = len(scheme.walls), int(scheme.levels.abs().argmin())
     counts, min_distance = BandCounts.empty(n_walls, zero), float("inf")
-    for chunk in scheme.row_chunks(w, CHUNK):
-        # the kernel reads a float16/bfloat16 chunk's bits anyway: it tells Inf/NaN from them
+    # where the kernel reads the stored values (no copy of them), the tensor goes in whole
+    whole = reads_stored(scheme, w.dtype) and w.is_contiguous() and w.numel() < 1 << 31
+    for chunk in [w] if whole else scheme.row_chunks(w, CHUNK):
+        # where the kernel reads the stored values, it tells Inf/NaN from them (no separate pass)
         hist, per_wall, low, ok = fast_histograms(chunk, scheme, check_finite=not finite)
         if not ok:
             empty = BandCounts.empty(n_walls)

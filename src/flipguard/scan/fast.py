@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from flipguard.scan.stats import BANDS, N_GEOMETRIC, NBINS, RESOLUTION_FACTOR, _GEOMETRIC, wall_group_size
 from flipguard.schemes import Scheme
-from flipguard.schemes.floatbits import DTYPE_CODE, _as_float32, _as_uint32, _widen
+from flipguard.schemes.floatbits import _as_float32, _as_uint32, _widen
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
 from flipguard.schemes.int8 import INT8
 
@@ -124,35 +124,75 @@ def _count(hist, free, bins, walls, wall_group, ds, count, low_d):
     return low_d
 
 
+# Where a kernel's weights come from (``source``): ``scheme.read`` done by torch (float32 rows), or
+# the stored weights themselves -- raw float16 / bfloat16 bits, or float32 rows -- which the
+# kernel reads as the quantizer does (widened; through float16 first where ``half``: INT8's cast).
+_READ, _F16, _BF16, _F32 = 0, 1, 2, 3
+_HALF_LOW, _HALF_HIGH = 0x38800000, 0x477FF000  # bits of 2^-14 and 65520: float16's normal range
+
+
 @njit(inline="always")
-def _load(values, bits, stored, start, count, out):
-    """``out[:count]``: the float32 weights ``start:start + count`` of a flat chunk given either as
-    float32 ``values`` (``stored`` 0) or as the raw bits of a float16/bfloat16 chunk (``stored``
-    1/2, widened in the loop, which vectorizes: no float32 copy of the chunk). Returns whether one
-    of those raw values is Inf/NaN (always False for float32 ``values``, checked elsewhere)."""
-    if stored == 0:
+def _stored(values, bits, source, i):
+    """float32 value of stored weight ``i`` (``source`` _F16/_BF16: raw bits; else ``values``)."""
+    if source == _F16 or source == _BF16:
+        return _widen(bits[i], source)
+    return values[i]
+
+
+@njit(inline="always")
+def _through_half(v):
+    """The finite float32 ``v`` rounded to float16 and back, as ``v.to(torch.float16).float()``,
+    without a branch: in float16's normal range, the mantissa rounded to 10 bits (nearest even) on
+    the bits; below it, to a multiple of 2^-24 by adding and taking away 0.75 (whose float32 ulp
+    is 2^-24: the addition rounds to nearest even); from 65520 up, infinity."""
+    x = np.int64(_as_uint32(v))
+    a = x & 0x7FFFFFFF
+    sign = x & 0x80000000
+    normal = (x + 0xFFF + ((x >> 13) & 1)) & 0xFFFFE000
+    tiny = np.int64(_as_uint32((_as_float32(np.uint32(a)) + np.float32(0.75)) - np.float32(0.75))) | sign
+    bits = tiny if a < _HALF_LOW else (normal if a < _HALF_HIGH else sign | 0x7F800000)
+    return _as_float32(np.uint32(bits))
+
+
+@njit(inline="always")
+def _load(values, bits, source, half, start, count, out):
+    """``out[:count]``: what the quantizer reads of weights ``start:start + count`` of a flat
+    chunk, in loops without branches (they vectorize; no float32 copy of the chunk is made).
+
+    ``half``: rounded to float16 as ``w.to(torch.float16)`` does (:func:`_through_half`). Returns
+    whether a stored value is Inf/NaN (looked at where the stored values are read, ``source`` !=
+    _READ)."""
+    bad = np.int32(0)
+    if source == _READ:
         for t in range(count):
             out[t] = values[start + t]
-        return False
-    exponent = np.int32(0x7C00) if stored == 1 else np.int32(0x7F80)
-    bad = np.int32(0)
-    for t in range(count):
-        b = np.int32(bits[start + t])
-        out[t] = _widen(b, stored)
-        bad |= np.int32((b & exponent) == exponent)
+    elif source == _F32:
+        for t in range(count):
+            v = values[start + t]
+            out[t] = v
+            bad |= np.int32((_as_uint32(v) & np.uint32(0x7F800000)) == np.uint32(0x7F800000))
+    else:
+        exponent = np.int32(0x7C00) if source == _F16 else np.int32(0x7F80)
+        for t in range(count):
+            b = np.int32(bits[start + t])
+            out[t] = _widen(b, source)
+            bad |= np.int32((b & exponent) == exponent)
+    if half:
+        for t in range(count):
+            out[t] = _through_half(out[t])
     return bad != 0
 
 
 @njit(parallel=True, cache=True)
-def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, wall_group, groups, slices):
+def _fourbit(flat, bits, source, half, walls16, low17, inv17, eps, wall_group, groups, slices):
     """Joint histogram ``(slices, groups, classes, NBINS)`` and per-slice smallest d of the free
-    weights of the flat 4-bit chunk (float32 ``flat``, or the raw ``bits`` of a float16/bfloat16
-    one: see :func:`_load`; pinned weights and all-zero blocks are counted nowhere), and whether a
+    weights of the flat 4-bit chunk (float32 ``flat`` or raw 16-bit ``bits``, read as
+    :func:`_load` says; pinned weights and all-zero blocks are counted nowhere), and whether a
     raw value is Inf/NaN (its block is skipped: the caller discards the histograms then).
 
     Per block: the absmax, then every weight's cell in a loop without branches or lookups (it
     vectorizes), then the free weights are counted."""
-    n = flat.size if stored == 0 else bits.size
+    n = bits.size if source == _F16 or source == _BF16 else flat.size
     n_walls = wall_group.size
     nblocks = (n + BLOCK - 1) // BLOCK
     joint = np.zeros((slices, groups * _CLASSES * NBINS), np.int64)
@@ -167,7 +207,7 @@ def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, wall_group, groups,
         for b in range(s * per_slice, min(nblocks, (s + 1) * per_slice)):
             start = b * BLOCK
             count = min(n, start + BLOCK) - start
-            if _load(flat, bits, stored, start, count, block):
+            if _load(flat, bits, source, half, start, count, block):
                 nonfinite[s] = True  # the caller discards the histograms
                 continue
             m = _abs_max(block, 0, count)
@@ -199,15 +239,15 @@ def _fourbit(flat, bits, stored, walls16, low17, inv17, eps, wall_group, groups,
 
 
 @njit(parallel=True, cache=True)
-def _int8(rows, bits, stored, eps, wall_group, groups, slices):
-    """INT8: the same from the rows ``(out, in)`` (float32 ``rows`` read as fp16 values, or the raw
-    ``bits`` of float16 rows), SCB per row.
+def _int8(rows, bits, source, half, eps, wall_group, groups, slices):
+    """INT8: the same from the rows ``(out, in)`` (float32 ``rows`` or raw 16-bit ``bits``, read
+    as :func:`_load` says), SCB per row.
 
     Per row: the weights widened to float32, the absmax, then a loop without branches or lookups
     that gives every weight its wall, its column in its wall group's histogram and its d (a
     pinned weight: the extra wall ``n_walls``, counted in an extra group, and d = inf), which
     vectorizes; then a scalar loop counts them."""
-    n_rows, n_cols = rows.shape if stored == 0 else bits.shape
+    n_rows, n_cols = bits.shape if source == _F16 or source == _BF16 else rows.shape
     n_walls = wall_group.size
     block = _CLASSES * NBINS
     size = groups * block
@@ -215,7 +255,7 @@ def _int8(rows, bits, stored, eps, wall_group, groups, slices):
     for k in range(n_walls):
         offsets[k] = wall_group[k] * block
     offsets[n_walls] = size
-    joint = np.zeros((slices, size + block), np.int64)
+    joint = np.zeros((slices, size + block), np.int32)  # half the cache of int64 (the caller bounds the counts)
     out_min = np.full(slices, np.float32(np.inf), np.float32)
     nonfinite = np.zeros(slices, np.bool_)
     per_slice = (n_rows + slices - 1) // slices
@@ -225,9 +265,8 @@ def _int8(rows, bits, stored, eps, wall_group, groups, slices):
         cols, walls = np.empty(n_cols, np.int32), np.empty(n_cols, np.int32)
         low_bits = _INF_BITS
         for r in range(s * per_slice, min(n_rows, (s + 1) * per_slice)):
-            if stored == 0:
-                _load(rows[r], bits[0], stored, 0, n_cols, row)
-            elif _load(rows[0], bits[r], stored, 0, n_cols, row):
+            raw = source == _F16 or source == _BF16
+            if _load(rows[0] if raw else rows[r], bits[r] if raw else bits[0], source, half, 0, n_cols, row):
                 nonfinite[s] = True  # the caller discards the histograms
                 continue
             m = _abs_max(row, 0, n_cols)
@@ -319,10 +358,12 @@ def fast_histograms(w: torch.Tensor, scheme: Scheme, check_finite: bool = False)
     class, fine bin); ``hist`` sums it over the wall groups and ``per_wall`` over the fine bins of
     each geometric bin (integer sums: exact in any order). ``finite``: with ``check_finite``,
     whether no stored weight is Inf/NaN (then the histograms mean nothing: None where no kernel
-    ran) -- read off the raw bits inside the kernel where it reads them (float16/bfloat16), else
-    from one :func:`all_finite` pass first; without, True (the caller has checked)."""
-    rows, bits, stored = _source(w, scheme)
-    if check_finite and not stored and not all_finite(w):
+    ran) -- told inside the kernel where it reads the stored values (:func:`reads_stored`), else
+    by one :func:`all_finite` pass first; without, True (the caller has checked)."""
+    if w.numel() >= 1 << 31:
+        raise ValueError("fast_histograms counts in int32: pass at most 2^31 - 1 weights at a time")
+    rows, bits, source, half = _source(w, scheme)
+    if check_finite and source == _READ and not all_finite(w):
         return None, None, float("nan"), False  # the kernels must not see Inf/NaN
     eps = np.float32(scheme.grid_eps(w.dtype))
     n_walls = len(scheme.walls)
@@ -332,14 +373,14 @@ def fast_histograms(w: torch.Tensor, scheme: Scheme, check_finite: bool = False)
     threads = numba.get_num_threads()
     slices = 1 if threads == 1 else min(_SLICES, 4 * threads)
     if isinstance(scheme, FourBitScheme):
-        joint, out_min, nonfinite = _fourbit(rows.reshape(-1), bits.reshape(-1), stored, *fourbit_tables(scheme), eps,
-                                             wall_group, groups, slices)
+        joint, out_min, nonfinite = _fourbit(rows.reshape(-1), bits.reshape(-1), source, half, *fourbit_tables(scheme),
+                                             eps, wall_group, groups, slices)
     elif isinstance(scheme, INT8):
-        joint, out_min, nonfinite = _int8(rows, bits, stored, eps, wall_group, groups, slices)
+        joint, out_min, nonfinite = _int8(rows, bits, source, half, eps, wall_group, groups, slices)
     else:
         raise TypeError(f"no fused scan kernel for scheme {scheme.name!r}")
     finite = not (check_finite and nonfinite)
-    joint = joint.sum(axis=0)  # (groups, classes, NBINS)
+    joint = joint.astype(np.int64).sum(axis=0)  # (groups, classes, NBINS)
     hist = torch.from_numpy(joint.sum(axis=0))
     per_wall = torch.from_numpy(joint @ _GEO_ONE_HOT)  # (groups, classes, N_GEOMETRIC - 1)
     return hist, per_wall, float(out_min.min()), finite
@@ -349,13 +390,23 @@ _NO_ROWS = np.zeros((1, 1), np.float32)
 _NO_BITS = np.zeros((1, 1), np.int16)
 
 
-def _source(w: torch.Tensor, scheme: Scheme) -> tuple[np.ndarray, np.ndarray, int]:
-    """(float32 rows, raw 16-bit rows, dtype code) the kernels read ``w`` from: the raw bits of a
-    float16/bfloat16 ``w`` where the scheme reads its values unchanged (code 1/2: widened inside
-    the kernel), else ``scheme.read(w)`` (code 0). The unused one is a 1x1 placeholder."""
-    if w.dtype in (torch.float16, torch.bfloat16) and reads_exactly(scheme, w.dtype):
-        return _NO_ROWS, w.contiguous().view(torch.int16).numpy(), DTYPE_CODE[w.dtype]
-    return scheme.read(w).contiguous().numpy(), _NO_BITS, 0
+def _source(w: torch.Tensor, scheme: Scheme) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """(float32 rows, raw 16-bit rows, source, half): where the kernels read ``w`` from (see
+    :func:`_load`). The stored weights themselves wherever the scheme reads them without a load
+    cast (``half`` for INT8's float16 cast; the kernel widens and rounds them), else
+    ``scheme.read(w)`` made by torch; the unused array is a 1x1 placeholder."""
+    if reads_stored(scheme, w.dtype):
+        half = scheme.extra_casts == (torch.float16,) and w.dtype != torch.float16
+        if w.dtype == torch.float32:
+            return w.contiguous().numpy(), _NO_BITS, _F32, half
+        return _NO_ROWS, w.contiguous().view(torch.int16).numpy(), _F16 if w.dtype == torch.float16 else _BF16, half
+    return scheme.read(w).contiguous().numpy(), _NO_BITS, _READ, False
+
+
+def reads_stored(scheme: Scheme, stored: torch.dtype) -> bool:
+    """Whether the kernels read weights of dtype ``stored`` straight from their stored values
+    (:func:`_source`): no copy of the tensor, Inf/NaN told inside the kernel."""
+    return scheme.load_dtype in (None, stored) and scheme.extra_casts in ((), (torch.float16,))
 
 
 def reads_exactly(scheme: Scheme, stored: torch.dtype) -> bool:

@@ -25,6 +25,7 @@ a seeded draw.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -74,10 +75,15 @@ def error_structure(w: torch.Tensor, scheme: Scheme, seed: int = 0, cols: torch.
     _, u, _ = scheme.position(x)
     e = torch.where(pinned, 0.0, u.float() - 0.5)
     e = e - e.mean()
-    order = torch.randperm(e.numel(), generator=torch.Generator().manual_seed(seed))
-    shuffled = e.reshape(-1)[order].reshape(e.shape)
+    shuffled = e.reshape(-1)[_shuffle(e.numel(), seed)].reshape(e.shape)
     noise = _top_singular_value(shuffled)
     return _top_singular_value(e) / noise if noise > 0 else None
+
+
+@functools.lru_cache(maxsize=8)  # tensors of one shape share a sample shape: drawn once per scan
+def _shuffle(n: int, seed: int) -> torch.Tensor:
+    """The seeded random order of ``n`` errors (read only)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
 def _top_singular_value(e: torch.Tensor) -> float:

@@ -58,10 +58,10 @@ def test_fused_rows_equal_the_chunked_path(dtype, tau):
         assert a["int8"].flipped > 0 and a["int8"].candidates >= a["int8"].flipped
 
 
-@pytest.mark.parametrize("load", [torch.bfloat16, torch.float32])
-def test_fused_rows_follow_the_load_dtype_and_depth(load):
-    scheme = get_scheme("int8", load)
-    for w in _hard_cases(torch.float16):
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_fused_rows_follow_an_explicit_load_dtype_and_the_depth(dtype):
+    scheme = get_scheme("int8", dtype)  # loaded in the stored dtype: still read from the stored values
+    for w in _hard_cases(dtype):
         (fused, a), (chunked, b) = _both(w, scheme, 0.2, depth=0.3)
         assert torch.equal(fused, chunked) and a == b
 
@@ -84,5 +84,7 @@ def test_other_plans_and_layouts_take_the_chunked_path():
     assert not threshold_rows.applies(w, [nf4], threshold.plan(), threshold)  # a 4-bit scheme
     assert not threshold_rows.applies(w, [int8], ratio.plan(), ratio)  # another selection
     assert not threshold_rows.applies(w.t(), [int8], threshold.plan(), threshold)  # a transposed view
+    loaded = get_scheme("int8", torch.bfloat16)
+    assert not threshold_rows.applies(w, [loaded], threshold.plan(), threshold)  # read through another dtype
     dither = make_policy("adaptive").plan_all({"int8": None})["int8"]
     assert threshold_rows.applies(w, [int8], dither, make_policy("adaptive"))  # a clean-looking tensor

@@ -79,3 +79,46 @@ def test_resolution_class_from_bits_counts_the_bands_below():
     random = np.random.default_rng(0).uniform(0, 0.4, 100000).astype(np.float32)
     expected = (_BANDS[None, :] < (random * np.float32(RESOLUTION_FACTOR))[:, None]).sum(axis=1)
     assert np.array_equal(classes(random), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernels_read_through_float16_as_torch_casts(dtype):
+    """``_load`` with ``half`` gives ``w.to(float16).float()``: every bfloat16 value; float32
+    values on and beside float16 midpoints, subnormal, at and past float16's largest value."""
+    import numpy as np
+    from numba import njit
+
+    from flipguard.scan.fast import _F32, _BF16, _load
+
+    @njit
+    def load(values, bits, source):
+        out = np.empty(max(values.size, bits.size), np.float32)
+        bad = _load(values, bits, source, True, 0, out.size, out)
+        return out, bad
+
+    if dtype == torch.bfloat16:
+        w = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+        w = w[torch.isfinite(w)]
+        out, bad = load(np.zeros(1, np.float32), w.view(torch.int16).numpy(), _BF16)
+    else:
+        half = torch.arange(0, 0x7BFF, dtype=torch.int16).view(torch.float16).float()
+        mid = (half[:-1].double() + half[1:].double()) / 2  # exact midpoints (ties) in float32
+        w = torch.cat([half, mid.float(), torch.nextafter(mid.float(), torch.tensor(0.0)),
+                       torch.nextafter(mid.float(), torch.tensor(1e9)), torch.tensor([65504.0, 65519.0, 65520.0, 7e4])])
+        w = torch.cat([w, -w])
+        out, bad = load(w.numpy(), np.zeros(1, np.int16), _F32)
+    assert not bad
+    expected = w.to(torch.float16).float().numpy()
+    assert np.array_equal(out.view(np.int32), expected.view(np.int32))
+
+
+def test_int8_scan_of_float32_weights_outside_float16s_range():
+    """INT8 reads float32 through float16: subnormal, tie and overflowing weights, bin for bin."""
+    scheme = get_scheme("int8")
+    w = torch.randn(16, 96, generator=torch.Generator().manual_seed(5)) * 1e-5  # some float16 subnormals
+    w[3] *= 1e4
+    w[4, :5] = torch.tensor([65504.0, 65519.0, 65520.0, 7e4, -1e5])  # the row's read absmax is inf
+    w[5] = torch.randn(96, generator=torch.Generator().manual_seed(6)).half().float() * 1.00048828125
+    hist, per_wall, low, ok = fast_histograms(w, scheme, check_finite=True)
+    ref = _reference(w, scheme)
+    assert ok and torch.equal(hist, ref[0]) and torch.equal(per_wall, ref[1]) and low == ref[2]
