@@ -46,6 +46,7 @@ def _count_below_linear(table, x):
 
 _N_BANDS = len(BANDS)
 _INF_BITS = np.uint32(0x7F800000)  # bits of float32 inf
+_TINY32 = np.float32(1e-38)  # bitsandbytes' stand-in for a zero 4-bit absmax (schemes.fourbit)
 _WALLS = 16  # 4-bit wall tables padded to this length (+inf) for the select chain of _fourbit_select
 
 
@@ -290,6 +291,76 @@ def _int8(rows, bits, source, half, eps, wall_group, groups, slices):
                 hist[offsets[walls[j]] + cols[j]] += 1
         out_min[s] = _as_float32(low_bits)
     return np.ascontiguousarray(joint[:, :size]).reshape(slices, groups, _CLASSES, NBINS), out_min, nonfinite.any()
+
+
+@njit(cache=True, nogil=True)
+def _int8_errors(rows, bits, source, half, cols, out):
+    """``out[r, k]``: the rounding error ``u - 1/2`` of weight ``(r, cols[k])`` under INT8 (0 where
+    pinned), from the row's own SCB: ``INT8.group`` then ``INT8._position``, operation for operation."""
+    n_rows, n_cols = bits.shape if source == _F16 or source == _BF16 else rows.shape
+    row = np.empty(n_cols, np.float32)
+    raw = source == _F16 or source == _BF16
+    for r in range(n_rows):
+        _load(rows[0] if raw else rows[r], bits[r] if raw else bits[0], source, half, 0, n_cols, row)
+        m = _abs_max(row, 0, n_cols)
+        scale = (np.float32(np.inf) if m == np.float32(0.0) else np.float32(1.0) / m) * np.float32(127.0)
+        for k in range(cols.size):
+            v = row[cols[k]]
+            x = v * scale
+            nearest = (x + _ROUNDER) - _ROUNDER  # round half to even, exact for |x| < 2^22
+            u = (x - nearest) + np.float32(0.5)
+            pinned = m == np.float32(0.0) or abs(v) == m
+            out[r, k] = np.float32(0.0) if pinned else u - np.float32(0.5)
+
+
+@njit(cache=True, nogil=True)
+def _fourbit_errors(flat, bits, source, half, n_cols, cols, walls16, low17, inv17, out):
+    """The same under a 4-bit scheme: blocks run along the flat chunk (the last may be partial), so
+    each block is read once and its sampled weights (row-major order) are taken as it passes."""
+    n = bits.size if source == _F16 or source == _BF16 else flat.size
+    block = np.empty(BLOCK, np.float32)
+    n_rows = n // n_cols
+    r, k = 0, 0  # the next sampled weight, row r, column cols[k]
+    for b in range((n + BLOCK - 1) // BLOCK):
+        start = b * BLOCK
+        count = min(n, start + BLOCK) - start
+        if r >= n_rows:
+            break
+        if r * n_cols + cols[k] >= start + count:
+            continue  # no sampled weight in this block
+        _load(flat, bits, source, half, start, count, block)
+        m = _abs_max(block, 0, count)
+        partial = count < BLOCK
+        zero_group = (m <= _TINY32) if partial else (m == np.float32(0.0))
+        safe = max(m, _TINY32)
+        inv = np.float32(1.0) / safe
+        while r < n_rows and r * n_cols + cols[k] < start + count:
+            v = block[r * n_cols + cols[k] - start]
+            x = v / safe if partial else v * inv
+            x = min(max(x, np.float32(-1.0)), np.float32(1.0))
+            level, lo, iw = _fourbit_select(x, walls16, low17, inv17)
+            u = (x - lo) * iw
+            out[r, k] = np.float32(0.0) if zero_group or abs(v) == m else u - np.float32(0.5)
+            k += 1
+            if k == cols.size:
+                r, k = r + 1, 0
+
+
+def rounding_errors(w: torch.Tensor, scheme: Scheme, cols: torch.Tensor) -> torch.Tensor:
+    """float32 ``(rows, len(cols))``: the rounding error ``u - 1/2`` of ``w`` (2-D, whole groups of
+    ``scheme``) at columns ``cols`` (ascending) of every row, 0 where pinned -- what
+    ``scheme.group`` then ``scheme.position`` give there (``torch.where(pinned, 0, u - 0.5)``),
+    from one read of ``w`` by the kernels."""
+    rows, bits, source, half = _source(w, scheme)
+    idx = cols.to(torch.int64).contiguous().numpy()
+    out = np.empty((w.shape[0], len(idx)), np.float32)
+    if isinstance(scheme, FourBitScheme):
+        _fourbit_errors(rows.reshape(-1), bits.reshape(-1), source, half, w.shape[1], idx, *fourbit_tables(scheme), out)
+    elif isinstance(scheme, INT8):
+        _int8_errors(rows, bits, source, half, idx, out)
+    else:
+        raise TypeError(f"no fused kernel for scheme {scheme.name!r}")
+    return torch.from_numpy(out)
 
 
 @njit(cache=True, nogil=True)

@@ -30,6 +30,7 @@ import math
 
 import torch
 
+from flipguard.scan.fast import rounding_errors
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK
 
@@ -68,12 +69,7 @@ def error_structure(w: torch.Tensor, scheme: Scheme, seed: int = 0, cols: torch.
     """sigma_1 of the rounding errors ``u - 1/2`` of ``w`` (2-D, whole groups of ``scheme``; group
     maxima count as 0; only columns ``cols`` if given) over that of the same errors in a seeded
     random order; None if they are all equal."""
-    grouped = scheme.group(w.contiguous())
-    x, pinned = grouped.x.reshape(w.shape), grouped.pinned.reshape(w.shape)
-    if cols is not None:
-        x, pinned = x[:, cols], pinned[:, cols]
-    _, u, _ = scheme.position(x)
-    e = torch.where(pinned, 0.0, u.float() - 0.5)
+    e = rounding_errors(w.contiguous(), scheme, torch.arange(w.shape[1]) if cols is None else cols)
     e = e - e.mean()
     shuffled = e.reshape(-1)[_shuffle(e.numel(), seed)].reshape(e.shape)
     noise = _top_singular_value(shuffled)

@@ -122,3 +122,21 @@ def test_int8_scan_of_float32_weights_outside_float16s_range():
     hist, per_wall, low, ok = fast_histograms(w, scheme, check_finite=True)
     ref = _reference(w, scheme)
     assert ok and torch.equal(hist, ref[0]) and torch.equal(per_wall, ref[1]) and low == ref[2]
+
+
+@pytest.mark.parametrize("name", scheme_names())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_rounding_errors_match_group_and_position(name, dtype):
+    """``rounding_errors`` (the structure statistic's input) equals ``torch.where(pinned, 0,
+    u - 0.5)`` from ``scheme.group`` and ``scheme.position``, bit for bit, at all or some columns."""
+    from flipguard.scan.fast import rounding_errors
+
+    scheme = get_scheme(name)
+    for w in _cases(dtype):
+        g = scheme.group(w)
+        x, pinned = g.x.reshape(w.shape), g.pinned.reshape(w.shape)
+        for cols in (torch.arange(w.shape[1]), torch.arange(0, w.shape[1], 3), torch.tensor([w.shape[1] - 1])):
+            _, u, _ = scheme.position(x[:, cols])
+            expected = torch.where(pinned[:, cols], 0.0, u.float() - 0.5)
+            got = rounding_errors(w, scheme, cols)
+            assert torch.equal(got.view(torch.int32), expected.contiguous().view(torch.int32))
