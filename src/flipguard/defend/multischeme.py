@@ -8,7 +8,9 @@ weight must keep it ``depth`` from every earlier scheme's walls (or no closer th
 pass undoes or endangers another. No weight ever reaches its group's largest magnitude under any
 scheme, so every group scale — and hence every code of an unmoved weight — stays as it was.
 After the last pass every scheme recomputes its scales and codes from the final values
-(:func:`verify`); a disagreement is a bug and raises.
+(:func:`verify`); a disagreement is a bug and raises. INT8 alone under a plain threshold plan
+(the common case of a clean-looking tensor) takes the one-pass row path of
+``defend.threshold_rows`` instead, which gives the same bytes and counts.
 """
 
 from __future__ import annotations
