@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from flipguard.scan.stats import BANDS, N_GEOMETRIC, NBINS, RESOLUTION_FACTOR, _GEOMETRIC, wall_group_size
 from flipguard.schemes import Scheme
-from flipguard.schemes.floatbits import _as_float32, _as_uint32, _widen
+from flipguard.schemes.floatbits import _as_float32, _as_uint32, _through_half, _widen
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
 from flipguard.schemes.int8 import INT8
 
@@ -129,7 +129,6 @@ def _count(hist, free, bins, walls, wall_group, ds, count, low_d):
 # the stored weights themselves -- raw float16 / bfloat16 bits, or float32 rows -- which the
 # kernel reads as the quantizer does (widened; through float16 first where ``half``: INT8's cast).
 _READ, _F16, _BF16, _F32 = 0, 1, 2, 3
-_HALF_LOW, _HALF_HIGH = 0x38800000, 0x477FF000  # bits of 2^-14 and 65520: float16's normal range
 
 
 @njit(inline="always")
@@ -138,21 +137,6 @@ def _stored(values, bits, source, i):
     if source == _F16 or source == _BF16:
         return _widen(bits[i], source)
     return values[i]
-
-
-@njit(inline="always")
-def _through_half(v):
-    """The finite float32 ``v`` rounded to float16 and back, as ``v.to(torch.float16).float()``,
-    without a branch: in float16's normal range, the mantissa rounded to 10 bits (nearest even) on
-    the bits; below it, to a multiple of 2^-24 by adding and taking away 0.75 (whose float32 ulp
-    is 2^-24: the addition rounds to nearest even); from 65520 up, infinity."""
-    x = np.int64(_as_uint32(v))
-    a = x & 0x7FFFFFFF
-    sign = x & 0x80000000
-    normal = (x + 0xFFF + ((x >> 13) & 1)) & 0xFFFFE000
-    tiny = np.int64(_as_uint32((_as_float32(np.uint32(a)) + np.float32(0.75)) - np.float32(0.75))) | sign
-    bits = tiny if a < _HALF_LOW else (normal if a < _HALF_HIGH else sign | 0x7F800000)
-    return _as_float32(np.uint32(bits))
 
 
 @njit(inline="always")

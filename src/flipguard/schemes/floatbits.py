@@ -56,6 +56,9 @@ def _from_bits(bits):
     return _as_float32(np.uint32(bits & _U32))
 
 
+_HALF_LOW, _HALF_HIGH = 0x38800000, 0x477FF000  # bits of 2^-14 and 65520: float16's normal range
+
+
 @njit(inline="always")
 def _f16_bits(x):
     """float16 bits of the float32 with bits ``x``, rounded to nearest even (as torch/F16C)."""
@@ -63,9 +66,9 @@ def _f16_bits(x):
     x = x & 0x7FFFFFFF
     if x >= 0x7F800000:
         return sign | 0x7C00 | (0x200 if x > 0x7F800000 else 0)
-    if x >= 0x477FF000:  # >= 65520: rounds to inf
+    if x >= _HALF_HIGH:  # >= 65520: rounds to inf
         return sign | 0x7C00
-    if x < 0x38800000:  # below 2^-14: float16 subnormal or zero
+    if x < _HALF_LOW:  # below 2^-14: float16 subnormal or zero
         if x <= 0x33000000:  # <= 2^-25: rounds to zero (2^-25 is a tie, to even 0)
             return sign
         e = x >> 23
@@ -77,9 +80,25 @@ def _f16_bits(x):
         if rem > half or (rem == half and (h & 1) == 1):
             h += 1
         return sign | h
-    # normal range: drop 13 mantissa bits, nearest even, without a branch (which half the values
-    # of a flip's aim would mispredict): add 0xFFF plus the kept last bit, then shift
+    # normal range: drop 13 mantissa bits, nearest even: add 0xFFF plus the kept last bit, then shift
     return sign | ((x - 0x38000000 + 0xFFF + ((x >> 13) & 1)) >> 13)
+
+
+@njit(inline="always")
+def _through_half(v):
+    """The finite float32 ``v`` rounded to float16 and back, as ``v.to(torch.float16).float()``,
+    without a branch: in float16's normal range, the mantissa rounded to 10 bits (nearest even) on
+    the bits (as :func:`_f16_bits` does there); below it, to a multiple of 2^-24 by adding and
+    taking away 0.75 (whose float32 ulp is 2^-24: the addition rounds to nearest even); from 65520
+    up, infinity. Equal to ``_to_dtype(v, 1)`` for every finite ``v``, which branches; kernels use
+    this one where a loop must vectorize."""
+    x = np.int64(_as_uint32(v))
+    a = x & 0x7FFFFFFF
+    sign = x & 0x80000000
+    normal = (x + 0xFFF + ((x >> 13) & 1)) & 0xFFFFE000
+    tiny = np.int64(_as_uint32((_as_float32(np.uint32(a)) + np.float32(0.75)) - np.float32(0.75))) | sign
+    bits = tiny if a < _HALF_LOW else (normal if a < _HALF_HIGH else sign | 0x7F800000)
+    return _as_float32(np.uint32(bits))
 
 
 @njit(inline="always")
