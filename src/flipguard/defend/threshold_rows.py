@@ -25,11 +25,11 @@ from numba import njit, prange
 from flipguard.defend.fast import _constants, _flip, _int8_cell, _normalized, _raw
 from flipguard.defend.flip import MAX_STEPS, OTHER_GUARD, RETRY_AIMS, grid_dtype, safe_depth
 from flipguard.scan.fast import (
-    _BF16, _F16, _F32, _ROUNDER, PARALLEL_FROM, _abs_max, _load, _source, _stored, reads_stored,
+    _BF16, _F16, _F32, _ROUNDER, PARALLEL_FROM, _abs_max, _load, _source, reads_stored,
 )
 from flipguard.schemes import Scheme
 from flipguard.schemes.floatbits import (
-    DTYPE_CODE, _as_float32, _as_uint32, _bf16_bits, _bits, _f16_bits, _read, _stored_value, _widen,
+    DTYPE_CODE, _as_float32, _as_uint32, _read, _stored_bits, _stored_value, _widen,
 )
 from flipguard.schemes.int8 import INT8
 
@@ -82,16 +82,6 @@ def defend_rows(wq: torch.Tensor, scheme: INT8, tau: float, depth: float | None 
     if flipped:
         stats.max_shift = float(shift.max())
     return stats
-
-
-@njit(inline="always")
-def _stored_bits(v, stored):
-    """Raw bits (as int64, of the chunk's int32/int16 view) of a float32 value exact in dtype ``stored``."""
-    b = _bits(v)
-    if stored == 0:
-        return b if b < 0x80000000 else b - (np.int64(1) << 32)
-    h = _f16_bits(b) if stored == 1 else _bf16_bits(b)
-    return h if h < 0x8000 else h - 0x10000
 
 
 @njit(inline="always")
@@ -184,7 +174,7 @@ def _rows(values, bits, raw, source, half, stored, tau, depth, grid, top, walls,
                 j = chosen[c]
                 lv, uu, _ = _int8_cell(xs[j])
                 level[c], u[c] = lv, uu
-                stored_values[c] = _stored(row_values, row_bits, source, j)
+                stored_values[c] = _stored_value(raw[r], j, stored)
                 ref[c], cap[c], factor[0, c] = stored_max, stored_max, scale
             _flip(stored_values[:count], stored, grid, level, u, unused_i, False, top, walls, width, depth, ref, cap,
                   kinds, loads, extra16, walls_k, low_k, inv_k, factor, divide, level_k, d_k, pinned_k,

@@ -132,14 +132,6 @@ _READ, _F16, _BF16, _F32 = 0, 1, 2, 3
 
 
 @njit(inline="always")
-def _stored(values, bits, source, i):
-    """float32 value of stored weight ``i`` (``source`` _F16/_BF16: raw bits; else ``values``)."""
-    if source == _F16 or source == _BF16:
-        return _widen(bits[i], source)
-    return values[i]
-
-
-@njit(inline="always")
 def _load(values, bits, source, half, start, count, out):
     """``out[:count]``: what the quantizer reads of weights ``start:start + count`` of a flat
     chunk, in loops without branches (they vectorize; no float32 copy of the chunk is made).

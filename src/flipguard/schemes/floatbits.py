@@ -202,3 +202,14 @@ def _widen(b, stored):
     tiny = _as_float32(np.uint32(body + _F16_SUBNORMAL_BIAS)) - _as_float32(_F16_SUBNORMAL_BIAS)
     value = tiny if raw & np.uint32(0x7C00) == np.uint32(0) else normal
     return _as_float32(np.uint32(_as_uint32(value) | sign))
+
+
+@njit(inline="always")
+def _stored_bits(v, stored):
+    """Raw bits (int64, as the int32/int16 view of a chunk holds them) of the float32 ``v``, a value
+    of dtype ``stored``: the inverse of :func:`_stored_value`."""
+    b = _bits(v)
+    if stored == 0:
+        return b if b < 0x80000000 else b - (np.int64(1) << 32)
+    h = _f16_bits(b) if stored == 1 else _bf16_bits(b)
+    return h if h < 0x8000 else h - 0x10000
