@@ -37,15 +37,15 @@ from numba import njit
 
 from flipguard.schemes.floatbits import DTYPE_CODE, _convert, _read, _stored_value, _to_dtype, _ulp_step
 from flipguard.scan.fast import (  # noqa: F401 (all_finite re-exported)
-    _ROUNDER, _abs_max, _count_below_linear, _fourbit_select, all_finite, fourbit_tables, reads_exactly,
+    _ROUNDER, _TINY, _abs_max, _count_below_linear, _fourbit_select, _int8_cell, all_finite, fourbit_tables,
+    reads_exactly,
 )
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
 from flipguard.schemes.int8 import INT8
 
-_TINY = np.float32(1e-38)
 _BLOCK_BITS = BLOCK.bit_length() - 1
-assert 1 << _BLOCK_BITS == BLOCK  # bitsandbytes' stand-in for a zero absmax (schemes.fourbit)
+assert 1 << _BLOCK_BITS == BLOCK  # a power of two: a shift finds a weight's block
 
 
 @njit(inline="always")
@@ -55,14 +55,6 @@ def _fourbit_cell(xi, walls, low, inv_width):
     k = _count_below_linear(walls, xi)
     ui = (xi - low[k]) * inv_width[k]
     return k, ui, min(max(min(ui, np.float32(1.0) - ui), np.float32(0.0)), np.float32(0.5))
-
-
-@njit(inline="always")
-def _int8_cell(xi):
-    """(level, u, d) of one value in code units: ``INT8._position`` (round half to even)."""
-    nearest = (xi + _ROUNDER) - _ROUNDER  # round half to even, exact for |x| < 2^22
-    offset = xi - nearest
-    return int(nearest) + 127, offset + np.float32(0.5), np.float32(0.5) - abs(offset)
 
 
 @njit(cache=True, nogil=True)

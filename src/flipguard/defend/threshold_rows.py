@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from flipguard.defend.fast import _constants, _flip, _int8_cell, _normalized, _raw
+from flipguard.defend.fast import _constants, _flip, _normalized, _raw
 from flipguard.defend.flip import MAX_STEPS, OTHER_GUARD, RETRY_AIMS, grid_dtype, safe_depth
 from flipguard.scan.fast import (
-    _BF16, _F16, _F32, _ROUNDER, PARALLEL_FROM, _abs_max, _load, _source, reads_stored,
+    _F32, _ROUNDER, PARALLEL_FROM, _abs_max, _int8_cell, _load, _row, _source, reads_stored,
 )
 from flipguard.schemes import Scheme
 from flipguard.schemes.floatbits import (
@@ -124,7 +124,6 @@ def _rows(values, bits, raw, source, half, stored, tau, depth, grid, top, walls,
     shift = np.zeros(slices, np.float32)
     per_slice = (n_rows + slices - 1) // slices
     depth32 = np.float32(depth)
-    from_bits = source == _F16 or source == _BF16
     for s in prange(slices):
         read, xs = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
         pick = np.empty(n_cols + 8, np.uint8)
@@ -142,8 +141,7 @@ def _rows(values, bits, raw, source, half, stored, tau, depth, grid, top, walls,
         total = counts[s]
         largest = np.float32(0.0)
         for r in range(s * per_slice, min(n_rows, (s + 1) * per_slice)):
-            row_values = values[0] if from_bits else values[r]
-            row_bits = bits[r] if from_bits else bits[0]
+            row_values, row_bits = _row(values, bits, source, r)
             _load(row_values, row_bits, source, half, 0, n_cols, read)  # finite: the caller checked
             m = _abs_max(read, 0, n_cols)
             if m == np.float32(0.0):

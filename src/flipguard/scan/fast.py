@@ -46,7 +46,7 @@ def _count_below_linear(table, x):
 
 _N_BANDS = len(BANDS)
 _INF_BITS = np.uint32(0x7F800000)  # bits of float32 inf
-_TINY32 = np.float32(1e-38)  # bitsandbytes' stand-in for a zero 4-bit absmax (schemes.fourbit)
+_TINY = np.float32(1e-38)  # bitsandbytes' stand-in for a zero 4-bit absmax (schemes.fourbit)
 _WALLS = 16  # 4-bit wall tables padded to this length (+inf) for the select chain of _fourbit_select
 
 
@@ -80,6 +80,14 @@ def fourbit_tables(scheme: FourBitScheme) -> tuple[np.ndarray, np.ndarray, np.nd
     low[: len(scheme.levels)] = scheme._cell_tables[0].numpy()
     inv[: len(scheme.levels)] = scheme._inv_width.numpy()
     return walls, low, inv
+
+
+@njit(inline="always")
+def _int8_cell(xi):
+    """(level, u, d) of one value in code units: ``INT8._position`` (round half to even)."""
+    nearest = (xi + _ROUNDER) - _ROUNDER  # round half to even, exact for |x| < 2^22
+    offset = xi - nearest
+    return int(nearest) + 127, offset + np.float32(0.5), np.float32(0.5) - abs(offset)
 
 
 @njit(inline="always")
@@ -132,6 +140,21 @@ _READ, _F16, _BF16, _F32 = 0, 1, 2, 3
 
 
 @njit(inline="always")
+def _in_bits(source):
+    """Whether ``source`` gives the weights as raw 16-bit ``bits`` (else as float32 ``rows``)."""
+    return source == _F16 or source == _BF16
+
+
+@njit(inline="always")
+def _row(rows, bits, source, r):
+    """(float32 row, raw 16-bit row) ``r`` of a 2-D source: the used one, and the unused 1x1
+    placeholder's first row."""
+    if _in_bits(source):
+        return rows[0], bits[r]
+    return rows[r], bits[0]
+
+
+@njit(inline="always")
 def _load(values, bits, source, half, start, count, out):
     """``out[:count]``: what the quantizer reads of weights ``start:start + count`` of a flat
     chunk, in loops without branches (they vectorize; no float32 copy of the chunk is made).
@@ -169,7 +192,7 @@ def _fourbit(flat, bits, source, half, walls16, low17, inv17, eps, wall_group, g
 
     Per block: the absmax, then every weight's cell in a loop without branches or lookups (it
     vectorizes), then the free weights are counted."""
-    n = bits.size if source == _F16 or source == _BF16 else flat.size
+    n = bits.size if _in_bits(source) else flat.size
     n_walls = wall_group.size
     nblocks = (n + BLOCK - 1) // BLOCK
     joint = np.zeros((slices, groups * _CLASSES * NBINS), np.int64)
@@ -189,8 +212,8 @@ def _fourbit(flat, bits, source, half, walls16, low17, inv17, eps, wall_group, g
                 continue
             m = _abs_max(block, 0, count)
             partial = count < BLOCK
-            safe = max(m, np.float32(1e-38))
-            if (m <= np.float32(1e-38)) if partial else (m == np.float32(0.0)):
+            safe = max(m, _TINY)
+            if (m <= _TINY) if partial else (m == np.float32(0.0)):
                 continue  # a zero group: pinned whole
             if partial:
                 for t in range(count):
@@ -224,7 +247,7 @@ def _int8(rows, bits, source, half, eps, wall_group, groups, slices):
     that gives every weight its wall, its column in its wall group's histogram and its d (a
     pinned weight: the extra wall ``n_walls``, counted in an extra group, and d = inf), which
     vectorizes; then a scalar loop counts them."""
-    n_rows, n_cols = bits.shape if source == _F16 or source == _BF16 else rows.shape
+    n_rows, n_cols = bits.shape if _in_bits(source) else rows.shape
     n_walls = wall_group.size
     block = _CLASSES * NBINS
     size = groups * block
@@ -242,8 +265,8 @@ def _int8(rows, bits, source, half, eps, wall_group, groups, slices):
         cols, walls = np.empty(n_cols, np.int32), np.empty(n_cols, np.int32)
         low_bits = _INF_BITS
         for r in range(s * per_slice, min(n_rows, (s + 1) * per_slice)):
-            raw = source == _F16 or source == _BF16
-            if _load(rows[0] if raw else rows[r], bits[r] if raw else bits[0], source, half, 0, n_cols, row):
+            row_values, row_bits = _row(rows, bits, source, r)
+            if _load(row_values, row_bits, source, half, 0, n_cols, row):
                 nonfinite[s] = True  # the caller discards the histograms
                 continue
             m = _abs_max(row, 0, n_cols)
@@ -273,18 +296,17 @@ def _int8(rows, bits, source, half, eps, wall_group, groups, slices):
 def _int8_errors(rows, bits, source, half, cols, out):
     """``out[r, k]``: the rounding error ``u - 1/2`` of weight ``(r, cols[k])`` under INT8 (0 where
     pinned), from the row's own SCB: ``INT8.group`` then ``INT8._position``, operation for operation."""
-    n_rows, n_cols = bits.shape if source == _F16 or source == _BF16 else rows.shape
+    n_rows, n_cols = bits.shape if _in_bits(source) else rows.shape
     row = np.empty(n_cols, np.float32)
-    raw = source == _F16 or source == _BF16
     for r in range(n_rows):
-        _load(rows[0] if raw else rows[r], bits[r] if raw else bits[0], source, half, 0, n_cols, row)
+        row_values, row_bits = _row(rows, bits, source, r)
+        _load(row_values, row_bits, source, half, 0, n_cols, row)
         m = _abs_max(row, 0, n_cols)
         scale = (np.float32(np.inf) if m == np.float32(0.0) else np.float32(1.0) / m) * np.float32(127.0)
         for k in range(cols.size):
             v = row[cols[k]]
             x = v * scale
-            nearest = (x + _ROUNDER) - _ROUNDER  # round half to even, exact for |x| < 2^22
-            u = (x - nearest) + np.float32(0.5)
+            u = _int8_cell(x)[1]
             pinned = m == np.float32(0.0) or abs(v) == m
             out[r, k] = np.float32(0.0) if pinned else u - np.float32(0.5)
 
@@ -293,7 +315,7 @@ def _int8_errors(rows, bits, source, half, cols, out):
 def _fourbit_errors(flat, bits, source, half, n_cols, cols, walls16, low17, inv17, out):
     """The same under a 4-bit scheme: blocks run along the flat chunk (the last may be partial), so
     each block is read once and its sampled weights (row-major order) are taken as it passes."""
-    n = bits.size if source == _F16 or source == _BF16 else flat.size
+    n = bits.size if _in_bits(source) else flat.size
     block = np.empty(BLOCK, np.float32)
     n_rows = n // n_cols
     r, k = 0, 0  # the next sampled weight, row r, column cols[k]
@@ -307,8 +329,8 @@ def _fourbit_errors(flat, bits, source, half, n_cols, cols, walls16, low17, inv1
         _load(flat, bits, source, half, start, count, block)
         m = _abs_max(block, 0, count)
         partial = count < BLOCK
-        zero_group = (m <= _TINY32) if partial else (m == np.float32(0.0))
-        safe = max(m, _TINY32)
+        zero_group = (m <= _TINY) if partial else (m == np.float32(0.0))
+        safe = max(m, _TINY)
         inv = np.float32(1.0) / safe
         while r < n_rows and r * n_cols + cols[k] < start + count:
             v = block[r * n_cols + cols[k] - start]
