@@ -37,7 +37,8 @@ from numba import njit
 
 from flipguard.schemes.floatbits import DTYPE_CODE, _convert, _read, _stored_value, _to_dtype, _ulp_step
 from flipguard.scan.fast import (  # noqa: F401 (all_finite re-exported)
-    _ROUNDER, _TINY, _abs_max, _count_below_linear, _fourbit_select, _int8_cell, all_finite, fourbit_tables,
+    _ROUNDER, _TINY, _abs_max, _count_below_linear, _fourbit_place, _int8_cell, _normalize_block, all_finite,
+    fourbit_tables,
     reads_exactly,
 )
 from flipguard.schemes import Scheme
@@ -62,31 +63,19 @@ def _fourbit_cells(flat, walls16, low17, inv17, x, pinned, level, u, d, absmax):
     """Fill x, pinned, level (int64), u, d (NaN where pinned) per weight and absmax per block.
 
     Per block: the absmax, the normalized values, then the cells in a loop without branches or
-    lookups (``scan.fast._fourbit_select``), which vectorizes."""
+    lookups (``scan.fast._normalize_block``, ``_fourbit_place``), which vectorizes."""
     n = flat.size
     nblocks = (n + BLOCK - 1) // BLOCK
     for b in range(nblocks):
         start = b * BLOCK
         count = min(n, start + BLOCK) - start
-        partial = count < BLOCK
-        m = _abs_max(flat, start, count)
-        if partial:
+        m, zero_group = _normalize_block(flat, start, count, x, start)
+        if count < BLOCK:
             m = max(m, _TINY)  # stored clamped in the partial block only
         absmax[b] = m
-        zero_group = (m <= _TINY) if partial else (m == np.float32(0.0))
-        if partial:
-            for t in range(count):
-                x[start + t] = min(max(flat[start + t] / m, np.float32(-1.0)), np.float32(1.0))
-        else:
-            inv = np.float32(1.0) / max(m, _TINY)
-            for t in range(BLOCK):
-                x[start + t] = min(max(flat[start + t] * inv, np.float32(-1.0)), np.float32(1.0))
         for t in range(count):
             i = start + t
-            xi = x[i]
-            k, lo, iw = _fourbit_select(xi, walls16, low17, inv17)
-            ui = (xi - lo) * iw
-            di = min(max(min(ui, np.float32(1.0) - ui), np.float32(0.0)), np.float32(0.5))
+            k, ui, di, _ = _fourbit_place(x[i], walls16, low17, inv17)
             level[i] = np.int64(k)
             u[i] = ui
             pin = zero_group | (abs(flat[i]) == m)

@@ -71,6 +71,35 @@ def _fourbit_select(x, walls16, low17, inv17):
     return level, lo, iw
 
 
+@njit(inline="always")
+def _fourbit_place(x, walls16, low17, inv17):
+    """(level, u, d, 1 / cell width) of one normalized value under a 4-bit scheme, from
+    :func:`_fourbit_select`: ``Scheme._position`` (u in cell widths, d the distance to the nearer
+    wall clamped to [0, 0.5]); branch-free, so a loop of them vectorizes."""
+    level, lo, iw = _fourbit_select(x, walls16, low17, inv17)
+    u = (x - lo) * iw
+    return level, u, min(max(min(u, np.float32(1.0) - u), np.float32(0.0)), np.float32(0.5)), iw
+
+
+@njit(inline="always")
+def _normalize_block(values, start, count, xs, out):
+    """One 4-bit block ``values[start:start + count]`` (float32, count < BLOCK: the partial last
+    block) normalized into ``xs[out:out + count]`` as ``FourBitScheme.group`` does: divided by the
+    absmax clamped to ``_TINY`` in a partial block, else multiplied by its reciprocal, clamped to
+    [-1, 1] (a full block writes all BLOCK entries, so the loop has a fixed length and vectorizes).
+    Returns (absmax, whether the group is zero: pinned whole)."""
+    m = _abs_max(values, start, count)
+    safe = max(m, _TINY)
+    if count < BLOCK:
+        for t in range(count):
+            xs[out + t] = min(max(values[start + t] / safe, np.float32(-1.0)), np.float32(1.0))
+        return m, m <= _TINY
+    inv = np.float32(1.0) / safe
+    for t in range(BLOCK):
+        xs[out + t] = min(max(values[start + t] * inv, np.float32(-1.0)), np.float32(1.0))
+    return m, m == np.float32(0.0)
+
+
 def fourbit_tables(scheme: FourBitScheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(walls padded to ``_WALLS`` with +inf, cell lower ends and inverse widths padded to
     ``_WALLS + 1``) of a 4-bit scheme, float32: the scheme's own tables, for :func:`_fourbit_select`."""
@@ -210,23 +239,12 @@ def _fourbit(flat, bits, source, half, walls16, low17, inv17, eps, wall_group, g
             if _load(flat, bits, source, half, start, count, block):
                 nonfinite[s] = True  # the caller discards the histograms
                 continue
-            m = _abs_max(block, 0, count)
-            partial = count < BLOCK
-            safe = max(m, _TINY)
-            if (m <= _TINY) if partial else (m == np.float32(0.0)):
-                continue  # a zero group: pinned whole
-            if partial:
-                for t in range(count):
-                    xs[t] = min(max(block[t] / safe, np.float32(-1.0)), np.float32(1.0))
-            else:
-                inv = np.float32(1.0) / safe
-                for t in range(BLOCK):
-                    xs[t] = min(max(block[t] * inv, np.float32(-1.0)), np.float32(1.0))
+            m, zero_group = _normalize_block(block, 0, count, xs, 0)
+            if zero_group:
+                continue  # pinned whole
             for t in range(count):
                 x = xs[t]
-                level, lo, iw = _fourbit_select(x, walls16, low17, inv17)
-                u = (x - lo) * iw
-                d = min(max(min(u, np.float32(1.0) - u), np.float32(0.0)), np.float32(0.5))
+                level, u, d, iw = _fourbit_place(x, walls16, low17, inv17)
                 res = (abs(x) * eps) * iw
                 bins[t] = _bin(d, res)
                 walls[t] = min(max(level - np.int32(1) + np.int32(u >= np.float32(0.5)), np.int32(0)),
@@ -313,10 +331,11 @@ def _int8_errors(rows, bits, source, half, cols, out):
 
 @njit(cache=True, nogil=True)
 def _fourbit_errors(flat, bits, source, half, n_cols, cols, walls16, low17, inv17, out):
-    """The same under a 4-bit scheme: blocks run along the flat chunk (the last may be partial), so
-    each block is read once and its sampled weights (row-major order) are taken as it passes."""
+    """The same under a 4-bit scheme: blocks run along the flat chunk (the last may be partial); a
+    block holding a sampled weight is read once, normalized and placed whole (loops that
+    vectorize), and its sampled weights (row-major order) are taken from it."""
     n = bits.size if _in_bits(source) else flat.size
-    block = np.empty(BLOCK, np.float32)
+    block, xs, us = np.empty(BLOCK, np.float32), np.empty(BLOCK, np.float32), np.empty(BLOCK, np.float32)
     n_rows = n // n_cols
     r, k = 0, 0  # the next sampled weight, row r, column cols[k]
     for b in range((n + BLOCK - 1) // BLOCK):
@@ -327,18 +346,12 @@ def _fourbit_errors(flat, bits, source, half, n_cols, cols, walls16, low17, inv1
         if r * n_cols + cols[k] >= start + count:
             continue  # no sampled weight in this block
         _load(flat, bits, source, half, start, count, block)
-        m = _abs_max(block, 0, count)
-        partial = count < BLOCK
-        zero_group = (m <= _TINY) if partial else (m == np.float32(0.0))
-        safe = max(m, _TINY)
-        inv = np.float32(1.0) / safe
+        m, zero_group = _normalize_block(block, 0, count, xs, 0)
+        for t in range(count):
+            us[t] = _fourbit_place(xs[t], walls16, low17, inv17)[1]
         while r < n_rows and r * n_cols + cols[k] < start + count:
-            v = block[r * n_cols + cols[k] - start]
-            x = v / safe if partial else v * inv
-            x = min(max(x, np.float32(-1.0)), np.float32(1.0))
-            level, lo, iw = _fourbit_select(x, walls16, low17, inv17)
-            u = (x - lo) * iw
-            out[r, k] = np.float32(0.0) if zero_group or abs(v) == m else u - np.float32(0.5)
+            t = r * n_cols + cols[k] - start
+            out[r, k] = np.float32(0.0) if zero_group or abs(block[t]) == m else us[t] - np.float32(0.5)
             k += 1
             if k == cols.size:
                 r, k = r + 1, 0
