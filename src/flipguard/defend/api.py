@@ -64,10 +64,10 @@ def defend_tensor(
     wq = w.t() if transposed else w  # a view: defended in place
     evidence = {s.name: None for s in schemes}
     if policy.needs_evidence:
-        from flipguard.scan import inspect_tensor
+        from flipguard.scan.detector import inspect_schemes
 
-        # the first scan checks for NaN/Inf (inside its kernel where it reads raw bits); the rest need not
-        evidence = {s.name: inspect_tensor(name, wq, s, finite=i > 0) for i, s in enumerate(schemes)}
+        # the first scheme's scan checks for NaN/Inf (inside its kernel where it reads raw bits)
+        evidence = {e.scheme: e for e in inspect_schemes(name, wq, schemes)}
         finite = evidence[schemes[0].name].status != "nonfinite"
     else:
         finite = all_finite(w)

@@ -16,7 +16,6 @@ After the last pass every scheme recomputes its scales and codes from the final 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +25,7 @@ from flipguard.defend import threshold_rows
 from flipguard.defend.fast import place_flips, verify_moved
 from flipguard.defend.flip import Cap, Cells, cells_of, flip_across_wall
 from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generator
-from flipguard.scan.fast import PARALLEL_FROM, one_thread
+from flipguard.scan.fast import PARALLEL_FROM, side_by_side
 from flipguard.schemes import Scheme
 from flipguard.schemes.fourbit import BLOCK, FourBitScheme
 
@@ -109,13 +108,9 @@ def defend_matrix(
 def _each_chunk(work, count: int, weights: int):
     """``work(i)`` for every chunk ``i``, in order of ``i``; on as many threads as torch has (at
     most ``MAX_CHUNK_THREADS``) when the tensor is large. The chunks are disjoint row slices and
-    each draws from its own seeded generator, so the output does not depend on the threads; each
-    worker's own torch and numba calls run on one thread meanwhile."""
-    threads = min(torch.get_num_threads(), count, MAX_CHUNK_THREADS)
-    if threads <= 1 or weights < PARALLEL_FROM:
-        return [work(i) for i in range(count)]
-    with one_thread(), ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(work, range(count)))
+    each draws from its own seeded generator, so the output does not depend on the threads."""
+    threads = min(torch.get_num_threads(), MAX_CHUNK_THREADS) if weights >= PARALLEL_FROM else 1
+    return side_by_side(work, list(range(count)), threads)
 
 
 def flipped_any(flipped: dict) -> bool:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flipguard.scan.fast import fast_histograms, reads_stored, threads_for
+from flipguard.scan.fast import fast_histograms, one_thread, reads_stored, side_by_side, threads_for
 from flipguard.scan.stats import (
     CROWD_SHARE, BandCounts, BandTest, PileTest, band_counts, band_test, crowd_test, pile_test, wall_group_size,
 )
@@ -52,11 +52,29 @@ def inspect_tensor(name: str, w: torch.Tensor, scheme: Scheme, finite: bool = Fa
     extra memory stays near one float32 chunk (16 MB). Small tensors run on one thread.
     ``finite``: the caller has already checked that ``w`` holds no NaN/Inf (skips that pass).
     """
+    return inspect_schemes(name, w, [scheme], finite)[0]
+
+
+def inspect_schemes(name: str, w: torch.Tensor, schemes: list[Scheme], finite: bool = False) -> list[TensorEvidence]:
+    """:func:`inspect_tensor` of ``w`` under each of ``schemes``, in order. The histograms run one
+    scheme after another (their kernels are parallel); the structure statistics, serial work (a
+    sample's rounding errors, two small eigenvalue problems), then run side by side, one scheme
+    per thread. Only the first scheme looks for NaN/Inf unless it finds some."""
+    evidence, threads = [], torch.get_num_threads()
     with threads_for(w.numel()):
-        return _inspect(name, w, scheme, finite)
+        for i, scheme in enumerate(schemes):
+            clean_first = i > 0 and evidence[0].status != "nonfinite"
+            evidence.append(_inspect(name, w, scheme, finite or clean_first))
+    wanted = [(e, s) for e, s in zip(evidence, schemes) if e.status == "ok"]
+    with one_thread():  # each statistic's sample is small: one thread apiece
+        ratios = side_by_side(lambda pair: structure_ratio(w, pair[1]), wanted, threads)
+    for (e, _), ratio in zip(wanted, ratios):
+        e.structure = ratio
+    return evidence
 
 
 def _inspect(name: str, w: torch.Tensor, scheme: Scheme, finite: bool = False) -> TensorEvidence:
+    """The evidence but the structure statistic (``structure`` left None)."""
     shape = tuple(w.shape)
     n_walls, zero = len(scheme.walls), int(scheme.levels.abs().argmin())
     counts, min_distance = BandCounts.empty(n_walls, zero), float("inf")
@@ -82,7 +100,6 @@ def _inspect(name: str, w: torch.Tensor, scheme: Scheme, finite: bool = False) -
     evidence.band = band_test(counts)
     evidence.crowd = crowd_test(counts, CROWD_SHARE)
     evidence.pile = pile_test(counts)
-    evidence.structure = structure_ratio(w, scheme)
     return evidence
 
 

@@ -11,6 +11,7 @@ tied, all-zero and partial-block inputs.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numba
@@ -430,6 +431,18 @@ def one_thread():
     finally:
         torch.set_num_threads(torch_threads)
         numba.set_num_threads(numba_threads)
+
+
+def side_by_side(work, items: list, threads: int) -> list:
+    """``[work(item) for item in items]``, in order, on up to ``threads`` threads; each worker's own
+    torch and numba calls run on one thread meanwhile. For work whose kernels are serial
+    (``nogil``) or torch's, which release the GIL: a ``parallel=True`` kernel must not be called
+    from these threads."""
+    threads = min(threads, len(items))
+    if threads <= 1:
+        return [work(item) for item in items]
+    with one_thread(), ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(work, items))
 
 
 def fast_histograms(w: torch.Tensor, scheme: Scheme, check_finite: bool = False):

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from flipguard.checkpoint import open_checkpoint, quantizable_tensors
 from flipguard.errors import NothingScannableError
-from flipguard.scan.detector import TensorEvidence, inspect_tensor
+from flipguard.scan.detector import TensorEvidence, inspect_schemes
 from flipguard.scan.verdict import ALPHA, Verdict, decide
 from flipguard.schemes import get_scheme, scheme_names
 
@@ -49,7 +49,7 @@ def scan_tensors(
     """Scan ``(name, weight)`` pairs (2-D, out × in, as the quantizer sees them)."""
     names = schemes or scheme_names()
     objects = [get_scheme(s, load_dtype) for s in names]
-    evidence = [inspect_tensor(name, w, s) for name, w in tensors for s in objects]
+    evidence = [e for name, w in tensors for e in inspect_schemes(name, w, objects)]
     return decide(evidence, names, alpha), evidence
 
 

@@ -105,3 +105,49 @@ def test_nonfinite_and_all_zero_tensors_do_not_crash():
     some_zero_groups = torch.randn(8, 128)
     some_zero_groups[:, :64] = 0
     assert inspect_tensor("half", some_zero_groups, get_scheme("nf4")).status == "ok"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_schemes_side_by_side_give_each_scheme_alone(threads):
+    """``inspect_schemes`` (structure statistics on threads) equals ``inspect_tensor`` scheme by
+    scheme, structure included, on an attacked tensor, a clean one and one holding a NaN."""
+    from flipguard.scan.detector import inspect_schemes
+
+    schemes = [get_scheme(n) for n in scheme_names()]
+    clean = _tensors(torch.float16, n=1, shape=(256, 512))[0]
+    attacked = repaired(clean, ["nf4"], 0.1, travel=3e-4, seed=0)
+    broken = clean.clone()
+    broken[3, 7] = float("nan")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for w in (clean, attacked, broken):
+            together = inspect_schemes("w", w, schemes)
+            alone = [inspect_tensor("w", w, s) for s in schemes]
+            assert [e.scheme for e in together] == [s.name for s in schemes]
+            assert [_plain(e) for e in together] == [_plain(e) for e in alone]
+            if w is not broken:
+                assert all(e.status == "ok" and e.structure is not None for e in together)
+    finally:
+        torch.set_num_threads(before)
+    assert together[0].status == "nonfinite" and together[0].nonfinite == 1
+    assert torch.get_num_threads() == before
+    assert together[1].structure is None and alone[1].status == "nonfinite"
+
+
+def _plain(value):
+    """A dataclass, tensor, list or dict as plain Python values (NaN as a string), for ==."""
+    import dataclasses
+    import math
+
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, torch.Tensor):
+        return _plain(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return value
