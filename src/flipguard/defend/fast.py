@@ -335,18 +335,6 @@ def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, 
                 break
 
 
-@functools.lru_cache(maxsize=64)  # per scheme object: the tables are constants
-def _tables(scheme: Scheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(walls, cell lower ends, inverse widths) of a 4-bit scheme padded to 16 entries (walls with
-    +inf, so counting walls below x is unchanged); zeros for INT8, which rounds instead."""
-    walls, low, inv = np.full(16, np.inf, np.float32), np.zeros(16, np.float32), np.zeros(16, np.float32)
-    if isinstance(scheme, FourBitScheme):
-        walls[: len(scheme.walls)] = scheme.walls.numpy()
-        low[: len(scheme.levels)] = scheme._cell_tables[0].numpy()
-        inv[: len(scheme.levels)] = scheme._inv_width.numpy()
-    return walls, low, inv
-
-
 @njit(inline="always")
 def _group(i, kind, size):
     """Group of flat index ``i``: its 4-bit block (kind 0) or row of ``size`` weights (INT8).
@@ -421,7 +409,7 @@ def _constants(schemes: tuple[Scheme, ...], shape: tuple[int, int]):
     for s in schemes:
         if isinstance(s, INT8) != (torch.float16 in s.extra_casts):
             raise TypeError(f"no fused defend kernel for scheme {s.name!r}")
-    tables = [_tables(s) for s in schemes]
+    tables = [fourbit_tables(s) for s in schemes]
     walls_k, low_k, inv_k = (np.stack([t[j] for t in tables]) for j in range(3))
     return kinds, sizes, nfulls, loads, extra16, walls_k, low_k, inv_k
 
@@ -511,7 +499,7 @@ def verify_moved(work: torch.Tensor, before, moved: torch.Tensor, run: tuple[int
     final ``work``: (scale broken, codes changed, max shift or None, flips hold)."""
     s = before.scheme
     kind, size, nfull = _layout(s, work.shape)
-    walls, low, inv = _tables(s)
+    walls, low, inv = fourbit_tables(s)
     stored = DTYPE_CODE[work.dtype]
     bits = _raw(work).view(-1).numpy()
     begin, end = run if run is not None else (0, 0)

@@ -11,6 +11,7 @@ tied, all-zero and partial-block inputs.
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -101,14 +102,18 @@ def _normalize_block(values, start, count, xs, out):
     return m, m == np.float32(0.0)
 
 
-def fourbit_tables(scheme: FourBitScheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=64)  # per scheme object: the tables are constants (never written)
+def fourbit_tables(scheme: Scheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(walls padded to ``_WALLS`` with +inf, cell lower ends and inverse widths padded to
-    ``_WALLS + 1``) of a 4-bit scheme, float32: the scheme's own tables, for :func:`_fourbit_select`."""
+    ``_WALLS + 1`` with zeros) of a 4-bit scheme, float32: the scheme's own tables, for
+    :func:`_fourbit_select` and the defense's lookups (the padding leaves the count of walls below
+    a value unchanged); for INT8, which rounds instead, the padding alone."""
     walls = np.full(_WALLS, np.inf, np.float32)
     low, inv = np.zeros(_WALLS + 1, np.float32), np.zeros(_WALLS + 1, np.float32)
-    walls[: len(scheme.walls)] = scheme.walls.numpy()
-    low[: len(scheme.levels)] = scheme._cell_tables[0].numpy()
-    inv[: len(scheme.levels)] = scheme._inv_width.numpy()
+    if isinstance(scheme, FourBitScheme):
+        walls[: len(scheme.walls)] = scheme.walls.numpy()
+        low[: len(scheme.levels)] = scheme._cell_tables[0].numpy()
+        inv[: len(scheme.levels)] = scheme._inv_width.numpy()
     return walls, low, inv
 
 
