@@ -8,9 +8,9 @@ weight must keep it ``depth`` from every earlier scheme's walls (or no closer th
 pass undoes or endangers another. No weight ever reaches its group's largest magnitude under any
 scheme, so every group scale — and hence every code of an unmoved weight — stays as it was.
 After the last pass every scheme recomputes its scales and codes from the final values
-(:func:`verify`); a disagreement is a bug and raises. INT8 alone under a plain threshold plan
-(the common case of a clean-looking tensor) takes the one-pass row path of
-``defend.threshold_rows`` instead, which gives the same bytes and counts.
+(:func:`verify`); a disagreement is a bug and raises. Plain threshold plans under every scheme
+(the common case of a clean-looking tensor), where every group lies inside a row, take the
+one-pass row path of ``defend.threshold_rows`` instead, which gives the same bytes and counts.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def defend_matrix(
     ``SAFE_DEPTH``); ``noise_scale``: for the Gaussian baseline with ``relative_to="std"``, sigma
     times the tensor's std (w units). Returns per-scheme :class:`SchemeStats`.
     """
-    if threshold_rows.applies(wq, schemes, plans[schemes[0].name], policy):  # INT8 alone, a threshold
-        return {schemes[0].name: threshold_rows.defend_rows(wq, schemes[0], plans[schemes[0].name].tau, depth)}
+    if threshold_rows.applies(wq, schemes, plans, policy):  # threshold plans, every group inside a row
+        return threshold_rows.defend_rows(wq, schemes, {s.name: plans[s.name].tau for s in schemes}, depth)
     step_scheme = max(schemes, key=lambda s: s.row_multiple(wq.shape[1]))
     chunks = list(step_scheme.row_chunks(wq, max_elements))
 
@@ -84,8 +84,7 @@ def defend_matrix(
         # defended in place where the chunk is contiguous (a row slice of a stored tensor); a
         # transposed (Conv1D) chunk is worked on as a contiguous copy and copied back
         work = chunk if chunk.is_contiguous() else chunk.clone(memory_format=torch.contiguous_format)
-        passes = sorted(schemes, key=lambda s: len(s.levels))  # coarse grids first (module docstring)
-        current = [cells_of(s, work, depth) for s in passes]  # updated as weights move
+        current = [cells_of(s, work, depth) for s in pass_order(schemes)]  # updated as weights move
         before = [c.snapshot() for c in current]  # what verify compares with
         cap = _cap(current)
         if policy.is_noise:
@@ -111,6 +110,11 @@ def _each_chunk(work, count: int, weights: int):
     each draws from its own seeded generator, so the output does not depend on the threads."""
     threads = min(torch.get_num_threads(), MAX_CHUNK_THREADS) if weights >= PARALLEL_FROM else 1
     return side_by_side(work, list(range(count)), threads)
+
+
+def pass_order(schemes: list[Scheme]) -> list[Scheme]:
+    """The order of the flip passes: coarse grids first (module docstring), ties as given."""
+    return sorted(schemes, key=lambda s: len(s.levels))
 
 
 def flipped_any(flipped: dict) -> bool:

@@ -1,18 +1,23 @@
-"""The threshold plan under INT8 alone, row by row in one pass (no chunk workspace).
+"""Threshold plans, row by row in one pass (no chunk workspace).
 
 ``multischeme.defend_matrix`` builds every weight's cells chunk by chunk (normalized value,
-pinned, level, u, d: some 21 bytes a weight), selects, flips, then verifies from the final values.
-When INT8 is the only scheme and the plan is a plain threshold (``threshold``, and ``adaptive`` on
-a tensor that looks clean, the common case), nothing ties two weights together but their row's
-scale, so this kernel does the same work one row at a time, in cache: read the row as the
-quantizer does (from the stored values, in loops that vectorize: ``scan.fast._load``), its
-absmax and scale, the free
-weights closer than ``tau`` to a wall, placed by the same per-weight flip as the chunked path
-(``defend.fast._flip``, one call per row), written, and each verified from its written bits as
-``multischeme.verify`` does (the row's scale unchanged, the weight at its target level and the
-safe depth inside it; a failure is a bug and raises). The output and every count equal the
-chunked path's (``tests/unit/defend/test_threshold_rows.py`` compares them byte for byte); it
-only applies where :func:`applies` says so, and ``defend_matrix`` takes the chunked path otherwise.
+pinned, level, u, d: some 21 bytes a weight and scheme), selects, flips, then verifies from the
+final values. Where every plan is a plain threshold (``threshold``, and ``adaptive`` on a tensor
+that looks clean under every scheme: the common case) and every group lies inside one row
+(INT8's rows; 4-bit blocks where a row holds whole blocks), nothing ties two rows together, and
+inside a row a weight's fate depends only on its own cells, its groups' scales and whether an
+earlier pass moved it. So this kernel does the same work one row at a time, in cache: read the
+row as each scheme's quantizer does (from the stored values, in loops that vectorize:
+``scan.fast._load``), every scheme's scales and cells (``scan.fast._normalize_block``,
+``_fourbit_place``, ``_int8_cell``), then the passes in ``multischeme.pass_order``: the weights
+free under every scheme, not moved yet and closer than the pass's ``tau`` to one of its walls,
+placed by the same per-weight flip as the chunked path (``defend.fast._flip``, one call per row
+and pass, with the other schemes' guards), written; then every moved weight verified under every
+scheme from its written bits as ``multischeme.verify`` does (group scale unchanged, codes
+changed, shift, the pass's flips at their target the safe depth inside; a broken promise is a
+bug and raises). The output and every count equal the chunked path's
+(``tests/unit/defend/test_threshold_rows.py`` compares them byte for byte); it only applies
+where :func:`applies` says so, and ``defend_matrix`` takes the chunked path otherwise.
 """
 
 from __future__ import annotations
@@ -22,66 +27,98 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from flipguard.defend.fast import _constants, _flip, _normalized, _raw
+from flipguard.defend.fast import _BLOCK_BITS, _cell_of, _constants, _flip, _normalized, _raw
 from flipguard.defend.flip import MAX_STEPS, OTHER_GUARD, RETRY_AIMS, grid_dtype, safe_depth
 from flipguard.scan.fast import (
-    _F32, _ROUNDER, PARALLEL_FROM, _abs_max, _int8_cell, _load, _row, _source, reads_stored,
+    _F32, _TINY, PARALLEL_FROM, _abs_max, _fourbit_place, _int8_cell, _load, _normalize_block, _row, _source,
+    fourbit_tables, reads_stored,
 )
 from flipguard.schemes import Scheme
 from flipguard.schemes.floatbits import (
     DTYPE_CODE, _as_float32, _as_uint32, _read, _stored_bits, _stored_value, _widen,
 )
+from flipguard.schemes.fourbit import BLOCK, FourBitScheme
 from flipguard.schemes.int8 import INT8
 
+_STATS = 9  # per scheme: free weights, candidates, flipped, unsafe dtype/absmax/other, codes changed, scale broken, flips undone
 
-def applies(wq: torch.Tensor, schemes: list[Scheme], plan, policy) -> bool:
-    """Whether :func:`defend_rows` does this tensor's work: INT8 alone (read from the stored
-    dtype), a plain threshold plan, a contiguous float32/float16/bfloat16 matrix."""
+
+def applies(wq: torch.Tensor, schemes: list[Scheme], plans: dict, policy) -> bool:
+    """Whether :func:`defend_rows` does this tensor's work: a plain threshold plan for every
+    scheme, each read from the stored dtype, every group inside a row (a 4-bit scheme needs rows
+    of whole blocks), a contiguous float32/float16/bfloat16 matrix."""
     from flipguard.defend.policies import _ThresholdPlan
 
     return (
-        len(schemes) == 1
-        and isinstance(schemes[0], INT8)
-        and type(plan) is _ThresholdPlan
+        0 < len(schemes) <= 3
+        and all(type(plans[s.name]) is _ThresholdPlan for s in schemes)
         and not policy.is_noise
         and wq.dim() == 2
         and wq.is_contiguous()
         and wq.dtype in DTYPE_CODE
-        and reads_stored(schemes[0], wq.dtype)  # no load dtype of its own: the kernel reads the stored values
+        and all(isinstance(s, INT8) or (isinstance(s, FourBitScheme) and wq.shape[1] % BLOCK == 0) for s in schemes)
+        and all(reads_stored(s, wq.dtype) for s in schemes)  # no load dtype of their own: read from the stored values
     )
 
 
-def defend_rows(wq: torch.Tensor, scheme: INT8, tau: float, depth: float | None = None, slices: int | None = None):
-    """Defend the contiguous matrix ``wq`` in place under ``scheme`` alone: every free weight with
-    ``d < tau`` flipped across its nearest wall. Returns the :class:`~flipguard.defend.multischeme.
-    SchemeStats` ``defend_matrix`` would. ``slices``: runs of rows worked on in parallel (default:
-    one per numba thread on a large matrix); the result does not depend on it."""
-    from flipguard.defend.multischeme import SchemeStats
+def defend_rows(wq: torch.Tensor, schemes: list[Scheme], taus: dict[str, float], depth: float | None = None,
+                slices: int | None = None) -> dict:
+    """Defend the contiguous matrix ``wq`` in place under ``schemes``: in each scheme's pass (in
+    ``multischeme.pass_order``), every weight free under all of them and not moved yet with
+    ``d < taus[name]`` flipped across its nearest wall. Returns the per-scheme
+    :class:`~flipguard.defend.multischeme.SchemeStats` ``defend_matrix`` would. ``slices``: runs
+    of rows worked on in parallel (default: one per numba thread on a large matrix); the result
+    does not depend on it."""
+    from flipguard.defend.multischeme import SchemeStats, pass_order
 
-    scheme.check(wq)
+    passes = pass_order(schemes)
+    for s in passes:
+        s.check(wq)
+    k = len(passes)
     stored = DTYPE_CODE[wq.dtype]
-    rows = wq.shape[0]
-    kinds, _, _, loads, extra16, walls_k, low_k, inv_k = _constants((scheme,), (1, wq.shape[1]))
+    rows, cols = wq.shape
+    # per pass, the flip's scheme tables with the pass's scheme first, then the others in order
+    rotations = [[p] + [s for s in passes if s is not p] for p in passes]
+    order = np.array([[passes.index(s) for s in rot] for rot in rotations], np.int64)
+    tables = [_constants(tuple(rot), (1, cols)) for rot in rotations]
+    kinds_r, loads_r, extra16_r = (np.stack([t[j] for t in tables]) for j in (0, 3, 4))
+    walls_r, low_r, inv_r = (np.stack([t[j] for t in tables]) for j in (5, 6, 7))
+    span = max(len(s.levels) for s in passes)
+    walls_p, width_p = np.full((k, span), np.inf, np.float32), np.zeros((k, span), np.float32)
+    for j, s in enumerate(passes):
+        walls_p[j, : len(s.walls)] = s.walls.numpy()
+        width_p[j, : len(s.levels)] = s._cell_tables[1].numpy()
+    four = [fourbit_tables(s) for s in passes]
     if slices is None:
         slices = numba.get_num_threads() if wq.numel() >= PARALLEL_FROM else 1
     slices = max(1, min(slices, rows))
-    values, bits, source, half = _source(wq, scheme)
+    values, bits, source, _ = _source(wq, passes[0])
+    half8 = wq.dtype != torch.float16  # INT8 reads through a float16 cast (exact from float16)
     counts, shift = _rows(
-        values, bits, _raw(wq).numpy(), source, half, stored, np.float32(tau), safe_depth(scheme.name, depth),
-        DTYPE_CODE[grid_dtype(scheme, wq.dtype)], len(scheme.levels) - 1, scheme.walls.numpy(),
-        scheme._cell_tables[1].numpy(), kinds, loads, extra16, walls_k, low_k, inv_k, np.array(RETRY_AIMS, np.float64),
-        MAX_STEPS, np.float32(OTHER_GUARD), slices,
+        values, bits, _raw(wq).numpy(), source, half8, stored,
+        np.array([isinstance(s, INT8) for s in passes], np.bool_),
+        np.array([taus[s.name] for s in passes], np.float32),
+        np.array([safe_depth(s.name, depth) for s in passes], np.float64),
+        np.array([DTYPE_CODE[grid_dtype(s, wq.dtype)] for s in passes], np.int64),
+        np.array([len(s.levels) - 1 for s in passes], np.int64), walls_p, width_p,
+        np.stack([t[0] for t in four]), np.stack([t[1] for t in four]), np.stack([t[2] for t in four]),
+        order, kinds_r, loads_r, extra16_r, walls_r, low_r, inv_r,
+        np.array(RETRY_AIMS, np.float64), MAX_STEPS, np.float32(OTHER_GUARD), slices,
     )
-    weights, candidates, flipped, dtype, absmax, other, changed, broken, undone = counts.sum(axis=0).tolist()
-    if broken:
-        raise RuntimeError(f"defend: a {scheme.name} group scale changed; this is a bug")
-    if undone:
-        raise RuntimeError(f"defend: a {scheme.name} flip was undone or lands short of the safe depth; bug")
-    stats = SchemeStats(weights=weights, candidates=candidates, flipped=flipped,
-                        unsafe={"dtype": dtype, "absmax": absmax, "other_scheme": other}, codes_changed=changed)
-    if flipped:
-        stats.max_shift = float(shift.max())
-    return stats
+    total, largest = counts.sum(axis=0), shift.max(axis=0)
+    out = {}
+    for j, s in enumerate(passes):
+        weights, candidates, flipped, dtype, absmax, other, changed, broken, undone = total[j].tolist()
+        if broken:
+            raise RuntimeError(f"defend: a {s.name} group scale changed; this is a bug")
+        if undone:
+            raise RuntimeError(f"defend: a {s.name} flip was undone or lands short of the safe depth; bug")
+        stats = SchemeStats(weights=weights, candidates=candidates, flipped=flipped,
+                            unsafe={"dtype": dtype, "absmax": absmax, "other_scheme": other}, codes_changed=changed)
+        if largest[j] >= 0:  # some weight moved (under any pass)
+            stats.max_shift = float(largest[j])
+        out[s.name] = stats
+    return {s.name: out[s.name] for s in schemes}
 
 
 @njit(inline="always")
@@ -111,92 +148,173 @@ def _stored_abs_max(values, bits, source, count):
     return _widen(top16, source)
 
 
-@njit(parallel=True, cache=True)
-def _rows(values, bits, raw, source, half, stored, tau, depth, grid, top, walls, width, kinds, loads, extra16, walls_k,
-          low_k, inv_k, aims, max_steps, guard, slices):
-    """Per slice of rows: counts (free weights, candidates, flipped, unsafe dtype/absmax/other,
-    codes changed, scale broken, flips undone) and the largest shift in cell widths.
+@njit(inline="always")
+def _int8_row(read, stored_max, xs, lv, uu, dd, pin, fac, amax, gmax):
+    """One row's cells under INT8 (``read``: through float16; ``stored_max``: the row's largest
+    stored magnitude): what ``defend.fast._int8_cells`` gives, and the row's (one group's) factor,
+    float32 absmax and stored maximum at index 0 of ``fac``/``amax``/``gmax``. A zero row: every
+    weight pinned."""
+    n_cols = read.size
+    m = _abs_max(read, 0, n_cols)
+    zero = m == np.float32(0.0)
+    scale = (np.float32(1.0) / m) * np.float32(127.0)  # fl(127 * fl(1/SCB)), as group_factors
+    for j in range(n_cols):
+        xi = np.float32(0.0) if zero else read[j] * scale
+        lv[j], uu[j], dd[j] = _int8_cell(xi)
+        xs[j] = xi
+        pin[j] = zero | (abs(read[j]) == m)
+    fac[0], amax[0], gmax[0] = scale, m, stored_max
 
-    ``values``/``bits``/``source``/``half``: where rows are read from (``scan.fast._source``);
-    ``raw``: the matrix's bits (int32 or int16 view), written where weights flip."""
+
+@njit(inline="always")
+def _fourbit_row(read, walls16, low17, inv17, xs, lv, uu, dd, pin, fac, amax, gmax):
+    """One row's cells under a 4-bit scheme (whole blocks; ``read``: the stored values widened):
+    what ``defend.fast._fourbit_cells`` gives, and per block (``t >> 6``) its factor and absmax
+    (its stored maximum too: the values are read exactly)."""
+    n = read.size
+    for b in range(n // BLOCK):
+        start = b * BLOCK
+        count = min(n, start + BLOCK) - start  # BLOCK; a count the compiler cannot see keeps the loop vectorized
+        m, zero = _normalize_block(read, start, count, xs, start)
+        for t in range(count):
+            i = start + t
+            k, ui, di, _ = _fourbit_place(xs[i], walls16, low17, inv17)
+            lv[i], uu[i], dd[i] = np.int64(k), ui, di
+            pin[i] = zero | (abs(read[i]) == m)
+        fac[b], amax[b], gmax[b] = np.float32(1.0) / max(m, _TINY), m, m  # group_factors
+
+
+@njit(inline="always")
+def _group_at(is_int8, t):
+    """Index of weight ``t``'s group in a row's per-group arrays: 0 (INT8's one) or its block."""
+    return 0 if is_int8 else t >> _BLOCK_BITS
+
+
+@njit(parallel=True, cache=True)
+def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids, tops, walls_p, width_p, walls16,
+          low17, inv17, order, kinds_r, loads_r, extra16_r, walls_r, low_r, inv_r, aims, max_steps, guard, slices):
+    """Per slice of rows and scheme (in pass order): counts (``_STATS``) and the largest shift in
+    cell widths of a moved weight (-1 where none moved).
+
+    ``values``/``bits``/``source``: where rows are read from (``scan.fast._source``); ``half8``:
+    INT8 reads them through float16; ``raw``: the matrix's bits (int32 or int16 view), written
+    where weights flip; ``order[p]``: the schemes in the order pass ``p``'s flip takes them (its
+    own first), whose tables are ``*_r[p]``."""
     n_rows, n_cols = raw.shape
-    counts = np.zeros((slices, 9), np.int64)
-    shift = np.zeros(slices, np.float32)
+    k = is_int8.size
+    counts = np.zeros((slices, k, _STATS), np.int64)
+    shift = np.full((slices, k), np.float32(-1.0), np.float32)
     per_slice = (n_rows + slices - 1) // slices
-    depth32 = np.float32(depth)
     for s in prange(slices):
-        read, xs = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
+        plain, through = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
+        xs, uu, dd = np.empty((k, n_cols), np.float32), np.empty((k, n_cols), np.float32), np.empty((k, n_cols), np.float32)
+        groups = n_cols // BLOCK + 1  # per-group arrays: blocks, or INT8's row at 0
+        fac, amax, gmax = np.empty((k, groups), np.float32), np.empty((k, groups), np.float32), np.empty((k, groups), np.float32)
+        lv = np.empty((k, n_cols), np.int64)
+        pin = np.empty((k, n_cols), np.bool_)
+        blocked = np.empty(n_cols, np.bool_)
         pick = np.empty(n_cols + 8, np.uint8)
         chosen = np.empty(n_cols + 1, np.int64)
+        moved, moved_pass, moved_target = np.empty(n_cols, np.int64), np.empty(n_cols, np.int64), np.empty(n_cols, np.int64)
         stored_values, ref = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
-        cap, u = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
-        level = np.empty(n_cols, np.int64)
-        factor, divide = np.empty((1, n_cols), np.float32), np.zeros((1, n_cols), np.bool_)
-        level_k, d_k, pinned_k = np.zeros((1, n_cols), np.int64), np.zeros((1, n_cols), np.float32), np.zeros(
-            (1, n_cols), np.bool_)
-        out_values, target = np.empty(n_cols, np.float32), np.empty(n_cols, np.int64)
-        ok, reason = np.empty(n_cols, np.bool_), np.empty(n_cols, np.int8)
+        cap, u0 = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
+        level0, target = np.empty(n_cols, np.int64), np.empty(n_cols, np.int64)
+        factor, d_k = np.empty((k, n_cols), np.float32), np.empty((k, n_cols), np.float32)
+        divide, pinned_k = np.zeros((k, n_cols), np.bool_), np.zeros((k, n_cols), np.bool_)
+        level_k = np.empty((k, n_cols), np.int64)
+        out_values, ok, reason = np.empty(n_cols, np.float32), np.empty(n_cols, np.bool_), np.empty(n_cols, np.int8)
         unused_i, unused_f = np.empty(1, np.int64), np.empty(1, np.float32)
-        depth_k = np.full(1, depth32)
+        depth_k = np.empty(k, np.float32)
         total = counts[s]
-        largest = np.float32(0.0)
+        largest = shift[s]
         for r in range(s * per_slice, min(n_rows, (s + 1) * per_slice)):
             row_values, row_bits = _row(values, bits, source, r)
-            _load(row_values, row_bits, source, half, 0, n_cols, read)  # finite: the caller checked
-            m = _abs_max(read, 0, n_cols)
-            if m == np.float32(0.0):
-                continue  # a zero row: every weight pinned
-            # the row's largest stored magnitude (the flips' bound); read unchanged without ``half``
-            stored_max = _stored_abs_max(row_values, row_bits, source, n_cols) if half else m
-            scale = (np.float32(1.0) / m) * np.float32(127.0)  # fl(127 * fl(1/SCB)), as group_factors
-            free = 0
-            for j in range(n_cols):  # no branch, no carried index: vectorizes
-                xi = read[j] * scale
-                xs[j] = xi
-                nearest = (xi + _ROUNDER) - _ROUNDER
-                d = np.float32(0.5) - abs(xi - nearest)
-                is_free = abs(read[j]) != m
-                free += is_free
-                pick[j] = is_free & (d < tau)
-            count = 0
-            for j in range(0, n_cols, 8):  # most runs of 8 hold no pick: skip them whole
-                if _any8(pick, j, n_cols):
-                    for t in range(j, min(j + 8, n_cols)):
-                        chosen[count] = t
-                        count += pick[t]
-            total[0] += free
-            total[1] += count
-            if count == 0:
-                continue
-            for c in range(count):
-                j = chosen[c]
-                lv, uu, _ = _int8_cell(xs[j])
-                level[c], u[c] = lv, uu
-                stored_values[c] = _stored_value(raw[r], j, stored)
-                ref[c], cap[c], factor[0, c] = stored_max, stored_max, scale
-            _flip(stored_values[:count], stored, grid, level, u, unused_i, False, top, walls, width, depth, ref, cap,
-                  kinds, loads, extra16, walls_k, low_k, inv_k, factor, divide, level_k, d_k, pinned_k,
-                  depth_k, guard, aims, max_steps, out_values, target, ok, reason, unused_i, False,
-                  unused_i, unused_i, unused_i, unused_f, unused_f, unused_f, unused_f, unused_f, unused_f)
-            row = raw[r]
-            for c in range(count):
-                why = reason[c]
-                if not ok[c]:
-                    total[2 + why] += 1  # 3 dtype, 4 absmax, 5 other scheme
+            _load(row_values, row_bits, source, False, 0, n_cols, plain)  # finite: the caller checked
+            if half8:
+                _load(row_values, row_bits, source, True, 0, n_cols, through)
+            for j in range(k):
+                if is_int8[j]:
+                    read = through if half8 else plain
+                    # the row's largest stored magnitude (the flips' bound); the read's own without the cast
+                    top = _stored_abs_max(row_values, row_bits, source, n_cols) if half8 else _abs_max(plain, 0, n_cols)
+                    _int8_row(read, top, xs[j], lv[j], uu[j], dd[j], pin[j], fac[j], amax[j], gmax[j])
+                else:
+                    _fourbit_row(plain, walls16[j], low17[j], inv17[j], xs[j], lv[j], uu[j], dd[j], pin[j], fac[j],
+                                 amax[j], gmax[j])
+            for t in range(n_cols):
+                blocked[t] = pin[0, t]
+            for j in range(1, k):
+                for t in range(n_cols):
+                    blocked[t] |= pin[j, t]
+            for j in range(k):
+                free = 0
+                for t in range(n_cols):
+                    free += not pin[j, t]
+                total[j, 0] += free
+            count_moved = 0
+            for p in range(k):
+                tau = taus[p]
+                dp = dd[p]
+                for t in range(n_cols):  # no branch, no carried index: vectorizes
+                    pick[t] = (not blocked[t]) & (dp[t] < tau)
+                count = 0
+                for t0 in range(0, n_cols, 8):  # most runs of 8 hold no pick: skip them whole
+                    if _any8(pick, t0, n_cols):
+                        for t in range(t0, min(t0 + 8, n_cols)):
+                            chosen[count] = t
+                            count += pick[t]
+                total[p, 1] += count
+                if count == 0:
                     continue
-                j = chosen[c]
-                row[j] = _stored_bits(out_values[c], stored)
-                total[2] += 1
-                # multischeme.verify, from the written bits, read as the quantizer reads them
-                r2 = _read(_stored_value(row, j, stored), stored, -1, True)
-                if abs(r2) > m:
-                    total[7] += 1  # the row's scale would change
-                x2 = _normalized(r2, scale, False, 1)
-                k, _, d2 = _int8_cell(x2)
-                old = level[c]
-                total[6] += k != old
-                largest = max(largest, abs(x2 - xs[j]) / width[old])
-                if not (k == target[c] and d2 >= depth32):
-                    total[8] += 1
-        shift[s] = largest
+                rot = order[p]
+                for j in range(k):
+                    depth_k[j] = np.float32(depths[rot[j]])
+                for c in range(count):
+                    t = chosen[c]
+                    level0[c], u0[c] = lv[p, t], uu[p, t]
+                    stored_values[c] = _stored_value(raw[r], t, stored)
+                    ref[c] = gmax[p, _group_at(is_int8[p], t)]
+                    least = gmax[0, _group_at(is_int8[0], t)]
+                    for j in range(1, k):
+                        least = min(least, gmax[j, _group_at(is_int8[j], t)])
+                    cap[c] = least
+                    for j in range(k):
+                        q = rot[j]
+                        factor[j, c] = fac[q, _group_at(is_int8[q], t)]
+                        level_k[j, c] = lv[q, t]
+                        d_k[j, c] = dd[q, t]
+                _flip(stored_values[:count], stored, grids[p], level0, u0, unused_i, False, tops[p], walls_p[p],
+                      width_p[p], depths[p], ref, cap, kinds_r[p], loads_r[p], extra16_r[p], walls_r[p], low_r[p],
+                      inv_r[p], factor, divide, level_k, d_k, pinned_k, depth_k, guard, aims, max_steps, out_values,
+                      target, ok, reason, unused_i, False, unused_i, unused_i, unused_i, unused_f, unused_f, unused_f,
+                      unused_f, unused_f, unused_f)
+                row = raw[r]
+                for c in range(count):
+                    if not ok[c]:
+                        total[p, 2 + reason[c]] += 1  # 3 dtype, 4 absmax, 5 other scheme
+                        continue
+                    t = chosen[c]
+                    row[t] = _stored_bits(out_values[c], stored)
+                    blocked[t] = True
+                    moved[count_moved], moved_pass[count_moved], moved_target[count_moved] = t, p, target[c]
+                    count_moved += 1
+                    total[p, 2] += 1
+            # multischeme.verify under every scheme, from the written bits as the quantizer reads them
+            row = raw[r]
+            for j in range(k):
+                kind = 1 if is_int8[j] else 0
+                load, extra = loads_r[j, 0], extra16_r[j, 0]
+                for c in range(count_moved):
+                    t = moved[c]
+                    r2 = _read(_stored_value(row, t, stored), stored, load, extra)
+                    g = _group_at(is_int8[j], t)
+                    if pin[j, t] or abs(r2) > amax[j, g]:
+                        total[j, 7] += 1  # the group's scale would change
+                    x2 = _normalized(r2, fac[j, g], False, kind)
+                    level2, _, d2 = _cell_of(x2, kind, walls16[j], low17[j], inv17[j])
+                    old = lv[j, t]
+                    total[j, 6] += level2 != old
+                    largest[j] = max(largest[j], abs(x2 - xs[j, t]) / width_p[j, old])
+                    if moved_pass[c] == j and not (level2 == moved_target[c] and d2 >= np.float32(depths[j])):
+                        total[j, 8] += 1
     return counts, shift
