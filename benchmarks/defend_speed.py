@@ -3,7 +3,8 @@
 For each scheme, in one run and interleaved (so both see the same machine load): bitsandbytes
 quantizes a random weight (``int8_vectorwise_quant`` on the fp16 cast for INT8,
 ``quantize_4bit`` for FP4/NF4), and FlipGuard defends the same weight under that scheme alone
-(``defend_tensor``: scan evidence, selection, flips, final verification). Reported: the median
+(``defend_tensor``: scan evidence, selection, flips, final verification); ``all``: FlipGuard
+under the three schemes at once (the CLI's default) against bitsandbytes quantizing under each. Reported: the median
 of --repeat runs and the throughput ratio bnb_time / defend_time (target ≥ 1.0).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/defend_speed.py --size 4096 --dtype float16 \\
@@ -83,7 +84,9 @@ def main() -> None:
     p.add_argument("--size", type=int, default=4096)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--schemes", nargs="*", default=["int8", "fp4", "nf4"], help="per-tensor part (none: skip it)")
+    p.add_argument("--schemes", nargs="*", default=["int8", "fp4", "nf4", "all"],
+                   help="per-tensor part (none: skip it); all: the three at once (the CLI's default) against "
+                        "bitsandbytes quantizing the tensor under each of them")
     p.add_argument("--policies", nargs="+", default=["adaptive", "threshold"])
     p.add_argument("--e2e-mb", type=int, default=200, help="end-to-end checkpoint size in MB (0: skip)")
     p.add_argument("--json", help="write the numbers here")
@@ -96,16 +99,18 @@ def main() -> None:
     bnb_quantize("nf4", w[:64])  # load kernels before timing
     rows = []
     for scheme in args.schemes:
-        s = get_scheme(scheme)
+        names = ["int8", "fp4", "nf4"] if scheme == "all" else [scheme]
+        objects = [get_scheme(n) for n in names]
         times = {"bnb": []} | {pol: [] for pol in args.policies}
         for _ in range(args.repeat):
             start = time.perf_counter()
-            bnb_quantize(scheme, w)
+            for name in names:
+                bnb_quantize(name, w)
             times["bnb"].append(time.perf_counter() - start)
             for pol in args.policies:
                 work = w.clone()
                 start = time.perf_counter()
-                defend_tensor("bench", work, [s], make_policy(pol))
+                defend_tensor("bench", work, objects, make_policy(pol))
                 times[pol].append(time.perf_counter() - start)
         bnb = statistics.median(times["bnb"])
         for pol in args.policies:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from flipguard.defend.fast import _BLOCK_BITS, _cell_of, _constants, _flip, _normalized, _raw
+from flipguard.defend.fast import _BLOCK_BITS, _constants, _flip, _fourbit_cell, _normalized, _raw
 from flipguard.defend.flip import MAX_STEPS, OTHER_GUARD, RETRY_AIMS, grid_dtype, safe_depth
 from flipguard.scan.fast import (
     _F32, _TINY, PARALLEL_FROM, _abs_max, _fourbit_place, _int8_cell, _load, _normalize_block, _row, _source,
@@ -149,39 +149,75 @@ def _stored_abs_max(values, bits, source, count):
 
 
 @njit(inline="always")
-def _int8_row(read, stored_max, xs, lv, uu, dd, pin, fac, amax, gmax):
-    """One row's cells under INT8 (``read``: through float16; ``stored_max``: the row's largest
-    stored magnitude): what ``defend.fast._int8_cells`` gives, and the row's (one group's) factor,
-    float32 absmax and stored maximum at index 0 of ``fac``/``amax``/``gmax``. A zero row: every
-    weight pinned."""
+def _int8_row(read, stored_max, dd, fac, amax, gmax):
+    """One row's wall distances under INT8 (``read``: through float16; NaN where pinned: the row's
+    maximum, every weight of a zero row), and the row's (one group's) factor, float32 absmax and
+    largest stored magnitude ``stored_max`` (negative: the read's own absmax, where the read is the
+    stored values) at index 0 of ``fac``/``amax``/``gmax``. One loop without branches: it
+    vectorizes."""
     n_cols = read.size
     m = _abs_max(read, 0, n_cols)
-    zero = m == np.float32(0.0)
     scale = (np.float32(1.0) / m) * np.float32(127.0)  # fl(127 * fl(1/SCB)), as group_factors
+    free = 0
     for j in range(n_cols):
-        xi = np.float32(0.0) if zero else read[j] * scale
-        lv[j], uu[j], dd[j] = _int8_cell(xi)
-        xs[j] = xi
-        pin[j] = zero | (abs(read[j]) == m)
-    fac[0], amax[0], gmax[0] = scale, m, stored_max
+        d = _int8_cell(read[j] * scale)[2]
+        pinned = abs(read[j]) == m
+        dd[j] = np.float32(np.nan) if pinned else d
+        free += not pinned
+    fac[0], amax[0], gmax[0] = scale, m, stored_max if stored_max >= np.float32(0.0) else m
+    return free
 
 
 @njit(inline="always")
-def _fourbit_row(read, walls16, low17, inv17, xs, lv, uu, dd, pin, fac, amax, gmax):
-    """One row's cells under a 4-bit scheme (whole blocks; ``read``: the stored values widened):
-    what ``defend.fast._fourbit_cells`` gives, and per block (``t >> 6``) its factor and absmax
-    (its stored maximum too: the values are read exactly)."""
+def _fourbit_row(read, walls16, low17, inv17, xs, dd, fac, amax, gmax):
+    """One row's wall distances under a 4-bit scheme (whole blocks; ``read``: the stored values
+    widened; NaN where pinned), and per block (``t >> 6``) its factor and absmax (its stored
+    maximum too: the values are read exactly). ``xs``: scratch for the normalized values."""
     n = read.size
+    free = 0
     for b in range(n // BLOCK):
         start = b * BLOCK
         count = min(n, start + BLOCK) - start  # BLOCK; a count the compiler cannot see keeps the loop vectorized
         m, zero = _normalize_block(read, start, count, xs, start)
         for t in range(count):
             i = start + t
-            k, ui, di, _ = _fourbit_place(xs[i], walls16, low17, inv17)
-            lv[i], uu[i], dd[i] = np.int64(k), ui, di
-            pin[i] = zero | (abs(read[i]) == m)
+            d = _fourbit_place(xs[i], walls16, low17, inv17)[2]
+            pinned = zero | (abs(read[i]) == m)
+            dd[i] = np.float32(np.nan) if pinned else d
+            free += not pinned
         fac[b], amax[b], gmax[b] = np.float32(1.0) / max(m, _TINY), m, m  # group_factors
+    return free
+
+
+@njit(inline="always")
+def _cell_at(read, t, factor, is_int8, walls16, low17, inv17):
+    """(x, level, u, d) of weight ``t`` of a row under one scheme, its group's ``factor`` given:
+    what :func:`_int8_row` / :func:`_fourbit_row` computed there (``FourBitScheme.group``'s clamp
+    of a full block's product, INT8's product), for the few weights a pass or the verification
+    looks at."""
+    if is_int8:
+        x = read[t] * factor
+        level, u, d = _int8_cell(x)
+    else:
+        x = min(max(read[t] * factor, np.float32(-1.0)), np.float32(1.0))
+        level, u, d = _fourbit_cell(x, walls16, low17, inv17)
+    return x, level, u, d
+
+
+@njit(inline="always")
+def _reread(v, stored, is_int8, factor, walls16, low17, inv17):
+    """(read, x, level, d) of the written stored value ``v`` under one scheme, its group's
+    ``factor`` given: read as the quantizer reads it (INT8 through float16; the schemes here have
+    no load dtype but the stored one), normalized and placed as ``multischeme.verify`` does."""
+    if is_int8:
+        r = _read(v, stored, -1, True)
+        x = _normalized(r, factor, False, 1)
+        level, _, d = _int8_cell(x)
+    else:
+        r = _read(v, stored, -1, False)
+        x = _normalized(r, factor, False, 0)
+        level, _, d = _fourbit_cell(x, walls16, low17, inv17)
+    return r, x, level, d
 
 
 @njit(inline="always")
@@ -207,15 +243,13 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
     per_slice = (n_rows + slices - 1) // slices
     for s in prange(slices):
         plain, through = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
-        xs, uu, dd = np.empty((k, n_cols), np.float32), np.empty((k, n_cols), np.float32), np.empty((k, n_cols), np.float32)
+        xs, dd = np.empty(n_cols, np.float32), np.empty((k, n_cols), np.float32)  # d: NaN where pinned
         groups = n_cols // BLOCK + 1  # per-group arrays: blocks, or INT8's row at 0
         fac, amax, gmax = np.empty((k, groups), np.float32), np.empty((k, groups), np.float32), np.empty((k, groups), np.float32)
-        lv = np.empty((k, n_cols), np.int64)
-        pin = np.empty((k, n_cols), np.bool_)
         blocked = np.empty(n_cols, np.bool_)
         pick = np.empty(n_cols + 8, np.uint8)
         chosen = np.empty(n_cols + 1, np.int64)
-        moved, moved_pass, moved_target = np.empty(n_cols, np.int64), np.empty(n_cols, np.int64), np.empty(n_cols, np.int64)
+        xk = np.empty((k, n_cols), np.float32)  # a candidate's normalized value under each scheme of the pass's order
         stored_values, ref = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
         cap, u0 = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
         level0, target = np.empty(n_cols, np.int64), np.empty(n_cols, np.int64)
@@ -234,29 +268,27 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
                 _load(row_values, row_bits, source, True, 0, n_cols, through)
             for j in range(k):
                 if is_int8[j]:
-                    read = through if half8 else plain
                     # the row's largest stored magnitude (the flips' bound); the read's own without the cast
-                    top = _stored_abs_max(row_values, row_bits, source, n_cols) if half8 else _abs_max(plain, 0, n_cols)
-                    _int8_row(read, top, xs[j], lv[j], uu[j], dd[j], pin[j], fac[j], amax[j], gmax[j])
+                    top = _stored_abs_max(row_values, row_bits, source, n_cols) if half8 else np.float32(-1.0)
+                    total[j, 0] += _int8_row(through if half8 else plain, top, dd[j], fac[j], amax[j], gmax[j])
                 else:
-                    _fourbit_row(plain, walls16[j], low17[j], inv17[j], xs[j], lv[j], uu[j], dd[j], pin[j], fac[j],
-                                 amax[j], gmax[j])
-            for t in range(n_cols):
-                blocked[t] = pin[0, t]
-            for j in range(1, k):
+                    total[j, 0] += _fourbit_row(plain, walls16[j], low17[j], inv17[j], xs, dd[j], fac[j], amax[j],
+                                                gmax[j])
+            if k > 1:  # pinned under some scheme (a NaN d), and later moved: no pass selects it
                 for t in range(n_cols):
-                    blocked[t] |= pin[j, t]
-            for j in range(k):
-                free = 0
-                for t in range(n_cols):
-                    free += not pin[j, t]
-                total[j, 0] += free
-            count_moved = 0
+                    blocked[t] = dd[0, t] != dd[0, t]
+                for j in range(1, k):
+                    for t in range(n_cols):
+                        blocked[t] |= dd[j, t] != dd[j, t]
             for p in range(k):
                 tau = taus[p]
                 dp = dd[p]
-                for t in range(n_cols):  # no branch, no carried index: vectorizes
-                    pick[t] = (not blocked[t]) & (dp[t] < tau)
+                if k == 1:  # one scheme: its own NaN d keeps a pinned weight out
+                    for t in range(n_cols):
+                        pick[t] = dp[t] < tau
+                else:
+                    for t in range(n_cols):  # no branch, no carried index: vectorizes
+                        pick[t] = (not blocked[t]) & (dp[t] < tau)
                 count = 0
                 for t0 in range(0, n_cols, 8):  # most runs of 8 hold no pick: skip them whole
                     if _any8(pick, t0, n_cols):
@@ -269,52 +301,62 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
                 rot = order[p]
                 for j in range(k):
                     depth_k[j] = np.float32(depths[rot[j]])
+                own = is_int8[p]  # the pass's scheme, hoisted out of the per-weight loops
+                own_read = through if own and half8 else plain
+                own_fac, own_gmax, own_walls, own_low, own_inv = fac[p], gmax[p], walls16[p], low17[p], inv17[p]
                 for c in range(count):
                     t = chosen[c]
-                    level0[c], u0[c] = lv[p, t], uu[p, t]
+                    g = _group_at(own, t)
+                    xk[0, c], level0[c], u0[c], _ = _cell_at(own_read, t, own_fac[g], own, own_walls, own_low, own_inv)
                     stored_values[c] = _stored_value(raw[r], t, stored)
-                    ref[c] = gmax[p, _group_at(is_int8[p], t)]
-                    least = gmax[0, _group_at(is_int8[0], t)]
-                    for j in range(1, k):
-                        least = min(least, gmax[j, _group_at(is_int8[j], t)])
-                    cap[c] = least
-                    for j in range(k):
+                    ref[c] = own_gmax[g]
+                    factor[0, c] = own_fac[g]
+                    least = own_gmax[g]
+                    for j in range(1, k):  # the other schemes: what the guards read (_flip reads no level_k[0])
                         q = rot[j]
-                        factor[j, c] = fac[q, _group_at(is_int8[q], t)]
-                        level_k[j, c] = lv[q, t]
+                        g = _group_at(is_int8[q], t)
+                        least = min(least, gmax[q, g])
+                        factor[j, c] = fac[q, g]
+                        xk[j, c], level_k[j, c], _, _ = _cell_at(through if is_int8[q] and half8 else plain, t,
+                                                                 fac[q, g], is_int8[q], walls16[q], low17[q], inv17[q])
                         d_k[j, c] = dd[q, t]
+                    cap[c] = least
                 _flip(stored_values[:count], stored, grids[p], level0, u0, unused_i, False, tops[p], walls_p[p],
                       width_p[p], depths[p], ref, cap, kinds_r[p], loads_r[p], extra16_r[p], walls_r[p], low_r[p],
                       inv_r[p], factor, divide, level_k, d_k, pinned_k, depth_k, guard, aims, max_steps, out_values,
                       target, ok, reason, unused_i, False, unused_i, unused_i, unused_i, unused_f, unused_f, unused_f,
                       unused_f, unused_f, unused_f)
                 row = raw[r]
+                own_amax, own_width, own_depth = amax[p], width_p[p], np.float32(depths[p])
+                changed, broken, undone, wide = 0, 0, 0, np.float32(-1.0)
                 for c in range(count):
                     if not ok[c]:
                         total[p, 2 + reason[c]] += 1  # 3 dtype, 4 absmax, 5 other scheme
                         continue
                     t = chosen[c]
                     row[t] = _stored_bits(out_values[c], stored)
-                    blocked[t] = True
-                    moved[count_moved], moved_pass[count_moved], moved_target[count_moved] = t, p, target[c]
-                    count_moved += 1
+                    blocked[t] = True  # (read only with several schemes)
                     total[p, 2] += 1
-            # multischeme.verify under every scheme, from the written bits as the quantizer reads them
-            row = raw[r]
-            for j in range(k):
-                kind = 1 if is_int8[j] else 0
-                load, extra = loads_r[j, 0], extra16_r[j, 0]
-                for c in range(count_moved):
-                    t = moved[c]
-                    r2 = _read(_stored_value(row, t, stored), stored, load, extra)
-                    g = _group_at(is_int8[j], t)
-                    if pin[j, t] or abs(r2) > amax[j, g]:
-                        total[j, 7] += 1  # the group's scale would change
-                    x2 = _normalized(r2, fac[j, g], False, kind)
-                    level2, _, d2 = _cell_of(x2, kind, walls16[j], low17[j], inv17[j])
-                    old = lv[j, t]
-                    total[j, 6] += level2 != old
-                    largest[j] = max(largest[j], abs(x2 - xs[j, t]) / width_p[j, old])
-                    if moved_pass[c] == j and not (level2 == moved_target[c] and d2 >= np.float32(depths[j])):
-                        total[j, 8] += 1
+                    # multischeme.verify under every scheme, from the written bits as the quantizer reads
+                    # them: a placed weight is never written again and no scale moves, so checking it now
+                    # is checking it after the last pass
+                    v = _stored_value(row, t, stored)
+                    g = _group_at(own, t)
+                    r2, x2, level2, d2 = _reread(v, stored, own, own_fac[g], own_walls, own_low, own_inv)
+                    broken += abs(r2) > own_amax[g]
+                    changed += level2 != level0[c]
+                    wide = max(wide, abs(x2 - xk[0, c]) / own_width[level0[c]])
+                    undone += not (level2 == target[c] and d2 >= own_depth)
+                    for j in range(1, k):
+                        q = rot[j]
+                        g = _group_at(is_int8[q], t)
+                        r2, x2, level2, d2 = _reread(v, stored, is_int8[q], fac[q, g], walls16[q], low17[q], inv17[q])
+                        if abs(r2) > amax[q, g]:
+                            total[q, 7] += 1  # the group's scale would change (a candidate is free under all)
+                        total[q, 6] += level2 != level_k[j, c]
+                        largest[q] = max(largest[q], abs(x2 - xk[j, c]) / width_p[q, level_k[j, c]])
+                total[p, 6] += changed
+                total[p, 7] += broken
+                total[p, 8] += undone
+                largest[p] = max(largest[p], wide)
     return counts, shift
