@@ -8,14 +8,15 @@ that looks clean under every scheme: the common case) and every group lies insid
 inside a row a weight's fate depends only on its own cells, its groups' scales and whether an
 earlier pass moved it. So this kernel does the same work one row at a time, in cache: read the
 row as each scheme's quantizer does (from the stored values, in loops that vectorize:
-``scan.fast._load``), every scheme's scales and cells (``scan.fast._normalize_block``,
+``scan.fast._load``), every scheme's group scales and wall distances (``scan.fast._normalize_block``,
 ``_fourbit_place``, ``_int8_cell``), then the passes in ``multischeme.pass_order``: the weights
-free under every scheme, not moved yet and closer than the pass's ``tau`` to one of its walls,
-placed by the same per-weight flip as the chunked path (``defend.fast._flip``, one call per row
-and pass, with the other schemes' guards), written; then every moved weight verified under every
-scheme from its written bits as ``multischeme.verify`` does (group scale unchanged, codes
-changed, shift, the pass's flips at their target the safe depth inside; a broken promise is a
-bug and raises). The output and every count equal the chunked path's
+free under every scheme, not moved yet and closer than the pass's ``tau`` to one of its walls
+(their cells recomputed from the row: :func:`_cell_at`), placed by the same per-weight flip as
+the chunked path (``defend.fast._flip``, one call per row and pass, with the other schemes'
+guards), written, and each verified under every scheme from its written bits as
+``multischeme.verify`` does (group scale unchanged, codes changed, shift, the flip at its target
+the safe depth inside; a broken promise is a bug and raises) -- as it is written, which is the
+same as after the last pass: a placed weight is never written again and no scale moves. The output and every count equal the chunked path's
 (``tests/unit/defend/test_threshold_rows.py`` compares them byte for byte); it only applies
 where :func:`applies` says so, and ``defend_matrix`` takes the chunked path otherwise.
 """
