@@ -85,11 +85,10 @@ def _fourbit_place(x, walls16, low17, inv17):
 
 @njit(inline="always")
 def _normalize_block(values, start, count, xs, out):
-    """One 4-bit block ``values[start:start + count]`` (float32, count < BLOCK: the partial last
-    block) normalized into ``xs[out:out + count]`` as ``FourBitScheme.group`` does: divided by the
-    absmax clamped to ``_TINY`` in a partial block, else multiplied by its reciprocal, clamped to
-    [-1, 1] (a full block writes all BLOCK entries, so the loop has a fixed length and vectorizes).
-    Returns (absmax, whether the group is zero: pinned whole)."""
+    """One 4-bit block ``values[start:start + count]`` (float32; ``count`` below BLOCK only for a
+    tensor's partial last block) normalized into ``xs[out:out + count]`` as ``FourBitScheme.group``
+    does: divided by the absmax clamped to ``_TINY`` in a partial block, else multiplied by its
+    reciprocal; clamped to [-1, 1]. Returns (absmax, whether the group is zero: pinned whole)."""
     m = _abs_max(values, start, count)
     safe = max(m, _TINY)
     if count < BLOCK:
