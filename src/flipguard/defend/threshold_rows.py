@@ -26,13 +26,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
 
 from flipguard.defend.fast import _BLOCK_BITS, _constants, _flip, _fourbit_cell, _normalized, _raw
 from flipguard.defend.flip import MAX_STEPS, OTHER_GUARD, RETRY_AIMS, grid_dtype, safe_depth
 from flipguard.scan.fast import (
     _F32, _TINY, PARALLEL_FROM, _abs_max, _fourbit_place, _int8_cell, _load, _normalize_block, _row, _source,
-    fourbit_tables, reads_stored,
+    fourbit_tables, reads_stored, side_by_side,
 )
 from flipguard.schemes import Scheme
 from flipguard.schemes.floatbits import (
@@ -95,7 +95,7 @@ def defend_rows(wq: torch.Tensor, schemes: list[Scheme], taus: dict[str, float],
     slices = max(1, min(slices, rows))
     values, bits, source, _ = _source(wq, passes[0])
     half8 = wq.dtype != torch.float16  # INT8 reads through a float16 cast (exact from float16)
-    counts, shift = _rows(
+    kernel_args = (
         values, bits, _raw(wq).numpy(), source, half8, stored,
         np.array([isinstance(s, INT8) for s in passes], np.bool_),
         np.array([taus[s.name] for s in passes], np.float32),
@@ -104,9 +104,13 @@ def defend_rows(wq: torch.Tensor, schemes: list[Scheme], taus: dict[str, float],
         np.array([len(s.levels) - 1 for s in passes], np.int64), walls_p, width_p,
         np.stack([t[0] for t in four]), np.stack([t[1] for t in four]), np.stack([t[2] for t in four]),
         order, kinds_r, loads_r, extra16_r, walls_r, low_r, inv_r,
-        np.array(RETRY_AIMS, np.float64), MAX_STEPS, np.float32(OTHER_GUARD), slices,
+        np.array(RETRY_AIMS, np.float64), MAX_STEPS, np.float32(OTHER_GUARD),
     )
-    total, largest = counts.sum(axis=0), shift.max(axis=0)
+    per = -(-rows // slices)
+    spans = [(first, min(rows, first + per)) for first in range(0, rows, per)]
+    parts = side_by_side(lambda span: _rows(*kernel_args, *span), spans, len(spans))  # disjoint rows
+    total = np.sum([counts for counts, _ in parts], axis=0)
+    largest = np.max([shift for _, shift in parts], axis=0)
     out = {}
     for j, s in enumerate(passes):
         weights, candidates, flipped, dtype, absmax, other, changed, broken, undone = total[j].tolist()
@@ -158,7 +162,7 @@ def _int8_row(read, stored_max, dd, fac, amax, gmax):
     vectorizes."""
     n_cols = read.size
     m = _abs_max(read, 0, n_cols)
-    scale = (np.float32(1.0) / m) * np.float32(127.0)  # fl(127 * fl(1/SCB)), as group_factors
+    scale = (np.float32(np.inf) if m == np.float32(0.0) else np.float32(1.0) / m) * np.float32(127.0)  # group_factors
     free = 0
     for j in range(n_cols):
         d = _int8_cell(read[j] * scale)[2]
@@ -227,137 +231,136 @@ def _group_at(is_int8, t):
     return 0 if is_int8 else t >> _BLOCK_BITS
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, nogil=True, error_model="numpy")  # IEEE division, no Python checks
 def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids, tops, walls_p, width_p, walls16,
-          low17, inv17, order, kinds_r, loads_r, extra16_r, walls_r, low_r, inv_r, aims, max_steps, guard, slices):
-    """Per slice of rows and scheme (in pass order): counts (``_STATS``) and the largest shift in
-    cell widths of a moved weight (-1 where none moved).
+          low17, inv17, order, kinds_r, loads_r, extra16_r, walls_r, low_r, inv_r, aims, max_steps, guard, first,
+          last):
+    """Rows ``first:last``: per scheme (in pass order) the counts (``_STATS``) and the largest shift
+    in cell widths of a moved weight (-1 where none moved). Serial and without the GIL: the
+    caller runs disjoint runs of rows side by side (a ``parallel=True`` kernel of this size took
+    three times as long to compile).
 
     ``values``/``bits``/``source``: where rows are read from (``scan.fast._source``); ``half8``:
     INT8 reads them through float16; ``raw``: the matrix's bits (int32 or int16 view), written
     where weights flip; ``order[p]``: the schemes in the order pass ``p``'s flip takes them (its
     own first), whose tables are ``*_r[p]``."""
-    n_rows, n_cols = raw.shape
+    n_cols = raw.shape[1]
     k = is_int8.size
-    counts = np.zeros((slices, k, _STATS), np.int64)
-    shift = np.full((slices, k), np.float32(-1.0), np.float32)
-    per_slice = (n_rows + slices - 1) // slices
-    for s in prange(slices):
-        plain, through = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
-        xs, dd = np.empty(n_cols, np.float32), np.empty((k, n_cols), np.float32)  # d: NaN where pinned
-        groups = n_cols // BLOCK + 1  # per-group arrays: blocks, or INT8's row at 0
-        fac, amax, gmax = np.empty((k, groups), np.float32), np.empty((k, groups), np.float32), np.empty((k, groups), np.float32)
-        blocked = np.empty(n_cols, np.bool_)
-        pick = np.empty(n_cols + 8, np.uint8)
-        chosen = np.empty(n_cols + 1, np.int64)
-        xk = np.empty((k, n_cols), np.float32)  # a candidate's normalized value under each scheme of the pass's order
-        stored_values, ref = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
-        cap, u0 = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
-        level0, target = np.empty(n_cols, np.int64), np.empty(n_cols, np.int64)
-        factor, d_k = np.empty((k, n_cols), np.float32), np.empty((k, n_cols), np.float32)
-        divide, pinned_k = np.zeros((k, n_cols), np.bool_), np.zeros((k, n_cols), np.bool_)
-        level_k = np.empty((k, n_cols), np.int64)
-        out_values, ok, reason = np.empty(n_cols, np.float32), np.empty(n_cols, np.bool_), np.empty(n_cols, np.int8)
-        unused_i, unused_f = np.empty(1, np.int64), np.empty(1, np.float32)
-        depth_k = np.empty(k, np.float32)
-        total = counts[s]
-        largest = shift[s]
-        for r in range(s * per_slice, min(n_rows, (s + 1) * per_slice)):
-            row_values, row_bits = _row(values, bits, source, r)
-            _load(row_values, row_bits, source, False, 0, n_cols, plain)  # finite: the caller checked
-            if half8:
-                _load(row_values, row_bits, source, True, 0, n_cols, through)
-            for j in range(k):
-                if is_int8[j]:
-                    # the row's largest stored magnitude (the flips' bound); the read's own without the cast
-                    top = _stored_abs_max(row_values, row_bits, source, n_cols) if half8 else np.float32(-1.0)
-                    total[j, 0] += _int8_row(through if half8 else plain, top, dd[j], fac[j], amax[j], gmax[j])
-                else:
-                    total[j, 0] += _fourbit_row(plain, walls16[j], low17[j], inv17[j], xs, dd[j], fac[j], amax[j],
-                                                gmax[j])
-            if k > 1:  # pinned under some scheme (a NaN d), and later moved: no pass selects it
+    total = np.zeros((k, _STATS), np.int64)
+    largest = np.full(k, np.float32(-1.0), np.float32)
+    plain, through = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
+    xs, dd = np.empty(n_cols, np.float32), np.empty((k, n_cols), np.float32)  # d: NaN where pinned
+    groups = n_cols // BLOCK + 1  # per-group arrays: blocks, or INT8's row at 0
+    fac, amax, gmax = np.empty((k, groups), np.float32), np.empty((k, groups), np.float32), np.empty((k, groups), np.float32)
+    blocked = np.empty(n_cols, np.bool_)
+    pick = np.empty(n_cols + 8, np.uint8)
+    chosen = np.empty(n_cols + 1, np.int64)
+    xk = np.empty((k, n_cols), np.float32)  # a candidate's normalized value under each scheme of the pass's order
+    stored_values, ref = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
+    cap, u0 = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
+    level0, target = np.empty(n_cols, np.int64), np.empty(n_cols, np.int64)
+    factor, d_k = np.empty((k, n_cols), np.float32), np.empty((k, n_cols), np.float32)
+    divide, pinned_k = np.zeros((k, n_cols), np.bool_), np.zeros((k, n_cols), np.bool_)
+    level_k = np.empty((k, n_cols), np.int64)
+    out_values, ok, reason = np.empty(n_cols, np.float32), np.empty(n_cols, np.bool_), np.empty(n_cols, np.int8)
+    unused_i, unused_f = np.empty(1, np.int64), np.empty(1, np.float32)
+    depth_k = np.empty(k, np.float32)
+    for r in range(first, last):
+        row_values, row_bits = _row(values, bits, source, r)
+        _load(row_values, row_bits, source, False, 0, n_cols, plain)  # finite: the caller checked
+        if half8:
+            _load(row_values, row_bits, source, True, 0, n_cols, through)
+        for j in range(k):
+            if is_int8[j]:
+                # the row's largest stored magnitude (the flips' bound); the read's own without the cast
+                top = _stored_abs_max(row_values, row_bits, source, n_cols) if half8 else np.float32(-1.0)
+                total[j, 0] += _int8_row(through if half8 else plain, top, dd[j], fac[j], amax[j], gmax[j])
+            else:
+                total[j, 0] += _fourbit_row(plain, walls16[j], low17[j], inv17[j], xs, dd[j], fac[j], amax[j],
+                                            gmax[j])
+        if k > 1:  # pinned under some scheme (a NaN d), and later moved: no pass selects it
+            for t in range(n_cols):
+                blocked[t] = dd[0, t] != dd[0, t]
+            for j in range(1, k):
                 for t in range(n_cols):
-                    blocked[t] = dd[0, t] != dd[0, t]
-                for j in range(1, k):
-                    for t in range(n_cols):
-                        blocked[t] |= dd[j, t] != dd[j, t]
-            for p in range(k):
-                tau = taus[p]
-                dp = dd[p]
-                if k == 1:  # one scheme: its own NaN d keeps a pinned weight out
-                    for t in range(n_cols):
-                        pick[t] = dp[t] < tau
-                else:
-                    for t in range(n_cols):  # no branch, no carried index: vectorizes
-                        pick[t] = (not blocked[t]) & (dp[t] < tau)
-                count = 0
-                for t0 in range(0, n_cols, 8):  # most runs of 8 hold no pick: skip them whole
-                    if _any8(pick, t0, n_cols):
-                        for t in range(t0, min(t0 + 8, n_cols)):
-                            chosen[count] = t
-                            count += pick[t]
-                total[p, 1] += count
-                if count == 0:
+                    blocked[t] |= dd[j, t] != dd[j, t]
+        for p in range(k):
+            tau = taus[p]
+            dp = dd[p]
+            if k == 1:  # one scheme: its own NaN d keeps a pinned weight out
+                for t in range(n_cols):
+                    pick[t] = dp[t] < tau
+            else:
+                for t in range(n_cols):  # no branch, no carried index: vectorizes
+                    pick[t] = (not blocked[t]) & (dp[t] < tau)
+            count = 0
+            for t0 in range(0, n_cols, 8):  # most runs of 8 hold no pick: skip them whole
+                if _any8(pick, t0, n_cols):
+                    for t in range(t0, min(t0 + 8, n_cols)):
+                        chosen[count] = t
+                        count += pick[t]
+            total[p, 1] += count
+            if count == 0:
+                continue
+            rot = order[p]
+            for j in range(k):
+                depth_k[j] = np.float32(depths[rot[j]])
+            own = is_int8[p]  # the pass's scheme, hoisted out of the per-weight loops
+            own_read = through if own and half8 else plain
+            own_fac, own_gmax, own_walls, own_low, own_inv = fac[p], gmax[p], walls16[p], low17[p], inv17[p]
+            for c in range(count):
+                t = chosen[c]
+                g = _group_at(own, t)
+                xk[0, c], level0[c], u0[c], _ = _cell_at(own_read, t, own_fac[g], own, own_walls, own_low, own_inv)
+                stored_values[c] = _stored_value(raw[r], t, stored)
+                ref[c] = own_gmax[g]
+                factor[0, c] = own_fac[g]
+                least = own_gmax[g]
+                for j in range(1, k):  # the other schemes: what the guards read (_flip reads no level_k[0])
+                    q = rot[j]
+                    g = _group_at(is_int8[q], t)
+                    least = min(least, gmax[q, g])
+                    factor[j, c] = fac[q, g]
+                    xk[j, c], level_k[j, c], _, _ = _cell_at(through if is_int8[q] and half8 else plain, t,
+                                                             fac[q, g], is_int8[q], walls16[q], low17[q], inv17[q])
+                    d_k[j, c] = dd[q, t]
+                cap[c] = least
+            _flip(stored_values[:count], stored, grids[p], level0, u0, unused_i, False, tops[p], walls_p[p],
+                  width_p[p], depths[p], ref, cap, kinds_r[p], loads_r[p], extra16_r[p], walls_r[p], low_r[p],
+                  inv_r[p], factor, divide, level_k, d_k, pinned_k, depth_k, guard, aims, max_steps, out_values,
+                  target, ok, reason, unused_i, False, unused_i, unused_i, unused_i, unused_f, unused_f, unused_f,
+                  unused_f, unused_f, unused_f)
+            row = raw[r]
+            own_amax, own_width, own_depth = amax[p], width_p[p], np.float32(depths[p])
+            changed, broken, undone, wide = 0, 0, 0, np.float32(-1.0)
+            for c in range(count):
+                if not ok[c]:
+                    total[p, 2 + reason[c]] += 1  # 3 dtype, 4 absmax, 5 other scheme
                     continue
-                rot = order[p]
-                for j in range(k):
-                    depth_k[j] = np.float32(depths[rot[j]])
-                own = is_int8[p]  # the pass's scheme, hoisted out of the per-weight loops
-                own_read = through if own and half8 else plain
-                own_fac, own_gmax, own_walls, own_low, own_inv = fac[p], gmax[p], walls16[p], low17[p], inv17[p]
-                for c in range(count):
-                    t = chosen[c]
-                    g = _group_at(own, t)
-                    xk[0, c], level0[c], u0[c], _ = _cell_at(own_read, t, own_fac[g], own, own_walls, own_low, own_inv)
-                    stored_values[c] = _stored_value(raw[r], t, stored)
-                    ref[c] = own_gmax[g]
-                    factor[0, c] = own_fac[g]
-                    least = own_gmax[g]
-                    for j in range(1, k):  # the other schemes: what the guards read (_flip reads no level_k[0])
-                        q = rot[j]
-                        g = _group_at(is_int8[q], t)
-                        least = min(least, gmax[q, g])
-                        factor[j, c] = fac[q, g]
-                        xk[j, c], level_k[j, c], _, _ = _cell_at(through if is_int8[q] and half8 else plain, t,
-                                                                 fac[q, g], is_int8[q], walls16[q], low17[q], inv17[q])
-                        d_k[j, c] = dd[q, t]
-                    cap[c] = least
-                _flip(stored_values[:count], stored, grids[p], level0, u0, unused_i, False, tops[p], walls_p[p],
-                      width_p[p], depths[p], ref, cap, kinds_r[p], loads_r[p], extra16_r[p], walls_r[p], low_r[p],
-                      inv_r[p], factor, divide, level_k, d_k, pinned_k, depth_k, guard, aims, max_steps, out_values,
-                      target, ok, reason, unused_i, False, unused_i, unused_i, unused_i, unused_f, unused_f, unused_f,
-                      unused_f, unused_f, unused_f)
-                row = raw[r]
-                own_amax, own_width, own_depth = amax[p], width_p[p], np.float32(depths[p])
-                changed, broken, undone, wide = 0, 0, 0, np.float32(-1.0)
-                for c in range(count):
-                    if not ok[c]:
-                        total[p, 2 + reason[c]] += 1  # 3 dtype, 4 absmax, 5 other scheme
-                        continue
-                    t = chosen[c]
-                    row[t] = _stored_bits(out_values[c], stored)
-                    blocked[t] = True  # (read only with several schemes)
-                    total[p, 2] += 1
-                    # multischeme.verify under every scheme, from the written bits as the quantizer reads
-                    # them: a placed weight is never written again and no scale moves, so checking it now
-                    # is checking it after the last pass
-                    v = _stored_value(row, t, stored)
-                    g = _group_at(own, t)
-                    r2, x2, level2, d2 = _reread(v, stored, own, own_fac[g], own_walls, own_low, own_inv)
-                    broken += abs(r2) > own_amax[g]
-                    changed += level2 != level0[c]
-                    wide = max(wide, abs(x2 - xk[0, c]) / own_width[level0[c]])
-                    undone += not (level2 == target[c] and d2 >= own_depth)
-                    for j in range(1, k):
-                        q = rot[j]
-                        g = _group_at(is_int8[q], t)
-                        r2, x2, level2, d2 = _reread(v, stored, is_int8[q], fac[q, g], walls16[q], low17[q], inv17[q])
-                        if abs(r2) > amax[q, g]:
-                            total[q, 7] += 1  # the group's scale would change (a candidate is free under all)
-                        total[q, 6] += level2 != level_k[j, c]
-                        largest[q] = max(largest[q], abs(x2 - xk[j, c]) / width_p[q, level_k[j, c]])
-                total[p, 6] += changed
-                total[p, 7] += broken
-                total[p, 8] += undone
-                largest[p] = max(largest[p], wide)
-    return counts, shift
+                t = chosen[c]
+                row[t] = _stored_bits(out_values[c], stored)
+                blocked[t] = True  # (read only with several schemes)
+                total[p, 2] += 1
+                # multischeme.verify under every scheme, from the written bits as the quantizer reads
+                # them: a placed weight is never written again and no scale moves, so checking it now
+                # is checking it after the last pass
+                v = _stored_value(row, t, stored)
+                g = _group_at(own, t)
+                r2, x2, level2, d2 = _reread(v, stored, own, own_fac[g], own_walls, own_low, own_inv)
+                broken += abs(r2) > own_amax[g]
+                changed += level2 != level0[c]
+                wide = max(wide, abs(x2 - xk[0, c]) / own_width[level0[c]])
+                undone += not (level2 == target[c] and d2 >= own_depth)
+                for j in range(1, k):
+                    q = rot[j]
+                    g = _group_at(is_int8[q], t)
+                    r2, x2, level2, d2 = _reread(v, stored, is_int8[q], fac[q, g], walls16[q], low17[q], inv17[q])
+                    if abs(r2) > amax[q, g]:
+                        total[q, 7] += 1  # the group's scale would change (a candidate is free under all)
+                    total[q, 6] += level2 != level_k[j, c]
+                    largest[q] = max(largest[q], abs(x2 - xk[j, c]) / width_p[q, level_k[j, c]])
+            total[p, 6] += changed
+            total[p, 7] += broken
+            total[p, 8] += undone
+            largest[p] = max(largest[p], wide)
+    return total, largest
