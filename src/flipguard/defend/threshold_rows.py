@@ -32,7 +32,7 @@ from flipguard.defend.fast import _BLOCK_BITS, _constants, _flip, _fourbit_cell,
 from flipguard.defend.flip import MAX_STEPS, OTHER_GUARD, RETRY_AIMS, grid_dtype, safe_depth
 from flipguard.scan.fast import (
     _F32, _TINY, PARALLEL_FROM, _abs_max, _fourbit_place, _int8_cell, _load, _normalize_block, _row, _source,
-    fourbit_tables, reads_stored, side_by_side,
+    reads_stored, side_by_side,
 )
 from flipguard.schemes import Scheme
 from flipguard.schemes.floatbits import (
@@ -89,7 +89,6 @@ def defend_rows(wq: torch.Tensor, schemes: list[Scheme], taus: dict[str, float],
     for j, s in enumerate(passes):
         walls_p[j, : len(s.walls)] = s.walls.numpy()
         width_p[j, : len(s.levels)] = s._cell_tables[1].numpy()
-    four = [fourbit_tables(s) for s in passes]
     if slices is None:
         slices = numba.get_num_threads() if wq.numel() >= PARALLEL_FROM else 1
     slices = max(1, min(slices, rows))
@@ -97,12 +96,12 @@ def defend_rows(wq: torch.Tensor, schemes: list[Scheme], taus: dict[str, float],
     half8 = wq.dtype != torch.float16  # INT8 reads through a float16 cast (exact from float16)
     kernel_args = (
         values, bits, _raw(wq).numpy(), source, half8, stored,
-        np.array([isinstance(s, INT8) for s in passes], np.bool_),
+        kinds_r[:, 0] == 1,  # each pass's own scheme comes first in its rotation: INT8 is kind 1
         np.array([taus[s.name] for s in passes], np.float32),
         np.array([safe_depth(s.name, depth) for s in passes], np.float64),
         np.array([DTYPE_CODE[grid_dtype(s, wq.dtype)] for s in passes], np.int64),
         np.array([len(s.levels) - 1 for s in passes], np.int64), walls_p, width_p,
-        np.stack([t[0] for t in four]), np.stack([t[1] for t in four]), np.stack([t[2] for t in four]),
+        *(np.ascontiguousarray(t[:, 0]) for t in (walls_r, low_r, inv_r)),  # each scheme's own tables
         order, kinds_r, loads_r, extra16_r, walls_r, low_r, inv_r,
         np.array(RETRY_AIMS, np.float64), MAX_STEPS, np.float32(OTHER_GUARD),
     )
