@@ -16,8 +16,11 @@ the chunked path (``defend.fast._flip``, one call per row and pass, with the oth
 guards), written, and each verified under every scheme from its written bits as
 ``multischeme.verify`` does (group scale unchanged, codes changed, shift, the flip at its target
 the safe depth inside; a broken promise is a bug and raises) -- as it is written, which is the
-same as after the last pass: a placed weight is never written again and no scale moves. The output and every count equal the chunked path's
-(``tests/unit/defend/test_threshold_rows.py`` compares them byte for byte); it only applies
+same as after the last pass: a placed weight is never written again and no scale moves.
+Under INT8 alone every input of a weight's flip but its level and side is the row's (one scale,
+one bound, no other scheme's guards), so the flip and its re-read run once per (level, side) of a
+row and the other weights of that pair take the result (half the calls on a Gaussian row at the
+default threshold). The output and every count equal the chunked path's (``tests/unit/defend/test_threshold_rows.py`` compares them byte for byte); it only applies
 where :func:`applies` says so, and ``defend_matrix`` takes the chunked path otherwise.
 """
 
@@ -264,6 +267,15 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
     out_values, ok, reason = np.empty(n_cols, np.float32), np.empty(n_cols, np.bool_), np.empty(n_cols, np.int8)
     unused_i, unused_f = np.empty(1, np.int64), np.empty(1, np.float32)
     depth_k = np.empty(k, np.float32)
+    # INT8 alone: one flip per (level, side) of a row (``shared`` below); key 2 * level + side, levels 0..254
+    slot = np.full(2 * 255, -1, np.int64)
+    which, rep_of = np.empty(n_cols, np.int64), np.empty(n_cols, np.int64)
+    rep_stored, rep_u, rep_out = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
+    rep_level, rep_target = np.empty(n_cols, np.int64), np.empty(n_cols, np.int64)
+    rep_ok, rep_reason = np.empty(n_cols, np.bool_), np.empty(n_cols, np.int8)
+    rep_r, rep_x, rep_d = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
+    rep_lv = np.empty(n_cols, np.int64)
+    one, rep_bits = np.empty(1, raw.dtype), np.empty(n_cols, np.int64)
     for r in range(first, last):
         row_values, row_bits = _row(values, bits, source, r)
         _load(row_values, row_bits, source, False, 0, n_cols, plain)  # finite: the caller checked
@@ -324,11 +336,50 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
                                                              fac[q, g], is_int8[q], walls16[q], low17[q], inv17[q])
                     d_k[j, c] = dd[q, t]
                 cap[c] = least
-            _flip(stored_values[:count], stored, grids[p], level0, u0, unused_i, False, tops[p], walls_p[p],
-                  width_p[p], depths[p], ref, cap, kinds_r[p], loads_r[p], extra16_r[p], walls_r[p], low_r[p],
-                  inv_r[p], factor, divide, level_k, d_k, pinned_k, depth_k, guard, aims, max_steps, out_values,
-                  target, ok, reason, unused_i, False, unused_i, unused_i, unused_i, unused_f, unused_f, unused_f,
-                  unused_f, unused_f, unused_f)
+            # INT8 alone: every input of a weight's flip but its level and side is the row's (one
+            # scale, cap and bound; no other scheme's guards), so weights that share a (level, side)
+            # land on the same value: flip (and re-read) one of each, hand the result to the rest
+            shared = k == 1 and own
+            if shared:
+                reps = 0
+                for c in range(count):
+                    key = 2 * level0[c] + (u0[c] >= np.float32(0.5))
+                    if key < 0 or key >= slot.size:  # outside the grid (never for a free weight): its own
+                        which[c] = reps
+                        rep_of[reps] = c
+                        reps += 1
+                    else:
+                        if slot[key] < 0:
+                            slot[key] = reps
+                            rep_of[reps] = c
+                            reps += 1
+                        which[c] = slot[key]
+                for j in range(reps):
+                    c = rep_of[j]
+                    rep_stored[j], rep_level[j], rep_u[j] = stored_values[c], level0[c], u0[c]
+                    key = 2 * level0[c] + (u0[c] >= np.float32(0.5))
+                    if 0 <= key < slot.size:
+                        slot[key] = -1  # cleared for the next row and pass
+                # ref, cap and factor are the row's in every entry: their first reps serve
+                _flip(rep_stored[:reps], stored, grids[p], rep_level, rep_u, unused_i, False, tops[p], walls_p[p],
+                      width_p[p], depths[p], ref, cap, kinds_r[p], loads_r[p], extra16_r[p], walls_r[p], low_r[p],
+                      inv_r[p], factor, divide, level_k, d_k, pinned_k, depth_k, guard, aims, max_steps, rep_out,
+                      rep_target, rep_ok, rep_reason, unused_i, False, unused_i, unused_i, unused_i, unused_f,
+                      unused_f, unused_f, unused_f, unused_f, unused_f)
+                for j in range(reps):
+                    if rep_ok[j]:  # the bits to write, and the verification's re-read of them
+                        one[0] = rep_bits[j] = _stored_bits(rep_out[j], stored)
+                        rep_r[j], rep_x[j], rep_lv[j], rep_d[j] = _reread(
+                            _stored_value(one, 0, stored), stored, own, own_fac[0], own_walls, own_low, own_inv)
+                for c in range(count):
+                    j = which[c]
+                    ok[c], reason[c], target[c] = rep_ok[j], rep_reason[j], rep_target[j]
+            else:
+                _flip(stored_values[:count], stored, grids[p], level0, u0, unused_i, False, tops[p], walls_p[p],
+                      width_p[p], depths[p], ref, cap, kinds_r[p], loads_r[p], extra16_r[p], walls_r[p], low_r[p],
+                      inv_r[p], factor, divide, level_k, d_k, pinned_k, depth_k, guard, aims, max_steps, out_values,
+                      target, ok, reason, unused_i, False, unused_i, unused_i, unused_i, unused_f, unused_f, unused_f,
+                      unused_f, unused_f, unused_f)
             row = raw[r]
             own_amax, own_width, own_depth = amax[p], width_p[p], np.float32(depths[p])
             changed, broken, undone, wide = 0, 0, 0, np.float32(-1.0)
@@ -337,15 +388,21 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
                     total[p, 2 + reason[c]] += 1  # 3 dtype, 4 absmax, 5 other scheme
                     continue
                 t = chosen[c]
-                row[t] = _stored_bits(out_values[c], stored)
                 blocked[t] = True  # (read only with several schemes)
                 total[p, 2] += 1
                 # multischeme.verify under every scheme, from the written bits as the quantizer reads
                 # them: a placed weight is never written again and no scale moves, so checking it now
                 # is checking it after the last pass
-                v = _stored_value(row, t, stored)
                 g = _group_at(own, t)
-                r2, x2, level2, d2 = _reread(v, stored, own, own_fac[g], own_walls, own_low, own_inv)
+                if shared:  # its representative's bits, and their re-read
+                    j = which[c]
+                    row[t] = rep_bits[j]
+                    r2, x2, level2, d2 = rep_r[j], rep_x[j], rep_lv[j], rep_d[j]
+                    v = r2  # (v is read only with several schemes: never here)
+                else:
+                    row[t] = _stored_bits(out_values[c], stored)
+                    v = _stored_value(row, t, stored)
+                    r2, x2, level2, d2 = _reread(v, stored, own, own_fac[g], own_walls, own_low, own_inv)
                 broken += abs(r2) > own_amax[g]
                 changed += level2 != level0[c]
                 wide = max(wide, abs(x2 - xk[0, c]) / own_width[level0[c]])

@@ -382,13 +382,21 @@ def rounding_errors(w: torch.Tensor, scheme: Scheme, cols: torch.Tensor) -> torc
 @njit(cache=True, nogil=True)
 def _all_finite(bits, exponent):
     """No element of ``bits`` (a float tensor's raw bits) has every exponent bit set (inf/NaN).
-    Branch-free inside each run of 4096; stops at the first run that fails."""
+    Branch-free inside each run of 4096 (a uint8 flag in the bits' own width, which vectorizes:
+    an int64 count, as numba widens integer arithmetic, is three times slower on float16 bits);
+    stops at the first run that fails."""
     n = bits.size
-    for start in range(0, n, 4096):
-        bad = 0
-        for i in range(start, min(n, start + 4096)):
-            bad += (bits[i] & exponent) == exponent
+    e = bits.dtype.type(exponent)
+    full = n - n % 4096
+    for start in range(0, full, 4096):
+        run = bits[start : start + 4096]
+        bad = np.uint8(0)
+        for i in range(4096):
+            bad |= np.uint8((run[i] & e) == e)
         if bad:
+            return False
+    for i in range(full, n):
+        if (bits[i] & e) == e:
             return False
     return True
 

@@ -210,6 +210,14 @@ def test_all_finite(dtype):
         assert not all_finite(v) and not all_finite(v.t())
     big = torch.tensor([torch.finfo(dtype).max, -torch.finfo(dtype).max, torch.finfo(dtype).tiny / 2, -0.0], dtype=dtype)
     assert all_finite(big.view(2, 2))
+    # whole runs of 4096 and a tail: a bad value at each run's first and last element, and in the tail
+    long = torch.randn(3 * 4096 + 17).to(dtype)
+    assert all_finite(long)
+    for at in (0, 4095, 4096, 2 * 4096 + 4095, 3 * 4096, 3 * 4096 + 16):
+        for bad in (float("inf"), float("-inf"), float("nan")):
+            v = long.clone()
+            v[at] = bad
+            assert not all_finite(v), (at, bad)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

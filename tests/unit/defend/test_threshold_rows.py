@@ -130,3 +130,25 @@ def test_other_plans_and_layouts_take_the_chunked_path():
     adaptive = make_policy("adaptive")
     clean = adaptive.plan_all({"int8": None, "nf4": None})
     assert threshold_rows.applies(w, [int8, nf4], clean, adaptive)  # a clean-looking tensor
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_int8_weights_of_one_level_and_side_share_one_flip(dtype):
+    """Under INT8 alone the row path flips one weight per (level, side) of a row and hands its
+    result to the others: rows full of repeats (equal values, and different values of one cell and
+    side), with subnormal rows whose flips the dtype refuses, still give the chunked path's bytes
+    and counts, and equal weights stay equal."""
+    g = torch.Generator().manual_seed(11)
+    base = torch.randn(16, 32, generator=g) * 0.02
+    w = base.repeat_interleave(8, dim=1)  # each value eight times in a row, side by side
+    w[:, 1::8] *= 1.0005  # the same cell and side mostly, another stored value
+    w[:, 0] = 0.08  # the rows' maximum
+    w[12:] *= 1e-5  # float16 subnormals: refused for the dtype's sake
+    w = w.to(dtype)
+    (fused, a), (chunked, b) = _both(w, [get_scheme("int8")], 0.3)
+    assert torch.equal(_bits(fused), _bits(chunked)) and a == b
+    assert a["int8"].flipped > 0
+    if dtype == torch.float16:
+        assert a["int8"].unsafe["dtype"] > 0
+    same = w.view(16, 32, 8)[:, :, 2:]  # the untouched repeats of each value
+    assert torch.equal(_bits(fused.view(16, 32, 8)[:, :, 2:]), _bits(fused.view(16, 32, 8)[:, :, 2:3]).expand_as(same))
