@@ -319,48 +319,33 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
             own = is_int8[p]  # the pass's scheme, hoisted out of the per-weight loops
             own_read = through if own and half8 else plain
             own_fac, own_gmax, own_walls, own_low, own_inv = fac[p], gmax[p], walls16[p], low17[p], inv17[p]
-            for c in range(count):
-                t = chosen[c]
-                g = _group_at(own, t)
-                xk[0, c], level0[c], u0[c], _ = _cell_at(own_read, t, own_fac[g], own, own_walls, own_low, own_inv)
-                stored_values[c] = _stored_value(raw[r], t, stored)
-                ref[c] = own_gmax[g]
-                factor[0, c] = own_fac[g]
-                least = own_gmax[g]
-                for j in range(1, k):  # the other schemes: what the guards read (_flip reads no level_k[0])
-                    q = rot[j]
-                    g = _group_at(is_int8[q], t)
-                    least = min(least, gmax[q, g])
-                    factor[j, c] = fac[q, g]
-                    xk[j, c], level_k[j, c], _, _ = _cell_at(through if is_int8[q] and half8 else plain, t,
-                                                             fac[q, g], is_int8[q], walls16[q], low17[q], inv17[q])
-                    d_k[j, c] = dd[q, t]
-                cap[c] = least
             # INT8 alone: every input of a weight's flip but its level and side is the row's (one
             # scale, cap and bound; no other scheme's guards), so weights that share a (level, side)
             # land on the same value: flip (and re-read) one of each, hand the result to the rest
             shared = k == 1 and own
             if shared:
+                row_fac, row_max = own_fac[0], own_gmax[0]
                 reps = 0
                 for c in range(count):
+                    xk[0, c], level0[c], u0[c], _ = _cell_at(own_read, chosen[c], row_fac, True, own_walls, own_low,
+                                                             own_inv)
                     key = 2 * level0[c] + (u0[c] >= np.float32(0.5))
-                    if key < 0 or key >= slot.size:  # outside the grid (never for a free weight): its own
-                        which[c] = reps
-                        rep_of[reps] = c
-                        reps += 1
-                    else:
-                        if slot[key] < 0:
-                            slot[key] = reps
-                            rep_of[reps] = c
-                            reps += 1
+                    keyed = 0 <= key < slot.size  # (a free weight's level always is)
+                    if keyed and slot[key] >= 0:
                         which[c] = slot[key]
+                    else:
+                        if keyed:
+                            slot[key] = reps
+                        which[c], rep_of[reps] = reps, c
+                        reps += 1
                 for j in range(reps):
                     c = rep_of[j]
-                    rep_stored[j], rep_level[j], rep_u[j] = stored_values[c], level0[c], u0[c]
+                    rep_stored[j] = _stored_value(raw[r], chosen[c], stored)
+                    rep_level[j], rep_u[j] = level0[c], u0[c]
+                    ref[j], cap[j], factor[0, j] = row_max, row_max, row_fac
                     key = 2 * level0[c] + (u0[c] >= np.float32(0.5))
                     if 0 <= key < slot.size:
                         slot[key] = -1  # cleared for the next row and pass
-                # ref, cap and factor are the row's in every entry: their first reps serve
                 _flip(rep_stored[:reps], stored, grids[p], rep_level, rep_u, unused_i, False, tops[p], walls_p[p],
                       width_p[p], depths[p], ref, cap, kinds_r[p], loads_r[p], extra16_r[p], walls_r[p], low_r[p],
                       inv_r[p], factor, divide, level_k, d_k, pinned_k, depth_k, guard, aims, max_steps, rep_out,
@@ -370,11 +355,28 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
                     if rep_ok[j]:  # the bits to write, and the verification's re-read of them
                         one[0] = rep_bits[j] = _stored_bits(rep_out[j], stored)
                         rep_r[j], rep_x[j], rep_lv[j], rep_d[j] = _reread(
-                            _stored_value(one, 0, stored), stored, own, own_fac[0], own_walls, own_low, own_inv)
+                            _stored_value(one, 0, stored), stored, own, row_fac, own_walls, own_low, own_inv)
                 for c in range(count):
                     j = which[c]
                     ok[c], reason[c], target[c] = rep_ok[j], rep_reason[j], rep_target[j]
             else:
+                for c in range(count):
+                    t = chosen[c]
+                    g = _group_at(own, t)
+                    xk[0, c], level0[c], u0[c], _ = _cell_at(own_read, t, own_fac[g], own, own_walls, own_low, own_inv)
+                    stored_values[c] = _stored_value(raw[r], t, stored)
+                    ref[c] = own_gmax[g]
+                    factor[0, c] = own_fac[g]
+                    least = own_gmax[g]
+                    for j in range(1, k):  # the other schemes: what the guards read (_flip reads no level_k[0])
+                        q = rot[j]
+                        g = _group_at(is_int8[q], t)
+                        least = min(least, gmax[q, g])
+                        factor[j, c] = fac[q, g]
+                        xk[j, c], level_k[j, c], _, _ = _cell_at(through if is_int8[q] and half8 else plain, t,
+                                                                 fac[q, g], is_int8[q], walls16[q], low17[q], inv17[q])
+                        d_k[j, c] = dd[q, t]
+                    cap[c] = least
                 _flip(stored_values[:count], stored, grids[p], level0, u0, unused_i, False, tops[p], walls_p[p],
                       width_p[p], depths[p], ref, cap, kinds_r[p], loads_r[p], extra16_r[p], walls_r[p], low_r[p],
                       inv_r[p], factor, divide, level_k, d_k, pinned_k, depth_k, guard, aims, max_steps, out_values,
@@ -382,14 +384,14 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
                       unused_f, unused_f, unused_f)
             row = raw[r]
             own_amax, own_width, own_depth = amax[p], width_p[p], np.float32(depths[p])
-            changed, broken, undone, wide = 0, 0, 0, np.float32(-1.0)
+            placed, changed, broken, undone, wide = 0, 0, 0, 0, np.float32(-1.0)
             for c in range(count):
                 if not ok[c]:
                     total[p, 2 + reason[c]] += 1  # 3 dtype, 4 absmax, 5 other scheme
                     continue
                 t = chosen[c]
                 blocked[t] = True  # (read only with several schemes)
-                total[p, 2] += 1
+                placed += 1
                 # multischeme.verify under every scheme, from the written bits as the quantizer reads
                 # them: a placed weight is never written again and no scale moves, so checking it now
                 # is checking it after the last pass
@@ -415,6 +417,7 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
                         total[q, 7] += 1  # the group's scale would change (a candidate is free under all)
                     total[q, 6] += level2 != level_k[j, c]
                     largest[q] = max(largest[q], abs(x2 - xk[j, c]) / width_p[q, level_k[j, c]])
+            total[p, 2] += placed
             total[p, 6] += changed
             total[p, 7] += broken
             total[p, 8] += undone
