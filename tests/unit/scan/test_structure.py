@@ -94,3 +94,15 @@ def test_the_report_says_what_a_structured_finding_means(tmp_path):
     assert [f["kind"] for f in saved["findings"]] == ["structured"] and "structure" in saved["method"]
     assert all("structure" in t for t in saved["tensors"] if t["status"] == "ok")
     assert "low-rank structure" in json.loads(to_sarif(report))["runs"][0]["results"][0]["message"]["text"]
+
+
+def test_the_top_singular_value_is_the_largest_of_a_full_svd():
+    from flipguard.scan.structure import _top_singular_value
+
+    g = torch.Generator().manual_seed(2)
+    for shape in ((40, 90), (90, 40), (64, 64)):
+        e = torch.rand(*shape, generator=g) - 0.5
+        e[:, 0] += 0.3  # a direction of its own, and i.i.d. noise
+        want = float(torch.linalg.svdvals(e.double())[0])
+        assert abs(_top_singular_value(e) - want) <= 1e-6 * want  # the Gram matrix is float32
+    assert _top_singular_value(torch.zeros(8, 16)) == 0.0
