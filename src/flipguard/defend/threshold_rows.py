@@ -155,7 +155,7 @@ def _stored_abs_max(values, bits, source, count):
     return _widen(top16, source)
 
 
-@njit(inline="always")
+@njit(nogil=True)
 def _int8_row(read, stored_max, dd, fac, amax, gmax):
     """One row's wall distances under INT8 (``read``: through float16; NaN where pinned: the row's
     maximum, every weight of a zero row), and the row's (one group's) factor, float32 absmax and
@@ -175,7 +175,7 @@ def _int8_row(read, stored_max, dd, fac, amax, gmax):
     return free
 
 
-@njit(inline="always")
+@njit(nogil=True)
 def _fourbit_row(read, walls16, low17, inv17, xs, dd, fac, amax, gmax):
     """One row's wall distances under a 4-bit scheme (whole blocks; ``read``: the stored values
     widened; NaN where pinned), and per block (``t >> 6``) its factor and absmax (its stored
@@ -197,18 +197,34 @@ def _fourbit_row(read, walls16, low17, inv17, xs, dd, fac, amax, gmax):
 
 
 @njit(inline="always")
+def _int8_cell_at(read, t, factor):
+    """:func:`_cell_at` under INT8."""
+    x = read[t] * factor
+    level, u, d = _int8_cell(x)
+    return x, level, u, d
+
+
+@njit(inline="always")
 def _cell_at(read, t, factor, is_int8, walls16, low17, inv17):
     """(x, level, u, d) of weight ``t`` of a row under one scheme, its group's ``factor`` given:
     what :func:`_int8_row` / :func:`_fourbit_row` computed there (``FourBitScheme.group``'s clamp
     of a full block's product, INT8's product), for the few weights a pass or the verification
     looks at."""
     if is_int8:
-        x = read[t] * factor
-        level, u, d = _int8_cell(x)
+        x, level, u, d = _int8_cell_at(read, t, factor)
     else:
         x = min(max(read[t] * factor, np.float32(-1.0)), np.float32(1.0))
         level, u, d = _fourbit_cell(x, walls16, low17, inv17)
     return x, level, u, d
+
+
+@njit(inline="always")
+def _reread_int8(v, stored, factor):
+    """:func:`_reread` under INT8."""
+    r = _read(v, stored, -1, True)
+    x = _normalized(r, factor, False, 1)
+    level, _, d = _int8_cell(x)
+    return r, x, level, d
 
 
 @njit(inline="always")
@@ -217,9 +233,7 @@ def _reread(v, stored, is_int8, factor, walls16, low17, inv17):
     ``factor`` given: read as the quantizer reads it (INT8 through float16; the schemes here have
     no load dtype but the stored one), normalized and placed as ``multischeme.verify`` does."""
     if is_int8:
-        r = _read(v, stored, -1, True)
-        x = _normalized(r, factor, False, 1)
-        level, _, d = _int8_cell(x)
+        r, x, level, d = _reread_int8(v, stored, factor)
     else:
         r = _read(v, stored, -1, False)
         x = _normalized(r, factor, False, 0)
@@ -327,8 +341,7 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
                 row_fac, row_max = own_fac[0], own_gmax[0]
                 reps = 0
                 for c in range(count):
-                    xk[0, c], level0[c], u0[c], _ = _cell_at(own_read, chosen[c], row_fac, True, own_walls, own_low,
-                                                             own_inv)
+                    xk[0, c], level0[c], u0[c], _ = _int8_cell_at(own_read, chosen[c], row_fac)  # no 4-bit half inlined
                     key = 2 * level0[c] + (u0[c] >= np.float32(0.5))
                     keyed = 0 <= key < slot.size  # (a free weight's level always is)
                     if keyed and slot[key] >= 0:
@@ -346,19 +359,9 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
                     key = 2 * level0[c] + (u0[c] >= np.float32(0.5))
                     if 0 <= key < slot.size:
                         slot[key] = -1  # cleared for the next row and pass
-                _flip(rep_stored[:reps], stored, grids[p], rep_level, rep_u, unused_i, False, tops[p], walls_p[p],
-                      width_p[p], depths[p], ref, cap, kinds_r[p], loads_r[p], extra16_r[p], walls_r[p], low_r[p],
-                      inv_r[p], factor, divide, level_k, d_k, pinned_k, depth_k, guard, aims, max_steps, rep_out,
-                      rep_target, rep_ok, rep_reason, unused_i, False, unused_i, unused_i, unused_i, unused_f,
-                      unused_f, unused_f, unused_f, unused_f, unused_f)
-                for j in range(reps):
-                    if rep_ok[j]:  # the bits to write, and the verification's re-read of them
-                        one[0] = rep_bits[j] = _stored_bits(rep_out[j], stored)
-                        rep_r[j], rep_x[j], rep_lv[j], rep_d[j] = _reread(
-                            _stored_value(one, 0, stored), stored, own, row_fac, own_walls, own_low, own_inv)
-                for c in range(count):
-                    j = which[c]
-                    ok[c], reason[c], target[c] = rep_ok[j], rep_reason[j], rep_target[j]
+                # the flip below places the representatives (ref, cap and factor: the row's in every entry)
+                items, src, src_level, src_u = reps, rep_stored, rep_level, rep_u
+                out_v, out_target, out_ok, out_reason = rep_out, rep_target, rep_ok, rep_reason
             else:
                 for c in range(count):
                     t = chosen[c]
@@ -377,11 +380,23 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
                                                                  fac[q, g], is_int8[q], walls16[q], low17[q], inv17[q])
                         d_k[j, c] = dd[q, t]
                     cap[c] = least
-                _flip(stored_values[:count], stored, grids[p], level0, u0, unused_i, False, tops[p], walls_p[p],
-                      width_p[p], depths[p], ref, cap, kinds_r[p], loads_r[p], extra16_r[p], walls_r[p], low_r[p],
-                      inv_r[p], factor, divide, level_k, d_k, pinned_k, depth_k, guard, aims, max_steps, out_values,
-                      target, ok, reason, unused_i, False, unused_i, unused_i, unused_i, unused_f, unused_f, unused_f,
-                      unused_f, unused_f, unused_f)
+                items, src, src_level, src_u = count, stored_values, level0, u0
+                out_v, out_target, out_ok, out_reason = out_values, target, ok, reason
+            # one call site: the kernel's largest callee compiled into it once
+            _flip(src[:items], stored, grids[p], src_level, src_u, unused_i, False, tops[p], walls_p[p], width_p[p],
+                  depths[p], ref, cap, kinds_r[p], loads_r[p], extra16_r[p], walls_r[p], low_r[p], inv_r[p], factor,
+                  divide, level_k, d_k, pinned_k, depth_k, guard, aims, max_steps, out_v, out_target, out_ok,
+                  out_reason, unused_i, False, unused_i, unused_i, unused_i, unused_f, unused_f, unused_f, unused_f,
+                  unused_f, unused_f)
+            if shared:
+                for j in range(reps):
+                    if rep_ok[j]:  # the bits to write, and the verification's re-read of them
+                        one[0] = rep_bits[j] = _stored_bits(rep_out[j], stored)
+                        rep_r[j], rep_x[j], rep_lv[j], rep_d[j] = _reread_int8(_stored_value(one, 0, stored), stored,
+                                                                              row_fac)
+                for c in range(count):
+                    j = which[c]
+                    ok[c], reason[c], target[c] = rep_ok[j], rep_reason[j], rep_target[j]
             row = raw[r]
             own_amax, own_width, own_depth = amax[p], width_p[p], np.float32(depths[p])
             placed, changed, broken, undone, wide = 0, 0, 0, 0, np.float32(-1.0)
