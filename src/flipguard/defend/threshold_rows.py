@@ -20,7 +20,8 @@ same as after the last pass: a placed weight is never written again and no scale
 Under INT8 alone every input of a weight's flip but its level and side is the row's (one scale,
 one bound, no other scheme's guards), so the flip and its re-read run once per (level, side) of a
 row and the other weights of that pair take the result (half the calls on a Gaussian row at the
-default threshold). The output and every count equal the chunked path's (``tests/unit/defend/test_threshold_rows.py`` compares them byte for byte); it only applies
+default threshold). The output and every count equal the chunked path's
+(``tests/unit/defend/test_threshold_rows.py`` compares them byte for byte); it only applies
 where :func:`applies` says so, and ``defend_matrix`` takes the chunked path otherwise.
 """
 
