@@ -285,7 +285,8 @@ def _rows(values, bits, raw, source, half8, stored, is_int8, taus, depths, grids
     # INT8 alone: one flip per (level, side) of a row (``shared`` below); key 2 * level + side, levels 0..254
     slot = np.full(2 * 255, -1, np.int64)
     which, rep_of = np.empty(n_cols, np.int64), np.empty(n_cols, np.int64)
-    rep_stored, rep_u, rep_out = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
+    rep_stored, rep_u = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
+    rep_out = np.empty(n_cols, np.float32)
     rep_level, rep_target = np.empty(n_cols, np.int64), np.empty(n_cols, np.int64)
     rep_ok, rep_reason = np.empty(n_cols, np.bool_), np.empty(n_cols, np.int8)
     rep_r, rep_x, rep_d = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)

@@ -72,7 +72,8 @@ def error_structure(w: torch.Tensor, scheme: Scheme, seed: int = 0, cols: torch.
     random order; None if they are all equal."""
     e = rounding_errors(w.contiguous(), scheme, torch.arange(w.shape[1]) if cols is None else cols)
     e = e - e.mean()
-    shuffled = torch.from_numpy(e.numpy().reshape(-1)[_shuffle(e.numel(), seed)].reshape(e.shape))  # numpy's gather: twice torch's speed
+    order = _shuffle(e.numel(), seed)
+    shuffled = torch.from_numpy(e.numpy().reshape(-1)[order].reshape(e.shape))  # numpy's gather: twice torch's
     noise = _top_singular_value(shuffled)
     return _top_singular_value(e) / noise if noise > 0 else None
 
