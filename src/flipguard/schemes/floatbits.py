@@ -167,8 +167,11 @@ def _convert(v, source, code):
 def _read(v, stored, load, extra16):
     """What the quantizer reads of the stored value ``v``: load dtype, then float16 for INT8."""
     load = load if load >= 0 else stored
-    r = _convert(v, stored, load)
-    return _convert(r, load, 1) if extra16 else r
+    r, source, code = v, stored, load
+    for step in range(2):  # the load cast, then float16 (INT8): one cast written, inlined once
+        r = _convert(r, source, code)
+        source, code = code, (1 if extra16 else code)
+    return r
 
 
 @njit(inline="always")
