@@ -291,6 +291,7 @@ def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, 
             k0, u0, d0 = np.int64(0), np.float32(0.0), np.float32(0.0)
             k1, u1, d1 = np.int64(0), np.float32(0.0), np.float32(0.0)
             k2, u2, d2 = np.int64(0), np.float32(0.0), np.float32(0.0)
+            sv = v
             for step in range(max_steps + 1):  # _settle
                 sv = _convert(v, grid, stored)
                 x = _normalized(_read(sv, stored, loads[0], extra16[0]), factor[0, i], divide[0, i],
@@ -303,7 +304,7 @@ def _flip(stored_values, stored, grid, level, u, direction, has_direction, top, 
                 crossed = uu if s > 0 else np.float32(1.0) - uu
                 deeper = (crossed < np.float32(0.5)) if k == t else (s * (k - t) < 0)
                 v = _ulp_step(v, s if deeper else -s, grid)
-            v = _convert(v, grid, stored)
+            v = sv  # the last step's value in the stored dtype: the loop ends on it (one cast compiled in)
             inside = abs(v) < cap[i] and abs(v) != np.inf and v == v
             keeps = good and inside
             for j in range(1, kinds.size):
