@@ -7,6 +7,7 @@ The code here walks files and modules; it does no arithmetic on weights.
 from .checkpoint import Checkpoint, open_checkpoint
 from .header import ShardHeader, TensorInfo
 from .layout import WeightLayout
+from .pipeline import TensorStream
 from .stream_copy import Transform, copy_checkpoint
 from .targets import QUANTIZABLE_DTYPES, QuantTarget, build_skeleton, quantizable_tensors
 from .writer import CheckpointWriter
@@ -18,6 +19,7 @@ __all__ = [
     "QuantTarget",
     "ShardHeader",
     "TensorInfo",
+    "TensorStream",
     "Transform",
     "WeightLayout",
     "build_skeleton",

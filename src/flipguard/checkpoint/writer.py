@@ -37,6 +37,8 @@ from .layout import (
 )
 from .messages import dtype_name
 
+SYNC_EVERY = 256 << 20  # bytes written to a shard between two fdatasync calls (the writer's thread waits)
+
 
 class CheckpointWriter:
     """Context manager writing a new checkpoint directory shaped like ``like``.
@@ -55,6 +57,7 @@ class CheckpointWriter:
         self.skipped_files = skipped_weight_files(like.path, like.layout)  # weights not copied
         self._temp: Path | None = None
         self._written: set[str] = set()
+        self._unsynced: dict[str, int] = {}  # shard -> bytes written since its last fdatasync
 
     def __enter__(self) -> CheckpointWriter:
         self._temp = make_temp_dir(self.path)
@@ -92,6 +95,12 @@ class CheckpointWriter:
         with open(self._temp_path(info.shard), "r+b") as handle:
             handle.seek(self.like.headers[info.shard].data_start + begin)
             handle.write(data)
+            handle.flush()
+            unsynced = self._unsynced.get(info.shard, 0) + data.nbytes
+            if unsynced >= SYNC_EVERY:  # to disk as we go, so the final fsync does not wait for it all
+                os.fdatasync(handle.fileno())
+                unsynced = 0
+            self._unsynced[info.shard] = unsynced
         self._written.add(name)
 
     def write_file(self, relative_path: str, data: bytes | str) -> None:

@@ -80,7 +80,7 @@ def register(subparsers) -> None:
                    help="dtype the model is loaded in before quantizing (default: each tensor's stored dtype)")
     p.add_argument("--report", metavar="FILE", help="also write the JSON report here")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
-    p.add_argument("-q", "--quiet", action="store_true", help="no summary on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary on stdout")
     p.set_defaults(func=run)
 
 
@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         skip_modules=skip,
         load_dtype=DTYPES.get(args.load_dtype) if args.load_dtype else None,
         force=args.force,
+        progress=not args.quiet and sys.stderr.isatty(),
     )
     if args.report:
         emit(to_json(report), args.report)

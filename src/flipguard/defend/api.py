@@ -14,8 +14,9 @@ import time
 from os import PathLike
 
 import torch
+from tqdm.auto import tqdm
 
-from flipguard.checkpoint import CheckpointWriter, QuantTarget, open_checkpoint, quantizable_tensors
+from flipguard.checkpoint import CheckpointWriter, QuantTarget, TensorStream, open_checkpoint, quantizable_tensors
 from flipguard.checkpoint.messages import dtype_name
 from flipguard.defend.fast import all_finite
 from flipguard.defend.flip import safe_depth
@@ -94,6 +95,7 @@ def defend_checkpoint(
     skip_modules: list[str] | None = None,
     load_dtype: torch.dtype | None = None,
     force: bool = False,
+    progress: bool = False,
 ) -> DefenseReport:
     """Write ``out``: the checkpoint at ``path`` with every quantizable weight defended.
 
@@ -104,7 +106,7 @@ def defend_checkpoint(
     transformers' ``llm_int8_skip_modules`` / ``dtype``. Non-quantizable tensors and companion
     files are copied unchanged; ``REPORT_FILE`` is added. Raises FlipGuardError (nothing written)
     for bad options, an unreadable checkpoint, or an output inside the input or already there
-    without ``force``.
+    without ``force``. ``progress``: a progress bar (weights defended) on stderr.
     """
     start = time.perf_counter()
     names = check_schemes(schemes)
@@ -130,19 +132,21 @@ def defend_checkpoint(
         tensors=[],
         copied=len(checkpoint.tensors) - len(targets),
     )
-    with CheckpointWriter(out, like=checkpoint, force=force) as writer:
+    weights = sum(torch.Size(t.shape).numel() for t in targets.values())
+    bar = tqdm(total=weights, unit="w", unit_scale=True, desc="defend", disable=not progress)
+    with bar, CheckpointWriter(out, like=checkpoint, force=force) as writer:
         report.output = str(writer.path)
-        for name in checkpoint.tensors:  # file order; one tensor in memory at a time
-            # get() opens the shard per tensor: iter_tensors() keeps a shard's mapping open, and
-            # every page read through it stays resident until the shard ends (RSS ~ shard size)
-            tensor = checkpoint.get(name)
-            if name in targets:
-                done = defend_tensor(name, tensor, objects, policy, targets[name].transposed, depth)
-                report.tensors.append(done)
-                if done.status == "nonfinite":
-                    report.notes.append(f"{name}: NaN/Inf weights; left unchanged.")
-            writer.write(name, tensor)
-            del tensor
+        # file order; the next tensors are read and the last ones written while this one is defended
+        with TensorStream(checkpoint, writer=writer) as stream:
+            for name, tensor in stream:
+                if name in targets:
+                    done = defend_tensor(name, tensor, objects, policy, targets[name].transposed, depth)
+                    report.tensors.append(done)
+                    if done.status == "nonfinite":
+                        report.notes.append(f"{name}: NaN/Inf weights; left unchanged.")
+                    bar.update(tensor.numel())
+                stream.write(name, tensor)
+                del tensor
         writer.write_file(REPORT_FILE, to_json(report))
     report.seconds = time.perf_counter() - start
     return report

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -11,7 +10,8 @@ from os import PathLike
 import torch
 from tqdm.auto import tqdm
 
-from flipguard.checkpoint import open_checkpoint, quantizable_tensors
+from flipguard.checkpoint import TensorStream, open_checkpoint, quantizable_tensors
+from flipguard.checkpoint.memory import release_freed_memory
 from flipguard.errors import NothingScannableError
 from flipguard.scan.detector import TensorEvidence, inspect_schemes
 from flipguard.scan.verdict import ALPHA, Verdict, decide
@@ -79,14 +79,15 @@ def scan_checkpoint(
     weights = sum(torch.Size(t.shape).numel() for t in targets.values())
     bar = tqdm(total=weights, unit="w", unit_scale=True, desc="scan", disable=not progress)
 
-    def quantizer_view() -> Iterator[tuple[str, torch.Tensor]]:
-        for name, tensor in checkpoint.iter_tensors(targets):
+    def quantizer_view(stream: TensorStream) -> Iterator[tuple[str, torch.Tensor]]:
+        for name, tensor in stream:  # the next tensors are read while this one is scanned
             yield name, tensor.t().contiguous() if targets[name].transposed else tensor
             bar.update(tensor.numel())
             del tensor
             release_freed_memory()
 
-    verdict, evidence = scan_tensors(quantizer_view(), names, load_dtype, alpha)
+    with TensorStream(checkpoint, names=[n for n in checkpoint.tensors if n in targets]) as stream:
+        verdict, evidence = scan_tensors(quantizer_view(stream), names, load_dtype, alpha)
     bar.close()
     notes = [_note(e) for e in evidence if e.status in ("nonfinite", "degenerate")]
     if verdict.status == "backdoor" and (checkpoint.path / DEFENSE_REPORT).is_file():
@@ -110,23 +111,6 @@ DEFENDED_NOTE = (
     "are flagged too. The file proves nothing by itself (anyone can write it): to be sure, defend the "
     "original checkpoint yourself."
 )
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by the last tensor back to the OS (glibc keeps freed chunks of tens of
-    MB in its heaps otherwise, and the peak grows with every tensor of a large checkpoint)."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc():
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to trim
-        return None
-
-
-_LIBC = _load_libc()
 
 
 def _note(e: TensorEvidence) -> str:

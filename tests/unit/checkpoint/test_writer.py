@@ -8,7 +8,7 @@ import weakref
 import pytest
 import torch
 
-from flipguard.checkpoint import CheckpointWriter, copy_checkpoint, open_checkpoint
+from flipguard.checkpoint import CheckpointWriter, TensorStream, copy_checkpoint, open_checkpoint
 from flipguard.errors import FlipGuardError
 
 from .conftest import leftovers, snapshot
@@ -61,20 +61,35 @@ def test_transform_is_applied_tensor_by_tensor(single_checkpoint, tmp_path):
     assert torch.equal(copied.get(other), source.get(other))
 
 
-def test_streaming_holds_one_tensor_at_a_time(sharded_checkpoint, tmp_path):
-    read, written, peak = [], [], [0]
+@pytest.mark.parametrize("budget", [1, None])
+def test_streaming_holds_tensors_within_the_budget(sharded_checkpoint, tmp_path, budget):
+    checkpoint = open_checkpoint(sharded_checkpoint)
+    size = {n: info.data_offsets[1] - info.data_offsets[0] for n, info in checkpoint.tensors.items()}
+    refs, held = [], []  # (name, weak reference) of every tensor seen or made; bytes alive at each arrival
 
     def watch(name, tensor):
-        alive = sum(ref() is not None for ref in read + written)
-        peak[0] = max(peak[0], alive)
+        held.append(sum(size[n] for n, ref in refs if ref() is not None))
         out = tensor.clone()
-        read.append(weakref.ref(tensor))
-        written.append(weakref.ref(out))
+        refs.extend([(name, weakref.ref(tensor)), (name, weakref.ref(out))])
         return out
 
-    copy_checkpoint(sharded_checkpoint, tmp_path / "out", transform=watch)
-    assert len(read) == len(open_checkpoint(sharded_checkpoint).tensors)
-    assert peak[0] == 0  # when a tensor arrives, every earlier one (read or written) is gone
+    copy_checkpoint(sharded_checkpoint, tmp_path / "out", transform=watch, budget=budget)
+    assert len(held) == len(checkpoint.tensors)
+    if budget == 1:
+        assert max(held) == 0  # when a tensor arrives, every earlier one (read or written) is gone
+    else:  # earlier tensors may still wait to be written, within the budget
+        assert max(held) + max(size.values()) <= TensorStream(checkpoint).budget
+
+
+def test_shards_are_synced_as_they_are_written(sharded_checkpoint, tmp_path, monkeypatch):
+    import flipguard.checkpoint.writer as writer_module
+
+    synced = []
+    monkeypatch.setattr(writer_module, "SYNC_EVERY", 1)  # every write reaches the disk before the next
+    monkeypatch.setattr(writer_module.os, "fdatasync", lambda fd: synced.append(fd) or os.fsync(fd))
+    output = copy_checkpoint(sharded_checkpoint, tmp_path / "out")
+    assert len(synced) == len(open_checkpoint(sharded_checkpoint).tensors)
+    assert _digests(snapshot(output)) == _digests(snapshot(sharded_checkpoint))
 
 
 def test_failure_midway_leaves_nothing(single_checkpoint, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from flipguard.checkpoint import open_checkpoint, quantizable_tensors
+from flipguard.checkpoint import TensorStream, open_checkpoint, quantizable_tensors
 from flipguard.defend import REPORT_FILE, defend_checkpoint, defend_tensor, make_policy
 from flipguard.errors import FlipGuardError
 from flipguard.schemes import get_scheme
@@ -75,6 +75,18 @@ def test_same_input_gives_byte_identical_output(llama, tmp_path):
         b = defend_checkpoint(llama, tmp_path / f"b-{policy}", policy=policy)
         assert _digest(tmp_path / f"a-{policy}") == _digest(tmp_path / f"b-{policy}")
         assert a.totals() == b.totals()
+
+
+def test_read_ahead_and_write_behind_do_not_change_the_output(gpt2, tmp_path, monkeypatch, capsys):
+    pipelined = defend_checkpoint(gpt2, tmp_path / "pipelined", progress=True)
+    bar = capsys.readouterr().err
+    assert "defend" in bar and "100%" in bar  # the progress bar, on stderr
+    init = TensorStream.__init__
+    monkeypatch.setattr(TensorStream, "__init__", lambda self, *a, **k: init(self, *a, **{**k, "budget": 1}))
+    serial = defend_checkpoint(gpt2, tmp_path / "serial")  # one tensor at a time
+    assert capsys.readouterr().err == ""  # no bar unless asked
+    assert _digest(tmp_path / "pipelined") == _digest(tmp_path / "serial")
+    assert pipelined.totals() == serial.totals()
 
 
 @pytest.mark.parametrize(
