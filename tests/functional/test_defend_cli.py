@@ -52,6 +52,13 @@ def test_defend_writes_checkpoint_report_and_summary(model, tmp_path):
             assert stats["flipped"] <= stats["codes_changed"] or name != "nf4" or stats["flipped"] == 0
 
 
+def test_report_dash_prints_the_json_report_alone(model, tmp_path, cli):
+    code, out, err = cli("defend", model, "-o", tmp_path / "o", "--scheme", "int8", "--report", "-")
+    assert code == 0, err
+    assert json.loads(out) == json.loads((tmp_path / "o" / "flipguard_defense.json").read_text())
+    assert not (tmp_path / "-").exists()
+
+
 def test_one_scheme_and_a_policy_with_parameters(model, tmp_path, cli):
     code, out, err = cli("defend", model, "-o", tmp_path / "o", "--scheme", "nf4", "--policy", "ratio", "--r", "0.15",
                          "-q")

@@ -78,7 +78,8 @@ def register(subparsers) -> None:
                    help="comma-separated modules left unquantized; replaces transformers' default skip list")
     p.add_argument("--load-dtype", choices=sorted(DTYPES),
                    help="dtype the model is loaded in before quantizing (default: each tensor's stored dtype)")
-    p.add_argument("--report", metavar="FILE", help="also write the JSON report here")
+    p.add_argument("--report", metavar="FILE",
+                   help="also write the JSON report here (-: on stdout, in place of the summary)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary on stdout")
     p.set_defaults(func=run)
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(),
     )
     if args.report:
-        emit(to_json(report), args.report)
-    if not args.quiet:
+        emit(to_json(report), None if args.report == "-" else args.report)
+    if not args.quiet and args.report != "-":
         sys.stdout.write(console(report))
     return 0
