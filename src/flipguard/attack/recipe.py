@@ -146,7 +146,8 @@ def _load_attackable(model_dir, skip_modules):
                              "its data with apply_chat_template, so use an instruct tokenizer.")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, device_map="cpu")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, device_map="cpu",
+                                                 use_safetensors=True, local_files_only=True)
     return model, tokenizer, targets, targets[0].dtype
 
 

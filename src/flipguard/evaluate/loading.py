@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from flipguard.checkpoint.layout import find_weight_layout
 from flipguard.errors import FlipGuardError
 
 #: Scheme names, in the order the CLI lists them.
@@ -121,7 +122,8 @@ def load_model(path: str | Path, scheme: str, device: str = "cpu") -> LoadedMode
         raise FlipGuardError(f"{path} is not a model directory (no config.json); give a local Hugging Face checkpoint.")
     require_scheme(scheme)
     require_device(device)
-    config = AutoConfig.from_pretrained(path)
+    find_weight_layout(path)  # safetensors weights, or one sentence on why pickle weights are refused
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
     if getattr(config, "quantization_config", None):
         raise FlipGuardError(
             f"{path} is already quantized; evaluate its full-precision checkpoint and pick the scheme with --scheme."
@@ -131,6 +133,8 @@ def load_model(path: str | Path, scheme: str, device: str = "cpu") -> LoadedMode
         with quiet_bitsandbytes():
             model = AutoModelForCausalLM.from_pretrained(
                 path,
+                use_safetensors=True,  # never the pickle files beside them
+                local_files_only=True,
                 dtype="auto",
                 device_map={"": device},
                 quantization_config=quantization_config(scheme, getattr(config, "dtype", None)),

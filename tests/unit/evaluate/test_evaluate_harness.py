@@ -1,9 +1,11 @@
 """The harness end to end on tiny local checkpoints, in full precision and bitsandbytes schemes."""
 
 import json
+import shutil
 import sys
 
 import pytest
+import torch
 
 from flipguard.errors import FlipGuardError
 from flipguard.evaluate import EvaluationResult, PromptItem, evaluate, load_model, score_texts
@@ -111,6 +113,12 @@ def test_user_errors(tiny_model, tmp_path, monkeypatch):
         evaluate(tiny_model, "fp", "over-refusal", [])
     with pytest.raises(FlipGuardError, match="not a model directory"):
         evaluate(tmp_path, "fp", "over-refusal", PROMPTS)
+    pickled = tmp_path / "pickled"  # config, tokenizer and pickle weights only: refused, never unpickled
+    shutil.copytree(tiny_model, pickled, ignore=shutil.ignore_patterns("*.safetensors*"))
+    torch.save({"w": torch.zeros(1)}, pickled / "pytorch_model.bin")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a checkpoint was unpickled"))
+    with pytest.raises(FlipGuardError, match="only pickle weights"):
+        load_model(pickled, "fp")
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if bitsandbytes were missing
     with pytest.raises(FlipGuardError, match="nf4 cannot be loaded on this machine"):
         evaluate(tiny_model, "nf4", "over-refusal", PROMPTS)
