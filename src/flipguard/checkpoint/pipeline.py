@@ -38,8 +38,9 @@ _DONE = object()  # end of the write queue
 class TensorStream:
     """Iterate ``(name, tensor)`` of ``checkpoint`` (``names`` in the order given, default every
     tensor in file order), read ahead on a background thread; with ``writer``, :meth:`write` hands
-    tensors to a second thread. Use as a context manager; each tensor is a fresh CPU tensor in its
-    stored dtype, the caller's to change in place."""
+    tensors to a second thread, and each tensor's bytes count against the budget until it is
+    written (write every tensor). Use as a context manager; each tensor is a fresh CPU tensor in
+    its stored dtype, the caller's to change in place."""
 
     def __init__(
         self,

@@ -35,7 +35,10 @@ def copy_checkpoint(
     the input). Returns the absolute output path.
     """
     checkpoint = src if isinstance(src, Checkpoint) else open_checkpoint(src)
-    with CheckpointWriter(dst, like=checkpoint, force=force) as writer, TensorStream(checkpoint, writer=writer, budget=budget) as stream:
+    with (
+        CheckpointWriter(dst, like=checkpoint, force=force) as writer,
+        TensorStream(checkpoint, writer=writer, budget=budget) as stream,
+    ):
         for name, tensor in stream:  # the next tensors are read, the last ones written meanwhile
             stream.write(name, tensor if transform is None else transform(name, tensor))
             del tensor

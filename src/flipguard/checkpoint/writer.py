@@ -95,9 +95,9 @@ class CheckpointWriter:
         with open(self._temp_path(info.shard), "r+b") as handle:
             handle.seek(self.like.headers[info.shard].data_start + begin)
             handle.write(data)
-            handle.flush()
             unsynced = self._unsynced.get(info.shard, 0) + data.nbytes
             if unsynced >= SYNC_EVERY:  # to disk as we go, so the final fsync does not wait for it all
+                handle.flush()
                 os.fdatasync(handle.fileno())
                 unsynced = 0
             self._unsynced[info.shard] = unsynced
