@@ -8,10 +8,13 @@
 One thread reads the next tensors while the caller works, another writes the finished ones (file
 reads and writes release the GIL), so disk time hides behind compute instead of adding to it.
 What is held at once -- tensors being read, worked on, or waiting to be written -- stays within
-``budget`` bytes (default: the checkpoint's largest tensor, at least ``MIN_BUDGET``); a tensor
-larger than the budget waits until it is alone. So the peak memory of a checkpoint whose largest
-tensor dominates is the one-at-a-time walk's, and small tensors overlap freely. Output bytes do
-not depend on the timing: every tensor goes to its own byte range.
+``budget`` bytes; a tensor larger than the budget waits until it is alone. The default: room for
+``AHEAD`` tensors of the largest size streamed, but never more than the checkpoint's largest tensor
+(what a one-at-a-time walk holds), and at least ``MIN_BUDGET``. Tensors passed through unchanged
+(``copies``: an embedding, a norm) go file to file on the writer's thread and are never in memory,
+so where the largest tensors are such copies (an LLM's embeddings) memory stays below the
+one-at-a-time walk's. Output bytes do not depend on the timing: every tensor goes to its own byte
+range.
 
 An error on either thread (a truncated shard, a full disk) is raised in the caller's thread; when
 the caller stops early (an exception, Ctrl-C) both threads stop after their current tensor and the
@@ -20,6 +23,7 @@ writer's temporary directory is removed as before.
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -31,6 +35,7 @@ from .memory import release_freed_memory
 from .writer import CheckpointWriter
 
 MIN_BUDGET = 64 << 20  # bytes: a checkpoint of small tensors overlaps them however small its largest
+AHEAD = 4  # tensors in flight at most: one read ahead, one worked on, two waiting to be written
 TRIM_EVERY = 64 << 20  # bytes of written tensors between two hand-backs of freed memory (each costs ~ms)
 _DONE = object()  # end of the write queue
 
@@ -39,7 +44,9 @@ class TensorStream:
     """Iterate ``(name, tensor)`` of ``checkpoint`` (``names`` in the order given, default every
     tensor in file order), read ahead on a background thread; with ``writer``, :meth:`write` hands
     tensors to a second thread, and each tensor's bytes count against the budget until it is
-    written (write every tensor). Use as a context manager; each tensor is a fresh CPU tensor in
+    written (write every tensor). ``copies``: tensors the writer's thread copies unchanged
+    (:meth:`CheckpointWriter.copy_unchanged`: never in memory, not counted) whenever no written
+    tensor waits, the rest after the last one. Use as a context manager; each tensor is a fresh CPU tensor in
     its stored dtype, the caller's to change in place."""
 
     def __init__(
@@ -48,13 +55,18 @@ class TensorStream:
         names: Iterable[str] | None = None,
         writer: CheckpointWriter | None = None,
         budget: int | None = None,
+        copies: Iterable[str] = (),
     ):
         self.checkpoint = checkpoint
         self.names = list(checkpoint.tensors if names is None else names)
         self.size = {n: _nbytes(checkpoint, n) for n in self.names}
-        largest = max(self.size.values(), default=0)
-        self.budget = max(largest, MIN_BUDGET) if budget is None else budget
+        self.copies = list(copies)  # written unchanged, file to file, by the writer's thread
+        streamed = max(self.size.values(), default=0)
+        largest = max([streamed] + [_nbytes(checkpoint, n) for n in self.copies])
+        self.budget = max(MIN_BUDGET, min(AHEAD * streamed, largest)) if budget is None else budget
         self.writer = writer
+        if self.copies and writer is None:
+            raise ValueError("copies need a writer")
         self._held = 0  # bytes of tensors read and not yet released
         self._freed = 0  # bytes written and freed since memory was last handed back
         self._room = threading.Condition()
@@ -120,20 +132,40 @@ class TensorStream:
             self._ready.put(self._error or RuntimeError("the tensor stream was closed"))
 
     def _write_all(self) -> None:
-        while (item := self._pending.get()) is not _DONE:
-            name, tensor = item
-            try:
-                if not self._abort:
-                    self.writer.write(name, tensor)
-            except BaseException as error:  # raised in the caller's thread at its next write or exit
-                self._fail(error)
-            finally:
-                del item, tensor
-                self._freed += self.size[name]
-                if self._freed >= TRIM_EVERY:  # before the budget lets the reader allocate again
-                    release_freed_memory()
-                    self._freed = 0
-                self._release(self.size[name])
+        copies = collections.deque(self.copies)
+        while True:
+            try:  # the caller's tensors first (they hold the budget); copies while none waits
+                item = self._pending.get(block=not copies or self._abort)
+            except queue.Empty:
+                self._copy(copies.popleft())
+                continue
+            if item is _DONE:
+                break
+            self._write(*item)
+            del item
+        while copies and not self._abort:  # the caller is done: what is left to copy
+            self._copy(copies.popleft())
+
+    def _copy(self, name: str) -> None:
+        try:
+            if not self._abort:
+                self.writer.copy_unchanged(name)
+        except BaseException as error:  # raised in the caller's thread at its next write or exit
+            self._fail(error)
+
+    def _write(self, name: str, tensor: torch.Tensor) -> None:
+        try:
+            if not self._abort:
+                self.writer.write(name, tensor)
+        except BaseException as error:  # raised in the caller's thread at its next write or exit
+            self._fail(error)
+        finally:
+            del tensor
+            self._freed += self.size[name]
+            if self._freed >= TRIM_EVERY:  # before the budget lets the reader allocate again
+                release_freed_memory()
+                self._freed = 0
+            self._release(self.size[name])
 
     def _release(self, nbytes: int) -> None:
         with self._room:

@@ -15,6 +15,7 @@ Usage::
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -38,6 +39,9 @@ from .layout import (
 from .messages import dtype_name
 
 SYNC_EVERY = 256 << 20  # bytes written to a shard between two fdatasync calls (the writer's thread waits)
+COPY_CHUNK = 16 << 20  # bytes per read and write where the kernel cannot copy a byte range itself
+# copy_file_range refused (not between these file systems or files, not on this kernel): copy by hand
+_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM, errno.EBADF}
 
 
 class CheckpointWriter:
@@ -95,13 +99,33 @@ class CheckpointWriter:
         with open(self._temp_path(info.shard), "r+b") as handle:
             handle.seek(self.like.headers[info.shard].data_start + begin)
             handle.write(data)
-            unsynced = self._unsynced.get(info.shard, 0) + data.nbytes
-            if unsynced >= SYNC_EVERY:  # to disk as we go, so the final fsync does not wait for it all
-                handle.flush()
-                os.fdatasync(handle.fileno())
-                unsynced = 0
-            self._unsynced[info.shard] = unsynced
+            handle.flush()
+            self._sync_as_we_go(info.shard, handle.fileno(), data.nbytes)
         self._written.add(name)
+
+    def copy_unchanged(self, name: str) -> None:
+        """Write tensor ``name`` as the very bytes it has in ``like``, file to file: no tensor in
+        memory (the kernel copies the byte range where it can, else through a small buffer)."""
+        info = self.like.info(name)
+        if name in self._written:
+            raise ValueError(f"tensor {name!r} was already written")
+        begin, end = info.data_offsets
+        at = self.like.headers[info.shard].data_start + begin  # the same offset in both files
+        source = self.like.path / info.shard
+        with open(source, "rb") as src, open(self._temp_path(info.shard), "r+b") as dst:
+            if copy_range(src.fileno(), dst.fileno(), at, end - begin) != end - begin:
+                raise FlipGuardError(f"{source} ends inside tensor {name}; the file is truncated.")
+            self._sync_as_we_go(info.shard, dst.fileno(), end - begin)
+        self._written.add(name)
+
+    def _sync_as_we_go(self, shard: str, fd: int, nbytes: int) -> None:
+        """fdatasync a shard every ``SYNC_EVERY`` bytes written to it, so the final fsync does not
+        wait for all of it."""
+        unsynced = self._unsynced.get(shard, 0) + nbytes
+        if unsynced >= SYNC_EVERY:
+            os.fdatasync(fd)
+            unsynced = 0
+        self._unsynced[shard] = unsynced
 
     def write_file(self, relative_path: str, data: bytes | str) -> None:
         """Add or replace a companion file (e.g. a JSON record of how the output was made)."""
@@ -144,6 +168,33 @@ class CheckpointWriter:
         for shard in self.like.headers:
             with open(self._temp / shard, "rb+") as handle:
                 os.fsync(handle.fileno())
+
+
+def copy_range(src: int, dst: int, offset: int, count: int) -> int:
+    """Copy ``count`` bytes at ``offset`` of file descriptor ``src`` to the same offset of ``dst``;
+    return how many were copied (fewer only where ``src`` ends). ``os.copy_file_range`` (in the
+    kernel, no user-space copy) where the system and the file systems allow it, else ``pread`` /
+    ``pwrite`` through a buffer of at most ``COPY_CHUNK`` bytes."""
+    done = 0
+    if hasattr(os, "copy_file_range"):
+        try:
+            while done < count:
+                moved = os.copy_file_range(src, dst, count - done, offset + done, offset + done)
+                if moved == 0:  # the end of src, or a file system that copies nothing: ask pread
+                    break
+                done += moved
+        except OSError as error:
+            if error.errno not in _NO_COPY_FILE_RANGE:
+                raise
+    while done < count:
+        chunk = os.pread(src, min(COPY_CHUNK, count - done), offset + done)
+        if not chunk:
+            break
+        view, written = memoryview(chunk), 0
+        while written < len(chunk):
+            written += os.pwrite(dst, view[written:], offset + done + written)
+        done += len(chunk)
+    return done
 
 
 def _little_endian_bytes(tensor: torch.Tensor) -> memoryview:

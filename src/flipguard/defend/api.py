@@ -136,15 +136,17 @@ def defend_checkpoint(
     bar = tqdm(total=weights, unit="w", unit_scale=True, desc="defend", disable=not progress)
     with bar, CheckpointWriter(out, like=checkpoint, force=force) as writer:
         report.output = str(writer.path)
-        # file order; the next tensors are read and the last ones written while this one is defended
-        with TensorStream(checkpoint, writer=writer) as stream:
+        # file order; the next tensors are read and the last ones written while this one is
+        # defended; the others are copied file to file meanwhile, never held in memory
+        order = list(checkpoint.tensors)
+        with TensorStream(checkpoint, names=[n for n in order if n in targets], writer=writer,
+                          copies=[n for n in order if n not in targets]) as stream:
             for name, tensor in stream:
-                if name in targets:
-                    done = defend_tensor(name, tensor, objects, policy, targets[name].transposed, depth)
-                    report.tensors.append(done)
-                    if done.status == "nonfinite":
-                        report.notes.append(f"{name}: NaN/Inf weights; left unchanged.")
-                    bar.update(tensor.numel())
+                done = defend_tensor(name, tensor, objects, policy, targets[name].transposed, depth)
+                report.tensors.append(done)
+                if done.status == "nonfinite":
+                    report.notes.append(f"{name}: NaN/Inf weights; left unchanged.")
+                bar.update(tensor.numel())
                 stream.write(name, tensor)
                 del tensor
         writer.write_file(REPORT_FILE, to_json(report))

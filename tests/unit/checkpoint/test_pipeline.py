@@ -32,6 +32,11 @@ class Recorder:
             raise OSError("No space left on device")
         self._log("wrote", name)
 
+    def copy_unchanged(self, name):
+        if name == self.fail_write:
+            raise OSError("No space left on device")
+        self._log("copied", name)
+
     def _log(self, what, name):
         with self.lock:
             self.events.append((what, name))
@@ -155,3 +160,54 @@ def test_a_caller_that_stops_early_leaves_no_thread_behind(single_checkpoint, ho
     assert not [t for t in threading.enumerate() if t.name.startswith("flipguard-")]
     assert len([e for e in fake.events if e[0] == "read"]) == 3  # budget 1: nothing read past the stop
     assert [e for e in fake.events if e[0] == "wrote"] == [("wrote", n) for n in list(fake.tensors)[:2]]
+
+
+def test_copies_go_file_to_file_and_are_never_read(single_checkpoint, tmp_path):
+    checkpoint = open_checkpoint(single_checkpoint)
+    names = list(checkpoint.tensors)
+    worked, copied = names[1::2], names[0::2]
+    fake = Recorder(checkpoint)
+    with TensorStream(fake, names=worked, writer=fake, copies=copied, budget=1) as stream:
+        for name, tensor in stream:
+            stream.write(name, tensor)
+    assert [n for what, n in fake.events if what == "read"] == worked
+    assert [n for what, n in fake.events if what == "copied"] == copied
+    assert [n for what, n in fake.events if what == "wrote"] == worked
+    # and for real: half defended-style writes, half copies, the same bytes as the input
+    with CheckpointWriter(tmp_path / "out", like=checkpoint) as writer, \
+            TensorStream(checkpoint, names=worked, writer=writer, copies=copied) as stream:
+        for name, tensor in stream:
+            stream.write(name, tensor)
+    assert snapshot(tmp_path / "out")["model.safetensors"][0] == snapshot(single_checkpoint)["model.safetensors"][0]
+    with pytest.raises(ValueError, match="need a writer"):
+        TensorStream(checkpoint, copies=copied)
+
+
+def test_a_copy_failure_is_raised_in_the_callers_thread(single_checkpoint):
+    checkpoint = open_checkpoint(single_checkpoint)
+    names = list(checkpoint.tensors)
+    fake = Recorder(checkpoint, fail_write=names[0])
+    with pytest.raises(OSError, match="No space"):
+        with TensorStream(fake, names=names[1:], writer=fake, copies=names[:1]) as stream:
+            for name, tensor in stream:
+                stream.write(name, tensor)
+    assert not [t for t in threading.enumerate() if t.name.startswith("flipguard-")]
+
+
+def test_the_default_budget_holds_a_few_streamed_tensors_and_never_more_than_the_largest(single_checkpoint,
+                                                                                         monkeypatch):
+    import flipguard.checkpoint.pipeline as pipeline
+
+    checkpoint = open_checkpoint(single_checkpoint)
+    size = {n: _nbytes(checkpoint, n) for n in checkpoint.tensors}
+    largest = max(size, key=size.get)
+    small = [n for n in size if size[n] * pipeline.AHEAD < size[largest]]
+    monkeypatch.setattr(pipeline, "MIN_BUDGET", 1)
+    fake = Recorder(checkpoint)
+    # the largest tensor copied, small ones streamed: room for AHEAD of the streamed ones
+    assert TensorStream(fake, names=small, writer=fake, copies=[largest]).budget == \
+        pipeline.AHEAD * max(size[n] for n in small)
+    # every tensor streamed: never more than the largest (what a one-at-a-time walk holds)
+    assert TensorStream(fake, writer=fake).budget == size[largest]
+    monkeypatch.setattr(pipeline, "MIN_BUDGET", 1 << 30)
+    assert TensorStream(fake, writer=fake).budget == 1 << 30  # small checkpoints overlap freely

@@ -216,3 +216,58 @@ def test_force_replaces_a_file_at_the_output_path(single_checkpoint, tmp_path):
         copy_checkpoint(single_checkpoint, tmp_path / "out")
     copy_checkpoint(single_checkpoint, tmp_path / "out", force=True)
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def _copy_every_tensor_unchanged(source, output):
+    checkpoint = open_checkpoint(source)
+    with CheckpointWriter(output, like=checkpoint) as writer:
+        for name in checkpoint.tensors:
+            writer.copy_unchanged(name)
+    return _digests(snapshot(output))
+
+
+@pytest.mark.parametrize("kernel", ["copy_file_range", "refused", "copies nothing"])
+def test_copy_unchanged_writes_the_same_bytes_file_to_file(sharded_checkpoint, tmp_path, monkeypatch, kernel):
+    import errno
+
+    import flipguard.checkpoint.writer as writer_module
+
+    if kernel == "refused":  # e.g. across file systems on an older kernel: pread / pwrite instead
+        def refuse(*args):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        monkeypatch.setattr(writer_module.os, "copy_file_range", refuse)
+    elif kernel == "copies nothing":  # some file systems answer 0 bytes: pread decides
+        monkeypatch.setattr(writer_module.os, "copy_file_range", lambda *args: 0)
+    monkeypatch.setattr(writer_module, "COPY_CHUNK", 100)  # many chunks on the fallback path
+    copied = _copy_every_tensor_unchanged(sharded_checkpoint, tmp_path / "out")
+    assert copied == _digests(snapshot(sharded_checkpoint))
+
+
+def test_copy_unchanged_refuses_a_truncated_source_and_passes_other_errors_on(fresh_checkpoint, tmp_path, monkeypatch):
+    import errno
+
+    import flipguard.checkpoint.writer as writer_module
+
+    source = fresh_checkpoint()
+    checkpoint = open_checkpoint(source)
+    last = list(checkpoint.tensors)[-1]
+    weights = source / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])  # after opening: the header still promises the bytes
+    with pytest.raises(FlipGuardError, match="truncated"):
+        with CheckpointWriter(tmp_path / "out", like=checkpoint) as writer:
+            writer.copy_unchanged(last)
+    assert not (tmp_path / "out").exists()
+    first = list(checkpoint.tensors)[0]
+    with pytest.raises(ValueError, match="already written"):
+        with CheckpointWriter(tmp_path / "out", like=checkpoint) as writer:
+            writer.copy_unchanged(first)
+            writer.copy_unchanged(first)
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer_module.os, "copy_file_range", full)  # a real failure is not a refusal
+    with pytest.raises(OSError, match="No space"):
+        with CheckpointWriter(tmp_path / "out", like=checkpoint) as writer:
+            writer.copy_unchanged(first)
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []

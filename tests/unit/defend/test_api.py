@@ -77,6 +77,18 @@ def test_same_input_gives_byte_identical_output(llama, tmp_path):
         assert a.totals() == b.totals()
 
 
+def test_tensors_not_quantized_are_copied_file_to_file_never_read(gpt2, tmp_path, monkeypatch):
+    from flipguard.checkpoint import Checkpoint
+
+    targets = {t.tensor_name for t in quantizable_tensors(open_checkpoint(gpt2))}
+    read, get = [], Checkpoint.get
+    monkeypatch.setattr(Checkpoint, "get", lambda self, name: read.append(name) or get(self, name))
+    defend_checkpoint(gpt2, tmp_path / "out")
+    assert sorted(read) == sorted(targets)
+    before, after = _tensors(gpt2), _tensors(tmp_path / "out")
+    assert all(torch.equal(after[n].view(torch.uint8), before[n].view(torch.uint8)) for n in before if n not in targets)
+
+
 def test_read_ahead_and_write_behind_do_not_change_the_output(gpt2, tmp_path, monkeypatch, capsys):
     pipelined = defend_checkpoint(gpt2, tmp_path / "pipelined", progress=True)
     bar = capsys.readouterr().err
