@@ -129,3 +129,15 @@ def test_bad_paths_exit_2_and_write_nothing(model, tmp_path, cli):
     code, _, err = cli("defend", pickle_only, "-o", tmp_path / "out2")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out2").exists()
+
+
+def test_a_named_command_builds_its_own_parser_alone():
+    code = ("import sys; from flipguard.cli import build_parser; p = build_parser('defend'); "
+            "p.parse_args(['defend', 'm', '-o', 'o']); "
+            "print(sorted(m for m in ('flipguard.cli.zoo', 'flipguard.cli.demo', 'flipguard.cli.attack') "
+            "if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"  # the other commands' modules (and their imports) were not loaded
+    help_text = flipguard("--help").stdout  # no command named: every command with its summary
+    assert "defend    flip weights" in help_text and "zoo       build tiny test models" in help_text

@@ -31,7 +31,11 @@ class Parser(argparse.ArgumentParser):
         self.exit(self.usage_exit_code, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``command`` (a subcommand's name) only that subcommand's module is
+    imported and the others get bare parsers: their modules pull in much of torch, transformers and
+    scipy to show their defaults, seconds of start-up a command that does not need them should not
+    wait for."""
     parser = Parser(
         prog="flipguard",
         description=(
@@ -42,12 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"flipguard {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in SUBCOMMANDS:
-        importlib.import_module(f"flipguard.cli.{name}").register(subparsers)
+        if command in (None, name):
+            importlib.import_module(f"flipguard.cli.{name}").register(subparsers)
+        else:
+            subparsers.add_parser(name)  # never parsed: the command line names another one
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `flipguard defend ...` builds defend's parser alone; `flipguard --help` (or anything else) all
+    parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
