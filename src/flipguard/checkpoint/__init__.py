@@ -1,5 +1,6 @@
 """Checkpoint streaming: open a safetensors checkpoint by its headers, list the tensors bitsandbytes
-would quantize, and write a new checkpoint in the same layout one tensor at a time.
+would quantize, and write a new checkpoint in the same layout one tensor at a time (``TensorStream``:
+reading ahead and writing behind on threads, within a byte budget).
 
 The code here walks files and modules; it does no arithmetic on weights.
 """

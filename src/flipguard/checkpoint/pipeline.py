@@ -46,8 +46,8 @@ class TensorStream:
     tensors to a second thread, and each tensor's bytes count against the budget until it is
     written (write every tensor). ``copies``: tensors the writer's thread copies unchanged
     (:meth:`CheckpointWriter.copy_unchanged`: never in memory, not counted) whenever no written
-    tensor waits, the rest after the last one. Use as a context manager; each tensor is a fresh CPU tensor in
-    its stored dtype, the caller's to change in place."""
+    tensor waits, the rest after the last one. Use as a context manager; each tensor is a fresh
+    CPU tensor in its stored dtype, the caller's to change in place."""
 
     def __init__(
         self,

@@ -113,7 +113,7 @@ class CheckpointWriter:
         at = self.like.headers[info.shard].data_start + begin  # the same offset in both files
         source = self.like.path / info.shard
         with open(source, "rb") as src, open(self._temp_path(info.shard), "r+b") as dst:
-            if copy_range(src.fileno(), dst.fileno(), at, end - begin) != end - begin:
+            if _copy_range(src.fileno(), dst.fileno(), at, end - begin) != end - begin:
                 raise FlipGuardError(f"{source} ends inside tensor {name}; the file is truncated.")
             self._sync_as_we_go(info.shard, dst.fileno(), end - begin)
         self._written.add(name)
@@ -170,7 +170,7 @@ class CheckpointWriter:
                 os.fsync(handle.fileno())
 
 
-def copy_range(src: int, dst: int, offset: int, count: int) -> int:
+def _copy_range(src: int, dst: int, offset: int, count: int) -> int:
     """Copy ``count`` bytes at ``offset`` of file descriptor ``src`` to the same offset of ``dst``;
     return how many were copied (fewer only where ``src`` ends). ``os.copy_file_range`` (in the
     kernel, no user-space copy) where the system and the file systems allow it, else ``pread`` /
