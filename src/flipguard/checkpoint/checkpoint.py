@@ -17,6 +17,7 @@ from flipguard.errors import FlipGuardError
 
 from .config import read_config
 from .header import ShardHeader, TensorInfo, read_shard_header
+from .messages import truncated
 from .layout import CONFIG_FILE, INDEX_FILE, SINGLE_FILE, WeightLayout, find_weight_layout
 from .refusals import refuse_quantized
 
@@ -82,7 +83,7 @@ class Checkpoint:
         raw = tensor.view(-1).view(torch.uint8) if tensor.numel() else tensor.view(torch.uint8)
         handle.seek(self.headers[info.shard].data_start + begin)
         if handle.readinto(memoryview(raw.numpy())) != end - begin:
-            raise FlipGuardError(f"{self.path / info.shard} ends inside tensor {info.name}; the file is truncated.")
+            raise FlipGuardError(truncated(self.path / info.shard, info.name))
         return tensor
 
     def _names_by_shard(self, names: Iterable[str] | None) -> dict[str, list[str]]:

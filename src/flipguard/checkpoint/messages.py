@@ -12,3 +12,8 @@ def first_line(err: BaseException) -> str:
 def dtype_name(dtype) -> str:
     """``torch.float16`` -> ``"float16"``."""
     return str(dtype).removeprefix("torch.")
+
+
+def truncated(shard, tensor: str) -> str:
+    """The sentence for a shard that ends before the bytes its header promises ``tensor``."""
+    return f"{shard} ends inside tensor {tensor}; the file is truncated."

@@ -36,7 +36,7 @@ from .layout import (
     matches,
     skipped_weight_files,
 )
-from .messages import dtype_name
+from .messages import dtype_name, truncated
 
 SYNC_EVERY = 256 << 20  # bytes written to a shard between two fdatasync calls (the writer's thread waits)
 COPY_CHUNK = 16 << 20  # bytes per read and write where the kernel cannot copy a byte range itself
@@ -114,7 +114,7 @@ class CheckpointWriter:
         source = self.like.path / info.shard
         with open(source, "rb") as src, open(self._temp_path(info.shard), "r+b") as dst:
             if _copy_range(src.fileno(), dst.fileno(), at, end - begin) != end - begin:
-                raise FlipGuardError(f"{source} ends inside tensor {name}; the file is truncated.")
+                raise FlipGuardError(truncated(source, name))
             self._sync_as_we_go(info.shard, dst.fileno(), end - begin)
         self._written.add(name)
 
