@@ -17,8 +17,8 @@ from flipguard.errors import FlipGuardError
 
 from .config import read_config
 from .header import ShardHeader, TensorInfo, read_shard_header
-from .messages import truncated
 from .layout import CONFIG_FILE, INDEX_FILE, SINGLE_FILE, WeightLayout, find_weight_layout
+from .messages import truncated
 from .refusals import refuse_quantized
 
 
