@@ -29,10 +29,9 @@ def copy_checkpoint(
     shard, reading ahead and writing behind within the largest tensor's bytes
     (:class:`~flipguard.checkpoint.pipeline.TensorStream`), so memory holds about one large
     tensor (plus whatever the transform keeps); ``budget``: the bytes held at once instead (1: one
-    tensor at a time). The output has
-    the input's layout and companion files and appears only if every tensor was written; see
-    :class:`CheckpointWriter` for the refusals (existing output without ``force``, output inside
-    the input). Returns the absolute output path.
+    tensor at a time). The output has the input's layout and companion files and appears only if
+    every tensor was written; see :class:`CheckpointWriter` for the refusals (existing output
+    without ``force``, output inside the input). Returns the absolute output path.
     """
     checkpoint = src if isinstance(src, Checkpoint) else open_checkpoint(src)
     with (
