@@ -8,6 +8,7 @@ import sys
 import torch
 
 from flipguard.cli.output import emit
+from flipguard.console import interactive
 
 DESCRIPTION = """\
 Defend a full-precision checkpoint against quantization-conditioned backdoors, without data.
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         skip_modules=skip,
         load_dtype=DTYPES.get(args.load_dtype) if args.load_dtype else None,
         force=args.force,
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=not args.quiet and interactive(),
     )
     if args.report:
         emit(to_json(report), None if args.report == "-" else args.report)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from flipguard import console
 
 from flipguard.evaluate.generation import BATCH_SIZE, MAX_NEW_TOKENS
 from flipguard.evaluate.harness import DEFAULT_N
@@ -88,7 +89,7 @@ def run(args) -> int:
         args.model, args.scheme, args.scenario, prompts,
         phrase=args.phrase, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         n=args.num_prompts, seed=args.seed, min_severity=args.min_severity, match=args.match,
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=not args.quiet and console.interactive(),
         prompts_source=args.prompts, device=args.device,
     )
     if args.output:

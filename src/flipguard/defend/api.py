@@ -14,10 +14,10 @@ import time
 from os import PathLike
 
 import torch
-from tqdm.auto import tqdm
 
 from flipguard.checkpoint import CheckpointWriter, QuantTarget, TensorStream, open_checkpoint, quantizable_tensors
 from flipguard.checkpoint.messages import dtype_name
+from flipguard.console import progress_bar
 from flipguard.defend.fast import all_finite
 from flipguard.defend.flip import safe_depth
 from flipguard.defend.multischeme import CHUNK_ELEMENTS, defend_matrix
@@ -133,7 +133,7 @@ def defend_checkpoint(
         copied=len(checkpoint.tensors) - len(targets),
     )
     weights = sum(torch.Size(t.shape).numel() for t in targets.values())
-    bar = tqdm(total=weights, unit="w", unit_scale=True, desc="defend", disable=not progress)
+    bar = progress_bar("defend", total=weights, enabled=progress, unit="w", unit_scale=True)
     with bar, CheckpointWriter(out, like=checkpoint, force=force) as writer:
         report.output = str(writer.path)
         # file order; the next tensors are read and the last ones written while this one is

@@ -9,7 +9,7 @@ from flipguard import __version__
 from flipguard.scan.runner import ScanReport
 from flipguard.scan.stats import BANDS, RESOLUTION_FACTOR
 from flipguard.scan.structure import STRUCTURE_RATIO, STRUCTURE_SCHEMES
-from flipguard.scan.verdict import ALPHA, MAX_SHARE
+from flipguard.scan.verdict import MAX_SHARE
 
 MAX_CONSOLE_FINDINGS = 10
 
@@ -27,7 +27,7 @@ def to_dict(report: ScanReport) -> dict:
         "seconds": round(report.seconds, 3),
         "weights_scanned": report.weights_scanned,
         "method": {
-            "alpha": ALPHA,
+            "alpha": report.alpha,
             "max_share": MAX_SHARE,
             "bands": list(BANDS),
             "resolution_factor": RESOLUTION_FACTOR,

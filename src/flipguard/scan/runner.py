@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 from os import PathLike
 
 import torch
-from tqdm.auto import tqdm
 
 from flipguard.checkpoint import TensorStream, open_checkpoint, quantizable_tensors
 from flipguard.checkpoint.memory import release_freed_memory
-from flipguard.errors import NothingScannableError
+from flipguard.console import progress_bar
+from flipguard.errors import FINDINGS, INPUT_ERROR, OK, NothingScannableError
 from flipguard.scan.detector import TensorEvidence, inspect_schemes
 from flipguard.scan.verdict import ALPHA, Verdict, decide
 from flipguard.schemes import get_scheme, scheme_names
+from flipguard.validate import check_open_interval, check_schemes
 
 
 @dataclass
@@ -29,15 +30,20 @@ class ScanReport:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     weights_scanned: int = 0
+    alpha: float = ALPHA
+
+    @property
+    def errors(self) -> list[str]:
+        """Tensors that could not be scanned (NaN/Inf weights), one sentence each."""
+        return list(dict.fromkeys(_note(e) for e in self.evidence if e.status == "nonfinite"))
 
     @property
     def exit_code(self) -> int:
-        """0 clean (or dequantized), 1 findings, 2 a tensor could not be scanned (NaN/Inf)."""
-        if self.verdict.status == "backdoor":
-            return 1
-        if any(e.status == "nonfinite" for e in self.evidence):
-            return 2
-        return 0
+        """2 when a tensor could not be scanned (NaN/Inf: the scan is incomplete, whatever else it
+        found), else 1 findings, else 0 clean (or dequantized)."""
+        if self.errors:
+            return INPUT_ERROR
+        return FINDINGS if self.verdict.status == "backdoor" else OK
 
 
 def scan_tensors(
@@ -47,7 +53,8 @@ def scan_tensors(
     alpha: float = ALPHA,
 ) -> tuple[Verdict, list[TensorEvidence]]:
     """Scan ``(name, weight)`` pairs (2-D, out × in, as the quantizer sees them)."""
-    names = schemes or scheme_names()
+    names = check_schemes(schemes, scheme_names())
+    alpha = check_open_interval("alpha", alpha, 0, 1)
     objects = [get_scheme(s, load_dtype) for s in names]
     evidence = [e for name, w in tensors for e in inspect_schemes(name, w, objects)]
     return decide(evidence, names, alpha), evidence
@@ -64,11 +71,13 @@ def scan_checkpoint(
     """Scan every tensor of ``path`` that bitsandbytes would quantize, under each scheme.
 
     Memory stays near the largest tensor: tensors are read one at a time and each is inspected
-    in chunks. Raises FlipGuardError for unreadable input and NothingScannableError when the
-    checkpoint has no quantizable tensor.
+    in chunks. Raises UsageError for an unknown scheme or an ``alpha`` outside (0, 1),
+    FlipGuardError for unreadable input and NothingScannableError when the checkpoint has no
+    quantizable tensor.
     """
     start = time.perf_counter()
-    names = schemes or scheme_names()
+    names = check_schemes(schemes, scheme_names())
+    alpha = check_open_interval("alpha", alpha, 0, 1)
     checkpoint = open_checkpoint(path)
     targets = {t.tensor_name: t for t in quantizable_tensors(checkpoint, skip_modules)}
     if not targets:
@@ -77,7 +86,7 @@ def scan_checkpoint(
             "weights outside the skip list); there is nothing to scan."
         )
     weights = sum(torch.Size(t.shape).numel() for t in targets.values())
-    bar = tqdm(total=weights, unit="w", unit_scale=True, desc="scan", disable=not progress)
+    bar = progress_bar("scan", total=weights, enabled=progress, unit="w", unit_scale=True)
 
     def quantizer_view(stream: TensorStream) -> Iterator[tuple[str, torch.Tensor]]:
         for name, tensor in stream:  # the next tensors are read while this one is scanned
@@ -100,6 +109,7 @@ def scan_checkpoint(
         notes=list(dict.fromkeys(notes)),
         seconds=time.perf_counter() - start,
         weights_scanned=weights,
+        alpha=alpha,
     )
 
 
@@ -115,5 +125,6 @@ DEFENDED_NOTE = (
 
 def _note(e: TensorEvidence) -> str:
     if e.status == "nonfinite":
-        return f"{e.name}: {e.nonfinite} NaN/Inf weight(s); not scanned — this tensor is broken."
+        return (f"{e.name}: {e.nonfinite} NaN/Inf weight(s), so it was not scanned; the checkpoint is broken: "
+                "re-export it from a model without them.")
     return f"{e.name}: every group is all-zero or a lone absmax; no free weight to scan."
