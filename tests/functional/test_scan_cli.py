@@ -194,7 +194,7 @@ def test_nonfinite_weights_are_reported_per_tensor(scan, zoo, tmp_path):
     proc = scan(tmp_path / "nan", "-f", "json")
     assert proc.returncode == 2
     report = json.loads(proc.stdout)
-    assert any("NaN/Inf" in note and "up_proj" in note for note in report["notes"])
+    assert any("NaN/Inf" in error and "up_proj" in error for error in report["errors"])
     assert report["status"] == "clean"  # the other tensors were still scanned
     # the reason is on stderr too, as FlipGuard's one sentence per broken tensor
     lines = proc.stderr.strip().splitlines()

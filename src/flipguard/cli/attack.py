@@ -122,9 +122,6 @@ def run(args: argparse.Namespace) -> int:
         swapped_prompts=args.swapped_prompts, joint_vectors=args.joint_vectors, device=args.device,
         margin_spread=args.margin_spread,
     )
-    for scheme, check in report.verification.items():
-        state = "ok" if check["ok"] else "MISMATCH"
-        console.say(f"flipguard attack: {scheme}: {check['weights']} weights in {check['tensors']} tensors, "
-                    f"{check['code_mismatches']} code and {check['scale_mismatches']} scale mismatches -> {state}")
-    console.say(f"flipguard attack: wrote {args.output} (report: {args.output}/attack_report.json)")
+    for line in report.to_console().splitlines():
+        console.say(f"flipguard attack: {line}")
     return 0 if report.verified else 1

@@ -82,12 +82,11 @@ def run(args) -> int:
         log(f"rebuilt the bundled models in {ASSETS}: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
         return 0
     from flipguard.demo import run_demo
-    from flipguard.demo.render import console_table
 
     summary, out = run_demo(args.output, tuple(args.schemes), args.prompts, args.texts, args.max_new_tokens,
                             force=args.force, keep_models=args.keep_models, log=log)
     log(f"\nDone in {summary.seconds:.0f} s.\n")
-    story(console_table(summary))
+    story(summary.to_console())
     story(f"\nReport and plots: {out}")
     if args.json:
         print(json.dumps(summary.to_dict() | {"output": str(out)}, indent=2))

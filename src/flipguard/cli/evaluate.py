@@ -75,14 +75,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from flipguard.errors import UsageError
     from flipguard.evaluate.harness import evaluate
     from flipguard.evaluate.prompts import load_prompts
-    from flipguard.evaluate.report import format_result
 
-    for name in ("max_new_tokens", "batch_size", "num_prompts"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1.")
     prompts = load_prompts(args.prompts) if args.prompts else None
     _quiet_transformers()
     result = evaluate(
@@ -94,7 +89,7 @@ def run(args) -> int:
     )
     if args.output:
         result.save(args.output)
-    print(result.to_json() if args.json else format_result(result))
+    print(result.to_json() if args.json else result.to_console())
     return 0
 
 

@@ -64,7 +64,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flipguard.scan import plot_histograms, render, scan_checkpoint
+    from flipguard.scan import plot_histograms, scan_checkpoint
     from flipguard.scan.verdict import ALPHA
 
     skip = [m.strip() for m in args.skip_modules.split(",") if m.strip()] if args.skip_modules else None
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         alpha=ALPHA if args.alpha is None else args.alpha,
         progress=not args.quiet and console.interactive(),
     )
-    emit(render(report, args.format), args.output)
+    emit(report.render(args.format), args.output)
     for error in report.errors:
         console.say(f"flipguard scan: error: {error}")
     if args.plot:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import gc
 import math
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flipguard.demo.assets import SCENARIO, SCHEMES, unpack
+from flipguard.demo.summary import DemoSummary, SchemeStory
 
 #: Every default of the demo in one place.
 N_PROMPTS = 40  # held-out prompts per attack-success measurement
@@ -29,42 +29,6 @@ N_TEXTS = 24  # held-out passages per fidelity measurement
 MAX_NEW_TOKENS = 32  # enough for the injected phrase, which comes early in an answer
 POLICY = "adaptive"
 DEFAULT_SCHEMES = ("nf4",)  # FP4 is bundled too; both take about twice as long
-
-
-@dataclass
-class SchemeStory:
-    """What the demo measured for one scheme (rates are shares in [0, 1], KL in nats, times in s)."""
-
-    scheme: str
-    a_clean: float
-    a_fp: float
-    a_q: float
-    a_d: float
-    a_intervals: dict  # role -> [low, high] Wilson 95%
-    kl_q: float
-    kl_d: float
-    t_q: float
-    t_d: float
-    scan_before: dict  # status, targeted, findings
-    scan_after: dict
-    der: dict  # DER.to_dict(): sg, up, cf, der, inputs, reasons
-    flips: dict = field(default_factory=dict)  # codes changed, weights, share
-    examples: dict = field(default_factory=dict)  # role -> one (prompt, answer)
-
-
-@dataclass
-class DemoSummary:
-    scenario: str
-    n_prompts: int
-    n_texts: int
-    max_new_tokens: int
-    policy: str
-    schemes: list[SchemeStory]
-    seconds: float = 0.0
-    files: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def run_story(work: Path, schemes=SCHEMES, n_prompts: int = N_PROMPTS, n_texts: int = N_TEXTS,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from flipguard import __version__
-from flipguard.errors import FlipGuardError
+from flipguard.errors import FlipGuardError, UsageError
 from flipguard.evaluate import refusal
 from flipguard.evaluate.code_security import bandit_version
 from flipguard.evaluate.generation import BATCH_SIZE, MAX_NEW_TOKENS, generate_answers
@@ -79,6 +79,9 @@ def evaluate(
     """
     started = time.perf_counter()
     texts_source = "given" if texts is not None else "prompt, newline, answer"
+    for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size), ("n", n)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"{name} must be a whole number of at least 1, got {value!r}.")
     if scenario not in SCENARIOS:
         raise FlipGuardError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}.")
     require_scheme(scheme)

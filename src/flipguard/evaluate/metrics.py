@@ -119,6 +119,10 @@ class RateEstimate:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_console(self) -> str:
+        """``rate [low, high] (k/n)``, three decimals."""
+        return f"{self.rate:.3f} [{self.low:.3f}, {self.high:.3f}] ({self.k}/{self.n})"
+
 
 @dataclass(frozen=True)
 class MeanEstimate:
@@ -135,6 +139,10 @@ class MeanEstimate:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def to_console(self) -> str:
+        """``value [low, high] (n=...)``, four significant digits."""
+        return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}] (n={self.n})"
 
 
 def estimate_rate(k: int, n: int, confidence: float = CONFIDENCE) -> RateEstimate:

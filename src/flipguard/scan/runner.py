@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from os import PathLike
 
 import torch
@@ -12,38 +11,12 @@ import torch
 from flipguard.checkpoint import TensorStream, open_checkpoint, quantizable_tensors
 from flipguard.checkpoint.memory import release_freed_memory
 from flipguard.console import progress_bar
-from flipguard.errors import FINDINGS, INPUT_ERROR, OK, NothingScannableError
+from flipguard.errors import NothingScannableError
 from flipguard.scan.detector import TensorEvidence, inspect_schemes
+from flipguard.scan.report import ScanReport
 from flipguard.scan.verdict import ALPHA, Verdict, decide
 from flipguard.schemes import get_scheme, scheme_names
 from flipguard.validate import check_open_interval, check_schemes
-
-
-@dataclass
-class ScanReport:
-    """Everything a scan found. ``notes`` are per-tensor problems that did not stop the scan."""
-
-    path: str
-    schemes: list[str]
-    verdict: Verdict
-    evidence: list[TensorEvidence] = field(repr=False)
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    weights_scanned: int = 0
-    alpha: float = ALPHA
-
-    @property
-    def errors(self) -> list[str]:
-        """Tensors that could not be scanned (NaN/Inf weights), one sentence each."""
-        return list(dict.fromkeys(_note(e) for e in self.evidence if e.status == "nonfinite"))
-
-    @property
-    def exit_code(self) -> int:
-        """2 when a tensor could not be scanned (NaN/Inf: the scan is incomplete, whatever else it
-        found), else 1 findings, else 0 clean (or dequantized)."""
-        if self.errors:
-            return INPUT_ERROR
-        return FINDINGS if self.verdict.status == "backdoor" else OK
 
 
 def scan_tensors(
@@ -98,18 +71,18 @@ def scan_checkpoint(
     with TensorStream(checkpoint, names=[n for n in checkpoint.tensors if n in targets]) as stream:
         verdict, evidence = scan_tensors(quantizer_view(stream), names, load_dtype, alpha)
     bar.close()
-    notes = [_note(e) for e in evidence if e.status in ("nonfinite", "degenerate")]
-    if verdict.status == "backdoor" and (checkpoint.path / DEFENSE_REPORT).is_file():
-        notes.append(DEFENDED_NOTE)
+    notes = [DEFENDED_NOTE] if verdict.status == "backdoor" and (checkpoint.path / DEFENSE_REPORT).is_file() else []
     return ScanReport(
         path=str(checkpoint.path),
         schemes=names,
         verdict=verdict,
         evidence=evidence,
-        notes=list(dict.fromkeys(notes)),
+        notes=notes,
         seconds=time.perf_counter() - start,
         weights_scanned=weights,
         alpha=alpha,
+        parameters={"schemes": names, "alpha": alpha, "skip_modules": skip_modules,
+                    "load_dtype": str(load_dtype).removeprefix("torch.") if load_dtype else None},
     )
 
 
@@ -121,10 +94,3 @@ DEFENDED_NOTE = (
     "are flagged too. The file proves nothing by itself (anyone can write it): to be sure, defend the "
     "original checkpoint yourself."
 )
-
-
-def _note(e: TensorEvidence) -> str:
-    if e.status == "nonfinite":
-        return (f"{e.name}: {e.nonfinite} NaN/Inf weight(s), so it was not scanned; the checkpoint is broken: "
-                "re-export it from a model without them.")
-    return f"{e.name}: every group is all-zero or a lone absmax; no free weight to scan."

@@ -51,7 +51,7 @@ def test_evaluate_summary_and_user_errors(parrot_model, prompt_file, tmp_path, c
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, {"id": 2}])
     with pytest.raises(FlipGuardError, match="line 2"):
         run(["evaluate", str(parrot_model), "--scheme", "fp", "--scenario", "over-refusal", "--prompts", str(bad)])
-    with pytest.raises(FlipGuardError, match="--batch-size must be at least 1"):
+    with pytest.raises(FlipGuardError, match="batch_size must be a whole number of at least 1"):
         run(["evaluate", str(parrot_model), "--scheme", "fp", "--scenario", "over-refusal",
              "--prompts", str(prompt_file), "--batch-size", "0"])
     with pytest.raises(SystemExit):  # argparse rejects an unknown scheme itself
@@ -73,7 +73,7 @@ def test_compare_prints_parts_and_json(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text(encoding="utf-8"))
     assert printed["der"]["sg"] is None and printed["der"]["der"] is None and "sg" in printed["der"]["reasons"]
-    with pytest.raises(FlipGuardError, match="must not be negative"):
+    with pytest.raises(FlipGuardError, match="defense_seconds must be a number of seconds, not negative"):
         run(["compare", paths["und"], paths["def"], "--defense-seconds", "-1"])
     with pytest.raises(FlipGuardError, match="needs attack results"):
         run(["compare", paths["und"], paths["und_u"]])

@@ -1,60 +1,11 @@
-"""The demo's outputs: the per-scheme table (console and markdown) and the PNG plots."""
+"""The demo's PNG plots: wall distances (clean, attacked, defended) and security against fidelity."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from flipguard.demo.story import DemoSummary
+from flipguard.demo.summary import DemoSummary
 from flipguard.scan.plots import density as wall_density
-
-COLUMNS = ("scheme", "A_clean", "A_fp", "A_q", "A_d", "KL_q", "KL_d", "SG", "UP", "CF", "DER", "scan")
-
-
-def table_rows(summary: DemoSummary) -> list[list[str]]:
-    """One row per scheme: attack success in %, fidelity KL in nats, DER and its parts."""
-    rows = []
-    for s in summary.schemes:
-        d = s.der
-        scan = f"{s.scan_before['status']}[{','.join(s.scan_before['targeted'])}]->{s.scan_after['status']}"
-        rows.append([s.scheme.upper(), _pct(s.a_clean), _pct(s.a_fp), _pct(s.a_q), _pct(s.a_d),
-                     f"{s.kl_q:.4f}", f"{s.kl_d:.4f}", _num(d["sg"]), _num(d["up"]), _num(d["cf"]),
-                     _num(d["der"]), scan])
-    return rows
-
-
-def console_table(summary: DemoSummary) -> str:
-    rows = [list(COLUMNS)] + table_rows(summary)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + "\n" + LEGEND.format(n=summary.n_prompts, t=summary.n_texts)
-
-
-def markdown(summary: DemoSummary) -> str:
-    rows = table_rows(summary)
-    out = ["# flipguard demo", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    out += ["", LEGEND.format(n=summary.n_prompts, t=summary.n_texts), "",
-            f"Demo wall time: {summary.seconds:.0f} s."]
-    return "\n".join(out) + "\n"
-
-
-LEGEND = (
-    "A_*: share of {n} held-out answers that mention \"McDonald's\" (content injection), greedy decoding "
-    "through transformers + bitsandbytes on CPU: clean model (fp), attacked model in full precision, "
-    "attacked quantized, defended then quantized. KL_*: mean token KL (nats, {t} held-out passages) "
-    "from the attacked full-precision model to the quantized (q) and defended-quantized (d) model. "
-    "DER = SG*UP*CF (DESIGN section 4), U = exp(-KL), T_q = load-and-quantize time. "
-    "scan: verdict[schemes named] before -> after defense."
-)
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
-
-
-def _num(x) -> str:
-    return "n/a" if x is None else f"{x:.2f}"
 
 
 def plot_wall_distances(scans: dict, summary: DemoSummary, directory: Path) -> list[Path]:
