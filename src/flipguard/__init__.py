@@ -1,7 +1,29 @@
-"""FlipGuard: scan, defend, attack and evaluate quantization-conditioned backdoors (QCB)."""
+"""FlipGuard: scan, defend, attack and evaluate quantization-conditioned backdoors (QCB).
+
+    import flipguard
+    report = flipguard.scan("path/to/model")                  # -> flipguard.scan.ScanReport
+    report = flipguard.defend("path/to/model", "defended")    # -> flipguard.defend.DefenseReport
+    result = flipguard.evaluate("defended", "nf4", "content-injection")  # -> EvaluationResult
+    report = flipguard.attack("clean", "attacked", "content-injection", "nf4")  # -> AttackReport
+
+Each name is a package, loaded on first use, whose module object is also its main entry point
+(``flipguard.scan(...)`` is ``flipguard.scan.scan_checkpoint(...)``).
+"""
+
+import importlib
 
 from flipguard.kernel_cache import use_keyed_cache
 
 __version__ = "0.1.0"
 
 use_keyed_cache()  # before any kernel is compiled or loaded (see flipguard.kernel_cache)
+
+_LAZY = ("scan", "defend", "evaluate", "attack")
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f"flipguard.{name}")
+    raise AttributeError(f"module 'flipguard' has no attribute {name!r}")

@@ -87,7 +87,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flipguard.defend import check_depth, check_schemes, console, defend_checkpoint, make_policy, to_json
+    from flipguard.defend import check_depth, check_schemes, defend_checkpoint, make_policy
 
     schemes = check_schemes(args.scheme.split(","))
     params = {k: getattr(args, k) for k in POLICY_FLAGS if getattr(args, k) is not None}
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet and interactive(),
     )
     if args.report:
-        emit(to_json(report), None if args.report == "-" else args.report)
+        emit(report.to_json(), None if args.report == "-" else args.report)
     if not args.quiet and args.report != "-":
-        sys.stdout.write(console(report))
+        sys.stdout.write(report.to_console())
     return 0

@@ -22,7 +22,7 @@ from flipguard.defend.fast import all_finite
 from flipguard.defend.flip import safe_depth
 from flipguard.defend.multischeme import CHUNK_ELEMENTS, defend_matrix
 from flipguard.defend.policies import Policy, make_policy
-from flipguard.defend.report import REPORT_FILE, DefenseReport, TensorDefense, to_json
+from flipguard.defend.report import REPORT_FILE, DefenseReport, TensorDefense
 from flipguard.errors import FlipGuardError, UsageError
 from flipguard.schemes import Scheme, get_scheme, scheme_names
 
@@ -149,7 +149,7 @@ def defend_checkpoint(
                 bar.update(tensor.numel())
                 stream.write(name, tensor)
                 del tensor
-        writer.write_file(REPORT_FILE, to_json(report))
+        writer.write_file(REPORT_FILE, report.to_json())
     report.seconds = time.perf_counter() - start
     return report
 

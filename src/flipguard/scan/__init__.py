@@ -5,6 +5,7 @@
     report.verdict.status, report.verdict.targeted     # "backdoor", ["nf4"]
 """
 
+from flipguard.entry import make_callable
 from flipguard.scan.detector import TensorEvidence, inspect_tensor
 from flipguard.scan.plots import plot_histograms
 from flipguard.scan.report import FORMATS, ScanReport
@@ -25,3 +26,5 @@ __all__ = [
     "scan_checkpoint",
     "scan_tensors",
 ]
+
+make_callable(__name__, scan_checkpoint)  # flipguard.scan(path, ...) is scan_checkpoint(path, ...)
