@@ -5,6 +5,7 @@
     report = flipguard.defend("path/to/model", "defended")    # -> flipguard.defend.DefenseReport
     result = flipguard.evaluate("defended", "nf4", "content-injection")  # -> EvaluationResult
     report = flipguard.attack("clean", "attacked", "content-injection", "nf4")  # -> AttackReport
+    result = flipguard.batch(["model-a", "org/name"], "out")  # many checkpoints on Ray -> BatchResult
 
 Each name is a package, loaded on first use, whose module object is also its main entry point
 (``flipguard.scan(...)`` is ``flipguard.scan.scan_checkpoint(...)``).
@@ -18,7 +19,7 @@ __version__ = "0.1.0"
 
 use_keyed_cache()  # before any kernel is compiled or loaded (see flipguard.kernel_cache)
 
-_LAZY = ("scan", "defend", "evaluate", "attack")
+_LAZY = ("scan", "defend", "batch", "evaluate", "attack")
 
 __all__ = ["__version__", *_LAZY]
 

@@ -19,7 +19,7 @@ from flipguard import console
 from flipguard.errors import INTERNAL_ERROR, INTERRUPTED, FlipGuardError, exit_code_help
 
 # Subcommand modules, in the order `flipguard --help` lists them.
-SUBCOMMANDS = ["demo", "scan", "defend", "evaluate", "compare", "attack", "zoo"]
+SUBCOMMANDS = ["demo", "scan", "defend", "batch", "evaluate", "compare", "attack", "zoo"]
 
 COMMON_HELP = {
     "--verbose": f"let dependencies' warnings, logs and progress bars through (or {console.VERBOSE_ENV}=1)",

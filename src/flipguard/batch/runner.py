@@ -1,0 +1,239 @@
+"""Map a job over many checkpoints as Ray tasks, writing each result once.
+
+    from flipguard.batch import Job, run_batch
+    result = run_batch(["a", "b", "org/name"], Job("scan"), "out", workers=2)
+
+The driver (this process) resolves the inputs, skips those whose result is already in
+``<out>/results.jsonl`` (same path, same fingerprint, same job), submits the rest as Ray tasks
+(:func:`flipguard.batch.jobs.run_item`, retried by Ray when its worker dies), and as each task
+returns writes its report and then its result line (see :mod:`flipguard.batch.ledger`). A bad
+checkpoint is a result with its sentence; the batch goes on. Without ``ray_address`` a local Ray
+with ``workers`` CPUs is started and shut down; a Ray session already open in this process is
+used as it is. On a cluster every path (inputs, the hub cache, ``out``) must be the same on
+every node: a shared filesystem.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from os import PathLike
+from pathlib import Path
+
+from flipguard import console
+from flipguard.batch.inputs import Item, resolve_inputs
+from flipguard.batch.jobs import REPORTS_DIR, Job, run_item
+from flipguard.batch.ledger import SUMMARY_FILE, Ledger, locked
+from flipguard.batch.results import BatchResult
+from flipguard.cli.output import emit
+from flipguard.errors import INPUT_ERROR, FlipGuardError, UsageError
+
+MAX_RETRIES = 3  # times Ray reruns a task whose worker died (not a task that raised)
+Work = Callable[[str, str, Job, str], dict]  # (path, name, job, out) -> result line: run_item's shape
+
+
+def batch(
+    inputs: list[str | PathLike],
+    out: str | PathLike,
+    job: Job | str = "scan",
+    schemes: list[str] | str | None = None,
+    alpha: float | None = None,
+    policy: str | None = None,
+    params: dict | None = None,
+    depth: float | None = None,
+    skip_modules: list[str] | None = None,
+    load_dtype: str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    max_retries: int = MAX_RETRIES,
+    progress: bool = False,
+    verbose: bool = False,
+) -> BatchResult:
+    """Scan or defend every checkpoint of ``inputs`` on Ray; results under ``out`` (see :func:`run_batch`).
+
+    ``job``: "scan" or "defend" with the options that follow (as :class:`Job` takes them:
+    ``schemes``, scan's ``alpha``, defend's ``policy``/``params``/``depth``, and both's
+    ``skip_modules``/``load_dtype`` by name), or a ready :class:`Job` (then give no option).
+    """
+    options = dict(schemes=schemes, alpha=alpha, policy=policy, params=params, depth=depth,
+                   skip_modules=skip_modules, load_dtype=load_dtype)
+    if isinstance(job, Job):
+        if any(v is not None for v in options.values()):
+            raise UsageError("pass the options inside the Job, or a job name with the options, not both.")
+    else:
+        if isinstance(schemes, str):
+            options["schemes"] = schemes.split(",")
+        options["schemes"] = tuple(options["schemes"]) if options["schemes"] is not None else None
+        options["skip_modules"] = tuple(skip_modules) if skip_modules is not None else None
+        options["params"] = params or {}
+        job = Job(kind=job, **options)
+    return run_batch(inputs, job, out, workers=workers, ray_address=ray_address, max_retries=max_retries,
+                     progress=progress, verbose=verbose)
+
+
+def run_batch(
+    inputs: list[str | PathLike],
+    job: Job,
+    out: str | PathLike,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    max_retries: int = MAX_RETRIES,
+    progress: bool = False,
+    verbose: bool = False,
+    work: Work = run_item,
+) -> BatchResult:
+    """Run ``job`` on every checkpoint of ``inputs`` (directories or repo ids in the local hub
+    cache) as Ray tasks; write ``<out>/results.jsonl`` and ``<out>/summary.json``.
+
+    ``workers``: CPUs of the local Ray this starts (default: all of this machine's); ignored with
+    ``ray_address`` (an existing cluster: "auto", or "host:port") or when this process already has
+    a Ray session. ``max_retries``: times a task is rerun when its worker dies. ``progress``: a
+    bar (checkpoints done) on FlipGuard's stderr. ``verbose``: let Ray's own logs through.
+    ``work``: the function run per checkpoint (default :func:`run_item`; tests wrap it).
+    Raises UsageError for bad options, FlipGuardError when Ray is missing or unreachable or
+    another batch holds ``out``; a bad checkpoint is a result, not an exception.
+    """
+    start = time.perf_counter()
+    if not inputs:
+        raise UsageError("no checkpoint given; pass model directories or repo ids (or --from FILE).")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise UsageError(f"workers must be a whole number of at least 1, got {workers!r}.")
+    if not isinstance(max_retries, int) or max_retries < 0:
+        raise UsageError(f"max_retries must be a whole number of at least 0, got {max_retries!r}.")
+    out = Path(out).expanduser().absolute()
+    with locked(out):
+        ledger = Ledger(out)
+        items, duplicates = _distinct(resolve_inputs([str(i) for i in inputs]), job.hash)
+        keys = [item.key(job.hash) for item in items]
+        lines = {key: ledger.done[key] for key in keys if key in ledger.done}  # key -> result line
+        done_before = len(lines)
+        pending: list[Item] = []
+        for item, key in zip(items, keys):
+            if key in lines:
+                continue
+            if item.error:  # resolved to nothing: a result of its own, no task
+                outcome = {"status": "error", "exit_code": INPUT_ERROR, "error": item.error, "seconds": 0.0}
+                lines[key] = _record(ledger, out, item, job, outcome)
+            else:
+                pending.append(item)
+        with console.progress_bar("batch", total=len(items), enabled=progress, unit="ckpt") as bar:
+            bar.update(len(items) - len(pending))
+            if pending:
+                with ray_session(ray_address, workers, verbose) as ray:
+                    for item, outcome in _run_tasks(ray, pending, job, out, max_retries, work):
+                        failed = outcome["status"] == "failed"
+                        lines[item.key(job.hash)] = outcome if failed else _record(ledger, out, item, job, outcome)
+                        bar.update(1)
+        result = BatchResult(
+            output=str(out),
+            job={**job.to_dict(), "hash": job.hash},
+            lines=[lines[key] for key in keys],
+            ran=len(pending),
+            done_before=done_before,
+            duplicates=duplicates,
+        )
+        result.seconds = time.perf_counter() - start
+        emit(result.to_json(), str(out / SUMMARY_FILE))
+    return result
+
+
+def _distinct(items: list[Item], job_hash: str) -> tuple[list[Item], list[str]]:
+    """The items with one per key (the first input naming a checkpoint), and the inputs dropped."""
+    seen, kept, dropped = set(), [], []
+    for item in items:
+        key = item.key(job_hash)
+        (dropped.append(item.input) if key in seen else kept.append(item))
+        seen.add(key)
+    return kept, dropped
+
+
+def _record(ledger: Ledger, out: Path, item: Item, job: Job, outcome: dict) -> dict:
+    """Write an item's report (a scan's) and then its result line; return the line."""
+    outcome = dict(outcome)
+    report_json = outcome.pop("report_json", None)
+    line = {"key": item.key(job.hash), "input": item.input, "path": item.path, "fingerprint": item.fingerprint,
+            "name": item.name, "job": job.hash, "kind": job.kind, **outcome}
+    if report_json is not None:
+        line["report"] = f"{REPORTS_DIR}/{item.name}.json"
+        emit(report_json, str(out / line["report"]))  # as `flipguard scan -f json -o FILE` writes it
+    ledger.append(line)
+    return line
+
+
+def _run_tasks(ray, items: list[Item], job: Job, out: Path, max_retries: int,
+               work: Work) -> Iterator[tuple[Item, dict]]:
+    """Submit one task per item; yield ``(item, result line)`` as each finishes, in any order.
+    A task that raised, or whose worker died ``max_retries + 1`` times, yields a "failed" line."""
+    task = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(work)
+    running = {task.remote(item.path, item.name, job, str(out)): item for item in items}
+    try:
+        while running:
+            ready, rest = ray.wait(list(running), num_returns=1)
+            if rest:  # and whatever else is ready by now
+                ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+            for ref in ready:
+                item = running.pop(ref)
+                try:
+                    yield item, ray.get(ref)
+                except ray.exceptions.RayError as error:
+                    yield item, _failed(item, error, max_retries)
+    finally:  # interrupted: stop what is still running (nothing half-written is kept)
+        for ref in running:
+            ray.cancel(ref, force=True)
+
+
+def _failed(item: Item, error: Exception, max_retries: int) -> dict:
+    """The result line of a task that did not return: one sentence, status "failed"."""
+    import ray
+
+    from flipguard.errors import INTERNAL_ERROR
+
+    if isinstance(error, ray.exceptions.RayTaskError):  # the function raised: a bug in FlipGuard
+        cause = getattr(error, "cause", None) or error
+        text = str(cause).strip().splitlines()
+        reason = (f"internal error: {type(cause).__name__}: {text[0][:300] if text else 'no message'} "
+                  "(a bug in FlipGuard: rerun the checkpoint alone with `flipguard --debug` and report it).")
+    else:  # its worker died (killed, out of memory, node lost) once more than Ray retries
+        reason = (f"its Ray worker died {max_retries + 1} time(s) ({type(error).__name__}), so it was given up; "
+                  "check the node's memory, or rerun the batch to try it again.")
+    return {"input": item.input, "path": item.path, "name": item.name, "status": "failed",
+            "exit_code": INTERNAL_ERROR, "error": reason}
+
+
+@contextmanager
+def ray_session(address: str | None, workers: int | None, verbose: bool) -> Iterator[object]:
+    """The ``ray`` module with a session open: this process's own if it has one (left open),
+    else a new one, shut down on the way out: a local Ray with ``workers`` CPUs, or the cluster
+    at ``address``. Ray's own logs stay out of the terminal unless ``verbose``."""
+    try:
+        import ray
+    except ImportError:
+        raise FlipGuardError("flipguard batch runs on Ray, which is not installed; pip install 'flipguard[ray]'.") \
+            from None
+    if ray.is_initialized():
+        yield ray
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report, no prompt about it
+    options = dict(log_to_driver=verbose, include_dashboard=False,
+                   logging_level=logging.INFO if verbose else logging.ERROR)
+    try:
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(num_cpus=workers or os.cpu_count() or 1, **options)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise FlipGuardError(f"could not start {where} ({_first_line(error)}); check --ray-address, or leave it "
+                             "out to run on this machine.") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
