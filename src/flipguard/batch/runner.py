@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -203,28 +204,38 @@ def _failed(item: Item, error: Exception, max_retries: int) -> dict:
             "exit_code": INTERNAL_ERROR, "error": reason}
 
 
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-node mode, on 127.0.0.1 only
+
+
 @contextmanager
 def ray_session(address: str | None, workers: int | None, verbose: bool) -> Iterator[object]:
     """The ``ray`` module with a session open: this process's own if it has one (left open),
-    else a new one, shut down on the way out: a local Ray with ``workers`` CPUs, or the cluster
-    at ``address``. Ray's own logs stay out of the terminal unless ``verbose``."""
+    else a new one, shut down on the way out: the cluster at ``address``, or a local Ray with
+    ``workers`` CPUs that listens on the loopback address only (``RAY_ADDRESS`` is not followed:
+    a cluster is named with ``address``). Ray's own logs stay out of the terminal unless ``verbose``."""
+    previous = {name: os.environ.get(name) for name in (LOOPBACK_ENV, "RAY_USAGE_STATS_ENABLED")}
+    if not address and "ray" not in sys.modules:  # read when ray is imported
+        os.environ.setdefault(LOOPBACK_ENV, "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report, no prompt about it
     try:
         import ray
     except ImportError:
+        _restore(previous)
         raise FlipGuardError("flipguard batch runs on Ray, which is not installed; pip install 'flipguard[ray]'.") \
             from None
     if ray.is_initialized():
+        _restore(previous)
         yield ray
         return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report, no prompt about it
     options = dict(log_to_driver=verbose, include_dashboard=False,
                    logging_level=logging.INFO if verbose else logging.ERROR)
     try:
         if address:
             ray.init(address=address, **options)
         else:
-            ray.init(num_cpus=workers or os.cpu_count() or 1, **options)
+            ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
+        _restore(previous)
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise FlipGuardError(f"could not start {where} ({_first_line(error)}); check --ray-address, or leave it "
                              "out to run on this machine.") from None
@@ -232,6 +243,15 @@ def ray_session(address: str | None, workers: int | None, verbose: bool) -> Iter
         yield ray
     finally:
         ray.shutdown()
+        _restore(previous)
+
+
+def _restore(previous: dict[str, str | None]) -> None:
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _first_line(error: BaseException) -> str:

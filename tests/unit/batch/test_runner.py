@@ -17,12 +17,14 @@ from flipguard.scan import scan_checkpoint
 from flipguard.scan.fixtures import attack_checkpoint
 from flipguard.testing import make_tiny_checkpoint
 
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported: loopback only
 ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False, logging_level="ERROR")
+    """One Ray session for the module (run_batch uses a session it finds open)."""
+    ray.init(address="local", num_cpus=2, log_to_driver=False, include_dashboard=False, logging_level="ERROR")
     yield
     ray.shutdown()
 
