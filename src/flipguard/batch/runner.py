@@ -15,6 +15,7 @@ every node: a shared filesystem.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -98,6 +99,8 @@ def run_batch(
     another batch holds ``out``; a bad checkpoint is a result, not an exception.
     """
     start = time.perf_counter()
+    if isinstance(inputs, (str, PathLike)):
+        inputs = [inputs]
     if not inputs:
         raise UsageError("no checkpoint given; pass model directories or repo ids (or --from FILE).")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
@@ -105,9 +108,12 @@ def run_batch(
     if not isinstance(max_retries, int) or max_retries < 0:
         raise UsageError(f"max_retries must be a whole number of at least 0, got {max_retries!r}.")
     out = Path(out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output {out} is a file; pass a folder (new, or one an earlier batch wrote).")
+    items, duplicates = _distinct(resolve_inputs([str(i) for i in inputs]), job.hash)
+    _check_outside(out.resolve(), items)  # before anything is written
     with locked(out):
         ledger = Ledger(out)
-        items, duplicates = _distinct(resolve_inputs([str(i) for i in inputs]), job.hash)
         keys = [item.key(job.hash) for item in items]
         lines = {key: ledger.done[key] for key in keys if key in ledger.done}  # key -> result line
         done_before = len(lines)
@@ -141,6 +147,16 @@ def run_batch(
     return result
 
 
+def _check_outside(out: Path, items: list[Item]) -> None:
+    """UsageError when ``out`` is an input checkpoint or inside one: the batch would write into an
+    input (and change its fingerprint, so that a re-run would redo it)."""
+    for item in items:
+        path = Path(item.path) if item.path else None
+        if path is not None and (out == path or path in out.parents):
+            raise UsageError(f"output folder {out} is {'' if out == path else 'inside '}the input checkpoint "
+                             f"{path}; choose an output folder outside every input.")
+
+
 def _distinct(items: list[Item], job_hash: str) -> tuple[list[Item], list[str]]:
     """The items with one per key (the first input naming a checkpoint), and the inputs dropped."""
     seen, kept, dropped = set(), [], []
@@ -166,27 +182,37 @@ def _record(ledger: Ledger, out: Path, item: Item, job: Job, outcome: dict) -> d
 
 def _run_tasks(ray, items: list[Item], job: Job, out: Path, max_retries: int,
                work: Work) -> Iterator[tuple[Item, dict]]:
-    """Submit one task per item; yield ``(item, result line)`` as each finishes, in any order.
-    A task that raised, or whose worker died ``max_retries + 1`` times, yields a "failed" line."""
+    """Run one task per item, a window of them in flight at a time (twice the cluster's CPUs: each
+    worker has its next task waiting, and results wait in Ray's object store only briefly); yield
+    ``(item, result line)`` as each finishes, in any order. A task that raised, or whose worker
+    died ``max_retries + 1`` times, yields a "failed" line."""
     task = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(work)
-    running = {task.remote(item.path, item.name, job, str(out)): item for item in items}
+    window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    queue = iter(items)
+    running: dict = {}
+
+    def submit(count: int) -> None:
+        for item in itertools.islice(queue, count):
+            running[task.remote(item.path, item.name, job, str(out))] = item
+
+    submit(window)
     try:
         while running:
-            ready, rest = ray.wait(list(running), num_returns=1)
-            if rest:  # and whatever else is ready by now
-                ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+            ready, _ = ray.wait(list(running), num_returns=1)
             for ref in ready:
                 item = running.pop(ref)
                 try:
-                    yield item, ray.get(ref)
+                    outcome = ray.get(ref)
                 except ray.exceptions.RayError as error:
-                    yield item, _failed(item, error, max_retries)
+                    outcome = _failed(item, job, error, max_retries)
+                submit(1)
+                yield item, outcome
     finally:  # interrupted: stop what is still running (nothing half-written is kept)
         for ref in running:
             ray.cancel(ref, force=True)
 
 
-def _failed(item: Item, error: Exception, max_retries: int) -> dict:
+def _failed(item: Item, job: Job, error: Exception, max_retries: int) -> dict:
     """The result line of a task that did not return: one sentence, status "failed"."""
     import ray
 
@@ -200,7 +226,7 @@ def _failed(item: Item, error: Exception, max_retries: int) -> dict:
     else:  # its worker died (killed, out of memory, node lost) once more than Ray retries
         reason = (f"its Ray worker died {max_retries + 1} time(s) ({type(error).__name__}), so it was given up; "
                   "check the node's memory, or rerun the batch to try it again.")
-    return {"input": item.input, "path": item.path, "name": item.name, "status": "failed",
+    return {"key": item.key(job.hash), "input": item.input, "path": item.path, "name": item.name, "status": "failed",
             "exit_code": INTERNAL_ERROR, "error": reason}
 
 

@@ -36,6 +36,8 @@ POLICY_FLAGS = ("r", "tau", "tau_clean", "reach", "sigma", "relative_to", "of", 
 
 
 def register(subparsers) -> None:
+    from flipguard.batch.runner import MAX_RETRIES  # light: Ray and torch load when a batch runs
+
     p = subparsers.add_parser(
         "batch", help="scan or defend many checkpoints as Ray tasks (local, or a cluster)", description=DESCRIPTION,
     )
@@ -63,7 +65,8 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, help="CPUs of the local Ray (default: all of this machine's)")
     p.add_argument("--ray-address", metavar="ADDR",
                    help="run on this Ray cluster (host:port, or auto) instead of a local Ray")
-    p.add_argument("--max-retries", type=int, default=3, help="times a task is rerun when its worker dies (default 3)")
+    p.add_argument("--max-retries", type=int, default=MAX_RETRIES,
+                   help=f"times a task is rerun when its worker dies (default {MAX_RETRIES})")
     p.add_argument("-f", "--format", choices=["console", "json"], default="console", help="summary on stdout")
     p.add_argument("--exit-zero", action="store_true", help="exit 0 even when findings are reported")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -140,3 +140,17 @@ def test_a_task_that_keeps_dying_or_raises_fails_alone_and_is_retried_next_run(z
     assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 1  # failures are not results
     again = run_batch(inputs, job, tmp_path / "out")
     assert again.ran == 2 and again.done_before == 1 and again.counts == {"clean": 2, "backdoor": 1}
+
+
+def test_an_output_inside_an_input_is_refused_before_anything_is_written(zoo, tmp_path):
+    from flipguard.errors import UsageError
+
+    for out in (zoo / "llama", zoo / "llama" / "results"):
+        with pytest.raises(UsageError, match="inside the input checkpoint|is the input checkpoint"):
+            batch([zoo / "gpt2", zoo / "llama"], out)
+    assert not (zoo / "llama" / "results").exists() and not (zoo / "llama" / "results.jsonl").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="is a file"):
+        batch(zoo / "llama", tmp_path / "file")
+    with pytest.raises(UsageError, match="no checkpoint given"):
+        batch([], tmp_path / "out")
