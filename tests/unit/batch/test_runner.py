@@ -132,10 +132,10 @@ def test_a_task_that_keeps_dying_or_raises_fails_alone_and_is_retried_next_run(z
 
     inputs = [zoo / "llama", zoo / "gpt2", zoo / "attacked-nf4"]
     job = Job("scan", schemes=("nf4",))
-    result = run_batch(inputs, job, tmp_path / "out", max_retries=1, work=always_dies)
+    result = run_batch(inputs, job, tmp_path / "out", max_retries=0, work=always_dies)
     assert result.counts == {"failed": 2, "backdoor": 1} and result.exit_code == 70
     reasons = {Path(f["input"]).name: f["reason"] for f in result.failures}
-    assert "worker died 2 time(s)" in reasons["gpt2"]
+    assert "worker died 1 time(s)" in reasons["gpt2"]
     assert reasons["llama"].startswith("internal error: ZeroDivisionError: a bug")
     assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 1  # failures are not results
     again = run_batch(inputs, job, tmp_path / "out")
