@@ -120,9 +120,7 @@ def open_gguf(path: str | PathLike, float_only: bool = False) -> GGUFFile:
     quantization). Raises FlipGuardError for a missing, non-GGUF, truncated or damaged file, a
     tensor type FlipGuard does not know, or (``float_only``) an already-quantized file.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FlipGuardError(f"GGUF file {path} does not exist or is not a file; check the path.")
+    path = check_gguf_magic(path)
     reader = _open_reader(path)
     tensors = {}
     for t in reader.tensors:
@@ -139,13 +137,22 @@ def open_gguf(path: str | PathLike, float_only: bool = False) -> GGUFFile:
     return GGUFFile(path, reader, tensors)
 
 
+def check_gguf_magic(path: str | PathLike) -> Path:
+    """``path`` as a Path if it is a file starting with the GGUF magic (a cheap check: the header
+    is not parsed); FlipGuardError otherwise."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FlipGuardError(f"GGUF file {path} does not exist or is not a file; check the path.")
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise FlipGuardError(f"{path} is not a GGUF file (no GGUF magic at its start); give a .gguf file.")
+    return path
+
+
 def _open_reader(path: Path):
     """gguf-py's reader, its errors turned into one FlipGuardError sentence."""
     import gguf
 
-    with open(path, "rb") as handle:
-        if handle.read(4) != b"GGUF":
-            raise FlipGuardError(f"{path} is not a GGUF file (no GGUF magic at its start); give a .gguf file.")
     try:
         return gguf.GGUFReader(path, "r")
     except (ValueError, IndexError, KeyError, OverflowError, TypeError) as err:

@@ -19,7 +19,7 @@ import numpy as np
 from flipguard.errors import FlipGuardError
 from flipguard.gguf.atomic_file import atomic_output_file, checked_output_file
 from flipguard.gguf.ftypes import ftype as lookup_ftype
-from flipguard.gguf.reader import open_gguf
+from flipguard.gguf.reader import check_gguf_magic
 
 _LOG_LEVEL_ERROR = 4  # GGML_LOG_LEVEL_ERROR (ggml.h)
 _recent_errors: list[str] = []
@@ -56,8 +56,7 @@ def quantize_gguf(source: str | PathLike, output: str | PathLike, ftype: str,
     import llama_cpp
 
     chosen = lookup_ftype(ftype)
-    source = Path(source).expanduser()
-    open_gguf(source).close()  # a clear error for a missing or non-GGUF input
+    source = check_gguf_magic(source)  # a clear error for a missing or non-GGUF input
     output = checked_output_file(output, force, source=source)
     silence_llama()
     params = llama_cpp.llama_model_quantize_default_params()
@@ -82,8 +81,7 @@ def load_llama(path: str | PathLike, n_ctx: int = 512, threads: int = 1, seed: i
     """
     import llama_cpp
 
-    path = Path(path).expanduser()
-    open_gguf(path).close()
+    path = check_gguf_magic(path)
     silence_llama()
     try:
         return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
