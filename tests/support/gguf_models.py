@@ -18,7 +18,9 @@ def save_zoo_checkpoint(directory: Path, family: str, size: str, tokenizer, tie:
     """A random-init zoo ``family`` model at ``size`` (flipguard.zoo.models preset) saved with the
     zoo tokenizer; ``tie`` overrides the zoo's untied embeddings (Gemma must be tied for llama.cpp),
     ``overrides`` set config attributes (e.g. ``num_hidden_layers``). Norm weights and biases are
-    drawn at random too, so a wrong norm or bias mapping shows in the logits."""
+    drawn at random too, so a wrong norm or bias mapping shows in the logits, and the weights are
+    drawn 2.5x wider than transformers' default (``initializer_range`` 0.05): attention is then
+    sharp enough that a wrong rotary layout moves the logits by ~10% rather than ~1%."""
     import transformers
 
     from flipguard.zoo.models import model_config
@@ -26,7 +28,7 @@ def save_zoo_checkpoint(directory: Path, family: str, size: str, tokenizer, tie:
     config = model_config(family, ZOO_VOCAB, size, tokenizer=tokenizer)
     if tie is not None:
         config.tie_word_embeddings = tie
-    for key, value in overrides.items():
+    for key, value in {"initializer_range": 0.05, **overrides}.items():
         setattr(config, key, value)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
