@@ -155,8 +155,10 @@ def _open_reader(path: Path):
 
     try:
         return gguf.GGUFReader(path, "r")
-    except (ValueError, IndexError, KeyError, OverflowError, TypeError) as err:
-        raise FlipGuardError(f"{path} is a damaged or truncated GGUF file ({err}); copy or convert it again.") from None
+    except (ValueError, IndexError, KeyError, OverflowError, TypeError):
+        # gguf-py fails on a short read (numpy index or reshape errors) or an unknown type id
+        raise FlipGuardError(f"{path} is a damaged or truncated GGUF file (its header or data ends early "
+                             "or holds unknown values); copy or convert it again.") from None
 
 
 def _refuse_quantized(path: Path, tensors: dict[str, GGUFTensor]) -> None:
