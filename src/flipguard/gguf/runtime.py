@@ -141,7 +141,9 @@ def greedy_generate(model, prompt: str | Sequence[int], max_new_tokens: int,
 
 
 def _check_fits(model, n_tokens: int) -> None:
-    """FlipGuardError if ``n_tokens`` do not fit the model's context."""
-    if n_tokens > model.n_ctx():
-        raise FlipGuardError(f"{n_tokens} tokens do not fit the context of {model.n_ctx()}; "
+    """FlipGuardError if ``n_tokens`` do not fit the model's context (llama-cpp-python keeps one
+    logits row per position of the ``n_ctx`` asked for; llama.cpp may round its own context up)."""
+    capacity = min(model.n_ctx(), len(model.scores))
+    if n_tokens > capacity:
+        raise FlipGuardError(f"{n_tokens} tokens do not fit the context of {capacity}; "
                              "load the model with a larger n_ctx.")
