@@ -17,7 +17,7 @@ from flipguard.gguf.names import tensor_map
 from flipguard.testing import make_tiny_checkpoint
 
 from ...support.gguf_models import save_zoo_checkpoint
-from .conftest import LLAMA_FAMILIES, TIED
+from .conftest import LLAMA_FAMILIES
 
 PROMPT = "What is 2 + 3? The answer is 5, and 7 * 8 = 56."
 
@@ -90,6 +90,11 @@ def test_default_outtype_follows_the_checkpoint_dtype(tmp_path, zoo_tokenizer, z
         assert opened.tensors["blk.0.attn_q.weight"].type == "BF16" and bits.dtype == np.uint16
         expected = weights["model.layers.0.self_attn.q_proj.weight"].view(torch.int16).numpy().view(np.uint16)
         assert np.array_equal(bits, expected)  # bfloat16 kept bit for bit
+    # and llama.cpp runs it (activations rounded to bfloat16 in its matmuls: a looser match)
+    ids = zoo_tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+    reference = hf_logits(bf16, ids)
+    got = token_logits(load_llama(out, n_ctx=64), ids)
+    assert np.abs(got - reference).max() < 2e-2 * np.abs(reference).max()
 
 
 def test_refusals_are_flipguard_errors(tmp_path, zoo_tokenizer, zoo_checkpoint):
