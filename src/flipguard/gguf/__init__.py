@@ -13,6 +13,7 @@ Files (gguf-py, imported lazily)::
     convert_checkpoint(checkpoint_dir, output, outtype=None, force=False) -> Path
     open_gguf(path, float_only=False) -> GGUFFile (metadata, tensors, values(name))
     write_gguf(source, output, replacements, force=False) -> Path
+    layout.predicted_types(opened_file, ftype) -> {name: ggml type}  (model_shape, tensor_specs)
 
 llama.cpp (llama-cpp-python, imported lazily)::
 

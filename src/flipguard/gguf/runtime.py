@@ -68,7 +68,7 @@ def quantize_gguf(source: str | PathLike, output: str | PathLike, ftype: str,
         if status != 0:
             detail = _recent_errors[-1] if _recent_errors else "no message"
             raise FlipGuardError(f"llama.cpp could not quantize {source} to {chosen.name} ({detail}); "
-                                 "check that the file loads in llama.cpp.")
+                                 "give an F32, F16 or BF16 GGUF model file that llama.cpp loads.")
     return output
 
 
