@@ -5,6 +5,8 @@ layer and head counts that trigger llama.cpp's other rules (GQA, 70B, Falcon, 8 
 
 import collections
 
+import numpy as np
+
 import pytest
 
 from flipguard.gguf import FTYPES, open_gguf, quantize_gguf
@@ -80,3 +82,21 @@ def test_synthetic_models(case, tmp_path):
     source = write_synthetic_gguf(tmp_path / "model.gguf", arch, n_layer, n_head, n_head_kv, tensors, n_expert)
     written = assert_prediction(source, tmp_path, ftypes)
     assert len({tuple(sorted(types.items())) for types in written.values()}) == len(ftypes)  # all differ
+
+
+@pytest.mark.parametrize("ftype_name", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"])
+def test_llama_cpp_quantizes_the_rows_the_reader_gives(ftype_name, zoo_gguf, tmp_path):
+    """The reader's (ne1, ne0) float32 rows, quantized by gguf-py's numpy reference of a legacy type,
+    are byte for byte what llama_model_quantize wrote: blocks run along ne0, row by row."""
+    import gguf
+
+    source = zoo_gguf("gpt2", "small")
+    out = quantize_gguf(source, tmp_path / "q.gguf", ftype_name)
+    with open_gguf(source) as f16, open_gguf(out) as quantized:
+        checked = 0
+        for name, t in quantized.tensors.items():
+            if t.type == ftype_name:
+                reference = gguf.quants.quantize(f16.float32(name), gguf.GGMLQuantizationType[ftype_name])
+                assert np.array_equal(reference.reshape(-1), quantized.raw(name)), name
+                checked += 1
+    assert checked >= 17  # every quantized matrix but the Q6_K output
