@@ -233,6 +233,9 @@ def pick_backend(scheme: str, backend: str | None) -> str:
     if backend not in (None, "transformers", LLAMA):
         raise UsageError(f"unknown backend {backend!r}; choose transformers or {LLAMA}.")
     if backend is None:
+        if scheme not in SCHEMES and scheme not in gguf_schemes():
+            raise UsageError(f"unknown scheme {scheme!r}; choose {', '.join(SCHEMES)} (transformers) or a llama.cpp "
+                             f"ftype: {', '.join(gguf_schemes()[1:])}.")
         backend = "transformers" if scheme in SCHEMES else LLAMA
     known = SCHEMES if backend == "transformers" else gguf_schemes()
     if scheme not in known:
