@@ -4,6 +4,7 @@ pages are regenerated (``python scripts/gen_cli_docs.py``)."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import re
 import subprocess
