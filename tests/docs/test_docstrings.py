@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 import inspect
 
-DOCUMENTED = ["flipguard.scan", "flipguard.defend", "flipguard.evaluate", "flipguard.attack", "flipguard.schemes"]
+DOCUMENTED = ["flipguard.scan", "flipguard.defend", "flipguard.evaluate", "flipguard.attack",
+              "flipguard.schemes"]
 KNOWN_MISSING = {
     "flipguard.scan.TensorEvidence.on_level_share",
     "flipguard.defend.Policy.plan",
@@ -56,7 +57,8 @@ def public_api() -> dict[str, object]:
                 for attr, member in vars(obj).items():
                     if attr.startswith("_"):
                         continue
-                    if inspect.isfunction(member) or isinstance(member, (property, staticmethod, classmethod)):
+                    kinds = (property, staticmethod, classmethod)
+                    if inspect.isfunction(member) or isinstance(member, kinds):
                         found[f"{module_name}.{name}.{attr}"] = getattr(member, "__func__", member)
     return found
 
