@@ -96,3 +96,21 @@ def test_the_request_check_sees_an_external_fetch(tmp_path: Path):
     dom, requests = chromium.run(page.as_uri(), dump_dom=True)
     assert "<h1>x</h1>" in dom
     assert requests == ["https://example.invalid/a.png"]
+
+
+def test_readme_links_resolve():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) + re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text)
+    relative = [link for link in links if not re.match(r"[a-z]+:", link)]
+    assert len(relative) >= 10
+    for link in relative:
+        assert (ROOT / link).exists(), f"README links to {link}, which does not exist"
+
+
+def test_readme_is_a_front_page():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 150
+    setup = text.index("bash scripts/setup.sh && .venv/bin/flipguard demo")
+    assert setup < text.index("bash scripts/test.sh") < text.index("## Quickstart")
+    assert text.index("![") > setup  # the picture comes after the set-up commands
+    assert "load average" not in text and "the day before" not in text
