@@ -14,23 +14,8 @@ import inspect
 DOCUMENTED = ["flipguard.scan", "flipguard.defend", "flipguard.evaluate", "flipguard.attack",
               "flipguard.schemes"]
 KNOWN_MISSING = {
-    "flipguard.scan.TensorEvidence.on_level_share",
     "flipguard.defend.Policy.plan",
     "flipguard.defend.SchemeStats.add",
-    "flipguard.defend.to_json",
-    "flipguard.evaluate.CodeVerdict.to_dict",
-    "flipguard.evaluate.Comparison.to_dict",
-    "flipguard.evaluate.DER.to_dict",
-    "flipguard.evaluate.EvaluationResult.to_dict",
-    "flipguard.evaluate.EvaluationResult.to_json",
-    "flipguard.evaluate.EvaluationResult.from_dict",
-    "flipguard.evaluate.MeanEstimate.to_dict",
-    "flipguard.evaluate.RateEstimate.to_dict",
-    "flipguard.attack.AttackConfig.schemes",
-    "flipguard.attack.AttackConfig.to_dict",
-    "flipguard.attack.AttackReport.timed",
-    "flipguard.attack.AttackReport.to_dict",
-    "flipguard.attack.AttackReport.write",
     "flipguard.schemes.Grouped.group_max",
 }
 

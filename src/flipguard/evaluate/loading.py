@@ -62,6 +62,7 @@ class LoadedModel:
 
     @property
     def settings(self) -> dict:
+        """How the model was loaded, for the result's settings: backend, dtype, device."""
         return {"backend": "transformers", "dtype": str(getattr(self.model, "dtype", "")).replace("torch.", ""),
                 "device": str(self.model.device)}
 
@@ -83,6 +84,7 @@ class LoadedModel:
         return load_model(self.path, "fp", str(self.model.device))
 
     def close(self) -> None:
+        """Let the model go (the harness calls this when done)."""
         self.model = None
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from flipguard.scan import scan_checkpoint, to_dict
+from flipguard.scan import scan_checkpoint
+from flipguard.scan.report import to_dict
 from flipguard.scan.html import COLOURS, to_html
 from flipguard.scan.runner import DEFENSE_REPORT
 from flipguard.scan.stats import BIN
