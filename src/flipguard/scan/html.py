@@ -103,7 +103,8 @@ def _verdict(report: dict, status: str) -> str:
         f"exit code {escape(str(report.get('exit_code', '?')))}; "
         f"{escape(str(tool.get('name', 'flipguard')))} {escape(str(tool.get('version', '')))}</p>",
     ]
-    defended = [n for n in report.get("notes", []) if "flipguard_defense.json" in str(n)]
+    record = report.get("defense_record") or {}
+    defended = [record["summary"]] if record.get("summary") else []
     if defended:
         lines.append(f"<p class=\"callout\"><strong>Defended?</strong> {escape(str(defended[0]))}</p>")
     if status == "clean":

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from flipguard import __version__
 from flipguard.errors import FINDINGS, INPUT_ERROR, OK
 from flipguard.scan.detector import TensorEvidence
+from flipguard.scan.record import RecordCheck
 from flipguard.scan.stats import BANDS, BIN, RESOLUTION_FACTOR
 from flipguard.scan.structure import STRUCTURE_RATIO, STRUCTURE_SCHEMES
 from flipguard.scan.verdict import ALPHA, MAX_SHARE, Finding, Verdict
@@ -39,6 +40,7 @@ class ScanReport:
     weights_scanned: int = 0
     alpha: float = ALPHA
     parameters: dict = field(default_factory=dict)
+    defense: RecordCheck | None = None  # the defense record beside the weights, as checked (scan.record)
 
     @property
     def findings(self) -> list[Finding]:
@@ -130,6 +132,7 @@ def to_dict(report: ScanReport, histograms: bool = False) -> dict:
         },
         "scheme_verdicts": [asdict(v) for v in report.verdict.schemes],
         "parameters": report.parameters,
+        "defense_record": None if report.defense is None else report.defense.to_dict(),
         "findings": [asdict(f) for f in report.verdict.findings],
         "errors": report.errors,
         "skipped": report.skipped,
@@ -178,6 +181,8 @@ def to_console(report: ScanReport) -> str:
         )
     else:
         lines.append("VERDICT: clean — no trace of a quantization-conditioned backdoor found")
+    if report.defense is not None:
+        lines.append(f"DEFENSE RECORD: {report.defense.summary()}")
     lines.append("")
     lines.append(f"{'scheme':<6} {'verdict':<9} {'severity':<8} {'flagged':>9} {'near-wall share':>16} {'margin':>8}")
     for s in v.schemes:

@@ -14,7 +14,7 @@ import pytest
 from flipguard.scan import scan_checkpoint
 from flipguard.scan.report import to_dict
 from flipguard.scan.html import COLOURS, to_html
-from flipguard.scan.runner import DEFENSE_REPORT
+from flipguard.scan.record import RECORD_FILE as DEFENSE_REPORT
 from flipguard.scan.stats import BIN
 from tests.docs import chromium
 
@@ -167,7 +167,7 @@ def test_a_defended_checkpoint_says_so_beside_the_verdict(tmp_path):
     (model / DEFENSE_REPORT).write_text("{}")
     report = to_dict(scan_checkpoint(model, schemes=["nf4"], progress=False))
     verdict = parse(to_html(report)).text_by_id["verdict"]
-    assert "backdoor suspected" in verdict and "Defended?" in verdict and DEFENSE_REPORT in verdict
+    assert "backdoor suspected" in verdict and "Defended?" in verdict and "cannot be checked" in verdict
 
 
 def test_incomplete_and_dequantized_verdicts(reports):
