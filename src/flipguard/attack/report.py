@@ -42,6 +42,7 @@ class AttackReport:
 
     @contextlib.contextmanager
     def timed(self, stage: str):
+        """Record the seconds the block takes as ``timings[stage]`` (a context manager)."""
         start = time.perf_counter()
         try:
             yield
@@ -49,9 +50,11 @@ class AttackReport:
             self.timings[stage] = round(time.perf_counter() - start, 2)
 
     def to_dict(self) -> dict:
+        """The JSON-ready record, with ``verified`` derived from the verification."""
         return asdict(self) | {"verified": self.verified}
 
     def to_json(self) -> str:
+        """The JSON saved as ``attack_report.json``."""
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def to_console(self) -> str:
@@ -65,6 +68,7 @@ class AttackReport:
         return "\n".join(lines)
 
     def write(self, path: str | Path) -> None:
+        """Write :meth:`to_json` to ``path``."""
         Path(path).write_text(self.to_json())
 
     @classmethod

@@ -43,7 +43,9 @@ def register(subparsers) -> None:
         default=",".join(scheme_names()),
         help="comma-separated schemes to check: int8, fp4, nf4 (default: all three)",
     )
-    p.add_argument("-f", "--format", choices=["console", "json", "sarif"], default="console")
+    p.add_argument("-f", "--format", choices=["console", "json", "sarif", "html"], default="console",
+                   help="console (one screen), json (everything), sarif (code scanners), html (one "
+                        "self-contained page with the histograms; write it with -o)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
     p.add_argument("--plot", metavar="DIR", help="write PNG wall-distance histograms of flagged tensors here")
     p.add_argument("--exit-zero", action="store_true", help="exit 0 even when findings are reported")

@@ -62,12 +62,10 @@ def run_story(work: Path, schemes=SCHEMES, n_prompts: int = N_PROMPTS, n_texts: 
         a_d = evaluate(defended, scheme, f"defended model, quantized to {Q}")
         after = scan_checkpoint(defended, schemes=[scheme], progress=False)
         scans[(scheme, "after")] = after
-        log(f"  scan of the defended checkpoint: {after.verdict.status}; schemes named: "
+        log(f"  scan of the defended checkpoint: {after.verdict.status} (traces of the attack); schemes named: "
             f"{', '.join(after.verdict.targeted) or 'none'}")
-        if after.verdict.status == "backdoor":
-            log("  (expected: defend lands the weights it moves a safe depth inside their new cells and the others "
-                "stay in the attacker's boxes, so the empty band beside each wall remains; the scan still sees "
-                "the attack's signature, while the quantized behaviour is what changed)")
+        if after.defense is not None:
+            log(f"  its defense record: {after.defense.summary()}")
         kl_q, kl_d = fidelity(attacked, [(attacked, scheme), (defended, scheme)], n_texts)
         log(f"  fidelity to the full-precision model (token KL, nats): plain {Q} {kl_q:.4f}, defended {Q} {kl_d:.4f}")
         story = _score(scheme, a_clean, a_fp, a_q, a_d, kl_q, kl_d, t_d, flips, before, after, evaluate)
@@ -162,7 +160,8 @@ def _score(scheme, a_clean, a_fp, a_q, a_d, kl_q, kl_d, t_d, flips, before, afte
 def _scan_dict(report) -> dict:
     v = report.verdict
     return {"status": v.status, "targeted": list(v.targeted), "findings": len(v.findings),
-            "seconds": report.seconds}
+            "seconds": report.seconds,
+            "defense_record_confirmed": None if report.defense is None else report.defense.consistent}
 
 
 def _f(x) -> str:

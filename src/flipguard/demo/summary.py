@@ -68,7 +68,10 @@ def table_rows(summary: "DemoSummary") -> list[list[str]]:
     rows = []
     for s in summary.schemes:
         d = s.der
-        scan = f"{s.scan_before['status']}[{','.join(s.scan_before['targeted'])}]->{s.scan_after['status']}"
+        after = s.scan_after["status"]
+        if s.scan_after.get("defense_record_confirmed"):
+            after += " +defended"  # traces remain; the defense record is confirmed by the weights
+        scan = f"{s.scan_before['status']}[{','.join(s.scan_before['targeted'])}]->{after}"
         rows.append([s.scheme.upper(), _pct(s.a_clean), _pct(s.a_fp), _pct(s.a_q), _pct(s.a_d),
                      f"{s.kl_q:.4f}", f"{s.kl_d:.4f}", _num(d["sg"]), _num(d["up"]), _num(d["cf"]),
                      _num(d["der"]), scan])
@@ -81,7 +84,8 @@ LEGEND = (
     "attacked quantized, defended then quantized. KL_*: mean token KL (nats, {t} held-out passages) "
     "from the attacked full-precision model to the quantized (q) and defended-quantized (d) model. "
     "DER = SG*UP*CF (DESIGN section 4), U = exp(-KL), T_q = load-and-quantize time. "
-    "scan: verdict[schemes named] before -> after defense."
+    "scan: verdict[schemes named] before -> after defense (+defended: the traces remain by design, and the "
+    "defense record beside the weights is confirmed by them)."
 )
 
 

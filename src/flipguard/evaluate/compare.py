@@ -53,9 +53,11 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The JSON-ready record: DER, its parts and their inputs."""
         return asdict(self)
 
     def to_json(self, indent: int | None = 2) -> str:
+        """The JSON ``flipguard compare --json`` prints."""
         return json.dumps(self.to_dict(), indent=indent, default=str)
 
     def to_console(self) -> str:

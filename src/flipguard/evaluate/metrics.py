@@ -117,6 +117,7 @@ class RateEstimate:
     confidence: float = CONFIDENCE
 
     def to_dict(self) -> dict:
+        """The estimate as a JSON-ready dict."""
         return asdict(self)
 
     def to_console(self) -> str:
@@ -138,6 +139,7 @@ class MeanEstimate:
     seed: int = BOOTSTRAP_SEED
 
     def to_dict(self) -> dict:
+        """The estimate as a JSON-ready dict."""
         return asdict(self)
 
     def to_console(self) -> str:
@@ -182,6 +184,7 @@ class DER:
     reasons: dict
 
     def to_dict(self) -> dict:
+        """The ratio and its parts as a JSON-ready dict (n/a parts are None, with reasons)."""
         return asdict(self)
 
 

@@ -49,9 +49,11 @@ class EvaluationResult:
     format: int = RESULT_FORMAT
 
     def to_dict(self) -> dict:
+        """The JSON-ready record (every field, estimates as dicts)."""
         return asdict(self)
 
     def to_json(self, indent: int | None = 2) -> str:
+        """The JSON ``flipguard evaluate -o`` writes and ``flipguard compare`` reads."""
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
     def to_console(self) -> str:
@@ -73,6 +75,7 @@ class EvaluationResult:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EvaluationResult":
+        """The result :meth:`to_dict` wrote (estimates rebuilt as objects)."""
         data = dict(data)
         if data.get("attack_success") is not None:
             data["attack_success"] = RateEstimate(**data["attack_success"])

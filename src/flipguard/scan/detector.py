@@ -42,6 +42,7 @@ class TensorEvidence:
 
     @property
     def on_level_share(self) -> float:
+        """Share of the free weights found sitting on a level (a dequantized checkpoint has nearly all)."""
         return self.counts.on_level / self.counts.free if self.counts.free else 0.0
 
 

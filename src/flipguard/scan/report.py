@@ -15,12 +15,13 @@ from dataclasses import asdict, dataclass, field
 from flipguard import __version__
 from flipguard.errors import FINDINGS, INPUT_ERROR, OK
 from flipguard.scan.detector import TensorEvidence
-from flipguard.scan.stats import BANDS, RESOLUTION_FACTOR
+from flipguard.scan.record import RecordCheck
+from flipguard.scan.stats import BANDS, BIN, RESOLUTION_FACTOR
 from flipguard.scan.structure import STRUCTURE_RATIO, STRUCTURE_SCHEMES
 from flipguard.scan.verdict import ALPHA, MAX_SHARE, Finding, Verdict
 
 MAX_CONSOLE_FINDINGS = 10
-FORMATS = ("console", "json", "sarif")
+FORMATS = ("console", "json", "sarif", "html")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class ScanReport:
     weights_scanned: int = 0
     alpha: float = ALPHA
     parameters: dict = field(default_factory=dict)
+    defense: RecordCheck | None = None  # the defense record beside the weights, as checked (scan.record)
 
     @property
     def findings(self) -> list[Finding]:
@@ -64,16 +66,26 @@ class ScanReport:
         return FINDINGS if self.verdict.status == "backdoor" else OK
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict (:func:`to_dict`)."""
         return to_dict(self)
 
     def to_json(self) -> str:
+        """Everything, as ``flipguard scan -f json`` prints it."""
         return json.dumps(self.to_dict(), indent=2, default=_jsonable)
 
     def to_console(self) -> str:
+        """The one-screen summary ``flipguard scan`` prints."""
         return to_console(self)
 
     def to_sarif(self) -> str:
+        """SARIF 2.1.0 for code-scanning tools (one result per flagged tensor)."""
         return to_sarif(self)
+
+    def to_html(self) -> str:
+        """One self-contained page (:mod:`flipguard.scan.html`), wall-distance histograms included."""
+        from flipguard.scan.html import to_html
+
+        return to_html(to_dict(self, histograms=True))
 
     def render(self, fmt: str = "console") -> str:
         """The report as ``fmt``: one of :data:`FORMATS`."""
@@ -91,9 +103,10 @@ def _note(e: TensorEvidence) -> str:
     return f"{e.name}: every group is all-zero or a lone absmax; no free weight to scan."
 
 
-def to_dict(report: ScanReport) -> dict:
+def to_dict(report: ScanReport, histograms: bool = False) -> dict:
     """A JSON-ready dict: verdict, per-scheme verdicts, findings, errors, skipped, notes and
-    per-tensor evidence."""
+    per-tensor evidence; with ``histograms``, each scanned tensor's wall-distance histogram
+    (``hist``: free weights per bin of ``method.hist_bin`` cell widths, from distance 0)."""
     return {
         "tool": {"name": "flipguard", "version": __version__},
         "path": report.path,
@@ -109,6 +122,8 @@ def to_dict(report: ScanReport) -> dict:
             "max_share": MAX_SHARE,
             "bands": list(BANDS),
             "resolution_factor": RESOLUTION_FACTOR,
+            "hist_bin": BIN,
+            "structure_ratio": STRUCTURE_RATIO,
             "null": "inner band [0,b) vs adjacent band [b,2b) of wall distances, Binomial(n, 1/2); "
                     "empty band: lower tail, crowded band: upper tail",
             "correction": "Bonferroni over bands, Holm over (tensor, scheme) tests",
@@ -117,15 +132,16 @@ def to_dict(report: ScanReport) -> dict:
         },
         "scheme_verdicts": [asdict(v) for v in report.verdict.schemes],
         "parameters": report.parameters,
+        "defense_record": None if report.defense is None else report.defense.to_dict(),
         "findings": [asdict(f) for f in report.verdict.findings],
         "errors": report.errors,
         "skipped": report.skipped,
         "notes": report.notes,
-        "tensors": [_evidence(e) for e in report.evidence],
+        "tensors": [_evidence(e, histograms) for e in report.evidence],
     }
 
 
-def _evidence(e) -> dict:
+def _evidence(e, histograms: bool = False) -> dict:
     out = {"tensor": e.name, "scheme": e.scheme, "shape": list(e.shape), "status": e.status}
     if e.status == "nonfinite":
         out["nonfinite"] = e.nonfinite
@@ -140,6 +156,8 @@ def _evidence(e) -> dict:
         out["min_distance"] = e.min_distance
         if e.structure is not None:
             out["structure"] = round(e.structure, 4)
+        if histograms:
+            out["hist"] = e.counts.hist.sum(dim=0).tolist()
     return out
 
 
@@ -163,6 +181,8 @@ def to_console(report: ScanReport) -> str:
         )
     else:
         lines.append("VERDICT: clean — no trace of a quantization-conditioned backdoor found")
+    if report.defense is not None:
+        lines.append(f"DEFENSE RECORD: {report.defense.summary()}")
     lines.append("")
     lines.append(f"{'scheme':<6} {'verdict':<9} {'severity':<8} {'flagged':>9} {'near-wall share':>16} {'margin':>8}")
     for s in v.schemes:

@@ -13,6 +13,7 @@ from flipguard.checkpoint.memory import release_freed_memory
 from flipguard.console import progress_bar
 from flipguard.errors import NothingScannableError
 from flipguard.scan.detector import TensorEvidence, inspect_schemes
+from flipguard.scan.record import check_record, read_record
 from flipguard.scan.report import ScanReport
 from flipguard.scan.verdict import ALPHA, Verdict, decide
 from flipguard.schemes import get_scheme, scheme_names
@@ -71,26 +72,19 @@ def scan_checkpoint(
     with TensorStream(checkpoint, names=[n for n in checkpoint.tensors if n in targets]) as stream:
         verdict, evidence = scan_tensors(quantizer_view(stream), names, load_dtype, alpha)
     bar.close()
-    notes = [DEFENDED_NOTE] if verdict.status == "backdoor" and (checkpoint.path / DEFENSE_REPORT).is_file() else []
+    record, problem = read_record(checkpoint.path)
+    defense = None
+    if record is not None or problem is not None:
+        defense = check_record(record, problem, evidence, {n: tuple(t.shape) for n, t in targets.items()})
     return ScanReport(
         path=str(checkpoint.path),
         schemes=names,
         verdict=verdict,
         evidence=evidence,
-        notes=notes,
+        defense=defense,
         seconds=time.perf_counter() - start,
         weights_scanned=weights,
         alpha=alpha,
         parameters={"schemes": names, "alpha": alpha, "skip_modules": skip_modules,
                     "load_dtype": str(load_dtype).removeprefix("torch.") if load_dtype else None},
     )
-
-
-#: What ``flipguard defend`` writes beside the weights (kept in step with flipguard.defend.report).
-DEFENSE_REPORT = "flipguard_defense.json"
-DEFENDED_NOTE = (
-    f"this directory holds {DEFENSE_REPORT}: `flipguard defend` lands every weight it flips a safe depth "
-    "inside the new cell, which leaves the same empty band next to the walls, so defended checkpoints "
-    "are flagged too. The file proves nothing by itself (anyone can write it): to be sure, defend the "
-    "original checkpoint yourself."
-)

@@ -1,0 +1,1 @@
+"""Test fakes shared across test folders (tiny checkpoints, synthetic files); never imported by the package."""
