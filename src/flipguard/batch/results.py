@@ -83,6 +83,7 @@ class BatchResult:
         }
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as indented JSON (what ``summary.json`` and ``-f json`` hold)."""
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def to_console(self) -> str:
