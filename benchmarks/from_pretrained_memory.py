@@ -78,7 +78,7 @@ def main() -> None:
         "budget_bytes": budget, "within_budget": peak["flipguard"] <= budget,
     }
     mb = 1 / 2**20
-    print(f"checkpoint {info['total_bytes'] * mb:.0f} MB, largest tensor {largest * mb:.0f} MB, scheme {args.scheme}")
+    print(f"checkpoint {info['bytes'] * mb:.0f} MB, largest tensor {largest * mb:.0f} MB, scheme {args.scheme}")
     for how, rows in runs.items():
         rss = [r * mb for r, _ in rows]
         secs = [s for _, s in rows]

@@ -22,9 +22,11 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from flipguard.errors import FlipGuardError
+from flipguard.hub import is_repo_id, resolve_checkpoint
+
 MAX_HEADER = 100_000_000  # bytes: safetensors refuses larger headers; read no more than this
 SKIPPED_DIRS = (".git", ".cache")
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?(@[\w./-]+)?$")
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def resolve_input(text: str) -> Item:
     if path.exists():
         return _unresolved(text, f"{text} is a file, not a directory; pass the model directory that holds "
                                  f"config.json and model.safetensors (here probably {path.parent}).")
-    if not REPO_ID.match(text):
+    if not is_repo_id(text):
         return _unresolved(text, f"{text} does not exist; pass the directory of a Hugging Face model or a "
                                  "repo id (org/name) in the local Hugging Face cache.")
     found = _from_hub_cache(text)
@@ -69,25 +71,11 @@ def resolve_input(text: str) -> Item:
 
 def _from_hub_cache(text: str) -> Path | str:
     """The snapshot directory of repo id ``text`` (``org/name[@revision]``) in the local hub
-    cache, or the sentence saying why there is none."""
-    repo_id, _, revision = text.partition("@")
+    cache, or the sentence saying why there is none (nothing is downloaded)."""
     try:
-        from huggingface_hub import constants, snapshot_download
-    except ImportError:
-        return (f"{text} is no directory, and huggingface_hub, which finds repo ids in the local cache, "
-                "is not installed; pass a model directory or pip install 'flipguard[ray]'.")
-    # read HF_HUB_CACHE now, not when huggingface_hub was first imported
-    where = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
-    try:
-        return Path(snapshot_download(repo_id, revision=revision or None, cache_dir=where,
-                                      local_files_only=True)).resolve()
-    except Exception as error:  # noqa: BLE001 - LocalEntryNotFoundError, HFValidationError, OSError
-        kind = type(error).__name__
-        if kind == "HFValidationError":
-            return f"{text} is neither a directory nor a valid Hugging Face repo id; pass a model directory or org/name."
-        return (f"{text} is neither a directory nor a model in the local Hugging Face cache ({where}"
-                f"{', revision ' + revision if revision else ''}); pass a model directory, or download it first "
-                f"(huggingface-cli download {repo_id}).")
+        return resolve_checkpoint(text, local_files_only=True)
+    except FlipGuardError as error:
+        return str(error)
 
 
 def _item(text: str, path: Path, base: str) -> Item:
