@@ -1,35 +1,191 @@
-"""The checkpoint's ``config.json``: read as a plain dict, checked just enough to be usable."""
+"""The checkpoint's ``config.json``: read as a plain dict and checked before anything builds from it.
+
+transformers turns the config into a model skeleton (``checkpoint.targets``) and trusts its fields:
+a head count of 0 divides by zero, a negative width creates a tensor of negative size, ten billion
+layers never finish building. So every field transformers sizes modules with is checked here
+first, by name, wherever it sits (sub-configs such as ``text_config`` use the same names):
+
+- sizes (``vocab_size``, ``hidden_size``, ``n_embd``, ``intermediate_size``, ``head_dim``, ...):
+  whole numbers from 1 to ``MAX_SIZE``; counts (layers, heads, experts) from 1 to ``MAX_COUNT``;
+- floats anywhere finite; epsilons, dropouts, ``initializer_range``, ``rope_theta`` numbers in range;
+- ``dtype`` / ``torch_dtype`` a floating-point torch dtype name;
+- token ids whole numbers (or lists of them, or null); ``pad_token_id`` inside the vocabulary,
+  since the embedding is built with it as its padding index.
+
+:func:`check_config_against_tensors` then bounds the counts by what the checkpoint stores (a model
+with N layers stores at least N tensors), so a skeleton never has more modules than the file has
+tensors; the skeleton's parameter shapes are compared with the stored shapes afterwards.
+"""
 
 from __future__ import annotations
 
-import json
+import math
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from flipguard.errors import FlipGuardError
 
+from .files import short
+from .header import TensorInfo
+from .jsonfile import read_json_file
 from .layout import CONFIG_FILE
+
+MAX_CONFIG_BYTES = 4 << 20  # bytes; real configs are a few kB, multimodal ones tens of kB
+MAX_SIZE = 1 << 24  # widths and vocabularies (the largest real ones are near 2**18)
+MAX_COUNT = 1 << 16  # layers, heads and experts before the bound by stored tensors
+FIX = "restore the model's original config.json"
+
+# Sizes transformers gives to nn.Linear / nn.Embedding / rotary tables, by config field name.
+SIZES = {
+    "vocab_size", "hidden_size", "n_embd", "d_model", "intermediate_size", "n_inner", "ffn_dim",
+    "ffn_hidden_size", "head_dim", "kv_channels", "moe_intermediate_size", "shared_expert_intermediate_size",
+    "word_embed_proj_dim", "embedding_size", "max_position_embeddings", "n_positions", "n_ctx",
+    "seq_length", "rotary_dim", "rotary_emb_base_dim", "attention_head_size", "num_codebooks",
+}
+COUNTS = {
+    "num_hidden_layers", "n_layer", "num_layers", "n_layers", "num_attention_heads", "n_head", "num_heads",
+    "n_heads", "num_key_value_heads", "num_kv_heads", "multi_query_group_num", "num_experts",
+    "num_local_experts", "n_routed_experts", "num_experts_per_tok", "n_shared_experts", "num_shared_experts",
+}
+# May be null (transformers then derives them: n_inner = 4 * n_embd, head_dim = hidden / heads, ...).
+NULLABLE = {
+    "n_inner", "head_dim", "num_key_value_heads", "num_kv_heads", "rotary_dim", "kv_channels", "ffn_dim",
+    "moe_intermediate_size", "shared_expert_intermediate_size", "word_embed_proj_dim", "embedding_size",
+    "num_experts", "num_local_experts", "n_routed_experts", "num_experts_per_tok", "n_shared_experts",
+    "num_shared_experts", "multi_query_group_num", "n_ctx", "seq_length", "rotary_emb_base_dim",
+    "attention_head_size", "num_codebooks",
+}
+LAYER_COUNTS = {"num_hidden_layers", "n_layer", "num_layers", "n_layers"}
+TOKEN_IDS = {"pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id"}
+DTYPE_FIELDS = {"dtype", "torch_dtype"}
+DTYPE_NAMES = {"float32", "float16", "bfloat16", "float64", "float", "half", "double"}
+# float fields by name pattern: (what a valid value is, the test)
+FLOAT_RANGES = (
+    (re.compile(r"(^|_)(eps|epsilon)$|norm_eps"), "which must be a number of at least 0", lambda v: v >= 0),
+    (re.compile(r"dropout|pdrop"), "which must be a number from 0 to 1", lambda v: 0 <= v <= 1),
+    (re.compile(r"^initializer_range$"), "which must be a number of at least 0", lambda v: v >= 0),
+    (re.compile(r"^(rope_theta|rotary_emb_base|rope_base)$"), "which must be a number above 0", lambda v: v > 0),
+    (re.compile(r"^partial_rotary_factor$"), "which must be a number above 0, at most 1", lambda v: 0 < v <= 1),
+)
+MODEL_TYPE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 
 
 def read_config(directory: Path) -> dict:
     """Return ``directory/config.json`` as a dict; raise FlipGuardError if missing or invalid.
 
-    Valid means: a JSON object with a string ``model_type`` (transformers needs it to know the
-    architecture, and FlipGuard needs the architecture to know which weights get quantized).
+    Valid means: a regular file of JSON (see :func:`~flipguard.checkpoint.jsonfile.read_json_file`)
+    holding an object with a ``model_type`` that names an architecture, and whose fields pass
+    :func:`check_config_values`.
     """
     path = directory / CONFIG_FILE
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise FlipGuardError(
             f"{directory} has no {CONFIG_FILE}; copy the model's config.json next to its weights."
         )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
+    config = read_json_file(path, MAX_CONFIG_BYTES, FIX)
+    if not isinstance(config, dict) or "model_type" not in config:
         raise FlipGuardError(
-            f"{path} is not valid JSON ({err}); restore the model's original config.json."
-        ) from err
-    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
-        raise FlipGuardError(
-            f"{path} has no 'model_type'; restore the model's original config.json "
-            "(it names the architecture, e.g. \"llama\")."
+            f"{path} has no 'model_type'; {FIX} (it names the architecture, e.g. \"llama\")."
         )
+    model_type = config["model_type"]
+    if not isinstance(model_type, str) or not MODEL_TYPE.match(model_type):
+        raise FlipGuardError(
+            f"{path} has model_type {short(repr(model_type), 80)}, which is no architecture name; {FIX} "
+            "(model_type names the architecture, e.g. \"llama\")."
+        )
+    check_config_values(config, path)
     return config
+
+
+def check_config_values(config: dict, path: Path) -> None:
+    """Raise FlipGuardError naming the first field transformers could not build a model from."""
+    for where, key, value in _fields(config):
+        problem = _problem(key, value)
+        if problem:
+            raise FlipGuardError(f"{path} has {where} = {short(repr(value), 60)}, {problem}; {FIX}.")
+    for where, vocab, pad in _padding_ids(config):
+        raise FlipGuardError(
+            f"{path} has {where} = {pad}, outside the vocabulary of {vocab} tokens "
+            f"(the embedding is built with it as its padding index); {FIX}."
+        )
+
+
+def check_config_against_tensors(config: dict, path: Path, tensors: dict[str, TensorInfo]) -> None:
+    """Raise FlipGuardError when a count in the config exceeds what the checkpoint can hold.
+
+    A model with N layers (heads, experts) stores at least N tensors or a dimension of at least N;
+    a larger N describes another model, and building its skeleton could take minutes.
+    """
+    largest = max((size for info in tensors.values() for size in info.shape), default=0)
+    bound = max(len(tensors), largest)
+    for where, key, value in _fields(config):
+        if key in COUNTS and type(value) is int and value > bound:
+            what = "layers" if key in LAYER_COUNTS else key.replace("_", " ")
+            raise FlipGuardError(
+                f"{path} has {where} = {value}, more {what} than its {len(tensors)} tensors "
+                f"(largest dimension {largest}) can hold; use the config.json that belongs to these weights."
+            )
+
+
+def _fields(node: dict, prefix: str = "") -> Iterator[tuple[str, str, object]]:
+    """Every (dotted path, key, value) of a config, nested objects and lists included."""
+    for key, value in node.items():
+        where = f"{prefix}{short(str(key), 60)}"
+        yield where, key, value
+        yield from _nested(value, where)
+
+
+def _nested(value, where: str) -> Iterator[tuple[str, str, object]]:
+    if isinstance(value, dict):
+        yield from _fields(value, f"{where}.")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, float) and not math.isfinite(item):
+                yield f"{where}[{i}]", "", item
+            yield from _nested(item, f"{where}[{i}]")
+
+
+def _problem(key: str, value) -> str | None:
+    """What is wrong with ``value`` for field ``key``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "which is not a finite number"
+    if key in SIZES or key in COUNTS:
+        return _whole_number_problem(key, value, MAX_SIZE if key in SIZES else MAX_COUNT)
+    if key in DTYPE_FIELDS:
+        if value is None or (isinstance(value, str) and value in DTYPE_NAMES):
+            return None
+        return f"which is no floating-point dtype name ({', '.join(sorted(DTYPE_NAMES))})"
+    if key in TOKEN_IDS:
+        ids = value if isinstance(value, list) else [value]
+        if all(i is None or type(i) is int for i in ids):
+            return None
+        return "which is not a token id (a whole number, a list of them, or null)"
+    for pattern, valid, test in FLOAT_RANGES:
+        if pattern.search(key) and not (value is None and "drop" in key):
+            if type(value) not in (int, float) or not test(value):
+                return valid
+    return None
+
+
+def _whole_number_problem(key: str, value, limit: int) -> str | None:
+    if value is None:
+        return None if key in NULLABLE else "but it must be a whole number"
+    if type(value) is not int:
+        return "which is not a whole number"
+    if key == "rotary_dim" and value == 0:
+        return None
+    if not 1 <= value <= limit:
+        return f"outside 1 to {limit:,}"
+    return None
+
+
+def _padding_ids(config: dict, prefix: str = "") -> Iterator[tuple[str, int, int]]:
+    """(field, vocabulary size, padding id) for each config level whose pad_token_id is outside
+    ``[-vocab_size, vocab_size)`` (``nn.Embedding``'s rule for ``padding_idx``)."""
+    vocab, pad = config.get("vocab_size"), config.get("pad_token_id")
+    if type(vocab) is int and type(pad) is int and not -vocab <= pad < vocab:
+        yield f"{prefix}pad_token_id", vocab, pad
+    for key, value in config.items():
+        if isinstance(value, dict):
+            yield from _padding_ids(value, f"{prefix}{short(str(key), 60)}.")

@@ -17,3 +17,13 @@ def dtype_name(dtype) -> str:
 def truncated(shard, tensor: str) -> str:
     """The sentence for a shard that ends before the bytes its header promises ``tensor``."""
     return f"{shard} ends inside tensor {tensor}; the file is truncated."
+
+
+def first_sentence(err: BaseException, limit: int = 200) -> str:
+    """The first sentence of an exception's message (third-party messages run on for lines),
+    without its final period and cut at ``limit`` characters, for quoting inside a sentence."""
+    text = first_line(err)
+    for end in (". ",):  # third-party messages often run on into a second sentence
+        if end in text:
+            text = text.split(end, 1)[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -33,6 +33,7 @@ from .layout import (
     OTHER_WEIGHT_PATTERNS,
     PICKLE_PATTERNS,
     companion_files,
+    companion_folders,
     matches,
     skipped_weight_files,
 )
@@ -59,6 +60,7 @@ class CheckpointWriter:
         self.force = force
         self.path = check_output_dir(Path(output_dir), like.path, force)  # final output, absolute
         self.skipped_files = skipped_weight_files(like.path, like.layout)  # weights not copied
+        companion_files(like.path)  # refuse a companion that cannot be copied before anything is written
         self._temp: Path | None = None
         self._written: set[str] = set()
         self._unsynced: dict[str, int] = {}  # shard -> bytes written since its last fdatasync
@@ -144,13 +146,23 @@ class CheckpointWriter:
         return target
 
     def _copy_companions(self) -> None:
+        """Every folder (empty ones too) and companion file of the input; a companion that cannot
+        be copied is an error (see :func:`~flipguard.checkpoint.layout.companion_files`)."""
         files = companion_files(self.like.path)
         if self.like.layout.is_sharded:
             files.append(Path(INDEX_FILE))  # same shards, dtypes, shapes: the index is unchanged
+        for relative in companion_folders(self.like.path):
+            (self._temp / relative).mkdir(parents=True, exist_ok=True)
         for relative in files:
             target = self._temp / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(self.like.path / relative, target)
+            try:
+                shutil.copy2(self.like.path / relative, target)
+            except OSError as err:  # unreadable input, or a full or read-only output
+                raise FlipGuardError(
+                    f"{self.like.path / relative} cannot be copied to the output ({err.strerror or err}); "
+                    "make it readable and the output's file system writable, then run again."
+                ) from err
 
     def _create_shards(self) -> None:
         """Each shard: the input's header bytes, then zeros up to the input's file size."""
