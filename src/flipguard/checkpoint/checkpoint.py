@@ -111,6 +111,10 @@ def open_checkpoint(path: str | PathLike) -> Checkpoint:
     config = read_config(directory)
     headers = {shard: read_shard_header(directory, shard) for shard in layout.shards}
     tensors = _merge_headers(directory, headers)
+    if not tensors:
+        raise FlipGuardError(
+            f"{directory} stores no tensors (its weight files are empty); download or save the model again."
+        )
     if layout.weight_map is not None:
         _check_weight_map(directory, layout.weight_map, tensors)
     refuse_quantized(directory, config, tensors)

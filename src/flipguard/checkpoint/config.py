@@ -56,7 +56,6 @@ NULLABLE = {
     "num_shared_experts", "multi_query_group_num", "n_ctx", "seq_length", "rotary_emb_base_dim",
     "attention_head_size", "num_codebooks",
 }
-LAYER_COUNTS = {"num_hidden_layers", "n_layer", "num_layers", "n_layers"}
 TOKEN_IDS = {"pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id"}
 DTYPE_FIELDS = {"dtype", "torch_dtype"}
 DTYPE_NAMES = {"float32", "float16", "bfloat16", "float64", "float", "half", "double"}
@@ -121,10 +120,9 @@ def check_config_against_tensors(config: dict, path: Path, tensors: dict[str, Te
     bound = max(len(tensors), largest)
     for where, key, value in _fields(config):
         if key in COUNTS and type(value) is int and value > bound:
-            what = "layers" if key in LAYER_COUNTS else key.replace("_", " ")
             raise FlipGuardError(
-                f"{path} has {where} = {value}, more {what} than its {len(tensors)} tensors "
-                f"(largest dimension {largest}) can hold; use the config.json that belongs to these weights."
+                f"{path} has {where} = {value}, more than the checkpoint's {len(tensors)} tensors (largest "
+                f"dimension {largest}) can hold; use the config.json that belongs to these weights."
             )
 
 
@@ -162,7 +160,7 @@ def _problem(key: str, value) -> str | None:
             return None
         return "which is not a token id (a whole number, a list of them, or null)"
     for pattern, valid, test in FLOAT_RANGES:
-        if pattern.search(key) and not (value is None and "drop" in key):
+        if pattern.search(key):
             if type(value) not in (int, float) or not test(value):
                 return valid
     return None

@@ -85,6 +85,8 @@ def _read_index(directory: Path) -> WeightLayout:
         raise FlipGuardError(
             f"{path} is not a valid index (it needs a JSON object with a 'weight_map'); {INDEX_FIX}."
         )
+    if not weight_map:
+        raise FlipGuardError(f"{path} lists no tensors in its 'weight_map'; {INDEX_FIX}.")
     for name, shard in weight_map.items():
         if not isinstance(shard, str):
             raise FlipGuardError(

@@ -21,9 +21,9 @@ def truncated(shard, tensor: str) -> str:
 
 def first_sentence(err: BaseException, limit: int = 200) -> str:
     """The first sentence of an exception's message (third-party messages run on for lines),
-    without its final period and cut at ``limit`` characters, for quoting inside a sentence."""
-    text = first_line(err)
-    for end in (". ",):  # third-party messages often run on into a second sentence
-        if end in text:
-            text = text.split(end, 1)[0]
+    without its final period and cut at ``limit`` characters, for quoting inside a sentence.
+    A first line that ends with a colon is joined with the lines that explain it."""
+    lines = [line.strip() for line in (str(err).strip() or type(err).__name__).splitlines() if line.strip()]
+    text = " ".join(lines) if lines and lines[0].endswith(":") else lines[0] if lines else type(err).__name__
+    text = text.split(". ", 1)[0].rstrip(".")
     return text if len(text) <= limit else text[: limit - 3] + "..."

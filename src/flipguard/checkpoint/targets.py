@@ -147,7 +147,12 @@ def build_skeleton(checkpoint: Checkpoint) -> nn.Module:
         )
         with init_empty_weights(), no_tie_weights():
             return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
-    except (ValueError, KeyError, TypeError, OSError, *_config_validation_errors()) as err:
+    except _config_validation_errors() as err:  # a field transformers' own validators refuse
+        raise FlipGuardError(
+            f"transformers refuses {checkpoint.path}/config.json ({first_sentence(err)}); "
+            "restore the model's original config.json."
+        ) from err
+    except (ValueError, KeyError, TypeError, OSError) as err:
         model_type = checkpoint.config.get("model_type")
         raise FlipGuardError(
             f"transformers cannot build a causal LM of model_type {model_type!r} from "
