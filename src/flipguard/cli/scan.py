@@ -100,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(),
     )
     emit(render(report, args.format), args.output)
+    if report.exit_code == 2:  # NaN/Inf weights: the report lists them; stderr says why the exit is 2
+        broken = sorted({e.name for e in report.evidence if e.status == "nonfinite"})
+        print(f"flipguard scan: error: {len(broken)} tensor(s) hold NaN/Inf weights (first {broken[0]!r}), which "
+              "no quantizer can round, so they were not scanned (the report lists them); repair or download "
+              "the checkpoint again.", file=sys.stderr)
     if args.plot:
         for path in plot_histograms(report, args.plot):
             print(f"wrote {path}", file=sys.stderr)
