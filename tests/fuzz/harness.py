@@ -235,12 +235,13 @@ def run_mutant(index: int, mutant: Mutant, bases: dict[str, Path], base_codes: d
         if command == "defend" and not failure:
             run.failures += judge_defended(ckpt, out, code)
         runs.append(run)
-    _remove(slot)
+    remove_tree(slot)
     return Outcome(mutant, runs)
 
 
-def _remove(slot: Path) -> None:
-    for root, dirs, files in os.walk(slot):  # FIFOs and sockets go with rmtree; make folders writable first
+def remove_tree(slot: Path) -> None:
+    """Remove a work folder, FIFOs, sockets and symlink loops included."""
+    for root, dirs, files in os.walk(slot):  # make folders writable first
         for name in dirs:
             path = Path(root) / name
             if not path.is_symlink():

@@ -471,7 +471,8 @@ def config_mutants(rng: random.Random) -> list[Mutant]:
     for base in ("llama", "gpt2"):
         for field in SIZE_FIELDS[base]:
             for value in BAD_VALUES:
-                out.append(_config_set("config.types", base, field, value, "error"))
+                optional = value is None and field in ("head_dim", "num_key_value_heads")  # derived when null
+                out.append(_config_set("config.types", base, field, value, "any" if optional else "error"))
         for field in FLOAT_FIELDS[base]:
             for value in ["abc", None, float("nan"), float("inf"), -1.0, [], "0.02"]:
                 out.append(_config_set("config.types", base, field, value, "any"))
