@@ -778,6 +778,16 @@ def special_mutants(rng: random.Random) -> list[Mutant]:
     def folder_to_dev(directory: Path) -> None:
         os.symlink("/dev", directory / "devices")
 
+    def checkpoint_is(make: Callable[[Path], None]) -> Callable[[Path], None]:
+        def apply(directory: Path) -> None:  # the path given on the command line itself
+            shutil.rmtree(directory)
+            make(directory)
+
+        return apply
+
+    out += [Mutant("special.files", f"the checkpoint path: {label}", "llama", checkpoint_is(make), "error")
+            for make, label in [(fifo, "a FIFO"), (link_to("/dev/zero"), "a symlink to /dev/zero"),
+                                (self_loop, "a symlink to itself"), (dangling, "a dangling symlink")]]
     out += [Mutant("special.files", "a folder symlink loop loops/loop -> ..", "llama", folder_loop, COMPANION_ERROR),
             Mutant("special.files", "a folder symlink to itself", "llama", folder_self, COMPANION_ERROR),
             Mutant("special.files", "a folder symlink to /dev", "llama", folder_to_dev, COMPANION_ERROR)]

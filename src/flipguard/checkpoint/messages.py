@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message, without a trailing period, for quoting inside a sentence."""
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0].rstrip(".")
-
-
 def dtype_name(dtype) -> str:
     """``torch.float16`` -> ``"float16"``."""
     return str(dtype).removeprefix("torch.")
