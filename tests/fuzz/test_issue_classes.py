@@ -132,7 +132,7 @@ def test_layer_count_that_never_finishes_building(capsys, copy, tmp_path):
 def test_unknown_dtype_name(capsys, copy, tmp_path, name):
     path = copy()
     edit_config(path, dtype=name)
-    refused(capsys, path, tmp_path, "config.json", "dtype", "no floating-point dtype name")
+    refused(capsys, path, tmp_path, "config.json", "dtype", "no torch dtype name")
 
 
 # ---------------------------------------------------------------- a 5,000-character shard name (OSError)

@@ -152,12 +152,14 @@ def build_skeleton(checkpoint: Checkpoint) -> nn.Module:
             f"transformers refuses {checkpoint.path}/config.json ({first_sentence(err)}); "
             "restore the model's original config.json."
         ) from err
-    except (ValueError, KeyError, TypeError, OSError) as err:
+    except (ValueError, KeyError, TypeError, OSError, AssertionError) as err:
+        # AssertionError: torch and transformers check some values with assert, e.g. nn.Embedding's
+        # padding_idx (a pad_token_id outside the vocabulary, for the families that pass it)
         model_type = checkpoint.config.get("model_type")
         raise FlipGuardError(
             f"transformers cannot build a causal LM of model_type {model_type!r} from "
-            f"{checkpoint.path}/config.json ({first_sentence(err)}); "
-            "use a supported architecture or upgrade transformers."
+            f"{checkpoint.path}/config.json ({first_sentence(err)}); restore the model's original config.json, "
+            "or upgrade transformers if the architecture is newer than it."
         ) from err
 
 
