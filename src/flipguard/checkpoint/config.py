@@ -6,8 +6,10 @@ layers never finish building. So every field transformers sizes modules with is 
 first, by name, wherever it sits (sub-configs such as ``text_config`` use the same names):
 
 - sizes (``vocab_size``, ``hidden_size``, ``n_embd``, ``intermediate_size``, ``head_dim``, ...):
-  whole numbers from 1 to ``MAX_SIZE``; counts (layers, heads, experts) from 1 to ``MAX_COUNT``;
-- floats anywhere finite; epsilons, dropouts, ``initializer_range``, ``rope_theta`` numbers in range;
+  whole numbers from 1 to ``MAX_SIZE`` (or a list of them, one per layer); counts (layers, heads,
+  experts) from 1 to ``MAX_COUNT``; null is left to transformers, whose config validators refuse it
+  where a value is needed (that refusal is one sentence too, see ``targets.build_skeleton``);
+- floats anywhere finite; epsilons, dropouts, ``initializer_range`` and ``rope_theta`` in range;
 - ``dtype`` / ``torch_dtype`` a torch dtype name (transformers calls ``getattr(torch, name)``);
 - token ids whole numbers (or lists of them, or null).
 
@@ -47,26 +49,17 @@ COUNTS = {
     "n_heads", "num_key_value_heads", "num_kv_heads", "multi_query_group_num", "num_experts",
     "num_local_experts", "n_routed_experts", "num_experts_per_tok", "n_shared_experts", "num_shared_experts",
 }
-# May be null (transformers then derives them: n_inner = 4 * n_embd, head_dim = hidden / heads, ...).
-NULLABLE = {
-    "n_inner", "head_dim", "num_key_value_heads", "num_kv_heads", "rotary_dim", "kv_channels", "ffn_dim",
-    "moe_intermediate_size", "shared_expert_intermediate_size", "word_embed_proj_dim", "embedding_size",
-    "num_experts", "num_local_experts", "n_routed_experts", "num_experts_per_tok", "n_shared_experts",
-    "num_shared_experts", "multi_query_group_num", "n_ctx", "seq_length", "rotary_emb_base_dim",
-    "attention_head_size", "num_codebooks",
-}
-# Dense configs of mixture-of-experts families say 0 experts.
-MAY_BE_ZERO = {"rotary_dim", "num_experts", "num_local_experts", "n_routed_experts", "num_experts_per_tok",
+# 0 means "none" or "derive it": dense configs of mixture-of-experts families, glm's head_dim.
+MAY_BE_ZERO = {"rotary_dim", "head_dim", "num_experts", "num_local_experts", "n_routed_experts", "num_experts_per_tok",
                "n_shared_experts", "num_shared_experts"}
 TOKEN_IDS = {"pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id"}
 DTYPE_FIELDS = {"dtype", "torch_dtype"}
-# float fields by name pattern: (what a valid value is, the test)
+# float fields by name pattern: (what a valid value is, the test); only numbers are tested here
 FLOAT_RANGES = (
-    (re.compile(r"(^|_)(eps|epsilon)$|norm_eps"), "which must be a number of at least 0", lambda v: v >= 0),
-    (re.compile(r"dropout|pdrop"), "which must be a number from 0 to 1", lambda v: 0 <= v <= 1),
-    (re.compile(r"^initializer_range$"), "which must be a number of at least 0", lambda v: v >= 0),
-    (re.compile(r"^(rope_theta|rotary_emb_base|rope_base)$"), "which must be a number above 0", lambda v: v > 0),
-    (re.compile(r"^partial_rotary_factor$"), "which must be a number above 0, at most 1", lambda v: 0 < v <= 1),
+    (re.compile(r"(^|_)(eps|epsilon)$|norm_eps"), "which must be at least 0", lambda v: v >= 0),
+    (re.compile(r"dropout$|pdrop$"), "which must be from 0 to 1", lambda v: 0 <= v <= 1),
+    (re.compile(r"^initializer_range$"), "which must be at least 0", lambda v: v >= 0),
+    (re.compile(r"^(rope_theta|rotary_emb_base|rope_base)$"), "which must be above 0", lambda v: v > 0),
 )
 MODEL_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")  # "llama", "gpt_bigcode", "xlm-roberta"
 
@@ -145,7 +138,10 @@ def _problem(key: str, value) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return "which is not a finite number"
     if key in SIZES or key in COUNTS:
-        return _whole_number_problem(key, value, MAX_SIZE if key in SIZES else MAX_COUNT)
+        limit = MAX_SIZE if key in SIZES else MAX_COUNT
+        if isinstance(value, list) and value:  # one per layer (gemma3n's intermediate_size, OpenELM's heads)
+            return next(filter(None, (_whole_number_problem(key, item, limit) for item in value)), None)
+        return _whole_number_problem(key, value, limit)
     if key in DTYPE_FIELDS:
         if value is None or (isinstance(value, str) and _is_dtype_name(value)):
             return None
@@ -155,9 +151,9 @@ def _problem(key: str, value) -> str | None:
         if all(i is None or type(i) is int for i in ids):
             return None
         return "which is not a token id (a whole number, a list of them, or null)"
-    for pattern, valid, test in FLOAT_RANGES:
-        if pattern.search(key) and not (value is None and "drop" in key):  # classifier_dropout: null
-            if type(value) not in (int, float) or not test(value):
+    if type(value) in (int, float):  # other types: transformers' own validators accept or refuse them
+        for pattern, valid, test in FLOAT_RANGES:
+            if pattern.search(key) and not test(value):
                 return valid
     return None
 
@@ -170,8 +166,12 @@ def _is_dtype_name(name: str) -> bool:
 
 
 def _whole_number_problem(key: str, value, limit: int) -> str | None:
-    if value is None:
-        return None if key in NULLABLE else "but it must be a whole number"
+    """None, and objects, are transformers' to judge (it derives n_inner from null, and its
+    validators refuse a null vocab_size); a number must be whole and in range."""
+    if value is None or isinstance(value, dict):
+        return None
+    if type(value) is float and value.is_integer():  # 1200.0: what some config classes write
+        value = int(value)
     if type(value) is not int:
         return "which is not a whole number"
     if key in MAY_BE_ZERO and value == 0:
