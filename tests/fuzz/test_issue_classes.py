@@ -105,6 +105,13 @@ def test_gpt2_width_or_heads_of_zero(capsys, copy, tmp_path, field):
     refused(capsys, path, tmp_path, "config.json", f"{field} = 0")
 
 
+def test_llama_head_dim_of_zero(capsys, copy, tmp_path):
+    """0 means "derive it" in some configs (glm), so only llama's rotary table finds it a divisor."""
+    path = copy()
+    edit_config(path, head_dim=0)
+    refused(capsys, path, tmp_path, "config.json", "model_type 'llama'")
+
+
 def test_initializer_range_nan(capsys, copy, tmp_path):
     path = copy()
     text = (path / "config.json").read_text()

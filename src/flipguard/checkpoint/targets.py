@@ -152,9 +152,11 @@ def build_skeleton(checkpoint: Checkpoint) -> nn.Module:
             f"transformers refuses {checkpoint.path}/config.json ({first_sentence(err)}); "
             "restore the model's original config.json."
         ) from err
-    except (ValueError, KeyError, TypeError, OSError, AssertionError) as err:
-        # AssertionError: torch and transformers check some values with assert, e.g. nn.Embedding's
-        # padding_idx (a pad_token_id outside the vocabulary, for the families that pass it)
+    except (ValueError, KeyError, TypeError, OSError, AssertionError, ZeroDivisionError) as err:
+        # what the config checks leave to the architecture: torch and transformers check some values
+        # with assert (nn.Embedding's padding_idx: a pad_token_id outside the vocabulary, for the
+        # families that pass it), and divide by others (a head_dim of 0 means "derive it" in glm
+        # configs, but is a divisor in llama's rotary table)
         model_type = checkpoint.config.get("model_type")
         raise FlipGuardError(
             f"transformers cannot build a causal LM of model_type {model_type!r} from "
