@@ -69,7 +69,8 @@ def main() -> int:
     for seed in args.seeds:
         mutants = [m for m in all_mutants(seed) if m.kind.startswith(args.only)]
         for i, mutant in enumerate(mutants):
-            outcome = harness.run_mutant(seed * 100_000 + i, mutant, bases, codes, work / "runs", args.timeout, commands)
+            slot = seed * 100_000 + i
+            outcome = harness.run_mutant(slot, mutant, bases, codes, work / "runs", args.timeout, commands)
             outcomes.append(outcome)
             for failure in outcome.failures:
                 print(f"FAIL seed {seed} | {mutant.kind} | {mutant.label} | {failure}"[:500], flush=True)
@@ -85,7 +86,7 @@ def main() -> int:
             "seeds": args.seeds,
             "mutants": len(outcomes),
             "by_class": dict(Counter(o.mutant.kind for o in outcomes)),
-            "exit_codes": dict(Counter(f"{o.mutant.kind} {run.command} {run.code}" for o in outcomes for run in o.runs)),
+            "exit_codes": dict(Counter(f"{o.mutant.kind} {r.command} {r.code}" for o in outcomes for r in o.runs)),
             "failure_kinds": dict(kinds),
             "failures": [f"{o.mutant.kind} | {o.mutant.label} | {f}" for o in outcomes for f in o.failures],
         }, indent=2))

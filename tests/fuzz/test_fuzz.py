@@ -40,7 +40,8 @@ def bases(fuzz_root):
         code, _, err, failure, _ = harness.call_main(["scan", "-q", str(path)], 900)
         assert failure is None and code in (0, 1), (name, failure, err)
         codes[name] = code
-        code, _, err, failure, _ = harness.call_main(["defend", "-q", str(path), "-o", str(fuzz_root / f"warm-{name}")], 900)
+        warm = ["defend", "-q", str(path), "-o", str(fuzz_root / f"warm-{name}")]
+        code, _, err, failure, _ = harness.call_main(warm, 900)
         assert failure is None and code == 0, (name, failure, err)
     assert codes == {"llama": 0, "gpt2": 0, "attacked": 1}
     return made, codes

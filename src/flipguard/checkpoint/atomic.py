@@ -39,7 +39,9 @@ def check_output_dir(output: Path, source: Path, force: bool) -> Path:
         )
     kind = file_kind(output)
     if kind not in ("file", "folder", "missing", "dangling symlink"):  # never rename a device away
-        raise FlipGuardError(f"Output {output} is {described(kind)}, which FlipGuard never replaces; choose another path.")
+        raise FlipGuardError(
+            f"Output {output} is {described(kind)}, which FlipGuard never replaces; choose another path."
+        )
     if (output.exists() or output.is_symlink()) and not force:
         raise FlipGuardError(
             f"Output {output} already exists; choose a new path or pass --force (force=True) to replace it."

@@ -125,7 +125,9 @@ def open_checkpoint(path: str | PathLike) -> Checkpoint:
 def _checked_directory(path: Path) -> Path:
     kind = file_kind(path)
     if kind not in ("file", "folder", "missing", "dangling symlink"):
-        raise FlipGuardError(f"{path} is {described(kind)}, not a directory; pass the directory of a Hugging Face model.")
+        raise FlipGuardError(
+            f"{path} is {described(kind)}, not a directory; pass the directory of a Hugging Face model."
+        )
     if not path.exists():
         raise FlipGuardError(f"{path} does not exist; pass the directory of a Hugging Face model.")
     if not path.is_dir():
