@@ -146,11 +146,25 @@ def judge_output(command: str, code: int | None, stderr: str, expect: str, base_
 # ----------------------------------------------------------------------------- the output of defend
 
 
+def walk(directory: Path):
+    """``os.walk`` without recursion (a mutant's folder tree may be deeper than the stack) and
+    without following folder links: (folder, subfolder names, other names), top down."""
+    pending = [Path(directory)]
+    while pending:
+        root = pending.pop()
+        dirs, files = [], []
+        with os.scandir(root) as entries:
+            for entry in entries:
+                (dirs if entry.is_dir(follow_symlinks=False) else files).append(entry.name)
+        yield root, sorted(dirs), sorted(files)
+        pending.extend(root / name for name in reversed(sorted(dirs)))
+
+
 def companion_entries(directory: Path) -> dict[str, str]:
     """Relative path -> kind ("file", "dir" or another type) of everything that is not a weight file,
     links followed for files only."""
     found = {}
-    for root, dirs, files in os.walk(directory, followlinks=False):
+    for root, dirs, files in walk(directory):
         for name in dirs + files:
             path = Path(root) / name
             relative = path.relative_to(directory).as_posix()
@@ -241,12 +255,15 @@ def run_mutant(index: int, mutant: Mutant, bases: dict[str, Path], base_codes: d
 
 def remove_tree(slot: Path) -> None:
     """Remove a work folder, FIFOs, sockets and symlink loops included."""
-    for root, dirs, files in os.walk(slot):  # make folders writable first
-        for name in dirs:
-            path = Path(root) / name
-            if not path.is_symlink():
-                os.chmod(path, 0o755)
-    shutil.rmtree(slot, ignore_errors=True)
+    folders = [root for root, _, _ in walk(slot)] if slot.is_dir() and not slot.is_symlink() else []
+    for root in reversed(folders):  # deepest first, without recursion (rmtree recurses per level)
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.path)
+        os.rmdir(root)
+    if slot.is_symlink() or slot.exists():
+        os.unlink(slot)
 
 
 # ----------------------------------------------------------------------------- the tally

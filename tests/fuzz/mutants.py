@@ -789,6 +789,14 @@ def special_mutants(rng: random.Random) -> list[Mutant]:
 
         return apply
 
+    def deep_tree(directory: Path) -> None:  # deeper than Python's recursion limit: walk without recursion
+        folder = directory
+        for _ in range(1100):
+            folder = folder / "d"
+            folder.mkdir()
+        (folder / "leaf.txt").write_text("leaf\n")
+
+    out.append(Mutant("special.files", "a folder tree 1100 deep", "llama", deep_tree, "valid"))
     out += [Mutant("special.files", f"the checkpoint path: {label}", "llama", checkpoint_is(make), "error")
             for make, label in [(fifo, "a FIFO"), (link_to("/dev/zero"), "a symlink to /dev/zero"),
                                 (self_loop, "a symlink to itself"), (dangling, "a dangling symlink")]]

@@ -18,7 +18,7 @@ MAX_NAME_CHARS = 255  # NAME_MAX on Linux: longer file names cannot exist
 MAX_PATH_CHARS = 1024  # a relative name in an index longer than this is no real shard name
 
 
-def file_kind(path: Path) -> str:
+def file_kind(path: Path | str) -> str:
     """``"file"``, ``"folder"``, ``"missing"``, ``"dangling symlink"``, ``"symlink loop"``,
     ``"FIFO"``, ``"socket"``, ``"character device"``, ``"block device"``, ``"name too long"`` or
     ``"unreadable entry"``; symlinks are followed (the kind of what they point at)."""

@@ -164,17 +164,21 @@ def matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
 
 
-def companion_files(directory: Path) -> list[Path]:
+Entries = list[tuple[Path, str]]  # (relative path, file kind), as :func:`entries` lists them
+
+
+def companion_files(directory: Path, found: Entries | None = None) -> list[Path]:
     """Files (relative paths) a writer copies unchanged: everything that is not a weight file.
 
     Walks subdirectories too (e.g. ``original/params.json``), skipping ``.git`` and ``.cache``;
     follows symlinks to files (a hub cache snapshot links into ``blobs/``). Raises FlipGuardError
     for a companion that cannot be copied -- a FIFO, socket or device, a dangling symlink or a
     symlink loop, a symlink to a folder -- rather than leave it out of the output unsaid.
+    ``found``: the directory's :func:`entries`, when the caller has them already.
     """
     weights = PICKLE_PATTERNS + OTHER_WEIGHT_PATTERNS
     files = []
-    for relative, kind in _entries(directory):
+    for relative, kind in entries(directory) if found is None else found:
         if kind == "folder" or matches(relative.name, weights):
             continue
         if kind != "file":
@@ -183,51 +187,56 @@ def companion_files(directory: Path) -> list[Path]:
     return files
 
 
-def companion_folders(directory: Path) -> list[Path]:
+def companion_folders(directory: Path, found: Entries | None = None) -> list[Path]:
     """Every folder under ``directory`` (relative, parents first), so that a writer can keep
     empty ones too; ``.git`` and ``.cache`` are left out."""
-    return [relative for relative, kind in _entries(directory) if kind == "folder"]
+    return [relative for relative, kind in (entries(directory) if found is None else found) if kind == "folder"]
 
 
-def skipped_weight_files(directory: Path, layout: WeightLayout) -> list[Path]:
+def skipped_weight_files(directory: Path, layout: WeightLayout, found: Entries | None = None) -> list[Path]:
     """Weight files (relative paths) outside ``layout``: never read, and left out of an output."""
     used = set(layout.shards) | ({INDEX_FILE} if layout.is_sharded else set())
     weights = PICKLE_PATTERNS + OTHER_WEIGHT_PATTERNS
     return [
         relative
-        for relative, kind in _entries(directory)
+        for relative, kind in (entries(directory) if found is None else found)
         if kind != "folder" and matches(relative.name, weights) and relative.as_posix() not in used
     ]
 
 
-def _entries(directory: Path) -> list[tuple[Path, str]]:
+def entries(directory: Path) -> Entries:
     """Every entry under ``directory`` with its :func:`~flipguard.checkpoint.files.file_kind`,
-    relative, in sorted order, each folder followed by its content. Folders are walked (without
-    recursion: a deep tree cannot exhaust the stack); a symlink to a folder is not followed (it
-    could loop, or lead anywhere) and has the kind ``"folder symlink"``."""
-    found: list[tuple[Path, str]] = []
-    pending = [Path()]
+    relative, sorted, each folder before its content; ``.git`` and ``.cache`` are left out.
+    Folders are walked without recursion (a deep tree cannot exhaust the stack) on plain strings
+    (a ``Path`` joins in time proportional to its depth); a symlink to a folder is not followed
+    (it could loop, or lead anywhere) and has the kind ``"folder symlink"``."""
+    root = str(directory)
+    found: list[tuple[str, str]] = []
+    pending = [""]
     while pending:
-        relative_folder = pending.pop()
+        folder = pending.pop()
+        where = os.path.join(root, folder) if folder else root
         try:
-            names = sorted(os.listdir(directory / relative_folder))
+            names = sorted(os.listdir(where))
         except OSError as err:
             raise FlipGuardError(
-                f"{directory / relative_folder} cannot be listed ({err.strerror}); make it readable or remove it."
+                f"{short(where)} cannot be listed ({err.strerror}); make it readable or remove it."
             ) from err
         below = []
         for name in names:
             if name in IGNORED_DIRS:
                 continue
-            relative = relative_folder / name
-            kind = file_kind(directory / relative)
-            if kind == "folder" and os.path.islink(directory / relative):
+            relative = f"{folder}/{name}" if folder else name
+            full = os.path.join(where, name)
+            kind = file_kind(full)
+            if kind == "folder" and os.path.islink(full):
                 kind = "folder symlink"
             found.append((relative, kind))
             if kind == "folder":
                 below.append(relative)
         pending.extend(reversed(below))
-    return sorted(found, key=lambda entry: entry[0].parts)
+    found.sort(key=lambda entry: entry[0].split("/"))
+    return [(Path(relative), kind) for relative, kind in found]
 
 
 def _cannot_copy(path: Path, kind: str) -> str:

@@ -34,6 +34,7 @@ from .layout import (
     PICKLE_PATTERNS,
     companion_files,
     companion_folders,
+    entries,
     matches,
     skipped_weight_files,
 )
@@ -59,8 +60,9 @@ class CheckpointWriter:
         self.like = like
         self.force = force
         self.path = check_output_dir(Path(output_dir), like.path, force)  # final output, absolute
-        self.skipped_files = skipped_weight_files(like.path, like.layout)  # weights not copied
-        companion_files(like.path)  # refuse a companion that cannot be copied before anything is written
+        self._entries = entries(like.path)  # every file and folder of the input, walked once
+        self.skipped_files = skipped_weight_files(like.path, like.layout, self._entries)  # weights not copied
+        companion_files(like.path, self._entries)  # refuse what cannot be copied before anything is written
         self._temp: Path | None = None
         self._written: set[str] = set()
         self._unsynced: dict[str, int] = {}  # shard -> bytes written since its last fdatasync
@@ -148,11 +150,11 @@ class CheckpointWriter:
     def _copy_companions(self) -> None:
         """Every folder (empty ones too) and companion file of the input; a companion that cannot
         be copied is an error (see :func:`~flipguard.checkpoint.layout.companion_files`)."""
-        files = companion_files(self.like.path)
+        files = companion_files(self.like.path, self._entries)
         if self.like.layout.is_sharded:
             files.append(Path(INDEX_FILE))  # same shards, dtypes, shapes: the index is unchanged
-        for relative in companion_folders(self.like.path):
-            (self._temp / relative).mkdir(parents=True, exist_ok=True)
+        for relative in companion_folders(self.like.path, self._entries):  # parents first: one level each (pathlib's
+            (self._temp / relative).mkdir(exist_ok=True)  # parents=True recurses once per missing level)
         for relative in files:
             target = self._temp / relative
             target.parent.mkdir(parents=True, exist_ok=True)
