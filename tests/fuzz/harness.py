@@ -220,6 +220,14 @@ def run_mutant(index: int, mutant: Mutant, bases: dict[str, Path], base_codes: d
     """Copy base ``mutant.base`` to ``work/<index>/ckpt``, mutate it, run each command, judge."""
     _install_hook()
     slot = work / f"{index:05d}"
+    try:
+        return Outcome(mutant, _run_in(slot, mutant, bases, base_codes, timeout, commands))
+    finally:
+        remove_tree(slot)
+
+
+def _run_in(slot: Path, mutant: Mutant, bases: dict[str, Path], base_codes: dict[str, int], timeout: float,
+            commands: tuple[str, ...]) -> list[Run]:
     ckpt, out = slot / "ckpt", slot / "out"
     shutil.copytree(bases[mutant.base], ckpt, symlinks=True)
     sentinel = slot / SENTINEL
@@ -241,20 +249,18 @@ def run_mutant(index: int, mutant: Mutant, bases: dict[str, Path], base_codes: d
             run.failures.append(failure)
         else:
             run.failures += judge_output(command, code, stderr, mutant.expected(command), base_codes[mutant.base])
-        outside = seen
-        if outside:
-            run.failures.append(f"opened outside the folder: {outside[:2]}")
+        if seen:
+            run.failures.append(f"opened outside the folder: {seen[:2]}")
         if os.stat(sentinel).st_atime_ns != before:
             run.failures.append("the sentinel outside the folder was read")
         if command == "defend" and not failure:
             run.failures += judge_defended(ckpt, out, code)
         runs.append(run)
-    remove_tree(slot)
-    return Outcome(mutant, runs)
+    return runs
 
 
 def remove_tree(slot: Path) -> None:
-    """Remove a work folder, FIFOs, sockets and symlink loops included."""
+    """Remove a work folder, FIFOs, sockets, symlink loops and trees deeper than the stack included."""
     folders = [root for root, _, _ in walk(slot)] if slot.is_dir() and not slot.is_symlink() else []
     for root in reversed(folders):  # deepest first, without recursion (rmtree recurses per level)
         with os.scandir(root) as entries:
