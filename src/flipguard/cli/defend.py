@@ -41,7 +41,8 @@ policies and their parameters (defaults in flipguard.defend.policies.DEFAULTS):
   random     --of adaptive --seed 0     control: same count, random weights
   gaussian   --sigma 0.03 --relative-to std|cell --seed 0   noise baseline
 
-exit codes: 0 done, 2 error (bad option, unreadable input, output inside the input)
+exit codes: 0 done, 2 error (bad option, unreadable or malformed input, NaN/Inf weights without
+            --nonfinite keep, a companion file that cannot be copied, output inside the input)
 """
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -81,6 +82,9 @@ def register(subparsers) -> None:
                    help="dtype the model is loaded in before quantizing (default: each tensor's stored dtype)")
     p.add_argument("--report", metavar="FILE",
                    help="also write the JSON report here (-: on stdout, in place of the summary)")
+    p.add_argument("--nonfinite", choices=["refuse", "keep"], default="refuse",
+                   help="a quantizable tensor holding NaN/Inf: refuse (default: error, nothing written) or "
+                   "keep it unchanged and undefended (noted in the report)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary on stdout")
     p.set_defaults(func=run)
@@ -104,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         load_dtype=DTYPES.get(args.load_dtype) if args.load_dtype else None,
         force=args.force,
         progress=not args.quiet and interactive(),
+        nonfinite=args.nonfinite,
     )
     if args.report:
         emit(report.to_json(), None if args.report == "-" else args.report)

@@ -79,8 +79,11 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet and console.interactive(),
     )
     emit(report.render(args.format), args.output)
-    for error in report.errors:
-        console.say(f"flipguard scan: error: {error}")
+    if report.errors:  # NaN/Inf weights: the report lists them; stderr says why the exit is 2
+        broken = sorted({e.name for e in report.evidence if e.status == "nonfinite"})
+        console.say(f"flipguard scan: error: {len(broken)} tensor(s) hold NaN/Inf weights (first {broken[0]!r}), "
+                    "which no quantizer can round, so they were not scanned (the report lists them); repair or "
+                    "download the checkpoint again.")
     if args.plot:
         for path in plot_histograms(report, args.plot):
             console.say(f"flipguard scan: wrote {path}")

@@ -38,6 +38,16 @@ def check_schemes(schemes: list[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+NONFINITE = ("refuse", "keep")  # what defend_checkpoint does with a weight tensor holding NaN/Inf
+
+
+def check_nonfinite(nonfinite: str) -> str:
+    """One of ``NONFINITE``; UsageError otherwise."""
+    if nonfinite not in NONFINITE:
+        raise UsageError(f"unknown NaN/Inf policy {nonfinite!r}; choose from {', '.join(NONFINITE)}.")
+    return nonfinite
+
+
 def check_depth(depth: float | None) -> float | None:
     """None (each scheme's default) or a depth in (0, 0.5) cell widths; UsageError otherwise."""
     if depth is None:
@@ -96,6 +106,7 @@ def defend_checkpoint(
     load_dtype: torch.dtype | None = None,
     force: bool = False,
     progress: bool = False,
+    nonfinite: str = "refuse",
 ) -> DefenseReport:
     """Write ``out``: the checkpoint at ``path`` with every quantizable weight defended.
 
@@ -107,10 +118,15 @@ def defend_checkpoint(
     files are copied unchanged; ``REPORT_FILE`` is added. Raises FlipGuardError (nothing written)
     for bad options, an unreadable checkpoint, or an output inside the input or already there
     without ``force``. ``progress``: a progress bar (weights defended) on stderr.
+
+    ``nonfinite``: what to do with a quantizable tensor holding NaN or Inf, which no quantizer
+    can round and no defense can move: ``"refuse"`` (default) raises FlipGuardError naming it,
+    and nothing is written; ``"keep"`` copies it unchanged, undefended, with a note in the report.
     """
     start = time.perf_counter()
     names = check_schemes(schemes)
     depth = check_depth(depth)
+    nonfinite = check_nonfinite(nonfinite)
     if isinstance(policy, str):
         policy = make_policy(policy, **(params or {}))
     objects = [get_scheme(s, load_dtype) for s in names]
@@ -145,6 +161,8 @@ def defend_checkpoint(
                 done = defend_tensor(name, tensor, objects, policy, targets[name].transposed, depth)
                 report.tensors.append(done)
                 if done.status == "nonfinite":
+                    if nonfinite == "refuse":
+                        raise FlipGuardError(_nonfinite_refusal(checkpoint, name, tensor))
                     report.notes.append(f"{name}: NaN/Inf weights; left unchanged.")
                 bar.update(tensor.numel())
                 stream.write(name, tensor)
@@ -152,6 +170,15 @@ def defend_checkpoint(
         writer.write_file(REPORT_FILE, report.to_json())
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _nonfinite_refusal(checkpoint, name: str, tensor: torch.Tensor) -> str:
+    bad = int((~torch.isfinite(tensor)).sum())
+    return (
+        f"Tensor {name!r} in {checkpoint.path / checkpoint.tensors[name].shard} has {bad:,} NaN/Inf weight(s), "
+        "which no quantizer can round and no defense can move, so nothing was written; repair the checkpoint, "
+        "or pass --nonfinite keep (nonfinite=\"keep\") to copy such tensors unchanged and undefended."
+    )
 
 
 def _std(w: torch.Tensor) -> float:
