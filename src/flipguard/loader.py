@@ -6,10 +6,11 @@
     model.flipguard_scan.verdict.status      # what the scan saw in the full-precision weights
     model.flipguard_defense.to_console()     # what the defense did
 
-The full-precision checkpoint is scanned for the scheme the config asks for, then loaded with
-transformers as usual; each weight bitsandbytes quantizes is defended (:func:`flipguard.defend.
-defend_tensor`, the same code ``flipguard defend`` runs) the moment before it is quantized, so no
-defended copy is ever written to disk and memory stays that of a plain load plus one tensor. The
+The checkpoint is loaded with transformers as usual; each weight bitsandbytes quantizes is
+scanned and defended (:func:`flipguard.defend.defend_tensor`, the same code ``flipguard defend``
+runs) the moment before it is quantized, so no defended copy is ever written to disk, the weights
+are read once, and memory stays that of a plain load plus one tensor. The scan report is made from
+that same evidence, measured on the full-precision weights before they were defended. The
 quantized codes equal those of ``flipguard defend`` followed by a plain load with the same config.
 
 How: transformers 5 quantizes each weight through the quantizer's ``get_quantize_ops()`` op; for
@@ -65,7 +66,7 @@ def from_pretrained(path_or_repo_id, quantization_config, *, policy: str = "adap
     from flipguard.defend.policies import make_policy
     from flipguard.defend.report import DefenseReport
     from flipguard.hub import resolve_checkpoint
-    from flipguard.scan import scan_checkpoint
+    from flipguard.scan.record import check_record, read_record
     from flipguard.schemes import get_scheme
 
     start = time.perf_counter()
@@ -77,7 +78,6 @@ def from_pretrained(path_or_repo_id, quantization_config, *, policy: str = "adap
     get = quantization_config.get if isinstance(quantization_config, dict) else \
         lambda key, default=None: getattr(quantization_config, key, default)
     skip = get("llm_int8_skip_modules", None)
-    scan = scan_checkpoint(path, schemes=[scheme], skip_modules=skip, load_dtype=load_dtype, progress=False)
     checkpoint = open_checkpoint(path)
     targets = {f"{t.module_name}.weight": t for t in quantizable_tensors(checkpoint, skip)}
     report = DefenseReport(input=str(checkpoint.path), output="(in memory: flipguard.from_pretrained)",
@@ -93,6 +93,11 @@ def from_pretrained(path_or_repo_id, quantization_config, *, policy: str = "adap
     missing = sorted(set(targets) - defend.done)
     if missing:  # transformers quantized fewer weights than FlipGuard lists: a bug, not a user error
         raise RuntimeError(f"{len(missing)} quantizable weights were not defended on load, e.g. {missing[0]}")
+    record, problem = read_record(checkpoint.path)
+    scan = _scan_report(checkpoint, report, scheme, skip, load_dtype, start)
+    if record is not None or problem is not None:
+        scan.defense = check_record(record, problem, scan.evidence,
+                                    {t.tensor_name: tuple(t.shape) for t in targets.values()})
     report.seconds = time.perf_counter() - start
     model.flipguard_scan, model.flipguard_defense = scan, report
     return model
@@ -112,10 +117,28 @@ class _Defender:
         if target is None:
             return value
         defended = value.detach().clone()  # never write into a tensor the loader may share with the file
-        result = defend_tensor(target.tensor_name, defended, self.schemes, self.policy, target.transposed, self.depth)
+        result = defend_tensor(target.tensor_name, defended, self.schemes, self.policy, target.transposed, self.depth,
+                               with_evidence=True)
         self.report.tensors.append(result)
         self.done.add(param_name)
         return defended
+
+
+def _scan_report(checkpoint, report, scheme: str, skip, load_dtype, start: float):
+    """The :class:`flipguard.scan.ScanReport` of the evidence measured while loading, in the
+    checkpoint's tensor order (what ``flipguard.scan`` of the checkpoint would have found)."""
+    from flipguard.scan.report import ScanReport
+    from flipguard.scan.verdict import ALPHA, decide
+
+    order = {name: i for i, name in enumerate(checkpoint.tensors)}
+    tensors = sorted(report.tensors, key=lambda t: order.get(t.name, len(order)))
+    evidence = [t.evidence[scheme] for t in tensors if scheme in t.evidence]
+    return ScanReport(
+        path=str(checkpoint.path), schemes=[scheme], verdict=decide(evidence, [scheme], ALPHA), evidence=evidence,
+        seconds=time.perf_counter() - start, weights_scanned=sum(torch.Size(t.shape).numel() for t in tensors),
+        parameters={"schemes": [scheme], "alpha": ALPHA, "skip_modules": skip,
+                    "load_dtype": str(load_dtype).removeprefix("torch.") if load_dtype else None},
+    )
 
 
 @contextlib.contextmanager

@@ -37,6 +37,10 @@ def test_codes_equal_defend_then_plain_load(scheme, model, tmp_path):
 
     defended = flipguard.from_pretrained(f"{DEMO}/{model}", quantization_config=config_for(scheme))
     assert defended.flipguard_scan.parameters["schemes"] == [scheme]
+    # the scan made while loading is the scan of the checkpoint
+    separate = flipguard.scan(f"{DEMO}/{model}", schemes=[scheme], progress=False)
+    assert defended.flipguard_scan.to_dict()["findings"] == separate.to_dict()["findings"]
+    assert defended.flipguard_scan.verdict.status == separate.verdict.status
     flips = defended.flipguard_defense.totals()[scheme].flipped
     assert flips > 0  # the attacked demo model is defended, not just loaded
     flipguard.defend(f"{DEMO}/{model}", tmp_path / "out", schemes=[scheme], progress=False)

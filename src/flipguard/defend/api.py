@@ -65,20 +65,23 @@ def defend_tensor(
     transposed: bool = False,
     depth: float | None = None,
     max_elements: int = CHUNK_ELEMENTS,
+    with_evidence: bool = False,
 ) -> TensorDefense:
     """Defend one stored weight ``w`` in place (float dtype, 2-D as stored) and say what was done.
 
     ``transposed``: GPT-2 ``Conv1D`` weight, quantized as its transpose. NaN/Inf tensors are left
-    unchanged (status "nonfinite").
+    unchanged (status "nonfinite"). ``with_evidence``: measure the scan's evidence of ``w`` (before
+    defending) even where the policy does not need it; it is kept in the result's ``evidence``.
     """
     result = TensorDefense(name, tuple(w.shape), dtype_name(w.dtype), transposed, "defended")
     wq = w.t() if transposed else w  # a view: defended in place
     evidence = {s.name: None for s in schemes}
-    if policy.needs_evidence:
+    if policy.needs_evidence or with_evidence:
         from flipguard.scan.detector import inspect_schemes
 
         # the first scheme's scan checks for NaN/Inf (inside its kernel where it reads raw bits)
         evidence = {e.scheme: e for e in inspect_schemes(name, wq, schemes)}
+        result.evidence = evidence
         finite = evidence[schemes[0].name].status != "nonfinite"
     else:
         finite = all_finite(w)

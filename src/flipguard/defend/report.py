@@ -21,6 +21,8 @@ class TensorDefense:
 
     ``status``: "defended", or "nonfinite" (NaN/Inf weights: left unchanged). ``plans``: per
     scheme, what the policy decided (e.g. adaptive's ``tau`` and the evidence behind it).
+    ``evidence``: per scheme, the scan's :class:`flipguard.scan.TensorEvidence` of the weight before
+    it was defended, where it was measured (never saved in the JSON record).
     """
 
     name: str
@@ -30,6 +32,7 @@ class TensorDefense:
     status: str
     plans: dict[str, dict] = field(default_factory=dict)
     schemes: dict[str, SchemeStats] = field(default_factory=dict)
+    evidence: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
