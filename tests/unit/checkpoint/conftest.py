@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flipguard.testing import make_tiny_checkpoint
+from tests.support.checkpoints import make_tiny_checkpoint
 
 EXTRA_FILES = {
     "README.md": "# tiny test model\n",

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from flipguard.defend.fast import chunk_cells, group_max, group_of, normalize_at, position
-from flipguard.scan.synthetic import repaired
+from tests.support.synthetic import repaired
 from flipguard.schemes import get_scheme, scheme_names
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

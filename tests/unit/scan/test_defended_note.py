@@ -4,9 +4,9 @@ import shutil
 
 import torch
 
-from flipguard.scan.fixtures import attack_checkpoint
+from tests.support.fixtures import attack_checkpoint
 from flipguard.scan.runner import DEFENDED_NOTE, DEFENSE_REPORT, scan_checkpoint
-from flipguard.testing import make_tiny_checkpoint
+from tests.support.checkpoints import make_tiny_checkpoint
 
 
 def test_note_only_for_a_flagged_checkpoint_with_a_defense_report(tmp_path):

@@ -5,7 +5,7 @@ import torch
 
 from flipguard.scan.fast import fast_histograms
 from flipguard.scan.stats import histograms
-from flipguard.scan.synthetic import repaired
+from tests.support.synthetic import repaired
 from flipguard.schemes import get_scheme, scheme_names
 
 
