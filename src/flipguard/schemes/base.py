@@ -121,6 +121,12 @@ class Scheme(ABC):
         """Level index (int64) of normalized values ``x``."""
         return torch.bucketize(x, self.walls, right=False)
 
+    def code_rank(self, x: torch.Tensor) -> torch.Tensor:
+        """Index (int64) of the code interval of normalized values ``x``, in the order of the
+        values: :meth:`level_of`, except where two codes share one level (FP4's +0 and -0), whose
+        intervals stay apart here. What :meth:`cell` keeps."""
+        return self.level_of(x)
+
     def row_multiple(self, columns: int) -> int:
         """Smallest number of rows that holds whole groups, for a weight of ``columns`` columns."""
         return 1
@@ -197,14 +203,17 @@ class Scheme(ABC):
     def cell(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-weight cell bounds ``(lo, hi)`` in ``w``'s dtype, exact on the dtype's grid.
 
-        Every value ``v`` of ``w``'s dtype with ``lo <= v <= hi`` quantizes to the same level as
-        ``w`` with the group scale unchanged; one ulp below ``lo`` or above ``hi`` changes the level
-        (or, at the outermost bounds, which are capped at the group's largest ``|w|``, the scale).
-        Pinned elements get ``lo = hi = w``. Cost: about 2 × (dtype bits) quantizer passes.
+        Every value ``v`` of ``w``'s dtype with ``lo <= v <= hi`` gets the same code as ``w`` with
+        the group scale unchanged; one ulp below ``lo`` or above ``hi`` changes the code (or, at the
+        outermost bounds, which are capped at the group's largest ``|w|``, the scale). Where two
+        codes share a level (FP4's +0 and -0) each keeps its own cell (:meth:`code_rank`), though
+        the wall between them changes no dequantized value (``geometry`` and ``wall_distance``
+        see one level there). Pinned elements get ``lo = hi = w``. Cost: about 2 × (dtype bits)
+        quantizer passes.
         """
         self.check(w)
         g = self.group(w)
-        level = self.level_of(g.x)
+        level = self.code_rank(g.x)
         lo = self._first_at_level(w, g, level)
         above = self._first_at_level(w, g, level + 1)
         hi = ulp.step(above, -1)
@@ -215,7 +224,7 @@ class Scheme(ABC):
         return lo, hi
 
     def _first_at_level(self, w: torch.Tensor, g: Grouped, target: torch.Tensor) -> torch.Tensor:
-        """Smallest value of ``w``'s dtype in ``[-group_max, group_max]`` whose level is ≥ ``target``.
+        """Smallest value of ``w``'s dtype in ``[-group_max, group_max]`` whose code rank is ≥ ``target``.
 
         Bisection over ordered integers; returns one ulp above ``group_max`` where none is.
         """
@@ -225,7 +234,7 @@ class Scheme(ABC):
             mid = torch.div(lo + hi, 2, rounding_mode="floor")
             mid_in = torch.minimum(mid, hi - 1)
             v = ulp.from_ordered(mid_in, w.dtype)
-            reached = self.level_of(self.normalize_like(self.read(v), g, w)) >= target
+            reached = self.code_rank(self.normalize_like(self.read(v), g, w)) >= target
             reached |= mid >= hi
             hi = torch.where(reached & (lo < hi), mid, hi)
             lo = torch.where(~reached & (lo < hi), mid + 1, lo)

@@ -10,9 +10,12 @@ Facts reproduced bit for bit (bitsandbytes 0.50.x on CPU, DESIGN.md §3):
 - code = number of sorted-table midpoints strictly below ``x`` (float32 midpoints; a value
   exactly on a midpoint takes the lower code), then FP4 maps that rank to its own numbering.
 
-FP4 has two codes of value 0 (ranks 7 and 8, split by a midpoint at exactly 0). They dequantize
-identically, so the cell geometry merges them into one level: ``codes`` keeps bitsandbytes'
-numbering, ``levels``/``cell``/``wall_distance`` see 15 distinct values.
+FP4 has two codes of value 0 (ranks 7 and 8, split by a midpoint at exactly 0): code 0 for
+``x <= 0`` (-0.0 included), code 8 for ``x > 0``. They dequantize identically, so the geometry
+merges them into one level (``levels``/``wall_distance``/``geometry`` see 15 distinct values and
+14 walls: the wall at 0 is no wall a flip crosses), while ``codes`` keeps bitsandbytes' numbering
+and ``cell`` keeps each code's own interval (``code_rank``): a weight with code 0 gets the values
+up to +0.0, one with code 8 those from the smallest value whose ``x`` is above 0.
 
 CUDA kernels differ at the last bit (four NF4 thresholds 1 ulp off these midpoints, FP4
 thresholds up to 14 ulp off, FP4 ties and the sign of zero, an approximate reciprocal). Exact
@@ -109,11 +112,14 @@ class FourBitScheme(Scheme):
             x[full:] = flat[full:] / absmax[nfull]
         return x.clamp_(-1.0, 1.0)
 
+    def code_rank(self, x: torch.Tensor) -> torch.Tensor:
+        """Number of sorted-table midpoints strictly below ``x`` (int64): bitsandbytes' rank,
+        which tells FP4's two zero codes apart (:meth:`Scheme.code_rank`)."""
+        return torch.bucketize(x, self._midpoints, right=False)
+
     def codes(self, w: torch.Tensor) -> torch.Tensor:
         """uint8 code 0..15 of every weight (shape of ``w``), before nibble packing."""
-        x = self.group(w).x
-        rank = torch.bucketize(x, self._midpoints, right=False)
-        return self._order[rank].to(torch.uint8)
+        return self._order[self.code_rank(self.group(w).x)].to(torch.uint8)
 
     def absmax(self, w: torch.Tensor) -> torch.Tensor:
         """Per-block absmax exactly as ``quantize_4bit`` returns it (float32, one per block)."""
