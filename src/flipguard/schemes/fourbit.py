@@ -30,13 +30,16 @@ subnormal (bfloat16 can hold one) is flushed to zero on the GPU.
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
 
-from flipguard.schemes.base import Grouped, Scheme
-
-BLOCK = 64
+from flipguard.schemes.base import ChunkCells, Grouped, Scheme, WallHistogram
+from flipguard.schemes.kernels import fourbit as kernels
+from flipguard.schemes.kernels.flip import BLOCKWISE, KernelRow
+from flipguard.schemes.kernels.floats import DTYPE_CODE
+from flipguard.schemes.kernels.fourbit import BLOCK, BLOCK_BITS
+from flipguard.schemes.kernels.histogram import fused_histograms
+from flipguard.schemes.kernels.reads import reads_stored, source
 
 NF4_TABLE = torch.tensor(
     [
@@ -70,8 +73,8 @@ class FourBitScheme(Scheme):
     def read(self, w: torch.Tensor) -> torch.Tensor:
         return w.to(self.load_dtype or w.dtype).float()
 
-    def row_multiple(self, columns: int) -> int:
-        return BLOCK // math.gcd(columns, BLOCK)
+    def group_size(self, columns: int) -> int:
+        return BLOCK  # blocks run over the flattened tensor, across rows
 
     def group(self, w: torch.Tensor) -> Grouped:
         self.check(w)
@@ -131,6 +134,70 @@ class FourBitScheme(Scheme):
         values = self.levels[self.level_of(g.x)].reshape(-1)
         n = values.numel()
         return (values * g.absmax.repeat_interleave(BLOCK)[:n]).view(w.shape)
+
+
+    # -- the fast interface, by the kernels of schemes.kernels.fourbit ----------------------
+    scales_are_maxima = True  # absmax = max |read| (the partial block's clamp: group_max recomputes it)
+
+    def group_index(self, idx: torch.Tensor, columns: int) -> torch.Tensor:
+        return idx >> BLOCK_BITS
+
+    def reads_stored(self, stored: torch.dtype) -> bool:
+        return reads_stored(self.load_dtype, self.extra_casts, stored)
+
+    def chunk_cells(self, w: torch.Tensor) -> ChunkCells:
+        self.check(w)
+        read = self.read(w).contiguous()
+        n = read.numel()
+        x, pinned = torch.empty(n, dtype=torch.float32), torch.empty(n, dtype=torch.bool)
+        level = torch.empty(n, dtype=torch.int64)
+        u, d = torch.empty(n, dtype=torch.float32), torch.empty(n, dtype=torch.float32)
+        absmax = torch.empty(-(-n // BLOCK), dtype=torch.float32)
+        kernels.cells(read.view(-1).numpy(), *kernels.tables(self), x.numpy(), pinned.numpy(), level.numpy(),
+                      u.numpy(), d.numpy(), absmax.numpy())
+        grouped = Grouped(x=x.view(w.shape), pinned=pinned.view(w.shape), absmax=absmax,
+                          _group_max=lambda: _block_max(w.reshape(-1).abs(), n - n % BLOCK).view(w.shape))
+        return ChunkCells(grouped, level, u, d)
+
+    def kernel_factors(self, absmax: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """``fl(1/absmax)`` per block (absmax clamped to 1e-38), except the partial block (index
+        ``n // BLOCK``), whose weights are divided by its absmax, stored there."""
+        factors = torch.reciprocal(absmax.clamp(min=1e-38))
+        nfull = (shape[0] * shape[1]) // BLOCK
+        if nfull < len(absmax):  # the partial block divides by its absmax
+            factors[nfull] = absmax[nfull]
+        return factors
+
+    def normalize_at(self, values: torch.Tensor, grouped: Grouped, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        shape = tuple(w.shape)
+        group = self.group_index(idx, shape[1])
+        factor = self.kernel_factors(grouped.absmax, shape)[group]
+        divide = group == (shape[0] * shape[1]) // BLOCK
+        x = values * factor
+        if bool(divide.any()):
+            x = torch.where(divide, values / factor, x)
+        return x.clamp_(-1.0, 1.0)
+
+    def histograms(self, w, bins, check_finite: bool = False) -> WallHistogram:
+        def count(rows, bits, where, half, eps, wall_group, groups, slices, args):
+            return kernels.histograms(rows.reshape(-1), bits.reshape(-1), where, half, *kernels.tables(self), eps,
+                                      wall_group, groups, slices, args)
+
+        return WallHistogram(*fused_histograms(w, self, bins, check_finite, count))
+
+    def rounding_errors(self, w: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        rows, bits, where, half = source(w, self)
+        idx = cols.to(torch.int64).contiguous().numpy()
+        out = np.empty((w.shape[0], len(idx)), np.float32)
+        kernels.rounding_errors(rows.reshape(-1), bits.reshape(-1), where, half, w.shape[1], idx,
+                                *kernels.tables(self), out)
+        return torch.from_numpy(out)
+
+    def kernel_row(self, shape: tuple[int, int]) -> KernelRow:
+        n = shape[0] * shape[1]
+        load = DTYPE_CODE[self.load_dtype] if self.load_dtype else -1
+        return KernelRow(BLOCKWISE, BLOCK, (n - n % BLOCK) // BLOCK, load, torch.float16 in self.extra_casts,
+                         *kernels.tables(self))
 
 
 def _block_max(mags: torch.Tensor, full: int) -> torch.Tensor:
