@@ -198,7 +198,7 @@ def flip_across_wall(
     those of its new value (``Cells.update`` after the caller writes ``values`` into ``work``).
     Otherwise what :func:`flip_across_wall_reference` does: weight by weight in one numba pass
     where every scheme has fused kernels (``schemes.kernels.flip.flip_weights``;
-    ``tests/unit/defend/test_flip.py`` checks they agree exactly), else that reference itself.
+    ``tests/unit/defend/test_fused_flip.py`` checks they agree exactly), else that reference itself.
     """
     every = [cells, *others]
     if not fused(every, work.shape):

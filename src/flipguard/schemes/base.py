@@ -126,6 +126,26 @@ class Scheme(ABC):
 
     ``load_dtype``: the dtype the model is loaded in (transformers' ``torch_dtype``), which the
     weight is cast to before the quantizer sees it; ``None`` means the weight's own dtype.
+
+    A new scheme implements the reference maths and is registered in ``schemes.SCHEMES``:
+
+    - ``name``, ``levels`` (sorted distinct values, float32, x units), ``walls`` (float32,
+      ``len(levels) - 1``), optionally ``extra_casts`` and ``safe_depth``;
+    - ``read(w) -> float32``, ``group(w) -> Grouped``, ``normalize_like(values, grouped, w) ->
+      float32 x``, ``codes(w)``, ``dequantize(w) -> float32``, ``group_size(columns) -> int``;
+    - where rounding is not "bucketize by ``walls``": ``level_of(x)``, ``code_rank(x)`` (codes
+      sharing a level) and ``_position(x)``.
+
+    That is enough for the scan and the defense: the fast interface (below the reference views)
+    works through ``group``, ``normalize_like`` and ``position``. To make them fast, override
+    ``chunk_cells(w) -> ChunkCells``, ``histograms(w, bins, check_finite) -> WallHistogram``,
+    ``rounding_errors(w, cols) -> float32 (rows, len(cols))``, ``normalize_at(values, grouped,
+    idx, w)``, ``group_index(idx, columns)`` and ``group_max(w, absmax)`` with kernels (each
+    tested bit for bit against the generic version), ``reads_stored(stored)`` where those kernels
+    read stored weights without a copy, and -- for a scheme the fused flip kernels know (blockwise
+    4-bit tables or row-wise rounding) -- ``kernel_row(shape)`` and ``kernel_factors(absmax,
+    shape)``. Without a ``kernel_row`` every tensor defended under the scheme takes the torch
+    reference flips (correct and slower).
     """
 
     name: str = ""

@@ -13,8 +13,8 @@ flip, and the defense takes the torch reference for every scheme of that tensor.
 - :func:`place_flips` -- write the placed weights; :func:`indices_below` -- a threshold selection.
 
 Every formula mirrors the schemes' torch reference operation for operation, with the same
-float32/float64 roundings; ``tests/unit/defend/test_flip.py`` checks the flip value for value and
-reason for reason, ``tests/unit/schemes/kernels/test_flip_kernels.py`` the rest.
+float32/float64 roundings; ``tests/unit/defend/test_fused_flip.py`` checks the flip value for
+value and reason for reason, ``tests/unit/schemes/kernels/test_flip_kernels.py`` the rest.
 """
 
 from __future__ import annotations
