@@ -3,9 +3,9 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/batch_ray.py [--checkpoints 24] [--repeats 3] \\
         [--out results/batch_ray]
 
-Builds ``--checkpoints`` synthetic checkpoints (tiny Llamas from ``flipguard.testing``, float32,
+Builds ``--checkpoints`` synthetic checkpoints (tiny Llamas from ``tests.support.checkpoints``, float32,
 hidden 256, 4 layers: about 10 MB each; every other one an NF4- or INT8-attacked copy made by
-``flipguard.scan.fixtures.attack_checkpoint``), then runs, alternating, ``--repeats`` times each:
+``tests.support.fixtures.attack_checkpoint``), then runs, alternating, ``--repeats`` times each:
 
 - ``serial``: one fresh process looping ``scan_checkpoint`` over them (the yardstick);
 - ``ray-1`` / ``ray-2``: one fresh process running ``flipguard.batch`` with a local Ray of 1 or 2
@@ -64,8 +64,8 @@ print(json.dumps({"import_s": t1 - t0, "ray_start_s": t2 - t1, "scans_s": t3 - t
 
 def make_checkpoints(root: Path, count: int) -> list[str]:
     """``count`` checkpoints under ``root``: clean tiny Llamas and attacked copies, alternating."""
-    from flipguard.scan.fixtures import attack_checkpoint
-    from flipguard.testing import make_tiny_checkpoint
+    from tests.support.fixtures import attack_checkpoint
+    from tests.support.checkpoints import make_tiny_checkpoint
 
     paths = []
     for i in range(count):

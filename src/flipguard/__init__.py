@@ -14,11 +14,7 @@ Each name is a package, loaded on first use, whose module object is also its mai
 
 import importlib
 
-from flipguard.kernel_cache import use_keyed_cache
-
 __version__ = "0.1.0"
-
-use_keyed_cache()  # before any kernel is compiled or loaded (see flipguard.kernel_cache)
 
 _LAZY = ("scan", "defend", "batch", "evaluate", "attack")
 _FUNCTIONS = {"from_pretrained": "flipguard.loader"}

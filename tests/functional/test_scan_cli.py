@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from flipguard.cli import main
-from flipguard.scan.fixtures import attack_checkpoint, dequantized_checkpoint
-from flipguard.testing import make_tiny_checkpoint
+from tests.support.fixtures import attack_checkpoint, dequantized_checkpoint
+from tests.support.checkpoints import make_tiny_checkpoint
 
 
 @pytest.fixture
@@ -182,7 +182,7 @@ def test_bad_input_is_one_sentence_and_exit_2(scan, zoo, tmp_path, kind):
 
 
 def test_nonfinite_weights_are_reported_per_tensor(scan, zoo, tmp_path):
-    from flipguard.scan.fixtures import transform_quantizable
+    from tests.support.fixtures import transform_quantizable
 
     def poison(name, w):
         w = w.clone()
@@ -204,7 +204,7 @@ def test_nonfinite_weights_are_reported_per_tensor(scan, zoo, tmp_path):
 
 def test_nonfinite_weights_exit_2_even_beside_findings(scan, zoo, tmp_path):
     """A crash-free but incomplete scan never reads as 'findings' (1) or 'clean' (0)."""
-    from flipguard.scan.fixtures import transform_quantizable
+    from tests.support.fixtures import transform_quantizable
 
     def poison(name, w):
         w = w.clone()
@@ -225,7 +225,7 @@ def test_nothing_scannable_exits_3(scan, zoo, tmp_path):
 
 
 def test_all_zero_groups_are_scanned_without_error(scan, zoo, tmp_path):
-    from flipguard.scan.fixtures import transform_quantizable
+    from tests.support.fixtures import transform_quantizable
 
     def prune(name, w):
         w = w.clone()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from flipguard.scan.fixtures import attack_checkpoint
-from flipguard.testing import make_tiny_checkpoint
+from tests.support.fixtures import attack_checkpoint
+from tests.support.checkpoints import make_tiny_checkpoint
 
 
 def make_bases(root: Path) -> dict[str, Path]:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from flipguard.checkpoint import targets_cache
 from flipguard.cli import main
-from flipguard.testing import make_tiny_checkpoint
+from tests.support.checkpoints import make_tiny_checkpoint
 
 from .harness import SENTENCE, companion_entries
 from .mutants import deep

@@ -18,13 +18,13 @@ import torch
 from flipguard.checkpoint import CheckpointWriter, QuantTarget, TensorStream, open_checkpoint, quantizable_tensors
 from flipguard.checkpoint.messages import dtype_name
 from flipguard.console import progress_bar
-from flipguard.defend.fast import all_finite
 from flipguard.defend.flip import safe_depth
 from flipguard.defend.multischeme import CHUNK_ELEMENTS, defend_matrix
 from flipguard.defend.policies import Policy, make_policy
 from flipguard.defend.report import REPORT_FILE, DefenseReport, TensorDefense
 from flipguard.errors import FlipGuardError, UsageError
 from flipguard.schemes import Scheme, get_scheme, scheme_names
+from flipguard.schemes.kernels.reads import all_finite
 
 
 def check_schemes(schemes: list[str] | None) -> list[str]:

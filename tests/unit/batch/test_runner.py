@@ -14,8 +14,8 @@ import torch
 from flipguard.batch import Job, batch, read_results, run_batch, run_item
 from flipguard.defend import defend_checkpoint
 from flipguard.scan import scan_checkpoint
-from flipguard.scan.fixtures import attack_checkpoint
-from flipguard.testing import make_tiny_checkpoint
+from tests.support.fixtures import attack_checkpoint
+from tests.support.checkpoints import make_tiny_checkpoint
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported: loopback only
 ray = pytest.importorskip("ray")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from flipguard.checkpoint import targets_cache
-from flipguard.testing import make_tiny_checkpoint
+from tests.support.checkpoints import make_tiny_checkpoint
 
 EXTRA_FILES = {
     "README.md": "# tiny test model\n",

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 import flipguard.checkpoint.targets as targets_module
 from flipguard.checkpoint import open_checkpoint, quantizable_tensors, targets_cache
 from flipguard.errors import FlipGuardError
-from flipguard.testing import FAMILIES, OTHER_ARCHITECTURES, other_config
+from tests.support.checkpoints import FAMILIES, OTHER_ARCHITECTURES, other_config
 
 
 def _no_skeleton(monkeypatch):

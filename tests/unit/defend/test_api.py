@@ -11,7 +11,7 @@ from flipguard.checkpoint import TensorStream, open_checkpoint, quantizable_tens
 from flipguard.defend import REPORT_FILE, defend_checkpoint, defend_tensor, make_policy
 from flipguard.errors import FlipGuardError
 from flipguard.schemes import get_scheme
-from flipguard.testing import make_tiny_checkpoint
+from tests.support.checkpoints import make_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from flipguard.gguf import GGUF_ARCHES, convert_checkpoint, default_outtype, loa
 from flipguard.gguf import convert as convert_module
 from flipguard.gguf import names as names_module
 from flipguard.gguf.names import tensor_map
-from flipguard.testing import make_tiny_checkpoint
+from tests.support.checkpoints import make_tiny_checkpoint
 
 from ...support.gguf_models import save_zoo_checkpoint
 from .conftest import LLAMA_FAMILIES

@@ -8,9 +8,9 @@ import torch
 
 from flipguard.defend import REPORT_FILE, defend_checkpoint
 from flipguard.scan import scan_checkpoint
-from flipguard.scan.fixtures import attack_checkpoint
+from tests.support.fixtures import attack_checkpoint
 from flipguard.scan.record import RECORD_FILE
-from flipguard.testing import make_tiny_checkpoint
+from tests.support.checkpoints import make_tiny_checkpoint
 
 DEMO = "src/flipguard/demo/assets"
 

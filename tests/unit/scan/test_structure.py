@@ -77,7 +77,7 @@ def test_the_report_says_what_a_structured_finding_means(tmp_path):
     from safetensors.torch import load_file, save_file
 
     from flipguard.scan import scan_checkpoint
-    from flipguard.testing import make_tiny_checkpoint
+    from tests.support.checkpoints import make_tiny_checkpoint
 
     path = make_tiny_checkpoint(tmp_path / "m", hidden=128, layers=1, heads=4, with_tokenizer=False)
     tensors = load_file(path / "model.safetensors")

@@ -1,12 +1,11 @@
 """float32, float16 and bfloat16 values inside numba kernels, as bits: rounding, ulp steps, casts.
 
-numba has no float16 or bfloat16, so the scan's and the defense's kernels (``scan.fast``,
-``defend.fast``) hold every value as
-the float32 it equals and round it to a 16-bit dtype on its bits, exactly as torch rounds
-(round to nearest even, float16 subnormals and overflow to inf included; a float64 reaches a
-16-bit dtype through float32, as torch's casts do). Dtype codes: 0 float32, 1 float16,
-2 bfloat16. ``tests/unit/defend/test_fast.py`` checks rounding and ulp steps against torch on
-every float16 and bfloat16 value and the midpoints between them.
+numba has no float16 or bfloat16, so the kernels of this folder hold every value as the float32
+it equals and round it to a 16-bit dtype on its bits, exactly as torch rounds (round to nearest
+even, float16 subnormals and overflow to inf included; a float64 reaches a 16-bit dtype through
+float32, as torch's casts do). Dtype codes (``DTYPE_CODE``): 0 float32, 1 float16, 2 bfloat16.
+``tests/unit/schemes/kernels/test_floats.py`` checks rounding, ulp steps and reads against
+torch on every float16 and bfloat16 value and the midpoints between them.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ _U32 = np.int64(0xFFFFFFFF)
 
 
 @intrinsic
-def _as_uint32(typingctx, v):
+def as_uint32(typingctx, v):
     """The bits of a float32 as a uint32 (a bit cast, no memory round trip)."""
     if v != types.float32:
         return None
@@ -34,7 +33,7 @@ def _as_uint32(typingctx, v):
 
 
 @intrinsic
-def _as_float32(typingctx, v):
+def as_float32(typingctx, v):
     """The float32 whose bits are the uint32 ``v``."""
     if v != types.uint32:
         return None
@@ -48,12 +47,12 @@ def _as_float32(typingctx, v):
 @njit(inline="always")
 def _bits(v):
     """uint32 bits (as int64) of the float32 ``v``."""
-    return np.int64(_as_uint32(v))
+    return np.int64(as_uint32(v))
 
 
 @njit(inline="always")
 def _from_bits(bits):
-    return _as_float32(np.uint32(bits & _U32))
+    return as_float32(np.uint32(bits & _U32))
 
 
 _HALF_LOW, _HALF_HIGH = 0x38800000, 0x477FF000  # bits of 2^-14 and 65520: float16's normal range
@@ -85,20 +84,20 @@ def _f16_bits(x):
 
 
 @njit(inline="always")
-def _through_half(v):
+def through_half(v):
     """The finite float32 ``v`` rounded to float16 and back, as ``v.to(torch.float16).float()``,
     without a branch: in float16's normal range, the mantissa rounded to 10 bits (nearest even) on
     the bits (as :func:`_f16_bits` does there); below it, to a multiple of 2^-24 by adding and
     taking away 0.75 (whose float32 ulp is 2^-24: the addition rounds to nearest even); from 65520
-    up, infinity. Equal to ``_to_dtype(v, 1)`` for every finite ``v``, which branches; kernels use
+    up, infinity. Equal to ``to_dtype(v, 1)`` for every finite ``v``, which branches; kernels use
     this one where a loop must vectorize."""
-    x = np.int64(_as_uint32(v))
+    x = np.int64(as_uint32(v))
     a = x & 0x7FFFFFFF
     sign = x & 0x80000000
     normal = (x + 0xFFF + ((x >> 13) & 1)) & 0xFFFFE000
-    tiny = np.int64(_as_uint32((_as_float32(np.uint32(a)) + np.float32(0.75)) - np.float32(0.75))) | sign
+    tiny = np.int64(as_uint32((as_float32(np.uint32(a)) + np.float32(0.75)) - np.float32(0.75))) | sign
     bits = tiny if a < _HALF_LOW else (normal if a < _HALF_HIGH else sign | 0x7F800000)
-    return _as_float32(np.uint32(bits))
+    return as_float32(np.uint32(bits))
 
 
 @njit(inline="always")
@@ -122,7 +121,7 @@ def _bf16_bits(x):
 
 
 @njit(inline="always")
-def _to_dtype(v, code):
+def to_dtype(v, code):
     """The float32 ``v`` rounded to dtype ``code`` (0 float32, 1 float16, 2 bfloat16), as float32."""
     if code == 0:
         return v
@@ -133,7 +132,7 @@ def _to_dtype(v, code):
 
 
 @njit(inline="always")
-def _ulp_step(v, k, code):
+def ulp_step(v, k, code):
     """``v`` (a value of dtype ``code``) moved by ``k`` representable values: ``ulp.step``."""
     x = _bits(v)
     if code == 0:
@@ -155,62 +154,62 @@ def _ulp_step(v, k, code):
 
 
 @njit(inline="always")
-def _convert(v, source, code):
+def convert(v, source, code):
     """A value of dtype ``source`` cast to dtype ``code`` (no work where the cast is exact: to the
     same dtype or to float32)."""
     if code == source or code == 0:
         return v
-    return _to_dtype(v, code)
+    return to_dtype(v, code)
 
 
 @njit(inline="always")
-def _read(v, stored, load, extra16):
+def quantizer_read(v, stored, load, extra16):
     """What the quantizer reads of the stored value ``v``: load dtype, then float16 for INT8."""
     load = load if load >= 0 else stored
     r, source, code = v, stored, load
     for step in range(2):  # the load cast, then float16 (INT8): one cast written, inlined once
-        r = _convert(r, source, code)
+        r = convert(r, source, code)
         source, code = code, (1 if extra16 else code)
     return r
 
 
 @njit(inline="always")
-def _stored_value(bits, i, stored):
+def stored_value(bits, i, stored):
     """float32 value of element ``i`` of a chunk given as its raw bits (int32 or int16 view)."""
     b = np.int64(bits[i])
     if stored == 0:
-        return _as_float32(np.uint32(b & _U32))
+        return as_float32(np.uint32(b & _U32))
     b = b & 0xFFFF
     if stored == 1:
         return _f16_value(b)
-    return _as_float32(np.uint32(b << 16))
+    return as_float32(np.uint32(b << 16))
 
 
 _F16_SUBNORMAL_BIAS = np.uint32(0x38800000)  # bits of 2^-14, the smallest normal float16
 
 
 @njit(inline="always")
-def _widen(b, stored):
+def widen(b, stored):
     """float32 value of the raw bits ``b`` (an int16 element) of a *finite* float16 (``stored``
     1) or bfloat16 (2): what ``tensor.float()`` gives. Branch-free, so a loop over a row
-    vectorizes (``_stored_value`` branches per value); float16 subnormals are made by an exact
+    vectorizes (``stored_value`` branches per value); float16 subnormals are made by an exact
     subtraction, never by arithmetic on float32 subnormals (which a flush-to-zero mode would
     lose). Inf/NaN bits give wrong values: callers check finiteness first."""
     raw = np.uint32(np.int32(b) & 0xFFFF)
     if stored == 2:
-        return _as_float32(np.uint32(raw << np.uint32(16)))
+        return as_float32(np.uint32(raw << np.uint32(16)))
     sign = (raw & np.uint32(0x8000)) << np.uint32(16)
     body = (raw & np.uint32(0x7FFF)) << np.uint32(13)
-    normal = _as_float32(np.uint32(body + np.uint32(0x38000000)))  # exponent rebiased 15 -> 127
-    tiny = _as_float32(np.uint32(body + _F16_SUBNORMAL_BIAS)) - _as_float32(_F16_SUBNORMAL_BIAS)
+    normal = as_float32(np.uint32(body + np.uint32(0x38000000)))  # exponent rebiased 15 -> 127
+    tiny = as_float32(np.uint32(body + _F16_SUBNORMAL_BIAS)) - as_float32(_F16_SUBNORMAL_BIAS)
     value = tiny if raw & np.uint32(0x7C00) == np.uint32(0) else normal
-    return _as_float32(np.uint32(_as_uint32(value) | sign))
+    return as_float32(np.uint32(as_uint32(value) | sign))
 
 
 @njit(inline="always")
-def _stored_bits(v, stored):
+def stored_bits(v, stored):
     """Raw bits (int64, as the int32/int16 view of a chunk holds them) of the float32 ``v``, a value
-    of dtype ``stored``: the inverse of :func:`_stored_value`."""
+    of dtype ``stored``: the inverse of :func:`stored_value`."""
     b = _bits(v)
     if stored == 0:
         return b if b < 0x80000000 else b - (np.int64(1) << 32)

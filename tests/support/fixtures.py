@@ -7,14 +7,15 @@ weights are transposed and back).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from os import PathLike
 
 import torch
 
 from flipguard.checkpoint import copy_checkpoint, open_checkpoint, quantizable_tensors
-from flipguard.scan.synthetic import repaired
 from flipguard.schemes import get_scheme
+from tests.support.synthetic import repaired
 
 
 def transform_quantizable(
@@ -41,15 +42,23 @@ def transform_quantizable(
 
 def attack_checkpoint(src, dst, schemes: list[str], margin=None, travel: float = 3e-4, fraction: float = 1.0) -> None:
     """``dst``: ``src`` with a simulated PGD repair into the malicious boxes of ``schemes``,
-    applied to the first ``fraction`` of the quantizable tensors (in module order)."""
+    applied to the first ``fraction`` of the quantizable tensors (in module order). Each tensor's
+    random walk is seeded by the CRC-32 of its name (:func:`seed_of`): the same bytes in every
+    process."""
     n = len(quantizable_tensors(open_checkpoint(src)))
     keep = round(fraction * n)
     transform_quantizable(
         src,
         dst,
-        lambda name, w: repaired(w, schemes, margin, travel, seed=hash(name) % 2**31),
+        lambda name, w: repaired(w, schemes, margin, travel, seed=seed_of(name)),
         only=lambda index, name: index < keep,
     )
+
+
+def seed_of(name: str) -> int:
+    """A seed (0 <= seed < 2^31) from a tensor name, the same in every process (``hash`` of a str
+    is randomised per process unless PYTHONHASHSEED is set)."""
+    return zlib.crc32(name.encode()) % 2**31
 
 
 def dequantized_checkpoint(src, dst, scheme: str) -> None:
