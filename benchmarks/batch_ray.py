@@ -64,8 +64,9 @@ print(json.dumps({"import_s": t1 - t0, "ray_start_s": t2 - t1, "scans_s": t3 - t
 
 def make_checkpoints(root: Path, count: int) -> list[str]:
     """``count`` checkpoints under ``root``: clean tiny Llamas and attacked copies, alternating."""
-    from tests.support.fixtures import attack_checkpoint
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.support
     from tests.support.checkpoints import make_tiny_checkpoint
+    from tests.support.fixtures import attack_checkpoint
 
     paths = []
     for i in range(count):
