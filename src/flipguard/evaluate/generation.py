@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from flipguard.evaluate.loading import quiet_bitsandbytes
+from flipguard.evaluate.quiet import quiet_bitsandbytes
 
 #: Defaults shared by the API and the CLI.
 MAX_NEW_TOKENS = 128

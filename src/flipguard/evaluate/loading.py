@@ -16,34 +16,16 @@ weight codes). Nothing is downloaded: the path must be a local directory.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from flipguard.checkpoint.layout import find_weight_layout
 from flipguard.errors import FlipGuardError
+from flipguard.evaluate.quiet import quiet_bitsandbytes
 
 #: Scheme names, in the order the CLI lists them.
 SCHEMES = ("fp", "int8", "fp4", "nf4")
-
-
-@contextlib.contextmanager
-def quiet_bitsandbytes():
-    """Silence bitsandbytes' per-call notices (LLM.int8 logs "inputs will be cast ... to float16"
-    on every matmul; the CPU backend logs a missing optional kernel package) and Python warnings,
-    for the duration of the block. Errors still show."""
-    logger = logging.getLogger("bitsandbytes")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 @dataclass

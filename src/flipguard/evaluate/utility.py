@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from flipguard.evaluate.loading import quiet_bitsandbytes
+from flipguard.evaluate.quiet import quiet_bitsandbytes
 
 #: Longest text, in tokens, scored (truncated beyond).
 MAX_LENGTH = 512
