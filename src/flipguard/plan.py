@@ -19,15 +19,24 @@ and the load dtype each is computed for.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from flipguard.errors import UsageError
+
+if TYPE_CHECKING:  # annotations only: importing the plan's names stays light
+    import torch
 
 BNB_TARGETS = ("int8", "fp4", "nf4")
 GGUF_TARGETS = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")  # the mixtures users run most
 GROUPS = {"bnb": BNB_TARGETS, "gguf": GGUF_TARGETS, "all": BNB_TARGETS + GGUF_TARGETS}
-DEFAULT_TARGETS = BNB_TARGETS + GGUF_TARGETS
+DEFAULT_TARGETS = BNB_TARGETS + GGUF_TARGETS  # what scan and defend check when not told
+
+
+def default_targets() -> tuple[str, ...]:
+    """:data:`DEFAULT_TARGETS`, less the GGUF ones while their cells are not registered."""
+    from flipguard.schemes import SCHEMES
+
+    return DEFAULT_TARGETS if {"q8_0", "q4_0", "q4_k", "q5_k", "q6_k"} <= set(SCHEMES) else BNB_TARGETS
 
 
 def gguf_ftypes() -> dict[str, str]:
@@ -39,12 +48,14 @@ def gguf_ftypes() -> dict[str, str]:
     return names
 
 
-def check_targets(targets: list[str] | str | None, default=DEFAULT_TARGETS) -> list[str]:
+def check_targets(targets: list[str] | str | None, default=None) -> list[str]:
     """Target names lower-cased, groups expanded, aliases resolved, deduplicated, in order;
     UsageError names an unknown one (``None``: ``default``)."""
     if isinstance(targets, str):
         targets = targets.split(",")
-    names = [str(t).strip().lower() for t in (default if targets is None else targets) if str(t).strip()]
+    if targets is None:
+        targets = default_targets() if default is None else default
+    names = [str(t).strip().lower() for t in targets if str(t).strip()]
     if not names:
         raise UsageError(f"no scheme given; choose from {', '.join(known_targets())}.")
     out = []
@@ -96,6 +107,7 @@ class QuantPlan:
     targets: list[str]
     tensors: list[PlannedTensor] = field(default_factory=list)
     outtype: str | None = None
+    skipped: list[str] = field(default_factory=list)  # targets left out, one sentence each
 
     @property
     def schemes(self) -> list[str]:
@@ -108,10 +120,15 @@ class QuantPlan:
 
 
 def plan_checkpoint(checkpoint, targets: list[str], skip_modules: list[str] | None = None,
-                    load_dtype: torch.dtype | None = None, outtype: str | None = None) -> QuantPlan:
+                    load_dtype: torch.dtype | None = None, outtype: str | None = None,
+                    strict: bool = True) -> QuantPlan:
     """The :class:`QuantPlan` of a safetensors ``checkpoint`` (``flipguard.checkpoint.Checkpoint``)
     for checked ``targets`` (:func:`check_targets`). ``skip_modules``/``load_dtype`` are
-    transformers' (bitsandbytes targets); ``outtype`` the converter's (GGUF targets)."""
+    transformers' (bitsandbytes targets); ``outtype`` the converter's (GGUF targets). ``strict``:
+    a GGUF target FlipGuard cannot lay out for this architecture raises; otherwise it is left out
+    and said in ``skipped`` (for targets the user did not name one by one)."""
+    from flipguard.errors import FlipGuardError
+
     schemes: dict[str, dict[str, torch.dtype | None]] = {}
     layout: dict[str, bool] = {}
     bnb = [t for t in targets if t in BNB_TARGETS]
@@ -125,7 +142,13 @@ def plan_checkpoint(checkpoint, targets: list[str], skip_modules: list[str] | No
     for target in (t for t in targets if t not in BNB_TARGETS):
         from flipguard.gguf.targets import OUTTYPE_DTYPES, checkpoint_targets
 
-        found, plan.outtype = checkpoint_targets(checkpoint, target.upper(), outtype)
+        try:
+            found, plan.outtype = checkpoint_targets(checkpoint, target.upper(), outtype)
+        except FlipGuardError as err:
+            if strict:
+                raise
+            plan.skipped.append(f"{target}: {err}")
+            continue
         cast = OUTTYPE_DTYPES[plan.outtype]
         for t in found:
             if layout.setdefault(t.tensor_name, t.transposed) != t.transposed:

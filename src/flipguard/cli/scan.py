@@ -8,7 +8,6 @@ import torch
 
 from flipguard import console
 from flipguard.cli.output import emit
-from flipguard.schemes import scheme_names
 
 DESCRIPTION = """\
 Scan a full-precision checkpoint for the trace a quantization-conditioned backdoor leaves.
@@ -37,12 +36,18 @@ def register(subparsers) -> None:
         description=DESCRIPTION,
         epilog="A tensor with NaN/Inf weights cannot be scanned: exit 2, whatever else was found.",
     )
-    p.add_argument("path", help="local Hugging Face model directory (safetensors)")
+    p.add_argument("path", help="a Hugging Face model folder (safetensors), a repo id in the Hugging Face cache, "
+                                "or an F32/F16/BF16 .gguf file")
     p.add_argument(
         "--scheme",
-        default=",".join(scheme_names()),
-        help="comma-separated schemes to check: int8, fp4, nf4 (default: all three)",
+        default=None,
+        help="comma-separated quantizations to check: int8, fp4, nf4 (bitsandbytes), llama.cpp ftypes "
+             "(q4_k_m, q5_k_m, q6_k, q8_0, q4_0, ...), or the groups bnb, gguf, all (default: all = "
+             "int8, fp4, nf4, q8_0, q6_k, q5_k_m, q4_k_m, q4_0)",
     )
+    p.add_argument("--outtype", type=str.upper, choices=("F32", "F16", "BF16"),
+                   help="llama.cpp targets: the GGUF converter's output dtype the ftype is quantized from "
+                        "(default as the converter chooses: BF16 for bfloat16 weights, else F16)")
     p.add_argument("-f", "--format", choices=["console", "json", "sarif", "html"], default="console",
                    help="console (one screen), json (everything), sarif (code scanners), html (one "
                         "self-contained page with the histograms; write it with -o)")
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         load_dtype=DTYPES.get(args.load_dtype) if args.load_dtype else None,
         alpha=ALPHA if args.alpha is None else args.alpha,
         progress=not args.quiet and console.interactive(),
+        outtype=args.outtype,
     )
     emit(report.render(args.format), args.output)
     if report.errors:  # NaN/Inf weights: the report lists them; stderr says why the exit is 2

@@ -97,6 +97,16 @@ class GGUFFile:
         values = self.values(name)
         return bf16_to_float32(values) if self.tensors[name].type == "BF16" else values.astype(np.float32)
 
+    def tensor(self, name: str):
+        """A float tensor's values as a torch tensor in its own dtype (float32, float16 or bfloat16),
+        shape ``(rows, cols)``: a copy, free to modify."""
+        import torch
+
+        values = self.values(name)
+        if self.tensors[name].type == "BF16":
+            return torch.from_numpy(values.view(np.int16).copy()).view(torch.bfloat16)
+        return torch.from_numpy(values.copy())
+
     def close(self) -> None:
         """Drop the file mapping (views handed out keep it alive until they go)."""
         self._reader = None

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from os import PathLike
 
 import torch
 
-from flipguard.checkpoint import TensorStream, open_checkpoint, quantizable_tensors
+from flipguard.checkpoint import TensorStream, open_checkpoint
 from flipguard.checkpoint.memory import release_freed_memory
 from flipguard.console import progress_bar
 from flipguard.errors import NothingScannableError
@@ -16,6 +16,8 @@ from flipguard.scan.detector import TensorEvidence, inspect_schemes
 from flipguard.scan.record import check_record, read_record
 from flipguard.scan.report import ScanReport
 from flipguard.scan.verdict import ALPHA, Verdict, decide
+from flipguard.hub import resolve_checkpoint
+from flipguard.plan import BNB_TARGETS, check_targets, plan_checkpoint, plan_gguf_file
 from flipguard.schemes import get_scheme, scheme_names
 from flipguard.validate import check_open_interval, check_schemes
 
@@ -26,8 +28,9 @@ def scan_tensors(
     load_dtype: torch.dtype | None = None,
     alpha: float = ALPHA,
 ) -> tuple[Verdict, list[TensorEvidence]]:
-    """Scan ``(name, weight)`` pairs (2-D, out × in, as the quantizer sees them)."""
-    names = check_schemes(schemes, scheme_names())
+    """Scan ``(name, weight)`` pairs (2-D, as the quantizer reads them) under scheme (cell) names
+    such as ``nf4`` or ``q4_k`` (default: the bitsandbytes three)."""
+    names = check_schemes(schemes, scheme_names(), default=list(BNB_TARGETS))
     alpha = check_open_interval("alpha", alpha, 0, 1)
     objects = [get_scheme(s, load_dtype) for s in names]
     evidence = [e for name, w in tensors for e in inspect_schemes(name, w, objects)]
@@ -36,55 +39,107 @@ def scan_tensors(
 
 def scan_checkpoint(
     path: str | PathLike,
-    schemes: list[str] | None = None,
+    schemes: list[str] | str | None = None,
     skip_modules: list[str] | None = None,
     load_dtype: torch.dtype | None = None,
     alpha: float = ALPHA,
     progress: bool = True,
+    outtype: str | None = None,
 ) -> ScanReport:
-    """Scan every tensor of ``path`` that bitsandbytes would quantize, under each scheme.
+    """Scan every tensor of ``path`` that the quantizations ``schemes`` touch, under the cells each
+    one quantizes it with.
 
-    Memory stays near the largest tensor: tensors are read one at a time and each is inspected
-    in chunks. Raises UsageError for an unknown scheme or an ``alpha`` outside (0, 1),
-    FlipGuardError for unreadable input and NothingScannableError when the checkpoint has no
-    quantizable tensor.
+    ``path``: a Hugging Face checkpoint folder (or a repo id in the Hugging Face cache), or an
+    F32/F16/BF16 ``.gguf`` file. ``schemes``: quantization targets (:mod:`flipguard.plan`): int8,
+    fp4, nf4, llama.cpp ftypes (q4_k_m, q8_0, ...), or groups bnb/gguf/all (default: all; a GGUF
+    target the architecture has no llama.cpp layout for is left out, with a note).
+    ``skip_modules``/``load_dtype`` as transformers' (bitsandbytes); ``outtype`` the GGUF
+    converter's output dtype (default the converter's choice). Memory stays near the largest
+    tensor: tensors are read one at a time. Raises UsageError for an unknown scheme or an
+    ``alpha`` outside (0, 1), FlipGuardError for unreadable input and NothingScannableError when
+    nothing would be quantized.
     """
     start = time.perf_counter()
-    names = check_schemes(schemes, scheme_names())
+    targets = check_targets(schemes)
     alpha = check_open_interval("alpha", alpha, 0, 1)
-    checkpoint = open_checkpoint(path)
-    targets = {t.tensor_name: t for t in quantizable_tensors(checkpoint, skip_modules)}
-    if not targets:
+    source = resolve_checkpoint(path)
+    if source.suffix == ".gguf":
+        return _scan_gguf_file(source, targets, alpha, progress, start)
+    checkpoint = open_checkpoint(source)
+    plan = plan_checkpoint(checkpoint, targets, skip_modules, load_dtype, outtype, strict=schemes is not None)
+    planned = plan.by_name()
+    if not planned:
         raise NothingScannableError(
-            f"{checkpoint.path} has no tensor that bitsandbytes would quantize (no nn.Linear "
-            "weights outside the skip list); there is nothing to scan."
+            f"{checkpoint.path} has no tensor that {', '.join(targets)} would quantize (no weight outside the "
+            "skip list); there is nothing to scan."
         )
-    weights = sum(torch.Size(t.shape).numel() for t in targets.values())
+    weights = sum(torch.Size(t.shape).numel() for t in plan.tensors)
     bar = progress_bar("scan", total=weights, enabled=progress, unit="w", unit_scale=True)
-
-    def quantizer_view(stream: TensorStream) -> Iterator[tuple[str, torch.Tensor]]:
+    objects = _SchemeObjects()
+    evidence: list[TensorEvidence] = []
+    with bar, TensorStream(checkpoint, names=[t.tensor_name for t in plan.tensors]) as stream:
         for name, tensor in stream:  # the next tensors are read while this one is scanned
-            yield name, tensor.t().contiguous() if targets[name].transposed else tensor
+            t = planned[name]
+            w = tensor.t().contiguous() if t.transposed else tensor
+            evidence += inspect_schemes(name, w, objects(t.schemes))
             bar.update(tensor.numel())
-            del tensor
+            del tensor, w
             release_freed_memory()
-
-    with TensorStream(checkpoint, names=[n for n in checkpoint.tensors if n in targets]) as stream:
-        verdict, evidence = scan_tensors(quantizer_view(stream), names, load_dtype, alpha)
-    bar.close()
+    verdict = decide(evidence, plan.schemes, alpha)
     record, problem = read_record(checkpoint.path)
     defense = None
     if record is not None or problem is not None:
-        defense = check_record(record, problem, evidence, {n: tuple(t.shape) for n, t in targets.items()})
+        defense = check_record(record, problem, evidence, {t.tensor_name: t.shape for t in plan.tensors})
     return ScanReport(
         path=str(checkpoint.path),
-        schemes=names,
+        schemes=plan.schemes,
         verdict=verdict,
         evidence=evidence,
         defense=defense,
+        notes=[f"not scanned: {reason}" for reason in plan.skipped],
         seconds=time.perf_counter() - start,
         weights_scanned=weights,
         alpha=alpha,
-        parameters={"schemes": names, "alpha": alpha, "skip_modules": skip_modules,
-                    "load_dtype": str(load_dtype).removeprefix("torch.") if load_dtype else None},
+        parameters={"targets": targets, "schemes": plan.schemes, "alpha": alpha, "skip_modules": skip_modules,
+                    "load_dtype": str(load_dtype).removeprefix("torch.") if load_dtype else None,
+                    "outtype": plan.outtype},
+    )
+
+
+class _SchemeObjects:
+    """Scheme objects by (name, load dtype), made once per scan (their tables are built once)."""
+
+    def __init__(self):
+        self.made: dict = {}
+
+    def __call__(self, schemes: dict) -> list:
+        out = []
+        for name, load_dtype in schemes.items():
+            if (name, load_dtype) not in self.made:
+                self.made[(name, load_dtype)] = get_scheme(name, load_dtype)
+            out.append(self.made[(name, load_dtype)])
+        return out
+
+
+def _scan_gguf_file(path, targets: list[str], alpha: float, progress: bool, start: float) -> ScanReport:
+    """:func:`scan_checkpoint` of an F32/F16/BF16 GGUF file (its tensors are the rows llama.cpp reads)."""
+    from flipguard.gguf import open_gguf
+
+    with open_gguf(path, float_only=True) as opened:
+        plan = plan_gguf_file(opened, [t for t in targets if t not in BNB_TARGETS] if len(targets) > 1 else targets)
+        if not plan.tensors:
+            raise NothingScannableError(f"{path} has no tensor that {', '.join(plan.targets)} would quantize.")
+        weights = sum(torch.Size(t.shape).numel() for t in plan.tensors)
+        objects, evidence = _SchemeObjects(), []
+        with progress_bar("scan", total=weights, enabled=progress, unit="w", unit_scale=True) as bar:
+            for t in plan.tensors:
+                w = opened.tensor(t.tensor_name)
+                evidence += inspect_schemes(t.tensor_name, w, objects(t.schemes))
+                bar.update(w.numel())
+                del w
+    return ScanReport(
+        path=str(path), schemes=plan.schemes, verdict=decide(evidence, plan.schemes, alpha), evidence=evidence,
+        notes=[f"not scanned: {t} (bitsandbytes does not load GGUF files)" for t in targets if t in BNB_TARGETS],
+        seconds=time.perf_counter() - start, weights_scanned=weights, alpha=alpha,
+        parameters={"targets": plan.targets, "schemes": plan.schemes, "alpha": alpha},
     )
