@@ -181,3 +181,21 @@ def plan_gguf_file(opened, targets: list[str]) -> QuantPlan:
         if name in schemes:
             plan.tensors.append(PlannedTensor(name, shapes[name], dtypes[name], False, schemes[name]))
     return plan
+
+
+class SchemeObjects:
+    """Scheme objects by (name, load dtype), made once per scan (their tables are built once)."""
+
+    def __init__(self):
+        self.made: dict = {}
+
+    def __call__(self, schemes: dict) -> list:
+        """The scheme objects of a :class:`PlannedTensor`'s ``schemes`` (name -> load dtype)."""
+        out = []
+        for name, load_dtype in schemes.items():
+            if (name, load_dtype) not in self.made:
+                from flipguard.schemes import get_scheme
+
+                self.made[(name, load_dtype)] = get_scheme(name, load_dtype)
+            out.append(self.made[(name, load_dtype)])
+        return out

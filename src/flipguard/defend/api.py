@@ -15,7 +15,7 @@ from os import PathLike
 
 import torch
 
-from flipguard.checkpoint import CheckpointWriter, QuantTarget, TensorStream, open_checkpoint, quantizable_tensors
+from flipguard.checkpoint import CheckpointWriter, TensorStream, open_checkpoint
 from flipguard.checkpoint.messages import dtype_name
 from flipguard.console import progress_bar
 from flipguard.defend.flip import safe_depth
@@ -23,19 +23,16 @@ from flipguard.defend.multischeme import CHUNK_ELEMENTS, defend_matrix
 from flipguard.defend.policies import Policy, make_policy
 from flipguard.defend.report import REPORT_FILE, DefenseReport, TensorDefense
 from flipguard.errors import FlipGuardError, UsageError
-from flipguard.schemes import Scheme, get_scheme, scheme_names
+from flipguard.hub import resolve_checkpoint
+from flipguard.plan import BNB_TARGETS, SchemeObjects, check_targets, plan_checkpoint
+from flipguard.schemes import Scheme
 from flipguard.schemes.kernels.reads import all_finite
 
 
-def check_schemes(schemes: list[str] | None) -> list[str]:
-    """Scheme names, lower-cased and deduplicated; UsageError names an unknown one."""
-    names = [s.strip().lower() for s in (schemes or scheme_names()) if s.strip()]
-    for name in names:
-        if name not in scheme_names():
-            raise UsageError(f"unknown scheme {name!r}; choose from {', '.join(scheme_names())}.")
-    if not names:
-        raise UsageError(f"no scheme given; choose from {', '.join(scheme_names())}.")
-    return list(dict.fromkeys(names))
+def check_schemes(schemes: list[str] | str | None) -> list[str]:
+    """Quantization targets (:func:`flipguard.plan.check_targets`; default the bitsandbytes three:
+    defend what you deploy); UsageError names an unknown one."""
+    return check_targets(schemes, default=BNB_TARGETS)
 
 
 NONFINITE = ("refuse", "keep")  # what defend_checkpoint does with a weight tensor holding NaN/Inf
@@ -110,10 +107,17 @@ def defend_checkpoint(
     force: bool = False,
     progress: bool = False,
     nonfinite: str = "refuse",
+    outtype: str | None = None,
 ) -> DefenseReport:
-    """Write ``out``: the checkpoint at ``path`` with every quantizable weight defended.
+    """Write ``out``: the checkpoint at ``path`` with every weight the ``schemes`` quantize defended.
 
-    ``schemes``: "int8", "fp4", "nf4" (default all; one checkpoint safe under each); ``policy``:
+    ``path``: a Hugging Face checkpoint folder (or a repo id in the Hugging Face cache) — ``out``
+    is a folder in the same layout — or an F32/F16/BF16 ``.gguf`` file — ``out`` is a GGUF file
+    with the same metadata and tensor order, its report beside it. ``schemes``: quantization
+    targets (:mod:`flipguard.plan`): "int8", "fp4", "nf4", llama.cpp ftypes ("q4_k_m", "q8_0",
+    ...) or groups "bnb", "gguf", "all" (default bnb: one checkpoint safe under each of the three;
+    a llama.cpp target defends every tensor it quantizes under the ggml type its mixture gives
+    it, on the values the converter writes at ``outtype``, default the converter's); ``policy``:
     a name from ``POLICIES`` with ``params``, or a :class:`Policy`; ``depth``: cell widths a
     flipped weight keeps from the walls of its new cell (None: ``SAFE_DEPTH`` per scheme);
     ``skip_modules``/``load_dtype`` as
@@ -127,45 +131,43 @@ def defend_checkpoint(
     and nothing is written; ``"keep"`` copies it unchanged, undefended, with a note in the report.
     """
     start = time.perf_counter()
-    names = check_schemes(schemes)
+    targets = check_schemes(schemes)
     depth = check_depth(depth)
     nonfinite = check_nonfinite(nonfinite)
     if isinstance(policy, str):
         policy = make_policy(policy, **(params or {}))
-    objects = [get_scheme(s, load_dtype) for s in names]
-    checkpoint = open_checkpoint(path)
-    targets: dict[str, QuantTarget] = {t.tensor_name: t for t in quantizable_tensors(checkpoint, skip_modules)}
-    if not targets:
+    source = resolve_checkpoint(path)
+    if source.suffix == ".gguf":
+        from flipguard.defend.gguf_file import defend_gguf_file
+
+        return defend_gguf_file(source, out, targets, policy, depth, force, progress, nonfinite, start)
+    checkpoint = open_checkpoint(source)
+    plan = plan_checkpoint(checkpoint, targets, skip_modules, load_dtype, outtype)
+    planned = plan.by_name()
+    if not planned:
         raise FlipGuardError(
-            f"{checkpoint.path} has no tensor that bitsandbytes would quantize (no nn.Linear weights "
-            "outside the skip list); there is nothing to defend."
+            f"{checkpoint.path} has no tensor that {', '.join(targets)} would quantize (no weight outside the "
+            "skip list); there is nothing to defend."
         )
-    report = DefenseReport(
-        input=str(checkpoint.path),
-        output="",
-        schemes=names,
-        policy=policy.name,
-        params=policy.params(),
-        depth={s: safe_depth(s, depth) for s in names},
-        load_dtype=dtype_name(load_dtype) if load_dtype else None,
-        tensors=[],
-        copied=len(checkpoint.tensors) - len(targets),
-    )
-    weights = sum(torch.Size(t.shape).numel() for t in targets.values())
+    report = new_report(str(checkpoint.path), plan, policy, depth, load_dtype, len(checkpoint.tensors) - len(planned))
+    objects = SchemeObjects()
+    weights = sum(torch.Size(t.shape).numel() for t in plan.tensors)
     bar = progress_bar("defend", total=weights, enabled=progress, unit="w", unit_scale=True)
     with bar, CheckpointWriter(out, like=checkpoint, force=force) as writer:
         report.output = str(writer.path)
         # file order; the next tensors are read and the last ones written while this one is
         # defended; the others are copied file to file meanwhile, never held in memory
         order = list(checkpoint.tensors)
-        with TensorStream(checkpoint, names=[n for n in order if n in targets], writer=writer,
-                          copies=[n for n in order if n not in targets]) as stream:
+        with TensorStream(checkpoint, names=[n for n in order if n in planned], writer=writer,
+                          copies=[n for n in order if n not in planned]) as stream:
             for name, tensor in stream:
-                done = defend_tensor(name, tensor, objects, policy, targets[name].transposed, depth)
+                t = planned[name]
+                done = defend_tensor(name, tensor, objects(t.schemes), policy, t.transposed, depth)
                 report.tensors.append(done)
                 if done.status == "nonfinite":
                     if nonfinite == "refuse":
-                        raise FlipGuardError(_nonfinite_refusal(checkpoint, name, tensor))
+                        raise FlipGuardError(nonfinite_refusal(checkpoint.path / checkpoint.tensors[name].shard,
+                                                                name, tensor))
                     report.notes.append(f"{name}: NaN/Inf weights; left unchanged.")
                 bar.update(tensor.numel())
                 stream.write(name, tensor)
@@ -175,10 +177,30 @@ def defend_checkpoint(
     return report
 
 
-def _nonfinite_refusal(checkpoint, name: str, tensor: torch.Tensor) -> str:
+def new_report(source: str, plan, policy: Policy, depth: float | None, load_dtype, copied: int) -> DefenseReport:
+    """The report of a defense of ``plan`` (filled in as tensors are defended)."""
+    report = DefenseReport(
+        input=source,
+        output="",
+        schemes=plan.schemes,
+        policy=policy.name,
+        params=policy.params(),
+        depth={s: safe_depth(s, depth) for s in plan.schemes},
+        load_dtype=dtype_name(load_dtype) if load_dtype else None,
+        tensors=[],
+        copied=copied,
+    )
+    if plan.targets != plan.schemes:
+        report.notes.append(f"targets {', '.join(plan.targets)}: tensors defended under the types they are "
+                            f"quantized with ({', '.join(plan.schemes)})"
+                            + (f"; GGUF converter output {plan.outtype}" if plan.outtype else ""))
+    return report
+
+
+def nonfinite_refusal(where, name: str, tensor: torch.Tensor) -> str:
     bad = int((~torch.isfinite(tensor)).sum())
     return (
-        f"Tensor {name!r} in {checkpoint.path / checkpoint.tensors[name].shard} has {bad:,} NaN/Inf weight(s), "
+        f"Tensor {name!r} in {where} has {bad:,} NaN/Inf weight(s), "
         "which no quantizer can round and no defense can move, so nothing was written; repair the checkpoint, "
         "or pass --nonfinite keep (nonfinite=\"keep\") to copy such tensors unchanged and undefended."
     )

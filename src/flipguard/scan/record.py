@@ -89,10 +89,12 @@ class RecordCheck:
                 "new cells), anyone can write a record, and only defending the original yourself proves it.")
 
 
-def read_record(directory: Path) -> tuple[dict | None, str | None]:
-    """``(record, problem)``: the parsed record beside the weights, or None and why it was not read
-    (None, None when there is no record)."""
-    path = Path(directory) / RECORD_FILE
+def read_record(where: Path) -> tuple[dict | None, str | None]:
+    """``(record, problem)``: the parsed record beside the weights — in the checkpoint folder
+    ``where``, or beside the GGUF file ``where`` as ``<file>.flipguard_defense.json`` — or None and
+    why it was not read (None, None when there is no record)."""
+    where = Path(where)
+    path = where.with_name(f"{where.name}.{RECORD_FILE}") if where.suffix == ".gguf" else where / RECORD_FILE
     if not path.is_file():
         return None, None
     try:

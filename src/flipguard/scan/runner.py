@@ -17,7 +17,7 @@ from flipguard.scan.record import check_record, read_record
 from flipguard.scan.report import ScanReport
 from flipguard.scan.verdict import ALPHA, Verdict, decide
 from flipguard.hub import resolve_checkpoint
-from flipguard.plan import BNB_TARGETS, check_targets, plan_checkpoint, plan_gguf_file
+from flipguard.plan import BNB_TARGETS, SchemeObjects, check_targets, plan_checkpoint, plan_gguf_file
 from flipguard.schemes import get_scheme, scheme_names
 from flipguard.validate import check_open_interval, check_schemes
 
@@ -75,7 +75,7 @@ def scan_checkpoint(
         )
     weights = sum(torch.Size(t.shape).numel() for t in plan.tensors)
     bar = progress_bar("scan", total=weights, enabled=progress, unit="w", unit_scale=True)
-    objects = _SchemeObjects()
+    objects = SchemeObjects()
     evidence: list[TensorEvidence] = []
     with bar, TensorStream(checkpoint, names=[t.tensor_name for t in plan.tensors]) as stream:
         for name, tensor in stream:  # the next tensors are read while this one is scanned
@@ -106,21 +106,6 @@ def scan_checkpoint(
     )
 
 
-class _SchemeObjects:
-    """Scheme objects by (name, load dtype), made once per scan (their tables are built once)."""
-
-    def __init__(self):
-        self.made: dict = {}
-
-    def __call__(self, schemes: dict) -> list:
-        out = []
-        for name, load_dtype in schemes.items():
-            if (name, load_dtype) not in self.made:
-                self.made[(name, load_dtype)] = get_scheme(name, load_dtype)
-            out.append(self.made[(name, load_dtype)])
-        return out
-
-
 def _scan_gguf_file(path, targets: list[str], alpha: float, progress: bool, start: float) -> ScanReport:
     """:func:`scan_checkpoint` of an F32/F16/BF16 GGUF file (its tensors are the rows llama.cpp reads)."""
     from flipguard.gguf import open_gguf
@@ -130,15 +115,20 @@ def _scan_gguf_file(path, targets: list[str], alpha: float, progress: bool, star
         if not plan.tensors:
             raise NothingScannableError(f"{path} has no tensor that {', '.join(plan.targets)} would quantize.")
         weights = sum(torch.Size(t.shape).numel() for t in plan.tensors)
-        objects, evidence = _SchemeObjects(), []
+        objects, evidence = SchemeObjects(), []
         with progress_bar("scan", total=weights, enabled=progress, unit="w", unit_scale=True) as bar:
             for t in plan.tensors:
                 w = opened.tensor(t.tensor_name)
                 evidence += inspect_schemes(t.tensor_name, w, objects(t.schemes))
                 bar.update(w.numel())
                 del w
+    record, problem = read_record(path)
+    defense = None
+    if record is not None or problem is not None:
+        defense = check_record(record, problem, evidence, {t.tensor_name: t.shape for t in plan.tensors})
     return ScanReport(
         path=str(path), schemes=plan.schemes, verdict=decide(evidence, plan.schemes, alpha), evidence=evidence,
+        defense=defense,
         notes=[f"not scanned: {t} (bitsandbytes does not load GGUF files)" for t in targets if t in BNB_TARGETS],
         seconds=time.perf_counter() - start, weights_scanned=weights, alpha=alpha,
         parameters={"targets": plan.targets, "schemes": plan.schemes, "alpha": alpha},
