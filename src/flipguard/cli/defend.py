@@ -52,7 +52,6 @@ POLICY_FLAGS = ("r", "tau", "tau_clean", "reach", "sigma", "relative_to", "of", 
 def register(subparsers) -> None:
     from flipguard.defend import POLICIES
     from flipguard.defend.flip import SAFE_DEPTH
-    from flipguard.schemes import scheme_names
 
     p = subparsers.add_parser(
         "defend", help="flip weights across rounding walls so a quantization backdoor breaks (data-free)",
@@ -60,8 +59,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("model", help="local Hugging Face model directory (safetensors)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="directory to write the defended checkpoint")
-    p.add_argument("--scheme", default=",".join(scheme_names()),
-                   help="comma-separated schemes to defend against: int8, fp4, nf4 (default: all three)")
+    p.add_argument("--scheme", default=None,
+                   help="comma-separated quantizations to defend against: int8, fp4, nf4 (bitsandbytes), "
+                        "llama.cpp ftypes (q4_k_m, q5_k_m, q6_k, q8_0, q4_0, ...), or the groups bnb, gguf, all "
+                        "(default: bnb = int8, fp4, nf4; defend the quantization you deploy)")
+    p.add_argument("--outtype", type=str.upper, choices=("F32", "F16", "BF16"),
+                   help="llama.cpp targets: the GGUF converter's output dtype the ftype is quantized from "
+                        "(default as the converter chooses: BF16 for bfloat16 weights, else F16)")
     p.add_argument("--policy", default="adaptive", help=f"selection policy: {', '.join(POLICIES)} (default adaptive)")
     p.add_argument("--r", type=float, help="ratio/balanced: share of each group to flip, in (0, 1)")
     p.add_argument("--tau", type=float, help="threshold: wall distance below which to flip, cell widths")
@@ -93,7 +97,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from flipguard.defend import check_depth, check_schemes, defend_checkpoint, make_policy
 
-    schemes = check_schemes(args.scheme.split(","))
+    schemes = check_schemes(args.scheme)
     params = {k: getattr(args, k) for k in POLICY_FLAGS if getattr(args, k) is not None}
     policy = make_policy(args.policy, **params)
     check_depth(args.depth)
@@ -102,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         args.output,
         schemes=schemes,
+        outtype=args.outtype,
         policy=policy,
         depth=args.depth,
         skip_modules=skip,
