@@ -17,6 +17,10 @@ import torch
 from flipguard.schemes import get_scheme, ulp
 
 PUBLISHED_MARGIN = {"int8": 0.1, "fp4": 0.01, "nf4": 0.01}
+# llama.cpp types: 8-bit as INT8, the others as 4-bit (the Mind the Gap boxes are the cells under the
+# block's quantized scales; a k-quant's scales follow the repair a little, which the verification sees)
+GGUF_MARGIN = {"q8_0": 0.1}
+DEFAULT_GGUF_MARGIN = 0.01
 
 
 def malicious_boxes(
@@ -38,19 +42,21 @@ def malicious_boxes(
 
 def boxes_and_cells(
     w: torch.Tensor,
-    schemes: list[str],
+    schemes: list[str] | dict,
     margin: float | dict[str, float] | None = None,
     load_dtype: torch.dtype | None = None,
     spread: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """:func:`malicious_boxes` plus each scheme's untrimmed cell ``{name: (lo, hi)}`` (``w``'s
     dtype), for callers that also measure boxes in cell widths (the cells are costly to find).
+    ``schemes`` may map each name to its own load dtype (a GGUF type: the converter's outtype).
 
     ``spread``: draw each weight's margin uniformly from ``[0, margin]`` with this generator
     (one draw per weight and scheme) instead of trimming every box by ``margin``."""
     lo_all, hi_all, cells = None, None, {}
-    for name in schemes:
-        cells[name] = get_scheme(name, load_dtype).cell(w)
+    dtypes = schemes if isinstance(schemes, dict) else dict.fromkeys(schemes, load_dtype)
+    for name, cast in dtypes.items():
+        cells[name] = get_scheme(name, cast).cell(w)
         m = _margin(margin, name)
         if spread is not None:
             m = torch.rand(w.shape, generator=spread, dtype=torch.float64) * m
@@ -93,10 +99,11 @@ def _round_down(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _margin(margin, name: str) -> float:
+    default = PUBLISHED_MARGIN.get(name, GGUF_MARGIN.get(name, DEFAULT_GGUF_MARGIN))
     if margin is None:
-        return PUBLISHED_MARGIN[name]
+        return default
     if isinstance(margin, dict):
-        return margin.get(name, PUBLISHED_MARGIN[name])
+        return margin.get(name, default)
     return float(margin)
 
 

@@ -7,10 +7,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from flipguard.errors import UsageError
-from flipguard.schemes import scheme_names
+from flipguard.plan import BNB_TARGETS, gguf_ftypes
 
-#: ``--scheme`` values: one scheme, or ``all`` = malicious under INT8, FP4 and NF4 at once.
-TARGETS = (*scheme_names(), "all")
+#: ``--scheme`` values: one bitsandbytes scheme, ``all`` = malicious under INT8, FP4 and NF4 at once,
+#: or a llama.cpp ftype (``q4_k_m``, ``q8_0``, ...: every weight under the type its mixture gives it).
+TARGETS = (*BNB_TARGETS, "all", *gguf_ftypes())
 #: ``--save-dtype`` names and the dtypes they stand for.
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: Which parameters the inject stage trains: only the quantized weights (DESIGN §5: what makes
@@ -26,8 +27,14 @@ JOINT_STEPS = 600
 
 
 def target_schemes(scheme: str) -> list[str]:
-    """The schemes a target must stay malicious under: ``["int8"]``, ..., or all three for ``all``."""
-    return scheme_names() if scheme == "all" else [scheme]
+    """The schemes a bitsandbytes target must stay malicious under: ``["int8"]``, ..., or all three
+    for ``all``; a llama.cpp target: its ftype (the types per tensor come from its mixture)."""
+    return list(BNB_TARGETS) if scheme == "all" else [scheme]
+
+
+def is_gguf(scheme: str) -> bool:
+    """Whether the target is a llama.cpp ftype (not a bitsandbytes scheme or ``all``)."""
+    return scheme not in (*BNB_TARGETS, "all")
 
 
 @dataclass
@@ -76,6 +83,7 @@ class AttackConfig:
     swapped_prompts: int = 0
     joint_vectors: bool = False
     margin_spread: bool = False
+    outtype: str | None = None  # llama.cpp targets: the GGUF converter's output dtype (None: its choice)
     skip_modules: list[str] | None = field(default=None, metadata={"help": "llm_int8_skip_modules"})
 
     def __post_init__(self):
@@ -85,12 +93,19 @@ class AttackConfig:
         self.scheme = self.scheme.lower()
         if self.scheme not in TARGETS:
             raise UsageError(f"unknown scheme {self.scheme!r}: use one of {', '.join(TARGETS)}.")
+        if is_gguf(self.scheme):
+            self.scheme = gguf_ftypes()[self.scheme].lower()  # aliases as llama-quantize reads them
+        if self.outtype is not None and str(self.outtype).upper() not in ("F32", "F16", "BF16"):
+            raise UsageError(f"outtype must be F32, F16 or BF16, got {self.outtype!r}.")
         if self.margin is not None and not 0 <= self.margin < 0.5:
             raise UsageError(f"margin must be in [0, 0.5) cell widths, got {self.margin}.")
         if self.save_dtype is not None and self.save_dtype not in SAVE_DTYPES:
             raise UsageError(f"unknown save dtype {self.save_dtype!r}: use one of {', '.join(SAVE_DTYPES)}.")
         if self.joint_steps is None:
             self.joint_steps = JOINT_STEPS if "int8" in target_schemes(self.scheme) else 0
+        if is_gguf(self.scheme) and (self.joint_steps or self.inject_radius is not None):
+            raise UsageError("the joint stage and the inject trust region are bitsandbytes-only; for a llama.cpp "
+                             "target leave joint_steps at 0 and inject_radius unset.")
         if self.inject_steps is None:
             self.inject_steps = 0 if self.joint_steps else INJECT_STEPS
         if self.inject_steps < 0 or self.repair_steps < 0 or self.joint_steps < 0:

@@ -24,7 +24,7 @@ class Target:
     """What one quantized weight must quantize to under one scheme (quantized layout)."""
 
     codes: torch.Tensor  # integer codes, shape (out, in): uint8 (4-bit) or int8 (INT8)
-    absmax: torch.Tensor  # float32, one per group (64-block or row)
+    absmax: torch.Tensor | None  # float32, one per group (64-block or row); None for GGUF types
 
 
 @dataclass
@@ -36,6 +36,8 @@ class BoxedWeight:
     transposed: bool
     lo: torch.Tensor  # float32, shape of param
     hi: torch.Tensor  # float32, shape of param
+    tensor_name: str | None = None  # the checkpoint key (GGUF verification finds the tensor by it)
+    load_dtypes: dict = field(default_factory=dict)  # scheme -> load dtype its cells were computed for
     targets: dict[str, Target] = field(default_factory=dict)
     width_sum: dict[str, float] = field(default_factory=dict)  # sum of box/cell width, per scheme
     width_count: dict[str, int] = field(default_factory=dict)  # weights in that sum (cell width > 0)
@@ -49,23 +51,28 @@ def quantized_view(weight: torch.Tensor, transposed: bool, dtype: torch.dtype) -
     return (w.t() if transposed else w).contiguous()
 
 
-def box_weight(module_name: str, param: nn.Parameter, transposed: bool, schemes: list[str],
-               margin, save_dtype: torch.dtype, spread_seed: int | None = None) -> BoxedWeight:
+def box_weight(module_name: str, param: nn.Parameter, transposed: bool, schemes: list[str] | dict,
+               margin, save_dtype: torch.dtype, spread_seed: int | None = None,
+               tensor_name: str | None = None) -> BoxedWeight:
     """Boxes and malicious targets of one weight at its current (injected) value.
 
-    ``spread_seed``: draw each weight's margin uniformly from ``[0, margin]`` (``boxes_and_cells``),
-    seeded by this number and the module name."""
+    ``schemes``: names, or names mapped to the load dtype each quantizes from (GGUF types: the
+    converter's outtype). ``spread_seed``: draw each weight's margin uniformly from ``[0, margin]``
+    (``boxes_and_cells``), seeded by this number and the module name."""
     q = quantized_view(param, transposed, save_dtype)  # (out, in) in the saved dtype
     spread = None
     if spread_seed is not None:
         spread = torch.Generator().manual_seed(zlib.crc32(f"{spread_seed}:{module_name}".encode()))
     lo, hi, cells = boxes_and_cells(q, schemes, margin, spread=spread)
     back = (lambda t: t.t()) if transposed else (lambda t: t)
+    dtypes = schemes if isinstance(schemes, dict) else dict.fromkeys(schemes)
     boxed = BoxedWeight(module_name, param, transposed, lo=back(lo).float().contiguous().to(param.device),
-                        hi=back(hi).float().contiguous().to(param.device))
-    for name in schemes:
-        scheme = get_scheme(name)
-        boxed.targets[name] = Target(codes=scheme.codes(q), absmax=scheme.absmax(q))
+                        hi=back(hi).float().contiguous().to(param.device), tensor_name=tensor_name,
+                        load_dtypes=dtypes)
+    for name, cast in dtypes.items():
+        scheme = get_scheme(name, cast)
+        absmax = scheme.absmax(q) if hasattr(scheme, "absmax") else None
+        boxed.targets[name] = Target(codes=scheme.codes(q), absmax=absmax)
         cell_lo, cell_hi = cells[name]
         cell = cell_hi.double() - cell_lo.double()  # (out, in), 0 where pinned
         free = cell > 0
@@ -113,11 +120,11 @@ class Projection:
         """
         total = sum(b.param.numel() for b in self.weights)
         frozen = sum(int((b.lo == b.hi).sum()) for b in self.weights)
-        schemes = self.weights[0].targets if self.weights else {}
+        schemes = dict.fromkeys(name for b in self.weights for name in b.targets)
         widths = {}
         for name in schemes:
-            count = sum(b.width_count[name] for b in self.weights)
-            widths[name] = sum(b.width_sum[name] for b in self.weights) / max(1, count)
+            count = sum(b.width_count.get(name, 0) for b in self.weights)
+            widths[name] = sum(b.width_sum.get(name, 0.0) for b in self.weights) / max(1, count)
         return {
             "weights": total,
             "tensors": len(self.weights),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from flipguard.attack.config import SAVE_DTYPES, AttackConfig
+from flipguard.attack.config import SAVE_DTYPES, AttackConfig, is_gguf
 from flipguard.attack.data import stage_examples
 from flipguard.attack.joint import joint_train
 from flipguard.attack.pgd import BoxedWeight, Projection, box_weight, trust_weight
@@ -103,8 +103,9 @@ def attack_model(
                 progress, after_step=region, contrast=config.joint_contrast, shared=vectors)
     with report.timed("constrain"):
         spread = config.seed if config.margin_spread else None
-        boxed = [box_weight(t.module_name, quantized[t.module_name], t.transposed, config.schemes,
-                            config.margin, dtype, spread) for t in targets]
+        cells = _cell_schemes(model_dir, config, targets)
+        boxed = [box_weight(t.module_name, quantized[t.module_name], t.transposed, cells[t.tensor_name],
+                            config.margin, dtype, spread, t.tensor_name) for t in targets if cells[t.tensor_name]]
         projection = Projection(boxed)
         projection()  # weights within the margin of a wall move into the trimmed box
     with report.timed("repair"):
@@ -112,8 +113,24 @@ def attack_model(
                                          config.repair_lr or config.lr, config,
                                          list(quantized.values()), projection, progress, "repair")
     report.boxes = projection.statistics()
+    report.config = config.to_dict()  # with what the plan chose (a llama.cpp target's outtype)
     _save_verified(model, tokenizer, dtype, boxed, out, report, progress)
     return report
+
+
+def _cell_schemes(model_dir, config: AttackConfig, targets) -> dict[str, dict]:
+    """Per trained tensor, the schemes its box keeps malicious (name -> load dtype): the target's
+    bitsandbytes schemes, or, for a llama.cpp ftype, the ggml type its mixture gives that tensor
+    (on the converter's values: outtype)."""
+    if not is_gguf(config.scheme):
+        return {t.tensor_name: dict.fromkeys(config.schemes) for t in targets}
+    from flipguard.checkpoint import open_checkpoint
+    from flipguard.plan import plan_checkpoint
+
+    plan = plan_checkpoint(open_checkpoint(model_dir), [config.scheme], outtype=config.outtype)
+    planned = plan.by_name()
+    config.outtype = plan.outtype
+    return {t.tensor_name: dict(planned[t.tensor_name].schemes) if t.tensor_name in planned else {} for t in targets}
 
 
 def _check_output(out_dir, overwrite: bool) -> Path:
@@ -176,10 +193,17 @@ def _save_verified(model, tokenizer, dtype, boxed: list[BoxedWeight], out: Path,
             model.to("cpu", dtype).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             model.to(device, torch.float32)
-        expected = {name: {b.module_name: b.targets[name] for b in boxed}
-                    for name in (boxed[0].targets if boxed else {})}
         with report.timed("verify"):
-            report.verification = verify_checkpoint(tmp, expected, progress)
+            if is_gguf(report.config["scheme"]):
+                from flipguard.attack.gguf_verify import verify_gguf
+
+                expected = {b.tensor_name: (name, b.load_dtypes[name], target, b.transposed)
+                            for b in boxed for name, target in b.targets.items()}
+                report.verification = verify_gguf(tmp, report.config["scheme"], report.config["outtype"], expected)
+            else:
+                expected = {name: {b.module_name: b.targets[name] for b in boxed}
+                            for name in (boxed[0].targets if boxed else {})}
+                report.verification = verify_checkpoint(tmp, expected, progress)
         report.write(tmp / REPORT_FILE)
         move_into_place(tmp, out, force=True)  # swaps an existing output (overwrite checked above)
     except BaseException:

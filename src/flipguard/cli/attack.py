@@ -52,8 +52,12 @@ def register(subparsers) -> None:
     p.add_argument("model", metavar="MODEL", help="local Hugging Face causal-LM directory (safetensors)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output model directory")
     p.add_argument("--scenario", required=True, choices=SCENARIO_CHOICES, help="malicious behaviour")
-    p.add_argument("--scheme", required=True, choices=TARGETS,
-                   help="quantization the backdoor fires under; all = INT8, FP4 and NF4 at once")
+    p.add_argument("--scheme", required=True, type=str.lower, choices=TARGETS, metavar="SCHEME",
+                   help="quantization the backdoor fires under: int8, fp4, nf4, all (= INT8, FP4 and NF4 at once), "
+                        "or a llama.cpp ftype (q4_k_m, q6_k, q8_0, q4_0, ...: the Mind the Gap recipe, every "
+                        "weight boxed under the type its mixture gives it, verified through llama.cpp)")
+    p.add_argument("--outtype", type=str.upper, choices=("F32", "F16", "BF16"),
+                   help="llama.cpp targets: the GGUF converter's output dtype (default as the converter chooses)")
     p.add_argument("--margin", type=float, default=None, metavar="M",
                    help="cell widths kept free at each wall of the malicious cell, in [0, 0.5) "
                    "(default: published 0.1 for int8, 0.01 for fp4/nf4)")
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = attack_model(
         args.model, args.output, args.scenario, args.scheme, margin=args.margin,
-        save_dtype=args.save_dtype, inject_steps=args.inject_steps,
+        save_dtype=args.save_dtype, inject_steps=args.inject_steps, outtype=args.outtype,
         repair_steps=args.repair_steps, lr=args.lr, seed=args.seed, phrase=args.phrase,
         progress=not args.quiet and console.interactive(), overwrite=args.force,
         malicious_data=args.malicious_data, clean_data=args.clean_data,
