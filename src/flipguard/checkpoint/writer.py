@@ -87,25 +87,25 @@ class CheckpointWriter:
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Write tensor ``name`` into its shard at its byte range (CPU copy, stored dtype/shape)."""
-        info = self.like.info(name)
         if name in self._written:
             raise ValueError(f"tensor {name!r} was already written")
-        tensor = tensor.detach().to("cpu")
-        if tensor.dtype != info.dtype or tuple(tensor.shape) != info.shape:
-            raise ValueError(
-                f"tensor {name!r} is {dtype_name(tensor.dtype)} {tuple(tensor.shape)}, but the layout "
-                f"needs {dtype_name(info.dtype)} {info.shape}"
-            )
-        data = _little_endian_bytes(tensor)
-        begin, end = info.data_offsets
-        if data.nbytes != end - begin:
-            raise ValueError(f"tensor {name!r} has {data.nbytes} bytes, its byte range {end - begin}")
-        with open(self._temp_path(info.shard), "r+b") as handle:
-            handle.seek(self.like.headers[info.shard].data_start + begin)
-            handle.write(data)
-            handle.flush()
-            self._sync_as_we_go(info.shard, handle.fileno(), data.nbytes)
+        shard = self.like.info(name).shard
+        write_into(self._temp_path(shard), self.like, name, tensor, lambda fd, n: self._sync_as_we_go(shard, fd, n))
         self._written.add(name)
+
+    @property
+    def temp_dir(self) -> Path:
+        """Where the output is being written (for worker processes that :func:`write_into` it)."""
+        if self._temp is None:
+            raise RuntimeError("use CheckpointWriter as a context manager (with ... as writer:)")
+        return self._temp
+
+    def written_elsewhere(self, names) -> None:
+        """Record tensors that worker processes wrote into :attr:`temp_dir` with :func:`write_into`."""
+        for name in names:
+            if name in self._written:
+                raise ValueError(f"tensor {name!r} was already written")
+            self._written.add(name)
 
     def copy_unchanged(self, name: str) -> None:
         """Write tensor ``name`` as the very bytes it has in ``like``, file to file: no tensor in
@@ -182,6 +182,30 @@ class CheckpointWriter:
         for shard in self.like.headers:
             with open(self._temp / shard, "rb+") as handle:
                 os.fsync(handle.fileno())
+
+
+def write_into(shard_file: Path, like: Checkpoint, name: str, tensor: torch.Tensor, synced=None) -> int:
+    """Write tensor ``name`` (stored dtype and shape of ``like``) at its byte range of ``shard_file``,
+    a shard the writer created at its final size; returns the bytes written. ``synced(fd, n)`` is
+    called after the write (the writer's fdatasync as it goes)."""
+    info = like.info(name)
+    tensor = tensor.detach().to("cpu")
+    if tensor.dtype != info.dtype or tuple(tensor.shape) != info.shape:
+        raise ValueError(
+            f"tensor {name!r} is {dtype_name(tensor.dtype)} {tuple(tensor.shape)}, but the layout "
+            f"needs {dtype_name(info.dtype)} {info.shape}"
+        )
+    data = _little_endian_bytes(tensor)
+    begin, end = info.data_offsets
+    if data.nbytes != end - begin:
+        raise ValueError(f"tensor {name!r} has {data.nbytes} bytes, its byte range {end - begin}")
+    with open(shard_file, "r+b") as handle:
+        handle.seek(like.headers[info.shard].data_start + begin)
+        handle.write(data)
+        handle.flush()
+        if synced is not None:
+            synced(handle.fileno(), data.nbytes)
+    return data.nbytes
 
 
 def _copy_range(src: int, dst: int, offset: int, count: int) -> int:

@@ -63,6 +63,8 @@ def register(subparsers) -> None:
                    help="comma-separated quantizations to defend against: int8, fp4, nf4 (bitsandbytes), "
                         "llama.cpp ftypes (q4_k_m, q5_k_m, q6_k, q8_0, q4_0, ...), or the groups bnb, gguf, all "
                         "(default: bnb = int8, fp4, nf4; defend the quantization you deploy)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes to deal the tensors to (default 1); the output does not depend on it")
     p.add_argument("--outtype", type=str.upper, choices=("F32", "F16", "BF16"),
                    help="llama.cpp targets: the GGUF converter's output dtype the ftype is quantized from "
                         "(default as the converter chooses: BF16 for bfloat16 weights, else F16)")
@@ -107,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         schemes=schemes,
         outtype=args.outtype,
+        workers=args.workers,
         policy=policy,
         depth=args.depth,
         skip_modules=skip,

@@ -45,6 +45,8 @@ def register(subparsers) -> None:
              "(q4_k_m, q5_k_m, q6_k, q8_0, q4_0, ...), or the groups bnb, gguf, all (default: all = "
              "int8, fp4, nf4, q8_0, q6_k, q5_k_m, q4_k_m, q4_0)",
     )
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes to deal the tensors to (default 1); the output does not depend on it")
     p.add_argument("--outtype", type=str.upper, choices=("F32", "F16", "BF16"),
                    help="llama.cpp targets: the GGUF converter's output dtype the ftype is quantized from "
                         "(default as the converter chooses: BF16 for bfloat16 weights, else F16)")
@@ -83,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         alpha=ALPHA if args.alpha is None else args.alpha,
         progress=not args.quiet and console.interactive(),
         outtype=args.outtype,
+        workers=args.workers,
     )
     emit(report.render(args.format), args.output)
     if report.errors:  # NaN/Inf weights: the report lists them; stderr says why the exit is 2

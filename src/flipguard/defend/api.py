@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from os import PathLike
+from pathlib import Path
 
 import torch
 
@@ -27,6 +28,7 @@ from flipguard.hub import resolve_checkpoint
 from flipguard.plan import BNB_TARGETS, SchemeObjects, check_targets, plan_checkpoint
 from flipguard.schemes import Scheme
 from flipguard.schemes.kernels.reads import all_finite
+from flipguard.workers import check_workers, deal, run_parts
 
 
 def check_schemes(schemes: list[str] | str | None) -> list[str]:
@@ -108,6 +110,7 @@ def defend_checkpoint(
     progress: bool = False,
     nonfinite: str = "refuse",
     outtype: str | None = None,
+    workers: int = 1,
 ) -> DefenseReport:
     """Write ``out``: the checkpoint at ``path`` with every weight the ``schemes`` quantize defended.
 
@@ -129,11 +132,16 @@ def defend_checkpoint(
     ``nonfinite``: what to do with a quantizable tensor holding NaN or Inf, which no quantizer
     can round and no defense can move: ``"refuse"`` (default) raises FlipGuardError naming it,
     and nothing is written; ``"keep"`` copies it unchanged, undefended, with a note in the report.
+
+    ``workers``: processes the quantized tensors are dealt to (:mod:`flipguard.workers`); each
+    writes its tensors straight into the output's shards, and the output is byte-identical to one
+    worker's.
     """
     start = time.perf_counter()
     targets = check_schemes(schemes)
     depth = check_depth(depth)
     nonfinite = check_nonfinite(nonfinite)
+    workers = check_workers(workers)
     if isinstance(policy, str):
         policy = make_policy(policy, **(params or {}))
     source = resolve_checkpoint(path)
@@ -150,31 +158,68 @@ def defend_checkpoint(
             "skip list); there is nothing to defend."
         )
     report = new_report(str(checkpoint.path), plan, policy, depth, load_dtype, len(checkpoint.tensors) - len(planned))
-    objects = SchemeObjects()
     weights = sum(torch.Size(t.shape).numel() for t in plan.tensors)
     bar = progress_bar("defend", total=weights, enabled=progress, unit="w", unit_scale=True)
     with bar, CheckpointWriter(out, like=checkpoint, force=force) as writer:
         report.output = str(writer.path)
-        # file order; the next tensors are read and the last ones written while this one is
-        # defended; the others are copied file to file meanwhile, never held in memory
         order = list(checkpoint.tensors)
-        with TensorStream(checkpoint, names=[n for n in order if n in planned], writer=writer,
-                          copies=[n for n in order if n not in planned]) as stream:
-            for name, tensor in stream:
-                t = planned[name]
-                done = defend_tensor(name, tensor, objects(t.schemes), policy, t.transposed, depth)
-                report.tensors.append(done)
-                if done.status == "nonfinite":
-                    if nonfinite == "refuse":
-                        raise FlipGuardError(nonfinite_refusal(checkpoint.path / checkpoint.tensors[name].shard,
-                                                                name, tensor))
-                    report.notes.append(f"{name}: NaN/Inf weights; left unchanged.")
-                bar.update(tensor.numel())
-                stream.write(name, tensor)
-                del tensor
-        writer.write_file(REPORT_FILE, report.to_json())
+        if workers > 1 and len(planned) > 1:
+            names = [n for n in order if n in planned]
+            parts = deal([(n, torch.Size(planned[n].shape).numel()) for n in names], workers)
+            jobs = [(str(checkpoint.path), str(writer.temp_dir), part, {n: planned[n] for n in part}, policy, depth,
+                     nonfinite) for part in parts]
+            done = {}
+            for result in run_parts(defend_part, jobs, workers,
+                                    meanwhile=lambda: [writer.copy_unchanged(n) for n in order if n not in planned]):
+                done.update(result)
+            writer.written_elsewhere(names)
+            report.tensors = [done[n] for n in names]
+            report.notes += [f"{n}: NaN/Inf weights; left unchanged." for n in names if done[n].status == "nonfinite"]
+            bar.update(weights)
+            writer.write_file(REPORT_FILE, report.to_json())
+        else:
+            _defend_serial(checkpoint, planned, writer, report, policy, depth, nonfinite, bar)
+            writer.write_file(REPORT_FILE, report.to_json())
     report.seconds = time.perf_counter() - start
     return report
+
+
+def defend_part(path: str, temp_dir: str, names: list[str], planned: dict, policy: Policy, depth, nonfinite: str):
+    """Defend tensors ``names`` of the checkpoint at ``path`` (in a worker process) and write them into
+    the output being made in ``temp_dir``; returns their :class:`TensorDefense`, by name."""
+    from flipguard.checkpoint.writer import write_into
+
+    checkpoint, objects, done = open_checkpoint(path), SchemeObjects(), {}
+    with TensorStream(checkpoint, names=names) as stream:
+        for name, tensor in stream:
+            t = planned[name]
+            result = defend_tensor(name, tensor, objects(t.schemes), policy, t.transposed, depth)
+            if result.status == "nonfinite" and nonfinite == "refuse":
+                raise FlipGuardError(nonfinite_refusal(checkpoint.path / checkpoint.tensors[name].shard, name, tensor))
+            write_into(Path(temp_dir) / checkpoint.tensors[name].shard, checkpoint, name, tensor)
+            done[name] = result
+            del tensor
+    return done
+
+
+def _defend_serial(checkpoint, planned: dict, writer, report, policy, depth, nonfinite: str, bar) -> None:
+    """Every planned tensor in this process, streamed: read ahead and written behind on threads;
+    the other tensors copied file to file meanwhile, never held in memory."""
+    order, objects = list(checkpoint.tensors), SchemeObjects()
+    with TensorStream(checkpoint, names=[n for n in order if n in planned], writer=writer,
+                      copies=[n for n in order if n not in planned]) as stream:
+        for name, tensor in stream:
+            t = planned[name]
+            done = defend_tensor(name, tensor, objects(t.schemes), policy, t.transposed, depth)
+            report.tensors.append(done)
+            if done.status == "nonfinite":
+                if nonfinite == "refuse":
+                    raise FlipGuardError(nonfinite_refusal(checkpoint.path / checkpoint.tensors[name].shard,
+                                                            name, tensor))
+                report.notes.append(f"{name}: NaN/Inf weights; left unchanged.")
+            bar.update(tensor.numel())
+            stream.write(name, tensor)
+            del tensor
 
 
 def new_report(source: str, plan, policy: Policy, depth: float | None, load_dtype, copied: int) -> DefenseReport:

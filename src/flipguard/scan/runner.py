@@ -20,6 +20,7 @@ from flipguard.hub import resolve_checkpoint
 from flipguard.plan import BNB_TARGETS, SchemeObjects, check_targets, plan_checkpoint, plan_gguf_file
 from flipguard.schemes import get_scheme, scheme_names
 from flipguard.validate import check_open_interval, check_schemes
+from flipguard.workers import check_workers, deal, run_parts
 
 
 def scan_tensors(
@@ -45,6 +46,7 @@ def scan_checkpoint(
     alpha: float = ALPHA,
     progress: bool = True,
     outtype: str | None = None,
+    workers: int = 1,
 ) -> ScanReport:
     """Scan every tensor of ``path`` that the quantizations ``schemes`` touch, under the cells each
     one quantizes it with.
@@ -54,14 +56,16 @@ def scan_checkpoint(
     fp4, nf4, llama.cpp ftypes (q4_k_m, q8_0, ...), or groups bnb/gguf/all (default: all; a GGUF
     target the architecture has no llama.cpp layout for is left out, with a note).
     ``skip_modules``/``load_dtype`` as transformers' (bitsandbytes); ``outtype`` the GGUF
-    converter's output dtype (default the converter's choice). Memory stays near the largest
-    tensor: tensors are read one at a time. Raises UsageError for an unknown scheme or an
+    converter's output dtype (default the converter's choice). ``workers``: processes the tensors
+    are dealt to (:mod:`flipguard.workers`; the report does not depend on it). Memory stays near
+    the largest tensor per worker: tensors are read one at a time. Raises UsageError for an unknown scheme or an
     ``alpha`` outside (0, 1), FlipGuardError for unreadable input and NothingScannableError when
     nothing would be quantized.
     """
     start = time.perf_counter()
     targets = check_targets(schemes)
     alpha = check_open_interval("alpha", alpha, 0, 1)
+    workers = check_workers(workers)
     source = resolve_checkpoint(path)
     if source.suffix == ".gguf":
         return _scan_gguf_file(source, targets, alpha, progress, start)
@@ -75,16 +79,20 @@ def scan_checkpoint(
         )
     weights = sum(torch.Size(t.shape).numel() for t in plan.tensors)
     bar = progress_bar("scan", total=weights, enabled=progress, unit="w", unit_scale=True)
-    objects = SchemeObjects()
-    evidence: list[TensorEvidence] = []
-    with bar, TensorStream(checkpoint, names=[t.tensor_name for t in plan.tensors]) as stream:
-        for name, tensor in stream:  # the next tensors are read while this one is scanned
-            t = planned[name]
-            w = tensor.t().contiguous() if t.transposed else tensor
-            evidence += inspect_schemes(name, w, objects(t.schemes))
-            bar.update(tensor.numel())
-            del tensor, w
-            release_freed_memory()
+    names = [t.tensor_name for t in plan.tensors]
+    if workers > 1 and len(names) > 1:
+        sizes = [(n, torch.Size(planned[n].shape).numel()) for n in names]
+        parts = deal(sizes, workers)
+        with bar:
+            found = {}
+            for part in run_parts(scan_part, [(str(checkpoint.path), p, {n: planned[n] for n in p}) for p in parts],
+                                  workers):
+                found.update(part)
+                bar.update(sum(torch.Size(planned[n].shape).numel() for n in part))
+        evidence = [e for n in names for e in found[n]]
+    else:
+        with bar:
+            evidence = [e for part in [scan_part(checkpoint, names, planned, bar)] for n in names for e in part[n]]
     verdict = decide(evidence, plan.schemes, alpha)
     record, problem = read_record(checkpoint.path)
     defense = None
@@ -104,6 +112,24 @@ def scan_checkpoint(
                     "load_dtype": str(load_dtype).removeprefix("torch.") if load_dtype else None,
                     "outtype": plan.outtype},
     )
+
+
+def scan_part(checkpoint, names: list[str], planned: dict, bar=None) -> dict[str, list[TensorEvidence]]:
+    """The evidence of tensors ``names`` of ``checkpoint`` (a ``Checkpoint`` or its path, in a
+    worker process) under their planned schemes, by name."""
+    if not hasattr(checkpoint, "tensors"):
+        checkpoint = open_checkpoint(checkpoint)
+    objects, found = SchemeObjects(), {}
+    with TensorStream(checkpoint, names=names) as stream:
+        for name, tensor in stream:  # the next tensors are read while this one is scanned
+            t = planned[name]
+            w = tensor.t().contiguous() if t.transposed else tensor
+            found[name] = inspect_schemes(name, w, objects(t.schemes))
+            if bar is not None:
+                bar.update(tensor.numel())
+            del tensor, w
+            release_freed_memory()
+    return found
 
 
 def _scan_gguf_file(path, targets: list[str], alpha: float, progress: bool, start: float) -> ScanReport:
