@@ -45,6 +45,9 @@ def register(subparsers) -> None:
              "(q4_k_m, q5_k_m, q6_k, q8_0, q4_0, ...), or the groups bnb, gguf, all (default: all = "
              "int8, fp4, nf4, q8_0, q6_k, q5_k_m, q4_k_m, q4_0)",
     )
+    p.add_argument("--full", action="store_true",
+                   help="measure every weight (default: a tensor of more than 2M weights is measured on evenly "
+                        "spaced whole rows holding about 2M; NaN/Inf are looked for in every weight either way)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="processes to deal the tensors to (default 1); the output does not depend on it")
     p.add_argument("--outtype", type=str.upper, choices=("F32", "F16", "BF16"),
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet and console.interactive(),
         outtype=args.outtype,
         workers=args.workers,
+        full=args.full,
     )
     emit(report.render(args.format), args.output)
     if report.errors:  # NaN/Inf weights: the report lists them; stderr says why the exit is 2

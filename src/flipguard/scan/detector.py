@@ -18,6 +18,9 @@ DEQUANTIZED_SHARE = 0.9  # free weights on a level above which a tensor is "dequ
 ON_LEVEL_TOLERANCE = 0.01  # cell widths (or twice the weight's resolution, if coarser)
 LEVEL_SAMPLE = 1 << 14  # weights checked for sitting on the grid
 CHUNK = 1 << 22  # weights per pass of the fused kernel (bounds the float32 copy it reads)
+# the scan's default sample per tensor: above this many weights, evenly spaced whole rows holding
+# about this many (``flipguard scan --full`` measures every weight); the defense measures all
+SCAN_SAMPLE = 1 << 21
 
 
 @dataclass
@@ -40,6 +43,7 @@ class TensorEvidence:
     nonfinite: int = 0
     min_distance: float = float("nan")
     structure: float | None = None  # rounding errors' sigma_1 over a shuffle's (scan.structure)
+    sampled: int = 0  # weights measured when a sample of rows was (0: every weight)
 
     @property
     def on_level_share(self) -> float:
@@ -58,22 +62,51 @@ def inspect_tensor(name: str, w: torch.Tensor, scheme: Scheme, finite: bool = Fa
     return inspect_schemes(name, w, [scheme], finite)[0]
 
 
-def inspect_schemes(name: str, w: torch.Tensor, schemes: list[Scheme], finite: bool = False) -> list[TensorEvidence]:
+def inspect_schemes(name: str, w: torch.Tensor, schemes: list[Scheme], finite: bool = False,
+                    sample: int | None = None) -> list[TensorEvidence]:
     """:func:`inspect_tensor` of ``w`` under each of ``schemes``, in order. The histograms run one
     scheme after another (their kernels are parallel); the structure statistics, serial work (a
     sample's rounding errors, two small eigenvalue problems), then run side by side, one scheme
-    per thread. Only the first scheme looks for NaN/Inf unless it finds some."""
+    per thread. Only the first scheme looks for NaN/Inf unless it finds some.
+
+    ``sample``: measure the wall distances of evenly spaced whole rows holding about this many
+    weights when ``w`` has more and every row holds whole groups of every scheme (NaN/Inf are
+    still looked for in every weight); None: every weight."""
     evidence, threads = [], torch.get_num_threads()
-    with threads_for(w.numel()):
+    measured, every = sampled_rows(w, schemes, sample), None
+    if measured is not w and not finite:
+        from flipguard.schemes.kernels.reads import all_finite
+
+        every = all_finite(w)
+        finite = every
+    with threads_for(measured.numel()):
         for i, scheme in enumerate(schemes):
             clean_first = i > 0 and evidence[0].status != "nonfinite"
-            evidence.append(_inspect(name, w, scheme, finite or clean_first))
+            if every is False:
+                bad = int((~torch.isfinite(w)).sum())
+                evidence.append(TensorEvidence(name, scheme.name, tuple(w.shape), "nonfinite",
+                                               BandCounts.empty(len(scheme.walls)), nonfinite=bad))
+                continue
+            evidence.append(_inspect(name, measured, scheme, finite or clean_first))
+            evidence[-1].shape = tuple(w.shape)
+            evidence[-1].sampled = measured.numel() if measured is not w else 0
     wanted = [(e, s) for e, s in zip(evidence, schemes) if e.status == "ok"]
     with one_thread():  # each statistic's sample is small: one thread apiece
         ratios = side_by_side(lambda pair: structure_ratio(w, pair[1]), wanted, threads)
     for (e, _), ratio in zip(wanted, ratios):
         e.structure = ratio
     return evidence
+
+
+def sampled_rows(w: torch.Tensor, schemes: list[Scheme], sample: int | None) -> torch.Tensor:
+    """``w`` itself, or every ``k``-th row of it (contiguous) holding about ``sample`` weights, where
+    ``w`` is larger and each row holds whole groups of every scheme."""
+    if sample is None or w.numel() <= sample or w.dim() != 2:
+        return w
+    if any(s.row_multiple(w.shape[1]) != 1 for s in schemes):
+        return w
+    step = -(-w.numel() // sample)
+    return w[::step].contiguous()
 
 
 def _inspect(name: str, w: torch.Tensor, scheme: Scheme, finite: bool = False) -> TensorEvidence:

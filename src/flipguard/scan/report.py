@@ -143,6 +143,8 @@ def to_dict(report: ScanReport, histograms: bool = False) -> dict:
 
 def _evidence(e, histograms: bool = False) -> dict:
     out = {"tensor": e.name, "scheme": e.scheme, "shape": list(e.shape), "status": e.status}
+    if e.sampled:
+        out["sampled_weights"] = e.sampled
     if e.status == "nonfinite":
         out["nonfinite"] = e.nonfinite
         return out

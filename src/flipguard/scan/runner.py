@@ -12,7 +12,7 @@ from flipguard.checkpoint import TensorStream, open_checkpoint
 from flipguard.checkpoint.memory import release_freed_memory
 from flipguard.console import progress_bar
 from flipguard.errors import NothingScannableError
-from flipguard.scan.detector import TensorEvidence, inspect_schemes
+from flipguard.scan.detector import SCAN_SAMPLE, TensorEvidence, inspect_schemes
 from flipguard.scan.record import check_record, read_record
 from flipguard.scan.report import ScanReport
 from flipguard.scan.verdict import ALPHA, Verdict, decide
@@ -47,6 +47,7 @@ def scan_checkpoint(
     progress: bool = True,
     outtype: str | None = None,
     workers: int = 1,
+    full: bool = False,
 ) -> ScanReport:
     """Scan every tensor of ``path`` that the quantizations ``schemes`` touch, under the cells each
     one quantizes it with.
@@ -57,7 +58,11 @@ def scan_checkpoint(
     target the architecture has no llama.cpp layout for is left out, with a note).
     ``skip_modules``/``load_dtype`` as transformers' (bitsandbytes); ``outtype`` the GGUF
     converter's output dtype (default the converter's choice). ``workers``: processes the tensors
-    are dealt to (:mod:`flipguard.workers`; the report does not depend on it). Memory stays near
+    are dealt to (:mod:`flipguard.workers`; the report does not depend on it). ``full``: measure
+    every weight; by default a tensor larger than :data:`~flipguard.scan.detector.SCAN_SAMPLE`
+    weights is measured on evenly spaced whole rows holding about that many (NaN/Inf are looked
+    for everywhere), which keeps the scan's power (millions of weights per tensor) at a fraction
+    of the time. Memory stays near
     the largest tensor per worker: tensors are read one at a time. Raises UsageError for an unknown scheme or an
     ``alpha`` outside (0, 1), FlipGuardError for unreadable input and NothingScannableError when
     nothing would be quantized.
@@ -80,19 +85,20 @@ def scan_checkpoint(
     weights = sum(torch.Size(t.shape).numel() for t in plan.tensors)
     bar = progress_bar("scan", total=weights, enabled=progress, unit="w", unit_scale=True)
     names = [t.tensor_name for t in plan.tensors]
+    sample = None if full else SCAN_SAMPLE
     if workers > 1 and len(names) > 1:
         sizes = [(n, torch.Size(planned[n].shape).numel()) for n in names]
         parts = deal(sizes, workers)
         with bar:
             found = {}
-            for part in run_parts(scan_part, [(str(checkpoint.path), p, {n: planned[n] for n in p}) for p in parts],
-                                  workers):
+            for part in run_parts(scan_part, [(str(checkpoint.path), p, {n: planned[n] for n in p}, None, sample)
+                                              for p in parts], workers):
                 found.update(part)
                 bar.update(sum(torch.Size(planned[n].shape).numel() for n in part))
         evidence = [e for n in names for e in found[n]]
     else:
         with bar:
-            evidence = [e for part in [scan_part(checkpoint, names, planned, bar)] for n in names for e in part[n]]
+            evidence = [e for part in [scan_part(checkpoint, names, planned, bar, sample)] for n in names for e in part[n]]
     verdict = decide(evidence, plan.schemes, alpha)
     record, problem = read_record(checkpoint.path)
     defense = None
@@ -110,11 +116,12 @@ def scan_checkpoint(
         alpha=alpha,
         parameters={"targets": targets, "schemes": plan.schemes, "alpha": alpha, "skip_modules": skip_modules,
                     "load_dtype": str(load_dtype).removeprefix("torch.") if load_dtype else None,
-                    "outtype": plan.outtype},
+                    "outtype": plan.outtype, "sample": sample},
     )
 
 
-def scan_part(checkpoint, names: list[str], planned: dict, bar=None) -> dict[str, list[TensorEvidence]]:
+def scan_part(checkpoint, names: list[str], planned: dict, bar=None,
+              sample: int | None = None) -> dict[str, list[TensorEvidence]]:
     """The evidence of tensors ``names`` of ``checkpoint`` (a ``Checkpoint`` or its path, in a
     worker process) under their planned schemes, by name."""
     if not hasattr(checkpoint, "tensors"):
@@ -124,7 +131,7 @@ def scan_part(checkpoint, names: list[str], planned: dict, bar=None) -> dict[str
         for name, tensor in stream:  # the next tensors are read while this one is scanned
             t = planned[name]
             w = tensor.t().contiguous() if t.transposed else tensor
-            found[name] = inspect_schemes(name, w, objects(t.schemes))
+            found[name] = inspect_schemes(name, w, objects(t.schemes), sample=sample)
             if bar is not None:
                 bar.update(tensor.numel())
             del tensor, w

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from scipy.stats import binom
 
@@ -263,15 +264,14 @@ class PileTest:
 
 def pile_test(counts: BandCounts) -> PileTest:
     """Largest excess of one fine bin over its neighbours, among the best-resolved weights."""
-    hist = counts.resolved()[0].double()  # weights that resolve the finest band
-    kernel = torch.ones(2 * PILE_NEIGHBOURS + 1, dtype=torch.float64)
+    hist = counts.resolved()[0].double().numpy()  # weights that resolve the finest band
+    kernel = np.ones(2 * PILE_NEIGHBOURS + 1)
     kernel[PILE_NEIGHBOURS] = 0
-    around = torch.nn.functional.conv1d(hist.view(1, 1, -1), kernel.view(1, 1, -1), padding=PILE_NEIGHBOURS)
-    around = around.view(-1)
+    around = np.convolve(hist, kernel, mode="same")  # sums of whole counts: exact in float64
     # Bins whose window lies within [0, 0.5); the outermost are incomplete.
-    idx = torch.arange(PILE_NEIGHBOURS, NBINS - PILE_NEIGHBOURS)
-    n = (hist[idx] + around[idx]).numpy()
-    k = hist[idx].numpy()
+    idx = np.arange(PILE_NEIGHBOURS, NBINS - PILE_NEIGHBOURS)
+    n = hist[idx] + around[idx]
+    k = hist[idx]
     share = 1 / (2 * PILE_NEIGHBOURS + 1)
     with_data = n > 0
     if not with_data.any():
