@@ -111,7 +111,7 @@ class _Defender:
         self.done: set[str] = set()
 
     def __call__(self, param_name: str, value: torch.Tensor) -> torch.Tensor:
-        from flipguard.defend.api import defend_tensor
+        from flipguard.defend.tensor import defend_tensor
 
         target = self.targets.get(param_name)
         if target is None:

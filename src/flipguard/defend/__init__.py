@@ -10,7 +10,8 @@ as a policy chooses (``policies``); ``report`` says what was done.
 """
 
 from flipguard.entry import make_callable
-from flipguard.defend.api import check_depth, check_schemes, defend_checkpoint, defend_tensor
+from flipguard.defend.api import check_depth, check_schemes, defend_checkpoint
+from flipguard.defend.tensor import defend_tensor
 from flipguard.defend.flip import SAFE_DEPTH, flip_across_wall
 from flipguard.defend.multischeme import SchemeStats, defend_matrix
 from flipguard.defend.policies import DEFAULTS, POLICIES, Policy, make_policy

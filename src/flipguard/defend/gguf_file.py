@@ -24,7 +24,7 @@ def defend_gguf_file(source: Path, out, targets: list[str], policy, depth, force
     """:func:`flipguard.defend.defend_checkpoint` of a GGUF file (its arguments, already checked)."""
     from flipguard.cli.output import emit
     from flipguard.console import progress_bar
-    from flipguard.defend.api import nonfinite_refusal, defend_tensor, new_report
+    from flipguard.defend.tensor import defend_tensor, new_report, nonfinite_refusal
     from flipguard.gguf import open_gguf, write_gguf
     from flipguard.plan import SchemeObjects, plan_gguf_file
 
