@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-
+from flipguard.defaults import BNB_SCHEMES
 from flipguard.errors import UsageError
-from flipguard.schemes import scheme_names
+
+if TYPE_CHECKING:
+    import torch
 
 #: ``--scheme`` values: one scheme, or ``all`` = malicious under INT8, FP4 and NF4 at once.
-TARGETS = (*scheme_names(), "all")
-#: ``--save-dtype`` names and the dtypes they stand for.
-SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TARGETS = (*BNB_SCHEMES, "all")
+#: ``--save-dtype`` names; ``SAVE_DTYPES`` maps each to the torch dtype it stands for, built on first
+#: use (module ``__getattr__``) so that ``flipguard attack --help`` does not import torch.
+SAVE_DTYPE_NAMES = ("float32", "float16", "bfloat16")
+SAVE_DTYPES: dict[str, torch.dtype]  # declared only: see __getattr__
+
+
+def __getattr__(name: str):
+    if name == "SAVE_DTYPES":
+        import torch
+
+        globals()[name] = {n: getattr(torch, n) for n in SAVE_DTYPE_NAMES}
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 #: Which parameters the inject stage trains: only the quantized weights (DESIGN §5: what makes
 #: the INT8 attack work), or every parameter.
 INJECT_PARAMS = ("quantizable", "all")
@@ -27,6 +40,8 @@ JOINT_STEPS = 600
 
 def target_schemes(scheme: str) -> list[str]:
     """The schemes a target must stay malicious under: ``["int8"]``, ..., or all three for ``all``."""
+    from flipguard.schemes import scheme_names
+
     return scheme_names() if scheme == "all" else [scheme]
 
 
@@ -87,8 +102,8 @@ class AttackConfig:
             raise UsageError(f"unknown scheme {self.scheme!r}: use one of {', '.join(TARGETS)}.")
         if self.margin is not None and not 0 <= self.margin < 0.5:
             raise UsageError(f"margin must be in [0, 0.5) cell widths, got {self.margin}.")
-        if self.save_dtype is not None and self.save_dtype not in SAVE_DTYPES:
-            raise UsageError(f"unknown save dtype {self.save_dtype!r}: use one of {', '.join(SAVE_DTYPES)}.")
+        if self.save_dtype is not None and self.save_dtype not in SAVE_DTYPE_NAMES:
+            raise UsageError(f"unknown save dtype {self.save_dtype!r}: use one of {', '.join(SAVE_DTYPE_NAMES)}.")
         if self.joint_steps is None:
             self.joint_steps = JOINT_STEPS if "int8" in target_schemes(self.scheme) else 0
         if self.inject_steps is None:

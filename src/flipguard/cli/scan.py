@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from flipguard import console
+from flipguard.cli import SUMMARIES
+from flipguard.cli.dtypes import LOAD_DTYPES, torch_dtype
 from flipguard.cli.output import emit
-from flipguard.schemes import scheme_names
+from flipguard.defaults import BNB_SCHEMES
 
 DESCRIPTION = """\
 Scan a full-precision checkpoint for the trace a quantization-conditioned backdoor leaves.
@@ -27,20 +27,18 @@ so that no band looks emptied. A clean verdict is no proof: for a checkpoint of 
 
 """
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "scan",
-        help="detect quantization-conditioned backdoors in a checkpoint (data-free)",
+        help=SUMMARIES["scan"],
         description=DESCRIPTION,
         epilog="A tensor with NaN/Inf weights cannot be scanned: exit 2, whatever else was found.",
     )
     p.add_argument("path", help="local Hugging Face model directory (safetensors)")
     p.add_argument(
         "--scheme",
-        default=",".join(scheme_names()),
+        default=",".join(BNB_SCHEMES),
         help="comma-separated schemes to check: int8, fp4, nf4 (default: all three)",
     )
     p.add_argument("-f", "--format", choices=["console", "json", "sarif", "html"], default="console",
@@ -57,7 +55,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--load-dtype",
-        choices=sorted(DTYPES),
+        choices=LOAD_DTYPES,
         help="dtype the model is loaded in before quantizing (default: each tensor's stored dtype)",
     )
     p.add_argument("--alpha", type=float, default=None, help="family-wise error rate (default 1e-3)")
@@ -74,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         args.path,
         schemes=args.scheme,
         skip_modules=skip,
-        load_dtype=DTYPES.get(args.load_dtype) if args.load_dtype else None,
+        load_dtype=torch_dtype(args.load_dtype),
         alpha=ALPHA if args.alpha is None else args.alpha,
         progress=not args.quiet and console.interactive(),
     )
