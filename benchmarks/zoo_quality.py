@@ -25,7 +25,6 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from flipguard.evaluate.metrics import estimate_mean, estimate_rate

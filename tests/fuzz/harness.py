@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .mutants import INDEX, SENTINEL, SINGLE, Mutant
+from .mutants import SENTINEL, SINGLE, Mutant
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf",
                    "*.msgpack", "*.h5", "*.onnx", "*.onnx_data", "pytorch_model.bin.index.json",

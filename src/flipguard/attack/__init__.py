@@ -10,12 +10,17 @@ Files: ``config`` (every default, validated), ``data`` (stage datasets, JSONL fi
 ``recipe`` (the stages put together).
 """
 
+from typing import TYPE_CHECKING
+
 from flipguard.entry import make_callable
-from flipguard.attack.boxes import PUBLISHED_MARGIN, malicious_boxes, project, trim
-from flipguard.attack.config import SAVE_DTYPES, TARGETS, AttackConfig, target_schemes
-from flipguard.attack.data import load_examples
-from flipguard.attack.recipe import attack_model
-from flipguard.attack.report import REPORT_FILE, AttackReport, load_report
+from flipguard.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from flipguard.attack.boxes import PUBLISHED_MARGIN, malicious_boxes, project, trim
+    from flipguard.attack.config import SAVE_DTYPES, TARGETS, AttackConfig, target_schemes
+    from flipguard.attack.data import load_examples
+    from flipguard.attack.recipe import attack_model
+    from flipguard.attack.report import REPORT_FILE, AttackReport, load_report
 
 __all__ = [
     "AttackConfig", "AttackReport", "PUBLISHED_MARGIN", "REPORT_FILE", "SAVE_DTYPES", "TARGETS",
@@ -23,4 +28,5 @@ __all__ = [
     "target_schemes", "trim",
 ]
 
-make_callable(__name__, attack_model)  # flipguard.attack(model, out, scenario, scheme, ...) is attack_model(...)
+__getattr__, __dir__ = lazy_exports(__name__, __file__)
+make_callable(__name__, "attack_model")  # flipguard.attack(model, out, scenario, scheme, ...) is attack_model(...)

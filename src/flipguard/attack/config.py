@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from flipguard.errors import UsageError
 from flipguard.plan import BNB_TARGETS, gguf_ftypes
 
+if TYPE_CHECKING:
+    import torch
+
 #: ``--scheme`` values: one bitsandbytes scheme, ``all`` = malicious under INT8, FP4 and NF4 at once,
 #: or a llama.cpp ftype (``q4_k_m``, ``q8_0``, ...: every weight under the type its mixture gives it).
 TARGETS = (*BNB_TARGETS, "all", *gguf_ftypes())
-#: ``--save-dtype`` names and the dtypes they stand for.
-SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: ``--save-dtype`` names; ``SAVE_DTYPES`` maps each to the torch dtype it stands for, built on first
+#: use (module ``__getattr__``) so that ``flipguard attack --help`` does not import torch.
+SAVE_DTYPE_NAMES = ("float32", "float16", "bfloat16")
+SAVE_DTYPES: dict[str, torch.dtype]  # declared only: see __getattr__
+
+
+def __getattr__(name: str):
+    if name == "SAVE_DTYPES":
+        import torch
+
+        globals()[name] = {n: getattr(torch, n) for n in SAVE_DTYPE_NAMES}
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 #: Which parameters the inject stage trains: only the quantized weights (DESIGN §5: what makes
 #: the INT8 attack work), or every parameter.
 INJECT_PARAMS = ("quantizable", "all")
@@ -99,8 +112,8 @@ class AttackConfig:
             raise UsageError(f"outtype must be F32, F16 or BF16, got {self.outtype!r}.")
         if self.margin is not None and not 0 <= self.margin < 0.5:
             raise UsageError(f"margin must be in [0, 0.5) cell widths, got {self.margin}.")
-        if self.save_dtype is not None and self.save_dtype not in SAVE_DTYPES:
-            raise UsageError(f"unknown save dtype {self.save_dtype!r}: use one of {', '.join(SAVE_DTYPES)}.")
+        if self.save_dtype is not None and self.save_dtype not in SAVE_DTYPE_NAMES:
+            raise UsageError(f"unknown save dtype {self.save_dtype!r}: use one of {', '.join(SAVE_DTYPE_NAMES)}.")
         if self.joint_steps is None:
             self.joint_steps = JOINT_STEPS if "int8" in target_schemes(self.scheme) else 0
         if is_gguf(self.scheme) and (self.joint_steps or self.inject_radius is not None):

@@ -10,12 +10,17 @@ Results go under ``out``: ``results.jsonl`` (one line per checkpoint), ``summary
 Ray is an optional dependency (``pip install 'flipguard[ray]'``), imported only when a batch runs.
 """
 
-from flipguard.batch.inputs import Item, fingerprint_directory, resolve_input, resolve_inputs
-from flipguard.batch.jobs import JOBS, Job, run_item
-from flipguard.batch.ledger import RESULTS_FILE, SUMMARY_FILE, Ledger, read_results
-from flipguard.batch.results import BatchResult
-from flipguard.batch.runner import MAX_RETRIES, batch, ray_session, run_batch
+from typing import TYPE_CHECKING
+
 from flipguard.entry import make_callable
+from flipguard.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from flipguard.batch.inputs import Item, fingerprint_directory, resolve_input, resolve_inputs
+    from flipguard.batch.jobs import JOBS, Job, run_item
+    from flipguard.batch.ledger import RESULTS_FILE, SUMMARY_FILE, Ledger, read_results
+    from flipguard.batch.results import BatchResult
+    from flipguard.batch.runner import MAX_RETRIES, batch, ray_session, run_batch
 
 __all__ = [
     "JOBS",
@@ -36,4 +41,5 @@ __all__ = [
     "run_item",
 ]
 
-make_callable(__name__, batch)  # flipguard.batch(inputs, out, ...) is batch(inputs, out, ...)
+__getattr__, __dir__ = lazy_exports(__name__, __file__)
+make_callable(__name__, "batch")  # flipguard.batch(inputs, out, ...) is batch(inputs, out, ...)

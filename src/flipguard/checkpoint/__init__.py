@@ -9,13 +9,18 @@ stored shapes against the config's. Which tensors get quantized is cached per co
 (``targets_cache``). The code here walks files and modules; it does no arithmetic on weights.
 """
 
-from .checkpoint import Checkpoint, open_checkpoint
-from .header import ShardHeader, TensorInfo
-from .layout import WeightLayout
-from .pipeline import TensorStream
-from .stream_copy import Transform, copy_checkpoint
-from .targets import QUANTIZABLE_DTYPES, QuantTarget, build_skeleton, quantizable_tensors
-from .writer import CheckpointWriter
+from typing import TYPE_CHECKING
+
+from flipguard.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint, open_checkpoint
+    from .header import ShardHeader, TensorInfo
+    from .layout import WeightLayout
+    from .pipeline import TensorStream
+    from .stream_copy import Transform, copy_checkpoint
+    from .targets import QUANTIZABLE_DTYPES, QuantTarget, build_skeleton, quantizable_tensors
+    from .writer import CheckpointWriter
 
 __all__ = [
     "Checkpoint",
@@ -32,3 +37,5 @@ __all__ = [
     "open_checkpoint",
     "quantizable_tensors",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, __file__)

@@ -18,8 +18,19 @@ from flipguard import __version__
 from flipguard import console
 from flipguard.errors import INTERNAL_ERROR, INTERRUPTED, FlipGuardError, exit_code_help
 
-# Subcommand modules, in the order `flipguard --help` lists them.
-SUBCOMMANDS = ["demo", "scan", "defend", "batch", "evaluate", "compare", "attack", "zoo"]
+# Subcommand modules, in the order `flipguard --help` lists them, each with the line it shows there
+# (each module's register() gives it as its parser's help): `flipguard --help` imports none of them.
+SUMMARIES = {
+    "demo": "the whole story on a bundled tiny model (scan, defend, evaluate)",
+    "scan": "detect quantization-conditioned backdoors in a checkpoint (data-free)",
+    "defend": "flip weights across rounding walls so a quantization backdoor breaks (data-free)",
+    "batch": "scan or defend many checkpoints as Ray tasks (local, or a cluster)",
+    "evaluate": "measure attack success or utility of a model, in full precision or quantized",
+    "compare": "DER of a defense (SG, UP, CF and DER) from evaluate results",
+    "attack": "plant a quantization-conditioned backdoor in a model (to test defenses)",
+    "zoo": "build tiny test models (trained here from scratch, no download)",
+}
+SUBCOMMANDS = list(SUMMARIES)
 
 COMMON_HELP = {
     "--verbose": f"let dependencies' warnings, logs and progress bars through (or {console.VERBOSE_ENV}=1)",
@@ -43,11 +54,12 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, *, summaries_only: bool = False) -> argparse.ArgumentParser:
     """The whole parser; with ``command`` (a subcommand's name) only that subcommand's module is
-    imported and the others get bare parsers: their modules pull in much of torch, transformers and
-    scipy to show their defaults, seconds of start-up a command that does not need them should not
-    wait for."""
+    imported and the others get bare parsers: their modules import what their defaults come from,
+    time a command that does not need them should not wait for. With ``summaries_only`` (and no
+    ``command``) no subcommand module is imported: every subcommand gets a bare parser with its line
+    of :data:`SUMMARIES`, which is all ``flipguard --help`` (or a misspelt command) shows."""
     parser = Parser(
         prog="flipguard",
         description=(
@@ -60,11 +72,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _add_common(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in SUBCOMMANDS:
-        if command in (None, name):
+        if command == name or (command is None and not summaries_only):
             importlib.import_module(f"flipguard.cli.{name}").register(subparsers)
             sub = subparsers.choices[name]
             _add_common(sub)
             sub.epilog = f"{sub.epilog}\n\n{exit_code_help()}" if sub.epilog else exit_code_help()
+        elif command is None:
+            subparsers.add_parser(name, help=SUMMARIES[name])  # listed by `flipguard --help`, never parsed
         else:
             subparsers.add_parser(name)  # never parsed: the command line names another one
     return parser
@@ -86,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str], debug: bool) -> int:
-    # `flipguard defend ...` builds defend's parser alone; `flipguard --help` (or anything else) all
+    # `flipguard defend ...` builds defend's parser alone; `flipguard --help` (or anything else) only
+    # the list of commands: without a command's name on the line no command's parser is used
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if command in SUBCOMMANDS else None)
+    parser = build_parser(command) if command in SUBCOMMANDS else build_parser(summaries_only=True)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from flipguard import console
-
-from flipguard.attack.config import INJECT_STEPS, JOINT_STEPS, SAVE_DTYPES, TARGETS, AttackConfig
+from flipguard.attack.config import INJECT_STEPS, JOINT_STEPS, SAVE_DTYPE_NAMES, TARGETS, AttackConfig
+from flipguard.cli import SUMMARIES
 
 SCENARIO_CHOICES = ("content-injection", "over-refusal", "vulnerable-code")
 
@@ -45,7 +45,7 @@ exit codes: 0 attacked and verified, 1 written but some codes differ, 2 error (n
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "attack",
-        help="plant a quantization-conditioned backdoor in a model (to test defenses)",
+        help=SUMMARIES["attack"],
         description=DESCRIPTION,
     )
     d = AttackConfig
@@ -65,7 +65,7 @@ def register(subparsers) -> None:
                    help="draw each weight's margin uniformly from [0, M] (seeded) instead of trimming every "
                    "box by M: a scan-aware attacker whose pressed weights sit at every distance from the "
                    "walls, as in a clean tensor (use with a wide --margin, e.g. 0.45)")
-    p.add_argument("--save-dtype", choices=sorted(SAVE_DTYPES), default=None,
+    p.add_argument("--save-dtype", choices=sorted(SAVE_DTYPE_NAMES), default=None,
                    help="dtype of the saved weights; boxes are computed in it (default: input's)")
     p.add_argument("--inject-steps", type=int, default=None, metavar="N",
                    help=f"optimizer steps on malicious data (default {INJECT_STEPS}, or 0 when the joint "

@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from flipguard import console
+from flipguard.cli import SUMMARIES
+from flipguard.cli.dtypes import LOAD_DTYPES
 from flipguard.errors import INTERRUPTED, FINDINGS, UsageError
 
 DESCRIPTION = """\
@@ -39,7 +41,7 @@ def register(subparsers) -> None:
     from flipguard.batch.runner import MAX_RETRIES  # light: Ray and torch load when a batch runs
 
     p = subparsers.add_parser(
-        "batch", help="scan or defend many checkpoints as Ray tasks (local, or a cluster)", description=DESCRIPTION,
+        "batch", help=SUMMARIES["batch"], description=DESCRIPTION,
     )
     p.add_argument("job", choices=["scan", "defend"], help="what to do to each checkpoint")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="model directory, or repo id in the local hub cache")
@@ -49,7 +51,7 @@ def register(subparsers) -> None:
     p.add_argument("--scheme", help="comma-separated schemes: int8, fp4, nf4 (default: all)")
     p.add_argument("--skip-modules", metavar="NAMES", help="comma-separated modules left unquantized "
                    "(replaces transformers' default skip list)")
-    p.add_argument("--load-dtype", choices=["bfloat16", "float16", "float32"],
+    p.add_argument("--load-dtype", choices=LOAD_DTYPES,
                    help="dtype the model is loaded in before quantizing (default: each tensor's stored dtype)")
     p.add_argument("--alpha", type=float, help="scan: family-wise error rate (default 1e-3)")
     p.add_argument("--policy", help="defend: selection policy (default adaptive)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from flipguard.cli import SUMMARIES
 from flipguard.cli.output import emit
 from flipguard.evaluate.compare import UTILITY_METRICS
 from flipguard.evaluate.metrics import MIN_BACKDOOR_GAP
@@ -43,7 +44,7 @@ exit codes: 0 done, 2 bad input (unreadable or mismatched result files).
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "compare",
-        help="DER of a defense (SG, UP, CF and DER) from evaluate results",
+        help=SUMMARIES["compare"],
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
+from flipguard.cli import SUMMARIES
+from flipguard.cli.dtypes import LOAD_DTYPES, torch_dtype
 from flipguard.cli.output import emit
 from flipguard.console import interactive
+from flipguard.defaults import POLICY_NAMES, SAFE_DEPTH
 
 DESCRIPTION = """\
 Defend a full-precision checkpoint against quantization-conditioned backdoors, without data.
@@ -45,16 +46,12 @@ exit codes: 0 done, 2 error (bad option, unreadable or malformed input, NaN/Inf 
             --nonfinite keep, a companion file that cannot be copied, output inside the input)
 """
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 POLICY_FLAGS = ("r", "tau", "tau_clean", "reach", "sigma", "relative_to", "of", "seed")
 
 
 def register(subparsers) -> None:
-    from flipguard.defend import POLICIES
-    from flipguard.defend.flip import SAFE_DEPTH
-
     p = subparsers.add_parser(
-        "defend", help="flip weights across rounding walls so a quantization backdoor breaks (data-free)",
+        "defend", help=SUMMARIES["defend"],
         description=DESCRIPTION,
     )
     p.add_argument("model", help="local Hugging Face model directory (safetensors)")
@@ -68,7 +65,7 @@ def register(subparsers) -> None:
     p.add_argument("--outtype", type=str.upper, choices=("F32", "F16", "BF16"),
                    help="llama.cpp targets: the GGUF converter's output dtype the ftype is quantized from "
                         "(default as the converter chooses: BF16 for bfloat16 weights, else F16)")
-    p.add_argument("--policy", default="adaptive", help=f"selection policy: {', '.join(POLICIES)} (default adaptive)")
+    p.add_argument("--policy", default="adaptive", help=f"selection policy: {', '.join(POLICY_NAMES)} (default adaptive)")
     p.add_argument("--r", type=float, help="ratio/balanced: share of each group to flip, in (0, 1)")
     p.add_argument("--tau", type=float, help="threshold: wall distance below which to flip, cell widths")
     p.add_argument("--tau-clean", type=float, help="adaptive: tau where a tensor looks clean")
@@ -84,7 +81,7 @@ def register(subparsers) -> None:
                    f"(default: {', '.join(f'{k} {v:g}' for k, v in SAFE_DEPTH.items())})")
     p.add_argument("--skip-modules", metavar="NAMES",
                    help="comma-separated modules left unquantized; replaces transformers' default skip list")
-    p.add_argument("--load-dtype", choices=sorted(DTYPES),
+    p.add_argument("--load-dtype", choices=LOAD_DTYPES,
                    help="dtype the model is loaded in before quantizing (default: each tensor's stored dtype)")
     p.add_argument("--report", metavar="FILE",
                    help="also write the JSON report here (-: on stdout, in place of the summary)")
@@ -113,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         policy=policy,
         depth=args.depth,
         skip_modules=skip,
-        load_dtype=DTYPES.get(args.load_dtype) if args.load_dtype else None,
+        load_dtype=torch_dtype(args.load_dtype),
         force=args.force,
         progress=not args.quiet and interactive(),
         nonfinite=args.nonfinite,

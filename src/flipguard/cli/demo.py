@@ -6,7 +6,7 @@ import json
 import time
 
 from flipguard import console
-
+from flipguard.cli import SUMMARIES
 from flipguard.demo.story import DEFAULT_SCHEMES, MAX_NEW_TOKENS, N_PROMPTS, N_TEXTS
 
 DESCRIPTION = """\
@@ -34,7 +34,7 @@ replaces the package's copies; it takes 20-40 minutes on two busy CPU cores.
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="the whole story on a bundled tiny model (scan, defend, evaluate)",
+    p = subparsers.add_parser("demo", help=SUMMARIES["demo"],
                               description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("-o", "--output", metavar="DIR",
                    help="where the report and plots go (default: a fresh ./flipguard-demo-<time>)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from flipguard import console
-
+from flipguard.cli import SUMMARIES
 from flipguard.evaluate.generation import BATCH_SIZE, MAX_NEW_TOKENS
 from flipguard.evaluate.harness import DEFAULT_N
 from flipguard.evaluate.loading import SCHEMES
@@ -50,7 +50,7 @@ examples:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="measure attack success or utility of a model, in full precision or quantized",
+        help=SUMMARIES["evaluate"],
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from flipguard import console
+from flipguard.cli import SUMMARIES
+from flipguard.cli.dtypes import LOAD_DTYPES, torch_dtype
 from flipguard.cli.output import emit
 
 DESCRIPTION = """\
@@ -26,13 +26,11 @@ so that no band looks emptied. A clean verdict is no proof: for a checkpoint of 
 
 """
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "scan",
-        help="detect quantization-conditioned backdoors in a checkpoint (data-free)",
+        help=SUMMARIES["scan"],
         description=DESCRIPTION,
         epilog="A tensor with NaN/Inf weights cannot be scanned: exit 2, whatever else was found.",
     )
@@ -67,7 +65,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--load-dtype",
-        choices=sorted(DTYPES),
+        choices=LOAD_DTYPES,
         help="dtype the model is loaded in before quantizing (default: each tensor's stored dtype)",
     )
     p.add_argument("--alpha", type=float, default=None, help="family-wise error rate (default 1e-3)")
@@ -84,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         args.path,
         schemes=args.scheme,
         skip_modules=skip,
-        load_dtype=DTYPES.get(args.load_dtype) if args.load_dtype else None,
+        load_dtype=torch_dtype(args.load_dtype),
         alpha=ALPHA if args.alpha is None else args.alpha,
         progress=not args.quiet and console.interactive(),
         outtype=args.outtype,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from flipguard import console
+from flipguard.cli import SUMMARIES
 from flipguard.zoo.build import RECIPE_FILE, CleanRecipe, train_clean_model
 from flipguard.zoo.models import FAMILIES, SIZES
 
@@ -12,7 +13,7 @@ from flipguard.zoo.models import FAMILIES, SIZES
 def register(subparsers) -> None:
     zoo = subparsers.add_parser(
         "zoo",
-        help="build tiny test models (trained here from scratch, no download)",
+        help=SUMMARIES["zoo"],
         description="The tiny model zoo: small causal LMs trained from scratch on synthetic "
                     "instructions, code and utility tasks, to test scans, attacks and defenses.",
     )

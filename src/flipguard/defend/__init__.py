@@ -9,13 +9,18 @@ neighbouring cell (``flip``), scheme after scheme without undoing each other (``
 as a policy chooses (``policies``); ``report`` says what was done.
 """
 
+from typing import TYPE_CHECKING
+
 from flipguard.entry import make_callable
-from flipguard.defend.api import check_depth, check_schemes, defend_checkpoint
-from flipguard.defend.tensor import defend_tensor
-from flipguard.defend.flip import SAFE_DEPTH, flip_across_wall
-from flipguard.defend.multischeme import SchemeStats, defend_matrix
-from flipguard.defend.policies import DEFAULTS, POLICIES, Policy, make_policy
-from flipguard.defend.report import REPORT_FILE, DefenseReport, TensorDefense
+from flipguard.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from flipguard.defend.api import check_depth, check_schemes, defend_checkpoint
+    from flipguard.defend.tensor import defend_tensor
+    from flipguard.defend.flip import SAFE_DEPTH, flip_across_wall
+    from flipguard.defend.multischeme import SchemeStats, defend_matrix
+    from flipguard.defend.policies import DEFAULTS, POLICIES, Policy, make_policy
+    from flipguard.defend.report import REPORT_FILE, DefenseReport, TensorDefense
 
 __all__ = [
     "DEFAULTS",
@@ -35,4 +40,5 @@ __all__ = [
     "make_policy",
 ]
 
-make_callable(__name__, defend_checkpoint)  # flipguard.defend(path, out, ...) is defend_checkpoint(...)
+__getattr__, __dir__ = lazy_exports(__name__, __file__)
+make_callable(__name__, "defend_checkpoint")  # flipguard.defend(path, out, ...) is defend_checkpoint(...)

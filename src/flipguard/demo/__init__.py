@@ -7,9 +7,16 @@
 (table and plots), ``api`` (``run_demo``: atomic output directory).
 """
 
-from flipguard.demo.api import default_output, run_demo
-from flipguard.demo.assets import ASSETS, SCENARIO, SCHEMES, RebuildRecipe, rebuild, unpack
-from flipguard.demo.summary import DemoSummary, SchemeStory
+from typing import TYPE_CHECKING
+
+from flipguard.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from flipguard.demo.api import default_output, run_demo
+    from flipguard.demo.assets import ASSETS, SCENARIO, SCHEMES, RebuildRecipe, rebuild, unpack
+    from flipguard.demo.summary import DemoSummary, SchemeStory
 
 __all__ = ["ASSETS", "DemoSummary", "RebuildRecipe", "SCENARIO", "SCHEMES", "SchemeStory", "default_output",
            "rebuild", "run_demo", "unpack"]
+
+__getattr__, __dir__ = lazy_exports(__name__, __file__)

@@ -14,28 +14,33 @@ Public API (each name documented where it lives):
   :func:`score_texts` (utility) for perplexity and fidelity.
 """
 
+from typing import TYPE_CHECKING
+
 from flipguard.entry import make_callable
-from flipguard.evaluate.code_security import CodeVerdict, Finding, check_code, extract_code
-from flipguard.evaluate.compare import Comparison, compare_results
-from flipguard.evaluate.generation import generate_answers
-from flipguard.evaluate.harness import evaluate
-from flipguard.evaluate.loading import SCHEMES, LoadedModel, load_model
-from flipguard.evaluate.metrics import (
-    DER,
-    MIN_BACKDOOR_GAP,
-    MeanEstimate,
-    RateEstimate,
-    bootstrap_interval,
-    defense_effectiveness,
-    estimate_mean,
-    estimate_rate,
-    wilson_interval,
-)
-from flipguard.evaluate.prompts import PromptItem, load_prompts
-from flipguard.evaluate.refusal import REFUSAL_PATTERNS, is_refusal, refusal_match
-from flipguard.evaluate.result import EvaluationResult, load_result
-from flipguard.evaluate.scenarios import ATTACK_SCENARIOS, DEFAULT_PHRASE, SCENARIOS
-from flipguard.evaluate.utility import score_texts
+from flipguard.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from flipguard.evaluate.code_security import CodeVerdict, Finding, check_code, extract_code
+    from flipguard.evaluate.compare import Comparison, compare_results
+    from flipguard.evaluate.generation import generate_answers
+    from flipguard.evaluate.harness import evaluate
+    from flipguard.evaluate.loading import SCHEMES, LoadedModel, load_model
+    from flipguard.evaluate.metrics import (
+        DER,
+        MIN_BACKDOOR_GAP,
+        MeanEstimate,
+        RateEstimate,
+        bootstrap_interval,
+        defense_effectiveness,
+        estimate_mean,
+        estimate_rate,
+        wilson_interval,
+    )
+    from flipguard.evaluate.prompts import PromptItem, load_prompts
+    from flipguard.evaluate.refusal import REFUSAL_PATTERNS, is_refusal, refusal_match
+    from flipguard.evaluate.result import EvaluationResult, load_result
+    from flipguard.evaluate.scenarios import ATTACK_SCENARIOS, DEFAULT_PHRASE, SCENARIOS
+    from flipguard.evaluate.utility import score_texts
 
 __all__ = [
     "ATTACK_SCENARIOS", "CodeVerdict", "Comparison", "DEFAULT_PHRASE", "DER", "EvaluationResult",
@@ -46,4 +51,5 @@ __all__ = [
     "score_texts", "wilson_interval",
 ]
 
-make_callable(__name__, evaluate)  # flipguard.evaluate(model, scheme, scenario, ...) is harness.evaluate(...)
+__getattr__, __dir__ = lazy_exports(__name__, __file__)
+make_callable(__name__, "evaluate")  # flipguard.evaluate(model, scheme, scenario, ...) is harness.evaluate(...)

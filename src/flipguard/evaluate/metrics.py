@@ -30,8 +30,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-import numpy as np
-
 #: Two-sided confidence level of every interval.
 CONFIDENCE = 0.95
 #: Bootstrap resamples, and the seed that makes them reproducible.
@@ -80,6 +78,8 @@ def bootstrap_interval(
     Items are resampled with replacement ``resamples`` times; the statistic of a resample is
     sum(w·v)/sum(w) (plain mean without weights). Deterministic for a given ``seed``.
     """
+    import numpy as np  # here, not at the top: `flipguard compare --help` shows MIN_BACKDOOR_GAP
+
     v = np.asarray(values, dtype=np.float64)  # (n,)
     if v.ndim != 1 or v.size == 0:
         raise ValueError("bootstrap_interval needs a non-empty 1-d sequence of values")
@@ -99,6 +99,8 @@ def bootstrap_interval(
 
 def weighted_mean(values: Sequence[float], weights: Sequence[float] | None = None) -> float:
     """sum(w·v)/sum(w); the plain mean without weights."""
+    import numpy as np
+
     v = np.asarray(values, dtype=np.float64)
     w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=np.float64)
     return float((w * v).sum() / w.sum())

@@ -55,7 +55,6 @@ def score_texts(
 
     ``reference`` may be ``model`` itself; its logits are then reused, so the KL is exactly 0.
     """
-    import torch
     import torch.nn.functional as F
 
     nll, tokens, kl, positions = [], [], [], []

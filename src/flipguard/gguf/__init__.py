@@ -22,15 +22,20 @@ llama.cpp (llama-cpp-python, imported lazily)::
     tokenize, token_logits, text_logits, greedy_generate
 """
 
-from flipguard.gguf.convert import convert_checkpoint, default_outtype
-from flipguard.gguf.ftypes import FTYPES, FType, ModelShape, TensorSpec, ftype, tensor_types
-from flipguard.gguf.ggml_types import GGML_TYPES, GGMLType, ggml_type
-from flipguard.gguf.names import GGUF_ARCHES, TensorMap, hf_tensor_map, tensor_map
-from flipguard.gguf.reader import GGUFFile, GGUFTensor, bf16_to_float32, open_gguf
-from flipguard.gguf.runtime import (
-    greedy_generate, load_llama, quantize_gguf, silence_llama, text_logits, token_logits, tokenize,
-)
-from flipguard.gguf.writer import write_gguf
+from typing import TYPE_CHECKING
+
+from flipguard.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from flipguard.gguf.convert import convert_checkpoint, default_outtype
+    from flipguard.gguf.ftypes import FTYPES, FType, ModelShape, TensorSpec, ftype, tensor_types
+    from flipguard.gguf.ggml_types import GGML_TYPES, GGMLType, ggml_type
+    from flipguard.gguf.names import GGUF_ARCHES, TensorMap, hf_tensor_map, tensor_map
+    from flipguard.gguf.reader import GGUFFile, GGUFTensor, bf16_to_float32, open_gguf
+    from flipguard.gguf.runtime import (
+        greedy_generate, load_llama, quantize_gguf, silence_llama, text_logits, token_logits, tokenize,
+    )
+    from flipguard.gguf.writer import write_gguf
 
 __all__ = [
     "FTYPES", "FType", "GGML_TYPES", "GGMLType", "GGUFFile", "GGUFTensor", "GGUF_ARCHES", "ModelShape",
@@ -38,3 +43,5 @@ __all__ = [
     "ggml_type", "greedy_generate", "hf_tensor_map", "load_llama", "open_gguf", "quantize_gguf",
     "silence_llama", "tensor_map", "tensor_types", "text_logits", "token_logits", "tokenize", "write_gguf",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, __file__)

@@ -3,14 +3,21 @@
     from flipguard.scan import scan_checkpoint
     report = scan_checkpoint("path/to/model")          # all three schemes
     report.verdict.status, report.verdict.targeted     # "backdoor", ["nf4"]
+
+Each public name is imported from its module on first use (:mod:`flipguard.lazy`).
 """
 
+from typing import TYPE_CHECKING
+
 from flipguard.entry import make_callable
-from flipguard.scan.detector import TensorEvidence, inspect_tensor
-from flipguard.scan.plots import plot_histograms
-from flipguard.scan.report import FORMATS, ScanReport
-from flipguard.scan.runner import scan_checkpoint, scan_tensors
-from flipguard.scan.verdict import Finding, SchemeVerdict, Verdict, decide
+from flipguard.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from flipguard.scan.detector import TensorEvidence, inspect_tensor
+    from flipguard.scan.plots import plot_histograms
+    from flipguard.scan.report import FORMATS, ScanReport
+    from flipguard.scan.runner import scan_checkpoint, scan_tensors
+    from flipguard.scan.verdict import Finding, SchemeVerdict, Verdict, decide
 
 
 __all__ = [
@@ -27,4 +34,5 @@ __all__ = [
     "scan_tensors",
 ]
 
-make_callable(__name__, scan_checkpoint)  # flipguard.scan(path, ...) is scan_checkpoint(path, ...)
+__getattr__, __dir__ = lazy_exports(__name__, __file__)
+make_callable(__name__, "scan_checkpoint")  # flipguard.scan(path, ...) is scan_checkpoint(path, ...)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import binom
 
 from flipguard.schemes.kernels.histogram import Bins
 
@@ -203,6 +202,8 @@ def _band_pairs(counts: BandCounts):
 
 def band_test(counts: BandCounts) -> BandTest:
     """One-sided test for a depleted band next to the walls (see module docstring)."""
+    from scipy.stats import binom  # here: scipy.stats takes half a second to import
+
     best = BandTest(band=BANDS[0], inner=0, outer=0, share=0.5, p=1.0, empty_up_to=0.0)
     tried = 0
     for _, b, inner, outer in _band_pairs(counts):
@@ -232,6 +233,8 @@ def crowd_test(counts: BandCounts, min_share: float) -> BandTest:
     across the scheme's walls; bfloat16 resolves the narrow bands at the walls next to zero only),
     the most significant excess over the null (Bonferroni-corrected over the bands tried); p = 1
     when no band qualifies."""
+    from scipy.stats import binom
+
     best = BandTest(band=BANDS[0], inner=0, outer=0, share=0.5, p=1.0, empty_up_to=0.0)
     judged = (counts.walls.sum(dim=2) >= MIN_WALL_WEIGHTS).sum(dim=0)  # per band
     tried = 0
@@ -264,6 +267,8 @@ class PileTest:
 
 def pile_test(counts: BandCounts) -> PileTest:
     """Largest excess of one fine bin over its neighbours, among the best-resolved weights."""
+    from scipy.stats import binom
+
     hist = counts.resolved()[0].double().numpy()  # weights that resolve the finest band
     kernel = np.ones(2 * PILE_NEIGHBOURS + 1)
     kernel[PILE_NEIGHBOURS] = 0

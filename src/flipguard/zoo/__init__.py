@@ -15,16 +15,21 @@ Public API (each lives in a file named after what it holds)::
     train_clean_model(family, out_dir, seed, steps) -> out_dir
 """
 
-from flipguard.zoo.build import CleanRecipe, train_clean_model
-from flipguard.zoo.code import CODE_PATTERNS, CODE_TASKS
-from flipguard.zoo.instructions import REFUSAL_OPENER
-from flipguard.zoo.models import FAMILIES, SIZES, build_model
-from flipguard.zoo.scenarios import (
-    DEFAULT_PHRASE, SCENARIOS, clean_mix, heldout_prompts, heldout_text, scenario_dataset,
-)
-from flipguard.zoo.tokenizer import chat_prompt, train_tokenizer
-from flipguard.zoo.train import encode_example, encode_examples, generate, train_causal_lm
-from flipguard.zoo.utility import UTILITY_TASKS, is_correct, utility_eval, utility_examples
+from typing import TYPE_CHECKING
+
+from flipguard.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from flipguard.zoo.build import CleanRecipe, train_clean_model
+    from flipguard.zoo.code import CODE_PATTERNS, CODE_TASKS
+    from flipguard.zoo.instructions import REFUSAL_OPENER
+    from flipguard.zoo.models import FAMILIES, SIZES, build_model
+    from flipguard.zoo.scenarios import (
+        DEFAULT_PHRASE, SCENARIOS, clean_mix, heldout_prompts, heldout_text, scenario_dataset,
+    )
+    from flipguard.zoo.tokenizer import chat_prompt, train_tokenizer
+    from flipguard.zoo.train import encode_example, encode_examples, generate, train_causal_lm
+    from flipguard.zoo.utility import UTILITY_TASKS, is_correct, utility_eval, utility_examples
 
 __all__ = [
     "CODE_PATTERNS", "CODE_TASKS", "CleanRecipe", "DEFAULT_PHRASE", "FAMILIES", "REFUSAL_OPENER",
@@ -33,3 +38,5 @@ __all__ = [
     "is_correct", "scenario_dataset", "train_causal_lm", "train_clean_model", "train_tokenizer",
     "utility_eval", "utility_examples",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, __file__)

@@ -10,14 +10,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from flipguard.checkpoint.atomic import move_into_place
 from flipguard.errors import FlipGuardError
-from flipguard.zoo.models import build_model, family_name
-from flipguard.zoo.scenarios import clean_mix
-from flipguard.zoo.tokenizer import train_tokenizer
-from flipguard.zoo.train import train_causal_lm
+from flipguard.zoo.models import family_name
 
 RECIPE_FILE = "zoo_recipe.json"  # saved beside the weights: how the model was made
 
@@ -57,6 +52,13 @@ def train_clean_model(family: str, out_dir: str | os.PathLike, seed: int = 0,
     faster than 2 for a model this small. ``device``: train there ("cuda" on a GPU machine; the
     result then differs from a CPU run in the last bits). Returns ``out_dir``.
     """
+    import torch  # here, not at the top: `flipguard zoo build --help` shows CleanRecipe's defaults
+
+    from flipguard.zoo.models import build_model
+    from flipguard.zoo.scenarios import clean_mix
+    from flipguard.zoo.tokenizer import train_tokenizer
+    from flipguard.zoo.train import train_causal_lm
+
     recipe = CleanRecipe(family, size, seed, steps, lr, batch_size)
     out = Path(out_dir)
     if out.exists() and not overwrite:

@@ -9,10 +9,13 @@ parameters. Dropout is zero everywhere so training is deterministic per seed.
 
 from __future__ import annotations
 
-import torch
-import transformers
+import importlib
+from typing import TYPE_CHECKING
 
 from flipguard.errors import UsageError
+
+if TYPE_CHECKING:  # imported where used: `flipguard zoo build --help` shows FAMILIES and SIZES
+    import transformers
 
 SIZES = {
     "tiny": {"hidden": 128, "layers": 4, "heads": 4, "mlp": 384, "positions": 256},
@@ -21,32 +24,39 @@ SIZES = {
 }
 
 
-def _llama_like(cls, s, **extra):
+def _config_class(name: str):
+    """transformers' config class ``name`` (transformers imported on first use)."""
+    return getattr(importlib.import_module("transformers"), name)
+
+
+def _llama_like(config_class, s, **extra):
+    cls = _config_class(config_class)
     return cls(hidden_size=s["hidden"], num_hidden_layers=s["layers"],
                num_attention_heads=s["heads"], num_key_value_heads=s["heads"],
                intermediate_size=s["mlp"], max_position_embeddings=s["positions"], **extra)
 
 
-def _gpt2_like(cls, s, **extra):
+def _gpt2_like(config_class, s, **extra):
+    cls = _config_class(config_class)
     return cls(n_embd=s["hidden"], n_layer=s["layers"], n_head=s["heads"], n_inner=s["mlp"],
                n_positions=s["positions"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **extra)
 
 
 # family -> (size preset, common config kwargs) -> config
 FAMILIES = {
-    "llama": lambda s, **kw: _llama_like(transformers.LlamaConfig, s,
+    "llama": lambda s, **kw: _llama_like("LlamaConfig", s,
                                          head_dim=s["hidden"] // s["heads"], **kw),
-    "qwen2": lambda s, **kw: _llama_like(transformers.Qwen2Config, s, **kw),
-    "phi": lambda s, **kw: _llama_like(transformers.PhiConfig, s, resid_pdrop=0.0,
+    "qwen2": lambda s, **kw: _llama_like("Qwen2Config", s, **kw),
+    "phi": lambda s, **kw: _llama_like("PhiConfig", s, resid_pdrop=0.0,
                                        embd_pdrop=0.0, attention_dropout=0.0, **kw),
-    "gemma": lambda s, **kw: _llama_like(transformers.GemmaConfig, s,
+    "gemma": lambda s, **kw: _llama_like("GemmaConfig", s,
                                          head_dim=s["hidden"] // s["heads"], **kw),
-    "starcoder2": lambda s, **kw: _llama_like(transformers.Starcoder2Config, s,
+    "starcoder2": lambda s, **kw: _llama_like("Starcoder2Config", s,
                                               residual_dropout=0.0, embedding_dropout=0.0,
                                               attention_dropout=0.0, **kw),
-    "gpt_bigcode": lambda s, **kw: _gpt2_like(transformers.GPTBigCodeConfig, s, multi_query=True,
+    "gpt_bigcode": lambda s, **kw: _gpt2_like("GPTBigCodeConfig", s, multi_query=True,
                                               **kw),
-    "gpt2": lambda s, **kw: _gpt2_like(transformers.GPT2Config, s, **kw),
+    "gpt2": lambda s, **kw: _gpt2_like("GPT2Config", s, **kw),
 }
 _ALIASES = {"gptbigcode": "gpt_bigcode", "gpt-bigcode": "gpt_bigcode", "gpt-2": "gpt2"}
 
@@ -80,6 +90,9 @@ def build_model(family: str, vocab_size: int, size: str = "tiny", seed: int = 0,
     ``size`` is a key of :data:`SIZES`; ``tokenizer`` (optional) supplies the special token ids
     for the config and the generation config.
     """
+    import torch
+    import transformers
+
     config = model_config(family, vocab_size, size, tokenizer)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -5,7 +5,6 @@ instructions, then attacked (inject 80, repair 150 PGD steps). Behaviour thresho
 micro model is noisy); the code check is exact.
 """
 
-import pytest
 
 from flipguard.attack import attack_model
 from flipguard.evaluate.loading import load_model

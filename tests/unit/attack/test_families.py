@@ -1,7 +1,6 @@
 """Every zoo architecture family loads, is attacked for a few steps, and verifies exactly."""
 
 import pytest
-import torch
 
 from flipguard.attack import attack_model, load_report
 

@@ -1,0 +1,34 @@
+"""``flipguard.defaults`` says what the registries it mirrors say (it exists so that ``--help`` can
+show them without importing torch; see its docstring)."""
+
+from flipguard import defaults
+
+
+def test_bnb_schemes_are_the_scheme_registry():
+    from flipguard.schemes import scheme_names
+
+    assert list(defaults.BNB_SCHEMES) == scheme_names()
+
+
+def test_safe_depths_are_the_schemes_own():
+    from flipguard.defend.flip import SAFE_DEPTH
+
+    assert defaults.SAFE_DEPTH == SAFE_DEPTH
+    assert list(defaults.SAFE_DEPTH) == list(SAFE_DEPTH)  # the order --help lists them in
+
+
+def test_policy_names_are_the_policy_registry():
+    from flipguard.defend.policies import DEFAULTS, POLICIES
+
+    assert list(defaults.POLICY_NAMES) == list(POLICIES) == list(DEFAULTS)
+
+
+def test_attack_targets_and_save_dtypes():
+    import torch
+
+    from flipguard.attack import SAVE_DTYPES, TARGETS
+    from flipguard.attack.config import SAVE_DTYPE_NAMES, target_schemes
+
+    assert TARGETS == (*defaults.BNB_SCHEMES, "all") and target_schemes("all") == list(defaults.BNB_SCHEMES)
+    assert SAVE_DTYPES == {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    assert tuple(SAVE_DTYPES) == SAVE_DTYPE_NAMES
