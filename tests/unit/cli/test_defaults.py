@@ -29,6 +29,9 @@ def test_attack_targets_and_save_dtypes():
     from flipguard.attack import SAVE_DTYPES, TARGETS
     from flipguard.attack.config import SAVE_DTYPE_NAMES, target_schemes
 
-    assert TARGETS == (*defaults.BNB_SCHEMES, "all") and target_schemes("all") == list(defaults.BNB_SCHEMES)
+    from flipguard.plan import gguf_ftypes
+
+    assert TARGETS == (*defaults.BNB_SCHEMES, "all", *gguf_ftypes())
+    assert target_schemes("all") == list(defaults.BNB_SCHEMES)
     assert SAVE_DTYPES == {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     assert tuple(SAVE_DTYPES) == SAVE_DTYPE_NAMES
