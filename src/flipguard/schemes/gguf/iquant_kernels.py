@@ -30,6 +30,23 @@ HDR = 9
 NTRY = 7
 
 
+# Branches, not tuple lookups: a kernel serving every family is typed with a kind up to 4, and
+# numba may evaluate a tuple lookup out of the branch that guards it.
+@njit(inline="always")
+def nsub_of(kind):
+    return 1 if kind == 0 else 8
+
+
+@njit(inline="always")
+def block_of(kind):
+    return 32 if kind == 0 else 256
+
+
+@njit(inline="always")
+def type_size_of(kind):
+    return 18 if kind == 0 else 136
+
+
 @njit(inline="always")
 def search_block(x, base, values):
     """The float scale of the 32-block at ``x[base:]`` (0 where its absmax is below 1e-15)."""
@@ -108,7 +125,7 @@ def block_inverse(kind, d, hdr, ib):
 @njit(inline="always")
 def quantize_block(kind, x, base, out, ob, values, scales, hdr, L):
     """Quantize the (super-)block at ``x[base:]`` into ``out[ob:]``; codes into ``L``."""
-    nsub = NSUB[kind]
+    nsub = nsub_of(kind)
     for ib in range(nsub):
         scales[ib] = search_block(x, base + 32 * ib, values)
     d = header(kind, scales, hdr)
@@ -125,7 +142,7 @@ def pack(kind, hdr, L, out, ob):
     out[ob] = np.uint8(hdr[0] & 0xFF)
     out[ob + 1] = np.uint8(hdr[0] >> 8)
     q = ob + 2
-    nsub = NSUB[kind]
+    nsub = nsub_of(kind)
     if kind == 1:
         sh = np.int64(0)
         for ib in range(8):
@@ -153,7 +170,7 @@ def read_block(kind, data, ob, hdr, L):
             low = (np.int64(data[ob + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF
             hdr[1 + ib] = low | (((sh >> (2 * ib)) & 3) << 4)
         q = ob + 8
-    for i in range(NSUB[kind]):
+    for i in range(nsub_of(kind)):
         for j in range(16):
             byte = np.int64(data[q + 16 * i + j])
             L[32 * i + j] = byte & 0xF
@@ -162,9 +179,9 @@ def read_block(kind, data, ob, hdr, L):
 
 @njit(inline="always")
 def _quantize(x, out, kind):
-    blk = BLOCK[kind]
+    blk = block_of(kind)
     nb = x.size // blk
-    ts = TYPE_SIZE[kind]
+    ts = type_size_of(kind)
     nchunk = min(nb, 1024)
     for c in prange(nchunk):
         values = KVALUES.copy()
@@ -197,8 +214,8 @@ def quantize(x: np.ndarray, out: np.ndarray, kind: int) -> None:
 def unpack(data, kind, codes_out, values_out):
     """Stored codes (uint8, flat) and ggml's dequantized values (float32, flat): IQ4_NL
     ``fp16(d)*kvalues[q]``, IQ4_XS ``(fp16(d)*(ls - 32))*kvalues[q]``."""
-    blk = BLOCK[kind]
-    ts = TYPE_SIZE[kind]
+    blk = block_of(kind)
+    ts = type_size_of(kind)
     nb = data.size // ts
     nchunk = min(nb, 1024)
     for c in prange(nchunk):
@@ -212,3 +229,33 @@ def unpack(data, kind, codes_out, values_out):
                 dl = d if kind == 0 else d * f32(hdr[1 + i // 32] - 32)
                 codes_out[b * blk + i] = np.uint8(L[i])
                 values_out[b * blk + i] = dl * values[L[i]]
+
+
+@njit(inline="always")
+def analyse_block(kind, x, base, out, ob, values, scales, hdr, L, xn, pinned, params, caps, g0):
+    """Quantize the (super-)block at ``x[base:]`` (bytes into ``out[ob:]``, codes ``L``, float
+    block scales), then per weight its normalized value ``xn`` (table units: ``idl * x``) and
+    ``pinned`` flag, per 32-block ``params[g]`` = (idl, 0) and ``caps[g]`` = [-amax, amax];
+    returns the float super-block ``d``."""
+    nsub = nsub_of(kind)
+    for ib in range(nsub):
+        scales[ib] = search_block(x, base + 32 * ib, values)
+    d = header(kind, scales, hdr)
+    for ib in range(nsub):
+        idl = block_inverse(kind, d, hdr, ib)
+        b = base + 32 * ib
+        amax = f32(0.0)
+        for j in range(32):
+            amax = max(amax, abs(x[b + j]))
+        g = g0 + ib
+        params[g, 0] = idl
+        params[g, 1] = f32(0.0)
+        caps[g, 0] = -amax
+        caps[g, 1] = amax
+        for j in range(32):
+            t = idl * x[b + j]
+            L[32 * ib + j] = best_index_int8(values, t)
+            xn[b + j] = t
+            pinned[b + j] = (idl == 0) | (not np.isfinite(t)) | (abs(x[b + j]) == amax)
+    pack(kind, hdr, L, out, ob)
+    return d

@@ -35,30 +35,65 @@ TYPE_SIZE = (84, 110, 144, 176, 210)
 HDR = 35  # length of the decoded header array
 
 
+# One compiled search per kind (constants inside), called rather than inlined, so that a kernel
+# handling every kind stays small to compile.
+@njit
+def _search_q2_k(x, base, j, L, weights, aux, work):
+    b = base + 16 * j
+    for l in range(16):
+        weights[l] = abs(x[b + l])
+    return make_qkx2_quants(x, b, 16, 3, weights, L, 16 * j, aux, work, f32(-0.5), f32(0.1), 15, True)
+
+
+@njit(inline="always")
+def _av_x_weights(x, b, weights):
+    """Q4_K/Q5_K importances: ``av_x + |x|`` with ``av_x = sqrt(sum x^2 / 32)``."""
+    sum_x2 = f32(0.0)
+    for l in range(32):
+        sum_x2 += x[b + l] * x[b + l]
+    av_x = np.sqrt(sum_x2 / f32(32.0))
+    for l in range(32):
+        weights[l] = av_x + abs(x[b + l])
+
+
+@njit
+def _search_q4_k(x, base, j, L, weights, aux, work):
+    b = base + 32 * j
+    _av_x_weights(x, b, weights)
+    return make_qkx2_quants(x, b, 32, 15, weights, L, 32 * j, aux, work, f32(-1.0), f32(0.1), 20, False)
+
+
+@njit
+def _search_q5_k(x, base, j, L, weights, aux, work):
+    b = base + 32 * j
+    _av_x_weights(x, b, weights)
+    return make_qkx2_quants(x, b, 32, 31, weights, L, 32 * j, aux, work, f32(-0.5), f32(0.1), 15, False)
+
+
+@njit
+def _search_q3_k(x, base, j, L, weights, aux, work):
+    return make_q3_quants(x, base + 16 * j, 16, 4, L, 16 * j), f32(0.0)
+
+
+@njit
+def _search_q6_k(x, base, j, L, weights, aux, work):
+    return make_qx_quants(x, base + 16 * j, 16, 32, L, 16 * j), f32(0.0)
+
+
 @njit(inline="always")
 def search_sub(kind, x, base, j, L, weights, aux, work):
     """Stage 1 for sub-block ``j`` of the super-block at ``x[base:]``: (scale, min) float32 and
     the search codes into ``L[SUB*j : SUB*(j+1)]`` (int64). ``weights`` (float32, 32), ``aux``
     (int64, 32) and ``work`` (float32, (3, 32)) are scratch. ``min`` is 0 for Q3_K and Q6_K."""
     if kind == 0:
-        b = base + 16 * j
-        for l in range(16):
-            weights[l] = abs(x[b + l])
-        return make_qkx2_quants(x, b, 16, 3, weights, L, 16 * j, aux, work, f32(-0.5), f32(0.1), 15, True)
-    if kind == 2 or kind == 3:
-        b = base + 32 * j
-        sum_x2 = f32(0.0)
-        for l in range(32):
-            sum_x2 += x[b + l] * x[b + l]
-        av_x = np.sqrt(sum_x2 / f32(32.0))
-        for l in range(32):
-            weights[l] = av_x + abs(x[b + l])
-        if kind == 2:
-            return make_qkx2_quants(x, b, 32, 15, weights, L, 32 * j, aux, work, f32(-1.0), f32(0.1), 20, False)
-        return make_qkx2_quants(x, b, 32, 31, weights, L, 32 * j, aux, work, f32(-0.5), f32(0.1), 15, False)
+        return _search_q2_k(x, base, j, L, weights, aux, work)
     if kind == 1:
-        return make_q3_quants(x, base + 16 * j, 16, 4, L, 16 * j), f32(0.0)
-    return make_qx_quants(x, base + 16 * j, 16, 32, L, 16 * j), f32(0.0)
+        return _search_q3_k(x, base, j, L, weights, aux, work)
+    if kind == 2:
+        return _search_q4_k(x, base, j, L, weights, aux, work)
+    if kind == 3:
+        return _search_q5_k(x, base, j, L, weights, aux, work)
+    return _search_q6_k(x, base, j, L, weights, aux, work)
 
 
 @njit(inline="always")
@@ -480,3 +515,39 @@ def unpack(data, kind, codes_out, values_out):
             for i in range(QK_K):
                 codes_out[b * QK_K + i] = np.uint8(L[i])
                 values_out[b * QK_K + i] = dequantize_value(kind, hdr, i // sub, L[i])
+
+
+GROUP = (16, 16, 32, 32, 16)  # weights per group of ``params`` (= SUB)
+
+
+@njit(inline="always")
+def analyse_block(kind, x, base, out, ob, L, Ls, scales, mins, hdr, weights, aux, work, xn, pinned, params, caps, g0):
+    """Quantize the super-block at ``x[base:]`` (bytes into ``out[ob:]``, final codes ``L``,
+    search codes ``Ls``, float sub-scales, header), then per weight its normalized value
+    ``xn`` and ``pinned`` flag (flat arrays at ``base``), per sub-block ``params[g]`` =
+    (d, dm) and ``caps[g]`` = the range a free weight may take without moving the search's
+    start ([min, max] for Q2/Q4/Q5_K, [-amax, amax] for Q3/Q6_K); groups from ``g0``."""
+    quantize_block(kind, x, base, out, ob, L, Ls, scales, mins, hdr, weights, aux, work)
+    sub = SUB[kind]
+    two_sided = kind == 1 or kind == 4
+    for j in range(NSUB[kind]):
+        b = base + sub * j
+        lo = x[b]
+        hi = x[b]
+        amax = f32(0.0)
+        for ii in range(sub):
+            v = x[b + ii]
+            lo = min(lo, v)
+            hi = max(hi, v)
+            amax = max(amax, abs(v))
+        d, dm = sub_scale(kind, hdr, j)
+        g = g0 + j
+        params[g, 0] = d
+        params[g, 1] = dm
+        caps[g, 0] = -amax if two_sided else lo
+        caps[g, 1] = amax if two_sided else hi
+        for ii in range(sub):
+            v = x[b + ii]
+            t = normalized(kind, v, d, dm) if d != 0 else f32(0.0)
+            xn[b + ii] = t
+            pinned[b + ii] = (d == 0) | (not np.isfinite(t)) | (abs(v) == amax if two_sided else (v == lo) | (v == hi))

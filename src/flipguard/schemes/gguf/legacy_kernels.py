@@ -214,3 +214,40 @@ def quantize(x: np.ndarray, out: np.ndarray, kind: int) -> None:
     """Quantize float32 ``x`` (flat, a multiple of 32) into ``out`` (uint8, flat, 
     ``TYPE_SIZE[kind]`` bytes per block), as ``ggml_quantize_chunk`` for legacy type ``kind``."""
     _QUANTIZE[kind](x, out)
+
+
+@njit(inline="always")
+def analyse_block(kind, x, base, codes, xn, pinned, params, caps, g):
+    """Everything a weight's position needs, for the block at ``x[base:]`` (group ``g``).
+
+    ``codes`` (int64, 32): stored codes; ``xn`` / ``pinned``: per weight (flat arrays, at
+    ``base``); ``params[g]`` = (id, min) of ``normalized``; ``caps[g]`` = the range of values a
+    free weight may take without changing the block's scale ([-amax, amax] or [min, max])."""
+    d, idd, mn = block_scale(x, base, kind)
+    amax = f32(0.0)
+    lo = x[base]
+    hi = x[base]
+    for j in range(QK):
+        v = x[base + j]
+        amax = max(amax, abs(v))
+        lo = min(lo, v)
+        hi = max(hi, v)
+    one_sided = kind == 2 or kind == 4
+    params[g, 0] = idd
+    params[g, 1] = mn
+    caps[g, 0] = lo if one_sided else -amax
+    caps[g, 1] = hi if one_sided else amax
+    for j in range(QK):
+        v = x[base + j]
+        t = normalized(v, idd, mn, kind)
+        codes[j] = code_of(t, kind)
+        xn[base + j] = t
+        pinned[base + j] = (idd == 0) | (not np.isfinite(t)) | ((v == lo) | (v == hi) if one_sided else abs(v) == amax)
+
+
+@njit(inline="always")
+def level_of_code(kind, code):
+    """Level index (into the scheme's ``levels``) of a stored code: Q8_0 ``int8 + 127``."""
+    if kind == 0:
+        return (code if code < 128 else code - 256) + 127
+    return code

@@ -108,3 +108,27 @@ def best_index_int8(values, x):
         else:
             ml = mav
     return mu - 1 if x - values[mu - 1] < values[mu] - x else mu
+
+
+MAX_ORDINAL = (0x7F7FFFFF, 0x7BFF, 0x7F7F)  # ordinal of the largest finite value, by dtype code
+
+
+@njit(inline="always")
+def to_ordered(v, code):
+    """Ordered integer of ``v``, a value of dtype ``code`` (0 float32, 1 float16, 2 bfloat16) held
+    as float32: consecutive values get consecutive integers, -0.0 and +0.0 both 0
+    (``flipguard.schemes.ulp.to_ordered``)."""
+    if code == 0:
+        b = bits32(v)
+        return b if b < 0x80000000 else -(b & 0x7FFFFFFF)
+    h = fp16_bits(v) if code == 1 else bits32(v) >> 16
+    return h if h < 0x8000 else -(h & 0x7FFF)
+
+
+@njit(inline="always")
+def from_ordered(o, code):
+    """The value (as float32) of dtype ``code`` whose ordered integer is ``o``."""
+    if code == 0:
+        return from_bits32(o if o >= 0 else (-o) | 0x80000000)
+    raw = o if o >= 0 else (-o) | 0x8000
+    return fp16_value(raw) if code == 1 else from_bits32(raw << 16)
