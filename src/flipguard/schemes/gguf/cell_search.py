@@ -1,37 +1,25 @@
-"""Exact cells of GGUF types (numba): the interval around each weight that ggml cannot tell apart.
+"""Cells of GGUF types (numba): per weight, the values it may take alone without changing ggml's
+bytes for its block, and the rounding interval under the block's fixed quantized scales.
 
-For a free (not pinned) weight ``w`` of a block, moving ``w`` alone to a value ``v`` of its own
-dtype and quantizing the block again (ggml's exact quantizer, :mod:`analysis`'s families) gives
-the same block bytes or not. :func:`cells` (``mode`` 0) finds, on each side, the last value
-before the first change it can see: a gallop from ``w`` outward (1, 2, 4, ... ulps) until a
-probe changes the bytes, then a bisection between the last unchanged and the first changed
-probe. A probe re-runs only what one weight can reach:
+One kernel per family (:func:`legacy_cells`, :func:`kquant_cells`, :func:`iquant_cells`), all
+``kernel(kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi)``: ``xs`` float32 (n,) the
+stored weights (values of dtype code ``stored``), ``xr`` float32 (n,) what the quantizer reads
+(after the cast to dtype code ``load``, -1 for none); ``mode`` 0 cells, 1 rounding intervals;
+writes ``lo``/``hi`` (float32 values of the stored dtype) and reasons ``why_lo``/``why_hi``
+(int8, :mod:`cell_walk`: WALL, SCALE, CAP, END, BUDGET, PINNED).
 
-- legacy: the whole 32-weight block (its scale is set by the absmax / min / max, its codes by
-  that scale);
-- k-quants: the weight's sub-block search, then the super-block header from all sub-scales
-  (a changed sub-scale can move ``d``/``dmin`` and every other 6-bit scale), then the weight's
-  own final code (under an unchanged header no other code can change);
-- iq4: the weight's 32-block search, the header, then the codes the changed float scale
-  reaches (all the block's, or all the super-block's where the float ``d`` moved).
+Every bound is searched inside the *cap*: the range that keeps the elements that set the scale
+or start the search (the block's or sub-block's [min, max], or its absmax), as the bnb schemes
+cap a cell at the group's absmax.
 
-Values are also held inside the cap (the range that keeps the elements that set the scale or
-start the search: |v| <= the group's absmax, or min <= v <= max).
-
-For the legacy types every probe's answer is monotone in ``v`` (the scale is fixed inside the
-cap and the code is a monotone function of ``v``), so the result is exact. For the k-quants and
-iq4 the search makes the answer a non-monotone function of ``v`` in principle; the kernel
-returns an interval whose end points and every probe it made keep the bytes, and the tests and
-``benchmarks/gguf_cells.py`` check every value inside sampled cells against ggml.
-
-``mode=1`` gives the *rounding interval* instead: the values that keep the weight's code under
-the block's quantized scales held fixed (inside the cap) - what the per-weight rounding alone
-allows, exact for every type.
-
-Reasons (int8) for where each bound stops, one ulp beyond it: ``WALL`` the weight's own code
-changes (under the fixed scales), ``SCALE`` the block's bytes change by another way (a scale,
-min or another code), ``CAP`` the value leaves the cap, ``END`` no further finite value,
-``PINNED`` the weight is pinned (its cell is ``[w, w]``).
+- Rounding intervals (all types) and legacy cells: the code under fixed scales, and a legacy
+  block's bytes inside the cap, are monotone in the weight: :func:`cell_walk.monotone_bound`,
+  exact (one ulp beyond changes the code, the bytes, or leaves the cap).
+- k-quant and iq4 cells: :func:`cell_walk.certified_bound` from the weight to the end of its
+  rounding interval, with the exact point quantizer (:func:`_kq_point`: the weight's sub-block
+  search, the header, its own final code; :func:`_iq_point`: the block search, header and the
+  codes the float scale reaches) and interval certificates (:mod:`kquant_interval`,
+  :mod:`iquant_interval`).
 """
 
 from __future__ import annotations
@@ -39,136 +27,291 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from flipguard.schemes.floatbits import _read
+from flipguard.schemes.gguf import iquant_interval as iqi
 from flipguard.schemes.gguf import iquant_kernels as iq
-from flipguard.schemes.gguf.iquant_kernels import KVALUES
+from flipguard.schemes.gguf import kquant_interval as kqi
 from flipguard.schemes.gguf import kquant_kernels as kq
 from flipguard.schemes.gguf import legacy_kernels as lg
-from flipguard.schemes.gguf.analysis import IQUANT, KQUANT, LEGACY, block_geometry
-from flipguard.schemes.gguf.numerics import MAX_ORDINAL, best_index_int8, bits32, from_ordered, to_ordered
+from flipguard.schemes.gguf.cell_walk import (
+    BUDGET, CAP, END, OUT_OF_BUDGET, PINNED, REACHED, SCALE, WALL, make_certified_bound,
+    make_monotone_bound, read_ordinal,
+)
+from flipguard.schemes.gguf.iquant_kernels import KVALUES
+from flipguard.schemes.gguf.numerics import best_index_int8, bits32, from_ordered, to_ordered
 
-WALL, SCALE, CAP, END, PINNED = 0, 1, 2, 3, -1
-
-
-@njit(inline="always")
-def _fixed_code(fam, kind, v, pa, pb, values):
-    """The weight's code under its group's fixed scale parameters (``analysis`` params)."""
-    if fam == LEGACY:
-        return lg.code_of(lg.normalized(v, pa, pb, kind), kind)
-    if fam == KQUANT:
-        return kq.final_code(kind, v, pa, pb)
-    return best_index_int8(values, pa * v)
+CERTIFY_BUDGET = 160  # evaluations per side of the certified walk before it settles (BUDGET)
 
 
-@njit(inline="always")
-def _same_bytes(fam, kind, st, k, v):
-    """True where ggml gives the block the same bytes with weight ``k`` moved to ``v``."""
-    (xb, bytes0, bytes1, scr, L0, Ls0, Ls1, sc0, sc1, mn0, mn1, hdr0, hdr1, weights, aux, work, values, d0) = st
+# -- legacy ----------------------------------------------------------------------------------
+@njit
+def _lg_fixed(kind, st, k, v):
+    """Inside the cap, with the same code under the block's fixed ``id`` / ``min``."""
+    xb, bytes0, bytes1, scr, L0, params, caps = st
+    if not (v >= caps[0, 0] and v <= caps[0, 1]):
+        return False
+    return lg.code_of(lg.normalized(v, params[0, 0], params[0, 1], kind), kind) == L0[k]
+
+
+@njit
+def _lg_bytes(kind, st, k, v):
+    """Inside the cap, with the same block bytes (the whole 32-weight block re-quantized)."""
+    xb, bytes0, bytes1, scr, L0, params, caps = st
+    if not (v >= caps[0, 0] and v <= caps[0, 1]):
+        return False
     old = xb[k]
     xb[k] = v
+    lg.write_block(xb, 0, bytes1, 0, kind, scr)
+    xb[k] = old
+    for t in range(lg.TYPE_SIZE[kind]):
+        if bytes1[t] != bytes0[t]:
+            return False
+    return True
+
+
+# -- k-quants --------------------------------------------------------------------------------
+@njit(inline="always")
+def _kq_in_cap(kind, caps, g, vl, vh, strict):
+    if (kind == 1 or kind == 4) and strict:  # make_q3 / make_qx: the absmax element keeps its rank
+        return vl > caps[g, 0] and vh < caps[g, 1]
+    return vl >= caps[g, 0] and vh <= caps[g, 1]
+
+
+@njit
+def _kq_fixed(kind, st, k, v):
+    params, caps, L0 = st[13], st[14], st[1]
+    g = k // kq.SUB[kind]
+    if not _kq_in_cap(kind, caps, g, v, v, False):
+        return False
+    return kq.final_code(kind, v, params[g, 0], params[g, 1]) == L0[k]
+
+
+@njit
+def _kq_point(kind, st, k, v):
+    """ggml's bytes with weight ``k`` at ``v``: the sub-block search, the header, its code."""
+    (xb, L0, Ls0, Ls1, sc0, sc1, mn0, mn1, hdr0, hdr1, weights, aux, work, params, caps,
+     wl, wh, Li, Lauxi, L_s, L_m) = st
+    sub = kq.SUB[kind]
+    j = k // sub
+    if not _kq_in_cap(kind, caps, j, v, v, False):
+        return False
+    old = xb[k]
+    xb[k] = v
+    s1, m1 = kq.search_sub(kind, xb, 0, j, Ls1, weights, aux, work)
+    xb[k] = old
+    for t in range(kq.NSUB[kind]):
+        sc1[t] = sc0[t]
+        mn1[t] = mn0[t]
+    sc1[j] = s1
+    mn1[j] = m1
+    kq.header(kind, sc1, mn1, hdr1)
+    for t in range(kq.HDR):
+        if hdr1[t] != hdr0[t]:
+            return False
+    d, dm = kq.sub_scale(kind, hdr0, j)
+    return kq.final_code(kind, v, d, dm) == L0[k]
+
+
+@njit
+def _kq_interval(kind, st, k, vl, vh):
+    """Certificate: every weight value in ``[vl, vh]`` gives the block's bytes."""
+    (xb, L0, Ls0, Ls1, sc0, sc1, mn0, mn1, hdr0, hdr1, weights, aux, work, params, caps,
+     wl, wh, Li, Lauxi, L_s, L_m) = st
+    sub = kq.SUB[kind]
+    j = k // sub
+    if not _kq_in_cap(kind, caps, j, vl, vh, True):
+        return False
+    ok, sl, sh, ml, mh = kqi.isearch_sub(kind, xb, 0, j, k - sub * j, vl, vh, wl, wh, Li, Lauxi)
+    if not ok:
+        return False
+    if not kqi.header_matches(kind, kq.NSUB[kind], sc0, mn0, j, sl, sh, ml, mh, hdr0, L_s, L_m):
+        return False
+    d, dm = kq.sub_scale(kind, hdr0, j)
+    return kq.final_code(kind, vl, d, dm) == L0[k] and kq.final_code(kind, vh, d, dm) == L0[k]
+
+
+# -- iq4 -------------------------------------------------------------------------------------
+@njit
+def _iq_fixed(kind, st, k, v):
+    xb, L0, sc0, sc1, hdr0, hdr1, values, d0, params, caps = st
+    g = k // 32
+    if not (v >= caps[g, 0] and v <= caps[g, 1]):
+        return False
+    return best_index_int8(values, params[g, 0] * v) == L0[k]
+
+
+@njit
+def _iq_point(kind, st, k, v):
+    """ggml's bytes with weight ``k`` at ``v``: the block search, the header, and every code the
+    float scale reaches."""
+    xb, L0, sc0, sc1, hdr0, hdr1, values, d0, params, caps = st
+    ib = k // 32
+    if not (v >= caps[ib, 0] and v <= caps[ib, 1]):
+        return False
+    old = xb[k]
+    xb[k] = v
+    nsub = iq.nsub_of(kind)
+    for t in range(nsub):
+        sc1[t] = sc0[t]
+    sc1[ib] = iq.search_block(xb, 32 * ib, values)
+    d1 = iq.header(kind, sc1, hdr1)
     same = True
-    if fam == LEGACY:
-        lg.write_block(xb, 0, bytes1, 0, kind, scr)
-        for t in range(lg.TYPE_SIZE[kind]):
-            same &= bytes1[t] == bytes0[t]
-    elif fam == KQUANT:
-        sub = kq.SUB[kind]
-        j = k // sub
-        s1, m1 = kq.search_sub(kind, xb, 0, j, Ls1, weights, aux, work)
-        for t in range(kq.NSUB[kind]):
-            sc1[t] = sc0[t]
-            mn1[t] = mn0[t]
-        sc1[j] = s1
-        mn1[j] = m1
-        kq.header(kind, sc1, mn1, hdr1)
-        for t in range(kq.HDR):
-            same &= hdr1[t] == hdr0[t]
-        if same:
-            d, dm = kq.sub_scale(kind, hdr0, j)
-            if d == 0:
-                for t in range(sub * j, sub * (j + 1)):
-                    same &= Ls1[t] == Ls0[t]
-            else:
-                same = kq.final_code(kind, v, d, dm) == L0[k]
-    else:
-        ib = k // 32
-        nsub = iq.nsub_of(kind)
-        for t in range(nsub):
-            sc1[t] = sc0[t]
-        sc1[ib] = iq.search_block(xb, 32 * ib, values)
-        d1 = iq.header(kind, sc1, hdr1)
-        for t in range(iq.HDR):
-            same &= hdr1[t] == hdr0[t]
-        if same:
-            if bits32(d1) == bits32(d0[0]):  # every block's float multiplier is unchanged
-                same = best_index_int8(values, iq.block_inverse(kind, d1, hdr1, ib) * v) == L0[k]
-            else:
-                for b in range(nsub):
-                    idl = iq.block_inverse(kind, d1, hdr1, b)
-                    for t in range(32 * b, 32 * b + 32):
-                        same &= best_index_int8(values, idl * xb[t]) == L0[t]
+    for t in range(iq.HDR):
+        same &= hdr1[t] == hdr0[t]
+    if same:
+        if bits32(d1) == bits32(d0[0]):  # every block's float multiplier is unchanged
+            same = best_index_int8(values, iq.block_inverse(kind, d1, hdr1, ib) * v) == L0[k]
+        else:
+            for b in range(nsub):
+                idl = iq.block_inverse(kind, d1, hdr1, b)
+                for t in range(32 * b, 32 * b + 32):
+                    same &= best_index_int8(values, idl * xb[t]) == L0[t]
     xb[k] = old
     return same
 
 
-@njit(inline="always")
-def _keeps(fam, kind, mode, st, k, v, cap_lo, cap_hi, pa, pb):
-    if not (v >= cap_lo and v <= cap_hi):
-        return False
-    if mode == 1:
-        return _fixed_code(fam, kind, v, pa, pb, st[16]) == st[4][k]
-    return _same_bytes(fam, kind, st, k, v)
-
-
 @njit
-def _bound(fam, kind, mode, st, k, o_w, direction, stored, load, cap_lo, cap_hi, pa, pb):
-    """(ordinal of the last value kept on one side, reason it stops there)."""
-    limit = MAX_ORDINAL[stored]
-    last_ok = o_w
-    span = np.int64(1)
-    while True:
-        cand = o_w + direction * span
-        cand = -limit if cand < -limit else (limit if cand > limit else cand)
-        if cand == last_ok:
-            return last_ok, END
-        v = _read(from_ordered(cand, stored), stored, load, False)
-        if _keeps(fam, kind, mode, st, k, v, cap_lo, cap_hi, pa, pb):
-            last_ok = cand
-            span *= 2
-        else:
-            bad = cand
-            break
-    while abs(bad - last_ok) > 1:
-        mid = last_ok + (bad - last_ok) // 2
-        v = _read(from_ordered(mid, stored), stored, load, False)
-        if _keeps(fam, kind, mode, st, k, v, cap_lo, cap_hi, pa, pb):
-            last_ok = mid
-        else:
-            bad = mid
-    v = _read(from_ordered(bad, stored), stored, load, False)
-    if not (v >= cap_lo and v <= cap_hi):
-        return last_ok, CAP
-    if _fixed_code(fam, kind, v, pa, pb, st[16]) != st[4][k]:
-        return last_ok, WALL
-    return last_ok, SCALE
+def _iq_interval(kind, st, k, vl, vh):
+    xb, L0, sc0, sc1, hdr0, hdr1, values, d0, params, caps = st
+    ib = k // 32
+    if not (vl > caps[ib, 0] and vh < caps[ib, 1]):
+        return False
+    ok, sl, sh = iqi.isearch_block(xb, 32 * ib, k - 32 * ib, vl, vh, values)
+    if not ok:
+        return False
+    return iqi.header_codes_match(kind, xb, k, vl, vh, sc0, sl, sh, hdr0, L0, values)
+
+
+# -- the walk, shared ------------------------------------------------------------------------
+@njit(inline="always")
+def _why(bad, o_w, stored, load, caps_lo, caps_hi):
+    """Reason one ordinal beyond a rounding-interval bound is out."""
+    if bad == o_w:
+        return END
+    v = read_ordinal(bad, stored, load)
+    if not (v >= caps_lo and v <= caps_hi):
+        return CAP
+    return WALL
+
+
+@njit(inline="always")
+def _status_why(status, why_end):
+    if status == REACHED:
+        return why_end
+    return SCALE if status != OUT_OF_BUDGET else BUDGET
+
+
+_lg_round = make_monotone_bound(_lg_fixed)
+_lg_cell = make_monotone_bound(_lg_bytes)
+_kq_round = make_monotone_bound(_kq_fixed)
+_kq_cell = make_certified_bound(_kq_point, _kq_interval)
+_iq_round = make_monotone_bound(_iq_fixed)
+_iq_cell = make_certified_bound(_iq_point, _iq_interval)
+
+
+@njit(inline="always")
+def _rounding_sides(r_lo, bad_lo, r_hi, bad_hi, o_w, stored, load, caps_lo, caps_hi):
+    return r_lo, r_hi, _why(bad_lo, o_w, stored, load, caps_lo, caps_hi), _why(bad_hi, o_w, stored, load, caps_lo, caps_hi)
+
+
+@njit(inline="always")
+def _settle_legacy(kind, st, k, w, stored, load, mode, caps_lo, caps_hi):
+    """(lo, hi, why_lo, why_hi) ordinals of one free weight of a legacy block."""
+    o_w = to_ordered(w, stored)
+    r_lo, bad_lo = _lg_round(kind, st, k, o_w, np.int64(-1), stored, load)
+    r_hi, bad_hi = _lg_round(kind, st, k, o_w, np.int64(1), stored, load)
+    r_lo, r_hi, why_lo, why_hi = _rounding_sides(r_lo, bad_lo, r_hi, bad_hi, o_w, stored, load, caps_lo, caps_hi)
+    if mode == 1:
+        return r_lo, r_hi, why_lo, why_hi
+    a, _ = _lg_cell(kind, st, k, o_w, np.int64(-1), stored, load)
+    z, _ = _lg_cell(kind, st, k, o_w, np.int64(1), stored, load)
+    return a, z, why_lo if a == r_lo else SCALE, why_hi if z == r_hi else SCALE
+
+
+@njit(inline="always")
+def _settle_kquant(kind, st, k, w, stored, load, mode, caps_lo, caps_hi):
+    """(lo, hi, why_lo, why_hi) ordinals of one free weight of a k-quant super-block."""
+    o_w = to_ordered(w, stored)
+    r_lo, bad_lo = _kq_round(kind, st, k, o_w, np.int64(-1), stored, load)
+    r_hi, bad_hi = _kq_round(kind, st, k, o_w, np.int64(1), stored, load)
+    r_lo, r_hi, why_lo, why_hi = _rounding_sides(r_lo, bad_lo, r_hi, bad_hi, o_w, stored, load, caps_lo, caps_hi)
+    if mode == 1:
+        return r_lo, r_hi, why_lo, why_hi
+    a, sa = _kq_cell(kind, st, k, o_w, r_lo, stored, load, CERTIFY_BUDGET)
+    z, sz = _kq_cell(kind, st, k, o_w, r_hi, stored, load, CERTIFY_BUDGET)
+    return a, z, _status_why(sa, why_lo), _status_why(sz, why_hi)
+
+
+@njit(inline="always")
+def _settle_iquant(kind, st, k, w, stored, load, mode, caps_lo, caps_hi):
+    """(lo, hi, why_lo, why_hi) ordinals of one free weight of an iq4 block."""
+    o_w = to_ordered(w, stored)
+    r_lo, bad_lo = _iq_round(kind, st, k, o_w, np.int64(-1), stored, load)
+    r_hi, bad_hi = _iq_round(kind, st, k, o_w, np.int64(1), stored, load)
+    r_lo, r_hi, why_lo, why_hi = _rounding_sides(r_lo, bad_lo, r_hi, bad_hi, o_w, stored, load, caps_lo, caps_hi)
+    if mode == 1:
+        return r_lo, r_hi, why_lo, why_hi
+    a, sa = _iq_cell(kind, st, k, o_w, r_lo, stored, load, CERTIFY_BUDGET)
+    z, sz = _iq_cell(kind, st, k, o_w, r_hi, stored, load, CERTIFY_BUDGET)
+    return a, z, _status_why(sa, why_lo), _status_why(sz, why_hi)
+
+
+@njit(inline="always")
+def _emit(base, k, a, z, wa, wz, stored, lo, hi, why_lo, why_hi):
+    lo[base + k] = from_ordered(a, stored)
+    hi[base + k] = from_ordered(z, stored)
+    why_lo[base + k] = wa
+    why_hi[base + k] = wz
+
+
+@njit(inline="always")
+def _pinned(base, k, w, lo, hi, why_lo, why_hi):
+    lo[base + k] = w
+    hi[base + k] = w
+    why_lo[base + k] = PINNED
+    why_hi[base + k] = PINNED
 
 
 @njit(parallel=True, cache=True)
-def cells(fam, kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi):
-    """Cells (``mode`` 0) or rounding intervals (``mode`` 1) of every weight of a tensor of GGUF
-    type (``fam``, ``kind``).
-
-    ``xs``: float32 (n,) the stored weights (values of dtype code ``stored``); ``xr``: float32
-    (n,) what the quantizer reads (after the cast to dtype code ``load``, -1 for none). Writes
-    ``lo``/``hi`` float32 (values of the stored dtype) and the reasons ``why_lo``/``why_hi`` int8."""
-    blk, ts, grp = block_geometry(fam, kind)
-    nb = xr.size // blk
+def legacy_cells(kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi):
+    """Cells of a legacy type (``kind``: legacy_kernels' numbering); see the module docstring."""
+    nb = xr.size // 32
+    ts = lg.TYPE_SIZE[kind]
     nchunk = min(nb, 4096)
     for c in prange(nchunk):
-        xb = np.empty(blk, dtype=np.float32)
+        xb = np.empty(32, dtype=np.float32)
         bytes0 = np.empty(ts, dtype=np.uint8)
         bytes1 = np.empty(ts, dtype=np.uint8)
-        scr = np.empty(256, dtype=np.int64)
+        scr = np.empty(32, dtype=np.int64)
+        L0 = np.empty(32, dtype=np.int64)
+        xn = np.empty(32, dtype=np.float32)
+        pin = np.empty(32, dtype=np.bool_)
+        params = np.empty((1, 2), dtype=np.float32)
+        caps = np.empty((1, 2), dtype=np.float32)
+        st = (xb, bytes0, bytes1, scr, L0, params, caps)
+        for b in range(c * nb // nchunk, (c + 1) * nb // nchunk):
+            base = b * 32
+            for i in range(32):
+                xb[i] = xr[base + i]
+            lg.analyse_block(kind, xb, 0, L0, xn, pin, params, caps, 0)
+            lg.write_block(xb, 0, bytes0, 0, kind, scr)
+            for k in range(32):
+                if pin[k]:
+                    _pinned(base, k, xs[base + k], lo, hi, why_lo, why_hi)
+                    continue
+                a, z, wa, wz = _settle_legacy(kind, st, k, xs[base + k], stored, load, mode, caps[0, 0], caps[0, 1])
+                _emit(base, k, a, z, wa, wz, stored, lo, hi, why_lo, why_hi)
+
+
+@njit(parallel=True, cache=True)
+def kquant_cells(kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi):
+    """Cells of a k-quant (``kind``: kquant_kernels' numbering); see the module docstring."""
+    nb = xr.size // 256
+    ts = kq.TYPE_SIZE[kind]
+    sub = kq.SUB[kind]
+    nchunk = min(nb, 4096)
+    for c in prange(nchunk):
+        xb = np.empty(256, dtype=np.float32)
+        bytes0 = np.empty(ts, dtype=np.uint8)
         L0 = np.empty(256, dtype=np.int64)
         Ls0 = np.empty(256, dtype=np.int64)
         Ls1 = np.empty(256, dtype=np.int64)
@@ -181,37 +324,66 @@ def cells(fam, kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi):
         weights = np.empty(32, dtype=np.float32)
         aux = np.empty(32, dtype=np.int64)
         work = np.empty((3, 32), dtype=np.float32)
+        xn = np.empty(256, dtype=np.float32)
+        pin = np.empty(256, dtype=np.bool_)
+        params = np.empty((16, 2), dtype=np.float32)
+        caps = np.empty((16, 2), dtype=np.float32)
+        wl = np.empty(32, dtype=np.float32)
+        wh = np.empty(32, dtype=np.float32)
+        Li = np.empty(32, dtype=np.int64)
+        Lauxi = np.empty(32, dtype=np.int64)
+        L_s = np.empty(16, dtype=np.int64)
+        L_m = np.empty(16, dtype=np.int64)
+        st = (xb, L0, Ls0, Ls1, sc0, sc1, mn0, mn1, hdr0, hdr1, weights, aux, work, params, caps,
+              wl, wh, Li, Lauxi, L_s, L_m)
+        for b in range(c * nb // nchunk, (c + 1) * nb // nchunk):
+            base = b * 256
+            for i in range(256):
+                xb[i] = xr[base + i]
+            kq.analyse_block(kind, xb, 0, bytes0, 0, L0, Ls0, sc0, mn0, hdr0, weights, aux, work, xn, pin, params, caps, 0)
+            for k in range(256):
+                if pin[k]:
+                    _pinned(base, k, xs[base + k], lo, hi, why_lo, why_hi)
+                    continue
+                g = k // sub
+                a, z, wa, wz = _settle_kquant(kind, st, k, xs[base + k], stored, load, mode, caps[g, 0], caps[g, 1])
+                _emit(base, k, a, z, wa, wz, stored, lo, hi, why_lo, why_hi)
+
+
+@njit(parallel=True, cache=True)
+def iquant_cells(kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi):
+    """Cells of IQ4_NL (``kind`` 0) or IQ4_XS (1); see the module docstring."""
+    blk = iq.block_of(kind)
+    nb = xr.size // blk
+    ts = iq.type_size_of(kind)
+    nchunk = min(nb, 4096)
+    for c in prange(nchunk):
+        xb = np.empty(blk, dtype=np.float32)
+        bytes0 = np.empty(ts, dtype=np.uint8)
+        L0 = np.empty(256, dtype=np.int64)
+        sc0 = np.empty(8, dtype=np.float32)
+        sc1 = np.empty(8, dtype=np.float32)
+        hdr0 = np.empty(iq.HDR, dtype=np.int64)
+        hdr1 = np.empty(iq.HDR, dtype=np.int64)
         values = KVALUES.copy()
         d0 = np.zeros(1, dtype=np.float32)
         xn = np.empty(blk, dtype=np.float32)
         pin = np.empty(blk, dtype=np.bool_)
-        params = np.empty((16, 2), dtype=np.float32)
-        caps = np.empty((16, 2), dtype=np.float32)
-        st = (xb, bytes0, bytes1, scr, L0, Ls0, Ls1, sc0, sc1, mn0, mn1, hdr0, hdr1, weights, aux, work, values, d0)
+        params = np.empty((8, 2), dtype=np.float32)
+        caps = np.empty((8, 2), dtype=np.float32)
+        st = (xb, L0, sc0, sc1, hdr0, hdr1, values, d0, params, caps)
         for b in range(c * nb // nchunk, (c + 1) * nb // nchunk):
             base = b * blk
             for i in range(blk):
                 xb[i] = xr[base + i]
-            if fam == LEGACY:
-                lg.analyse_block(kind, xb, 0, L0, xn, pin, params, caps, 0)
-                lg.write_block(xb, 0, bytes0, 0, kind, scr)
-            elif fam == KQUANT:
-                kq.analyse_block(kind, xb, 0, bytes0, 0, L0, Ls0, sc0, mn0, hdr0, weights, aux, work, xn, pin, params, caps, 0)
-            else:
-                d0[0] = iq.analyse_block(kind, xb, 0, bytes0, 0, values, sc0, hdr0, L0, xn, pin, params, caps, 0)
+            d0[0] = iq.analyse_block(kind, xb, 0, bytes0, 0, values, sc0, hdr0, L0, xn, pin, params, caps, 0)
             for k in range(blk):
-                w = xs[base + k]
                 if pin[k]:
-                    lo[base + k] = w
-                    hi[base + k] = w
-                    why_lo[base + k] = PINNED
-                    why_hi[base + k] = PINNED
+                    _pinned(base, k, xs[base + k], lo, hi, why_lo, why_hi)
                     continue
-                g = k // grp
-                o_w = to_ordered(w, stored)
-                a, ra = _bound(fam, kind, mode, st, k, o_w, -1, stored, load, caps[g, 0], caps[g, 1], params[g, 0], params[g, 1])
-                z, rz = _bound(fam, kind, mode, st, k, o_w, 1, stored, load, caps[g, 0], caps[g, 1], params[g, 0], params[g, 1])
-                lo[base + k] = from_ordered(a, stored)
-                hi[base + k] = from_ordered(z, stored)
-                why_lo[base + k] = ra
-                why_hi[base + k] = rz
+                g = k // 32
+                a, z, wa, wz = _settle_iquant(kind, st, k, xs[base + k], stored, load, mode, caps[g, 0], caps[g, 1])
+                _emit(base, k, a, z, wa, wz, stored, lo, hi, why_lo, why_hi)
+
+
+CELL_KERNELS = (legacy_cells, kquant_cells, iquant_cells)  # by family (analysis.LEGACY, ...)

@@ -21,17 +21,19 @@ import torch
 from flipguard.schemes.base import Geometry, Grouped, Scheme
 from flipguard.schemes.floatbits import DTYPE_CODE
 from flipguard.schemes.gguf.analysis import analyse, positions
-from flipguard.schemes.gguf.cell_search import cells
+from flipguard.schemes.gguf.cell_search import CELL_KERNELS
 
 
 @dataclass
 class CellBounds:
     """Per-weight cell bounds and why each stops (all tensors have ``w``'s shape).
 
-    ``lo``/``hi``: in ``w``'s dtype. ``why_lo``/``why_hi``: int8 reason one ulp beyond the bound
-    is not in the cell (``cell_search.WALL`` 0: the weight's own code changes under the block's
-    fixed scales; ``SCALE`` 1: the block's bytes change through its scales; ``CAP`` 2: the value
-    would set the scale or the search's start; ``END`` 3: no further finite value; ``PINNED`` -1).
+    ``lo``/``hi``: in ``w``'s dtype. ``why_lo``/``why_hi``: int8, why the bound stops there
+    (``cell_walk``): ``WALL`` 0 one ulp beyond changes the weight's own code under the block's
+    fixed scales; ``SCALE`` 1 one ulp beyond changes the block's bytes through its scales;
+    ``CAP`` 2 one ulp beyond would move an element that sets the scale or starts the search;
+    ``END`` 3 no further finite value; ``BUDGET`` 4 the certified walk stopped early (the cell
+    may extend further: a conservative bound); ``PINNED`` -1.
     """
 
     lo: torch.Tensor
@@ -212,7 +214,7 @@ class GGUFScheme(Scheme):
         hi = np.empty(n, dtype=np.float32)
         why_lo = np.empty(n, dtype=np.int8)
         why_hi = np.empty(n, dtype=np.int8)
-        cells(self.family, self.kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi)
+        CELL_KERNELS[self.family](self.kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi)
         back = lambda t: torch.from_numpy(t).view(w.shape)  # noqa: E731
         return CellBounds(back(lo).to(w.dtype), back(hi).to(w.dtype), back(why_lo), back(why_hi))
 
