@@ -2,11 +2,12 @@
 bytes for its block, and the rounding interval under the block's fixed quantized scales.
 
 One kernel per family (:func:`legacy_cells`, :func:`kquant_cells`, :func:`iquant_cells`), all
-``kernel(kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi)``: ``xs`` float32 (n,) the
-stored weights (values of dtype code ``stored``), ``xr`` float32 (n,) what the quantizer reads
-(after the cast to dtype code ``load``, -1 for none); ``mode`` 0 cells, 1 rounding intervals;
-writes ``lo``/``hi`` (float32 values of the stored dtype) and reasons ``why_lo``/``why_hi``
-(int8, :mod:`cell_walk`: WALL, SCALE, CAP, END, BUDGET, PINNED).
+``kernel(kind, xs, xr, stored, load, mode, budget, lo, hi, why_lo, why_hi)``: ``xs`` float32
+(n,) the stored weights (values of dtype code ``stored``), ``xr`` float32 (n,) what the
+quantizer reads (after the cast to dtype code ``load``, -1 for none); ``mode`` 0 cells, 1
+rounding intervals; ``budget`` read-grid values checked per side (k-quants, iq4); writes
+``lo``/``hi`` (float32 values of the stored dtype) and reasons ``why_lo``/``why_hi`` (int8,
+:mod:`cell_walk`: WALL, SCALE, CAP, END, BUDGET, PINNED).
 
 Every bound is searched inside the *cap*: the range that keeps the elements that set the scale
 or start the search (the block's or sub-block's [min, max], or its absmax), as the bnb schemes
@@ -15,11 +16,13 @@ cap a cell at the group's absmax.
 - Rounding intervals (all types) and legacy cells: the code under fixed scales, and a legacy
   block's bytes inside the cap, are monotone in the weight: :func:`cell_walk.monotone_bound`,
   exact (one ulp beyond changes the code, the bytes, or leaves the cap).
-- k-quant and iq4 cells: :func:`cell_walk.certified_bound` from the weight to the end of its
-  rounding interval, with the exact point quantizer (:func:`_kq_point`: the weight's sub-block
-  search, the header, its own final code; :func:`_iq_point`: the block search, header and the
-  codes the float scale reaches) and interval certificates (:mod:`kquant_interval`,
-  :mod:`iquant_interval`).
+- k-quant and iq4 cells: the exhaustive walk of :func:`cell_walk.make_exhaustive_bound` from
+  the weight to the end of its rounding interval, every read-grid value checked with the exact
+  quantizer, re-running only what one weight reaches (:func:`_kq_point`: the weight's sub-block
+  search, the super-block header, its own final code - under an unchanged header no other code
+  can change; :func:`_iq_point`: the block search, the header, and every code the float scale
+  reaches). Rigorous: no value inside a cell changes the bytes; a side stopped by the budget is
+  conservative.
 """
 
 from __future__ import annotations
@@ -27,19 +30,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from flipguard.schemes.gguf import iquant_interval as iqi
 from flipguard.schemes.gguf import iquant_kernels as iq
-from flipguard.schemes.gguf import kquant_interval as kqi
 from flipguard.schemes.gguf import kquant_kernels as kq
 from flipguard.schemes.gguf import legacy_kernels as lg
 from flipguard.schemes.gguf.cell_walk import (
-    BUDGET, CAP, END, OUT_OF_BUDGET, PINNED, REACHED, SCALE, WALL, make_certified_bound,
+    BUDGET, CAP, END, OUT_OF_BUDGET, PINNED, REACHED, SCALE, WALL, make_exhaustive_bound,
     make_monotone_bound, read_ordinal,
 )
 from flipguard.schemes.gguf.iquant_kernels import KVALUES
 from flipguard.schemes.gguf.numerics import best_index_int8, bits32, from_ordered, to_ordered
 
-CERTIFY_BUDGET = 160  # evaluations per side of the certified walk before it settles (BUDGET)
+WALK_BUDGET = 1024  # default read-grid values checked per side by the exhaustive walk
 
 
 # -- legacy ----------------------------------------------------------------------------------
@@ -88,8 +89,7 @@ def _kq_fixed(kind, st, k, v):
 @njit
 def _kq_point(kind, st, k, v):
     """ggml's bytes with weight ``k`` at ``v``: the sub-block search, the header, its code."""
-    (xb, L0, Ls0, Ls1, sc0, sc1, mn0, mn1, hdr0, hdr1, weights, aux, work, params, caps,
-     wl, wh, Li, Lauxi, L_s, L_m) = st
+    (xb, L0, Ls0, Ls1, sc0, sc1, mn0, mn1, hdr0, hdr1, weights, aux, work, params, caps) = st
     sub = kq.SUB[kind]
     j = k // sub
     if not _kq_in_cap(kind, caps, j, v, v, False):
@@ -109,24 +109,6 @@ def _kq_point(kind, st, k, v):
             return False
     d, dm = kq.sub_scale(kind, hdr0, j)
     return kq.final_code(kind, v, d, dm) == L0[k]
-
-
-@njit
-def _kq_interval(kind, st, k, vl, vh):
-    """Certificate: every weight value in ``[vl, vh]`` gives the block's bytes."""
-    (xb, L0, Ls0, Ls1, sc0, sc1, mn0, mn1, hdr0, hdr1, weights, aux, work, params, caps,
-     wl, wh, Li, Lauxi, L_s, L_m) = st
-    sub = kq.SUB[kind]
-    j = k // sub
-    if not _kq_in_cap(kind, caps, j, vl, vh, True):
-        return False
-    ok, sl, sh, ml, mh = kqi.isearch_sub(kind, xb, 0, j, k - sub * j, vl, vh, wl, wh, Li, Lauxi)
-    if not ok:
-        return False
-    if not kqi.header_matches(kind, kq.NSUB[kind], sc0, mn0, j, sl, sh, ml, mh, hdr0, L_s, L_m):
-        return False
-    d, dm = kq.sub_scale(kind, hdr0, j)
-    return kq.final_code(kind, vl, d, dm) == L0[k] and kq.final_code(kind, vh, d, dm) == L0[k]
 
 
 # -- iq4 -------------------------------------------------------------------------------------
@@ -169,18 +151,6 @@ def _iq_point(kind, st, k, v):
     return same
 
 
-@njit
-def _iq_interval(kind, st, k, vl, vh):
-    xb, L0, sc0, sc1, hdr0, hdr1, values, d0, params, caps = st
-    ib = k // 32
-    if not (vl > caps[ib, 0] and vh < caps[ib, 1]):
-        return False
-    ok, sl, sh = iqi.isearch_block(xb, 32 * ib, k - 32 * ib, vl, vh, values)
-    if not ok:
-        return False
-    return iqi.header_codes_match(kind, xb, k, vl, vh, sc0, sl, sh, hdr0, L0, values)
-
-
 # -- the walk, shared ------------------------------------------------------------------------
 @njit(inline="always")
 def _why(bad, o_w, stored, load, caps_lo, caps_hi):
@@ -203,9 +173,9 @@ def _status_why(status, why_end):
 _lg_round = make_monotone_bound(_lg_fixed)
 _lg_cell = make_monotone_bound(_lg_bytes)
 _kq_round = make_monotone_bound(_kq_fixed)
-_kq_cell = make_certified_bound(_kq_point, _kq_interval)
+_kq_cell = make_exhaustive_bound(_kq_point)
 _iq_round = make_monotone_bound(_iq_fixed)
-_iq_cell = make_certified_bound(_iq_point, _iq_interval)
+_iq_cell = make_exhaustive_bound(_iq_point)
 
 
 @njit(inline="always")
@@ -228,7 +198,7 @@ def _settle_legacy(kind, st, k, w, stored, load, mode, caps_lo, caps_hi):
 
 
 @njit(inline="always")
-def _settle_kquant(kind, st, k, w, stored, load, mode, caps_lo, caps_hi):
+def _settle_kquant(kind, st, k, w, stored, load, mode, caps_lo, caps_hi, budget):
     """(lo, hi, why_lo, why_hi) ordinals of one free weight of a k-quant super-block."""
     o_w = to_ordered(w, stored)
     r_lo, bad_lo = _kq_round(kind, st, k, o_w, np.int64(-1), stored, load)
@@ -236,13 +206,13 @@ def _settle_kquant(kind, st, k, w, stored, load, mode, caps_lo, caps_hi):
     r_lo, r_hi, why_lo, why_hi = _rounding_sides(r_lo, bad_lo, r_hi, bad_hi, o_w, stored, load, caps_lo, caps_hi)
     if mode == 1:
         return r_lo, r_hi, why_lo, why_hi
-    a, sa = _kq_cell(kind, st, k, o_w, r_lo, stored, load, CERTIFY_BUDGET)
-    z, sz = _kq_cell(kind, st, k, o_w, r_hi, stored, load, CERTIFY_BUDGET)
+    a, sa = _kq_cell(kind, st, k, o_w, r_lo, stored, load, budget)
+    z, sz = _kq_cell(kind, st, k, o_w, r_hi, stored, load, budget)
     return a, z, _status_why(sa, why_lo), _status_why(sz, why_hi)
 
 
 @njit(inline="always")
-def _settle_iquant(kind, st, k, w, stored, load, mode, caps_lo, caps_hi):
+def _settle_iquant(kind, st, k, w, stored, load, mode, caps_lo, caps_hi, budget):
     """(lo, hi, why_lo, why_hi) ordinals of one free weight of an iq4 block."""
     o_w = to_ordered(w, stored)
     r_lo, bad_lo = _iq_round(kind, st, k, o_w, np.int64(-1), stored, load)
@@ -250,8 +220,8 @@ def _settle_iquant(kind, st, k, w, stored, load, mode, caps_lo, caps_hi):
     r_lo, r_hi, why_lo, why_hi = _rounding_sides(r_lo, bad_lo, r_hi, bad_hi, o_w, stored, load, caps_lo, caps_hi)
     if mode == 1:
         return r_lo, r_hi, why_lo, why_hi
-    a, sa = _iq_cell(kind, st, k, o_w, r_lo, stored, load, CERTIFY_BUDGET)
-    z, sz = _iq_cell(kind, st, k, o_w, r_hi, stored, load, CERTIFY_BUDGET)
+    a, sa = _iq_cell(kind, st, k, o_w, r_lo, stored, load, budget)
+    z, sz = _iq_cell(kind, st, k, o_w, r_hi, stored, load, budget)
     return a, z, _status_why(sa, why_lo), _status_why(sz, why_hi)
 
 
@@ -272,7 +242,7 @@ def _pinned(base, k, w, lo, hi, why_lo, why_hi):
 
 
 @njit(parallel=True, cache=True)
-def legacy_cells(kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi):
+def legacy_cells(kind, xs, xr, stored, load, mode, budget, lo, hi, why_lo, why_hi):
     """Cells of a legacy type (``kind``: legacy_kernels' numbering); see the module docstring."""
     nb = xr.size // 32
     ts = lg.TYPE_SIZE[kind]
@@ -303,7 +273,7 @@ def legacy_cells(kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi):
 
 
 @njit(parallel=True, cache=True)
-def kquant_cells(kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi):
+def kquant_cells(kind, xs, xr, stored, load, mode, budget, lo, hi, why_lo, why_hi):
     """Cells of a k-quant (``kind``: kquant_kernels' numbering); see the module docstring."""
     nb = xr.size // 256
     ts = kq.TYPE_SIZE[kind]
@@ -328,14 +298,7 @@ def kquant_cells(kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi):
         pin = np.empty(256, dtype=np.bool_)
         params = np.empty((16, 2), dtype=np.float32)
         caps = np.empty((16, 2), dtype=np.float32)
-        wl = np.empty(32, dtype=np.float32)
-        wh = np.empty(32, dtype=np.float32)
-        Li = np.empty(32, dtype=np.int64)
-        Lauxi = np.empty(32, dtype=np.int64)
-        L_s = np.empty(16, dtype=np.int64)
-        L_m = np.empty(16, dtype=np.int64)
-        st = (xb, L0, Ls0, Ls1, sc0, sc1, mn0, mn1, hdr0, hdr1, weights, aux, work, params, caps,
-              wl, wh, Li, Lauxi, L_s, L_m)
+        st = (xb, L0, Ls0, Ls1, sc0, sc1, mn0, mn1, hdr0, hdr1, weights, aux, work, params, caps)
         for b in range(c * nb // nchunk, (c + 1) * nb // nchunk):
             base = b * 256
             for i in range(256):
@@ -346,12 +309,12 @@ def kquant_cells(kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi):
                     _pinned(base, k, xs[base + k], lo, hi, why_lo, why_hi)
                     continue
                 g = k // sub
-                a, z, wa, wz = _settle_kquant(kind, st, k, xs[base + k], stored, load, mode, caps[g, 0], caps[g, 1])
+                a, z, wa, wz = _settle_kquant(kind, st, k, xs[base + k], stored, load, mode, caps[g, 0], caps[g, 1], budget)
                 _emit(base, k, a, z, wa, wz, stored, lo, hi, why_lo, why_hi)
 
 
 @njit(parallel=True, cache=True)
-def iquant_cells(kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi):
+def iquant_cells(kind, xs, xr, stored, load, mode, budget, lo, hi, why_lo, why_hi):
     """Cells of IQ4_NL (``kind`` 0) or IQ4_XS (1); see the module docstring."""
     blk = iq.block_of(kind)
     nb = xr.size // blk
@@ -382,7 +345,7 @@ def iquant_cells(kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi):
                     _pinned(base, k, xs[base + k], lo, hi, why_lo, why_hi)
                     continue
                 g = k // 32
-                a, z, wa, wz = _settle_iquant(kind, st, k, xs[base + k], stored, load, mode, caps[g, 0], caps[g, 1])
+                a, z, wa, wz = _settle_iquant(kind, st, k, xs[base + k], stored, load, mode, caps[g, 0], caps[g, 1], budget)
                 _emit(base, k, a, z, wa, wz, stored, lo, hi, why_lo, why_hi)
 
 

@@ -3,17 +3,19 @@
 A weight ``w`` is moved alone over the values of its stored dtype (ordered integers,
 :mod:`numerics`); ``read`` maps a stored value to what the quantizer sees (the load-dtype cast).
 
-- :func:`monotone_bound` — for predicates monotone along the walk (a legacy block's bytes; any
+- :func:`make_monotone_bound` — for predicates monotone along the walk (a legacy block's bytes; any
   code under fixed scales): gallop 1, 2, 4, ... ordinals, then bisect. Exact.
-- :func:`certified_bound` — for the k-quants and iq4, whose bytes are *not* monotone in ``w``
-  (measured: plain bisection returned fp16 cells with holes of up to hundreds of ulps where the
-  search picks another candidate). It grows a frontier ``f`` from ``w``: the next range
-  ``[f, t]`` is accepted only if an interval certificate shows every value in it gives the same
-  bytes (``interval_ok``), or, for a single step, if ggml's exact quantizer says so
-  (``point_ok``); a failed certificate halves the step. It stops at the target (the end of the
-  rounding interval), at the first single value that changes the bytes, or after ``budget``
-  evaluations. Every value between ``w`` and the returned bound is covered by a certificate or
-  a point check: the cell has no holes by construction.
+- :func:`make_exhaustive_bound` — for the k-quants and iq4, whose bytes are *not* monotone in
+  ``w``: measured, gallop + bisection returned fp16 cells with holes of 1 to hundreds of ulps
+  (where the search picks another candidate, or an fp16 ``d`` sits on a rounding tie).
+  Interval certificates (interval arithmetic through the search) were tried and fail even over
+  one fp16 ulp: the least-squares min and the candidate errors are differences of correlated
+  sums, so the intervals cannot separate them. So the walk checks every value of the read grid
+  from ``w`` outward with ggml's exact quantizer, until the first one that changes the bytes,
+  the end of the rounding interval, or ``budget`` values: no holes, by construction, and a bound
+  stopped by the budget is conservative (the cell may extend further). Where the load cast is
+  coarser than the stored dtype, the walk runs on the load dtype's grid (distinct read values)
+  and :func:`stored_bound` maps its bound back to the stored dtype.
 
 Probes take ``(kind, st, k, ...)``: the type, the family's state tuple, the weight's index.
 """
@@ -24,10 +26,10 @@ import numpy as np
 from numba import njit
 
 from flipguard.schemes.floatbits import _read
-from flipguard.schemes.gguf.numerics import MAX_ORDINAL, from_ordered
+from flipguard.schemes.gguf.numerics import MAX_ORDINAL, from_ordered, to_ordered
 
 WALL, SCALE, CAP, END, BUDGET, PINNED = 0, 1, 2, 3, 4, -1
-REACHED, STOPPED, OUT_OF_BUDGET = 0, 1, 2
+REACHED, STOPPED, OUT_OF_BUDGET = 0, 1, 2  # statuses of the exhaustive walk
 
 
 @njit(inline="always")
@@ -72,40 +74,56 @@ def make_monotone_bound(keeps):
     return monotone_bound
 
 
-def make_certified_bound(point_ok, interval_ok):
-    """``bound(kind, st, k, o_w, o_end, stored, load, budget)`` for the two probes: see below."""
+def make_exhaustive_bound(point_ok):
+    """``bound(kind, st, k, o_w, o_end, stored, load, budget)`` for the exact probe
+    ``point_ok``: (stored ordinal, status) of the exhaustive walk from ``o_w`` toward ``o_end``
+    (inclusive, either side; the end of the rounding interval), one read-grid value at a time:
+    status ``REACHED``, ``STOPPED`` (the next value changes the bytes) or ``OUT_OF_BUDGET``
+    (``budget`` values checked). The read grid is the load dtype's where that is a 16-bit dtype
+    other than the stored one, else the stored dtype's."""
 
     @njit
-    def certified_bound(kind, st, k, o_w, o_end, stored, load, budget):
-        """(frontier ordinal, status) of the certified walk from ``o_w`` toward ``o_end``
-        (inclusive, on either side); status ``REACHED``, ``STOPPED`` (the next value changes the
-        bytes: exact) or ``OUT_OF_BUDGET``."""
+    def walk(kind, st, k, o_w, o_end, rd, budget):
         f = o_w
         direction = np.int64(1) if o_end >= o_w else np.int64(-1)
-        step = abs(o_end - o_w)
-        vf = read_ordinal(f, stored, load)
-        evals = 0
+        n = 0
         while f != o_end:
-            if evals >= budget:
+            if n >= budget:
                 return f, OUT_OF_BUDGET
-            evals += 1
-            step = max(np.int64(1), min(step, abs(o_end - f)))
-            t = f + direction * step
-            vt = read_ordinal(t, stored, load)
-            if step == 1:
-                ok = point_ok(kind, st, k, vt)
-            elif vt == vf:
-                ok = True  # every stored value between reads as the frontier's
-            else:
-                ok = interval_ok(kind, st, k, min(vf, vt), max(vf, vt))
-            if ok:
-                f = t
-                vf = vt
-                step *= 2
-            elif step == 1:
+            n += 1
+            t = f + direction
+            if not point_ok(kind, st, k, from_ordered(t, rd)):
                 return f, STOPPED
-            else:
-                step //= 2
+            f = t
         return f, REACHED
 
-    return certified_bound
+    @njit
+    def exhaustive_bound(kind, st, k, o_w, o_end, stored, load, budget):
+        rd = load if (load == 1 or load == 2) and load != stored else stored
+        if rd == stored:
+            return walk(kind, st, k, o_w, o_end, stored, budget)
+        r_w = to_ordered(read_ordinal(o_w, stored, load), rd)
+        r_end = to_ordered(read_ordinal(o_end, stored, load), rd)
+        f, status = walk(kind, st, k, r_w, r_end, rd, budget)
+        if status == REACHED:
+            return o_end, status
+        return stored_bound(o_w, o_end, from_ordered(f, rd), stored, load), status
+
+    return exhaustive_bound
+
+
+@njit
+def stored_bound(o_from, o_to, v_limit, stored, load):
+    """The stored ordinal furthest from ``o_from`` toward ``o_to`` whose read value stays on
+    ``o_from``'s side of ``v_limit`` (inclusive): bisection, the read cast is monotone."""
+    good = o_from
+    bad = o_to + (1 if o_to >= o_from else -1)
+    up = o_to >= o_from
+    while abs(bad - good) > 1:
+        mid = good + (bad - good) // 2
+        v = read_ordinal(mid, stored, load)
+        if (v <= v_limit) if up else (v >= v_limit):
+            good = mid
+        else:
+            bad = mid
+    return good

@@ -21,7 +21,7 @@ import torch
 from flipguard.schemes.base import Geometry, Grouped, Scheme
 from flipguard.schemes.floatbits import DTYPE_CODE
 from flipguard.schemes.gguf.analysis import analyse, positions
-from flipguard.schemes.gguf.cell_search import CELL_KERNELS
+from flipguard.schemes.gguf.cell_search import CELL_KERNELS, WALK_BUDGET
 
 
 @dataclass
@@ -201,9 +201,11 @@ class GGUFScheme(Scheme):
         u = torch.where(level == 0, 1 - bottom_d, torch.where(level == top, top_d, u))
         return level, u, d, inv
 
-    def cell_bounds(self, w: torch.Tensor, mode: int = 0) -> CellBounds:
+    def cell_bounds(self, w: torch.Tensor, mode: int = 0, budget: int = WALK_BUDGET) -> CellBounds:
         """Cell bounds with their reasons (see :class:`CellBounds`); ``mode`` 1 gives rounding
-        intervals (:meth:`rounding_interval`) instead."""
+        intervals (:meth:`rounding_interval`) instead. ``budget``: read-grid values the k-quant
+        and iq4 walk checks per side before it stops (``BUDGET``); cost about ``2 * budget``
+        quantizer probes per free weight at most, one sub-block search each."""
         self.check(w)
         stored = DTYPE_CODE[w.dtype]
         load = -1 if self.load_dtype in (None, w.dtype) else DTYPE_CODE[self.load_dtype]
@@ -214,7 +216,7 @@ class GGUFScheme(Scheme):
         hi = np.empty(n, dtype=np.float32)
         why_lo = np.empty(n, dtype=np.int8)
         why_hi = np.empty(n, dtype=np.int8)
-        CELL_KERNELS[self.family](self.kind, xs, xr, stored, load, mode, lo, hi, why_lo, why_hi)
+        CELL_KERNELS[self.family](self.kind, xs, xr, stored, load, mode, budget, lo, hi, why_lo, why_hi)
         back = lambda t: torch.from_numpy(t).view(w.shape)  # noqa: E731
         return CellBounds(back(lo).to(w.dtype), back(hi).to(w.dtype), back(why_lo), back(why_hi))
 
