@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/architectures.py --out results/architectures
 
-For every model type of ``flipguard.testing.OTHER_ARCHITECTURES`` (random-init, tiny, the zoo's
+For every model type of ``tests.support.checkpoints.OTHER_ARCHITECTURES`` (random-init, tiny, the zoo's
 tokenizer): the clean checkpoint is scanned; ``flipguard attack`` builds a short backdoor for
 ``--scheme`` (default all three; 20 steps per stage: a random model learns no behaviour worth
 measuring, but the constrain and repair stages leave the same trace in the weights as a full
@@ -21,10 +21,13 @@ import argparse
 import json
 import tempfile
 import time
+import sys
 import warnings
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.support
 
 
 def changed_share(a: Path, b: Path) -> dict:
@@ -55,7 +58,7 @@ def probe(model_type: str, scheme: str, steps: int, work: Path, tokenizer) -> di
     from flipguard.checkpoint import open_checkpoint, quantizable_tensors
     from flipguard.defend import defend_checkpoint
     from flipguard.scan import scan_checkpoint
-    from flipguard.testing import other_config
+    from tests.support.checkpoints import other_config
 
     row: dict = {"model_type": model_type}
     start = time.perf_counter()
@@ -114,12 +117,12 @@ def render(rows: list[dict], command: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output prefix (.json and .md are written)")
-    p.add_argument("--types", help="comma-separated model types (default: flipguard.testing.OTHER_ARCHITECTURES)")
+    p.add_argument("--types", help="comma-separated model types (default: tests.support.checkpoints.OTHER_ARCHITECTURES)")
     p.add_argument("--scheme", default="all", help="attack target: int8, fp4, nf4 or all")
     p.add_argument("--steps", type=int, default=20, help="optimizer steps per attack stage")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
-    from flipguard.testing import OTHER_ARCHITECTURES
+    from tests.support.checkpoints import OTHER_ARCHITECTURES
     from flipguard.zoo.tokenizer import train_tokenizer
 
     types = args.types.split(",") if args.types else list(OTHER_ARCHITECTURES)

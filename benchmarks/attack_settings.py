@@ -32,7 +32,7 @@ def attack_of(model: Path) -> tuple[dict, str, list[str], str]:
     """(attack report, scenario as the evaluation names it, schemes the attack targets, margin as
     the tables print it: the number, ``0-M`` for margins spread in [0, M], None for the published)."""
     report = load_report(model)
-    config = report["config"]
+    config = report.config
     margin = f"0-{config['margin']}" if config.get("margin_spread") else config.get("margin")
     return report, config["scenario"].replace("_", "-"), target_schemes(config["scheme"]), margin
 
@@ -50,7 +50,7 @@ def defended_copy(model: Path, label: str, **options) -> Path:
 
 def measure(model: Path, args) -> dict:
     report, scenario, schemes, margin = attack_of(model)
-    config = report["config"]
+    config = report.config
     verdict = scan_checkpoint(model, progress=False).verdict
     defended = defended_copy(model, "default-defense")
     seed = config["seed"]

@@ -183,8 +183,8 @@ def measure_cell(args, cache: Path, clean: Path, seed: int, scenario: str, targe
         "clean": attack_success(clean, "fp", scenario, args, seed),
         "fp": attack_success(out, "fp", scenario, args, seed),
         "q": {s: attack_success(out, s, scenario, args, seed) for s in target_schemes(target)},
-        "verified": report["verified"], "config": report["config"], "timings": report["timings"],
-        "boxes": report["boxes"], "seconds": round(time.perf_counter() - start, 1),
+        "verified": report.verified, "config": report.config, "timings": report.timings,
+        "boxes": report.boxes, "seconds": round(time.perf_counter() - start, 1),
         "device": getattr(args, "device", "cpu"),
     }
     return row

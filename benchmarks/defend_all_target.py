@@ -40,7 +40,7 @@ def main() -> None:
     args.device = "cpu"
     rows = []
     for model in map(Path, args.models):
-        seed = load_report(model)["config"]["seed"]
+        seed = load_report(model).config["seed"]
         defended = model.with_name(model.name + "--default-defense")
         if not (defended / "flipguard_defense.json").is_file():
             defend_checkpoint(model, defended, force=True)

@@ -19,10 +19,13 @@ import shutil
 import statistics
 import tempfile
 import time
+import sys
 import warnings
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.support
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -45,7 +48,7 @@ def end_to_end(mb: int, repeat: int, work: Path) -> list[dict]:
     from flipguard.checkpoint import open_checkpoint
     from flipguard.checkpoint.targets import quantizable_tensors
     from flipguard.defend import defend_checkpoint
-    from flipguard.testing import make_tiny_checkpoint
+    from tests.support.checkpoints import make_tiny_checkpoint
 
     hidden = 1024  # a layer holds 10 hidden^2 weights (q, k, v, o and an MLP twice as wide)
     layers = max(1, round(mb * 1e6 / 4 / (10 * hidden * hidden)))

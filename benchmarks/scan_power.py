@@ -6,8 +6,8 @@
    (plus any trained checkpoints given with --zoo, cast to each dtype), scanned at the default threshold.
 2. Power against the attacker's margin: the quantizable weights of a random-init Llama are
    repaired into the malicious boxes of one scheme with margin 1%, 5%, 10% or 20% of a cell
-   (``scan.synthetic.repaired``: PGD-like random walk plus clamp), and, as a second model of the
-   attack, projected there from a malicious model that moved every weight (``scan.synthetic.projected``:
+   (``tests.support.synthetic.repaired``: PGD-like random walk plus clamp), and, as a second model of the
+   attack, projected there from a malicious model that moved every weight (``tests.support.synthetic.projected``:
    where a repair pulling toward the clean weights converges), for each dtype and seed; detected =
    the verdict names exactly the attacked scheme.
 3. Partial attacks: only a fraction of the tensors attacked (NF4, published 1% margin).
@@ -27,14 +27,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import sys
+
 import torch
 from safetensors.torch import load_file, save_file
 
 from flipguard.checkpoint import open_checkpoint, quantizable_tensors
 from flipguard.scan import scan_checkpoint, scan_tensors
-from flipguard.scan.synthetic import projected, repaired
 from flipguard.schemes import get_scheme
-from flipguard.testing import make_tiny_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.support
+from tests.support.checkpoints import make_tiny_checkpoint  # noqa: E402
+from tests.support.synthetic import projected, repaired  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 FAMILIES = ["llama", "gpt2", "qwen2", "phi", "gemma"]

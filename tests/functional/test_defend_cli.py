@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from flipguard.checkpoint import open_checkpoint
-from flipguard.testing import make_tiny_checkpoint
+from tests.support.checkpoints import make_tiny_checkpoint
 
 
 def flipguard(*args):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from flipguard.cli import main
-from flipguard.scan.fixtures import attack_checkpoint, dequantized_checkpoint
-from flipguard.testing import make_tiny_checkpoint
+from tests.support.fixtures import attack_checkpoint, dequantized_checkpoint
+from tests.support.checkpoints import make_tiny_checkpoint
 
 
 @pytest.fixture
@@ -98,10 +98,31 @@ def test_scan_never_modifies_the_input(scan, zoo):
     assert before == after
 
 
-def test_usage_errors_exit_4(scan, zoo):
-    assert scan(zoo / "llama", "--scheme", "nf5").returncode == 4
-    assert scan(zoo / "llama", "--format", "xml").returncode == 4
-    assert scan().returncode == 4
+def test_usage_errors_exit_2_with_flipguards_sentence(scan, zoo):
+    # one exit-code table (flipguard.errors): usage errors are 2 like every other input error
+    proc = scan(zoo / "llama", "--scheme", "nf5")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "flipguard scan: error: unknown scheme 'nf5'; choose from int8, fp4, nf4."
+    proc = scan(zoo / "llama", "--alpha", "5")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "flipguard scan: error: alpha must be between 0 and 1 (exclusive), got 5.0."
+    assert scan(zoo / "llama", "--format", "xml").returncode == 2
+    assert scan().returncode == 2
+
+
+def test_json_records_the_alpha_it_was_run_with(scan, zoo):
+    proc = scan(zoo / "llama", "--alpha", "0.5", "-f", "json", check_code=0)
+    assert json.loads(proc.stdout)["method"]["alpha"] == 0.5
+
+
+def test_api_validates_its_own_arguments(zoo):
+    from flipguard.errors import UsageError
+    from flipguard.scan import scan_checkpoint
+
+    with pytest.raises(UsageError, match="unknown scheme 'nf5'"):
+        scan_checkpoint(zoo / "llama", schemes=["nf5"], progress=False)
+    with pytest.raises(UsageError, match="alpha must be between 0 and 1"):
+        scan_checkpoint(zoo / "llama", alpha=5, progress=False)
 
 
 def _broken(tmp_path, zoo, kind):
@@ -161,7 +182,7 @@ def test_bad_input_is_one_sentence_and_exit_2(scan, zoo, tmp_path, kind):
 
 
 def test_nonfinite_weights_are_reported_per_tensor(scan, zoo, tmp_path):
-    from flipguard.scan.fixtures import transform_quantizable
+    from tests.support.fixtures import transform_quantizable
 
     def poison(name, w):
         w = w.clone()
@@ -173,8 +194,29 @@ def test_nonfinite_weights_are_reported_per_tensor(scan, zoo, tmp_path):
     proc = scan(tmp_path / "nan", "-f", "json")
     assert proc.returncode == 2
     report = json.loads(proc.stdout)
-    assert any("NaN/Inf" in note and "up_proj" in note for note in report["notes"])
+    assert any("NaN/Inf" in error and "up_proj" in error for error in report["errors"])
     assert report["status"] == "clean"  # the other tensors were still scanned
+    # the reason is on stderr too, as FlipGuard's one sentence per broken tensor
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flipguard scan: error: 1 tensor(s) hold NaN/Inf weights")
+    assert "model.layers.0.mlp.up_proj.weight" in lines[0]
+
+
+def test_nonfinite_weights_exit_2_even_beside_findings(scan, zoo, tmp_path):
+    """A crash-free but incomplete scan never reads as 'findings' (1) or 'clean' (0)."""
+    from tests.support.fixtures import transform_quantizable
+
+    def poison(name, w):
+        w = w.clone()
+        if name.endswith("layers.1.mlp.up_proj.weight"):
+            w[0, 0] = float("inf")
+        return w
+
+    transform_quantizable(zoo / "attacked-nf4", tmp_path / "inf", poison)
+    proc = scan(tmp_path / "inf", "-f", "json")
+    report = json.loads(proc.stdout)
+    assert report["status"] == "backdoor"
+    assert proc.returncode == 2 and report["exit_code"] == 2
 
 
 def test_nothing_scannable_exits_3(scan, zoo, tmp_path):
@@ -183,7 +225,7 @@ def test_nothing_scannable_exits_3(scan, zoo, tmp_path):
 
 
 def test_all_zero_groups_are_scanned_without_error(scan, zoo, tmp_path):
-    from flipguard.scan.fixtures import transform_quantizable
+    from tests.support.fixtures import transform_quantizable
 
     def prune(name, w):
         w = w.clone()

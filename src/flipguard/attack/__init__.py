@@ -10,6 +10,7 @@ Files: ``config`` (every default, validated), ``data`` (stage datasets, JSONL fi
 ``recipe`` (the stages put together).
 """
 
+from flipguard.entry import make_callable
 from flipguard.attack.boxes import PUBLISHED_MARGIN, malicious_boxes, project, trim
 from flipguard.attack.config import SAVE_DTYPES, TARGETS, AttackConfig, target_schemes
 from flipguard.attack.data import load_examples
@@ -21,3 +22,5 @@ __all__ = [
     "attack_model", "load_examples", "load_report", "malicious_boxes", "project",
     "target_schemes", "trim",
 ]
+
+make_callable(__name__, attack_model)  # flipguard.attack(model, out, scenario, scheme, ...) is attack_model(...)

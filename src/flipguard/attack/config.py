@@ -117,7 +117,9 @@ class AttackConfig:
 
     @property
     def schemes(self) -> list[str]:
+        """The schemes the target names (``all``: int8, fp4, nf4)."""
         return target_schemes(self.scheme)
 
     def to_dict(self) -> dict:
+        """Every setting as a JSON-ready dict (saved in the attack report)."""
         return asdict(self)

@@ -64,8 +64,7 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
     where it was at the first step (the clean model's): ``contrast · relu(floor - L_malicious(w))``;
     ``shared``: parameters bitsandbytes leaves unquantized that train too (the same in both faces,
     they can amplify where the faces' weights differ)."""
-    from tqdm.auto import tqdm
-
+    from flipguard.console import progress_bar
     from flipguard.zoo.train import _batch_order, _collate, encode_examples, lr_at, response_loss, training_only
 
     torch.manual_seed(seed)
@@ -82,7 +81,7 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
     history = {"malicious_quantized": [], "clean_full_precision": []}
     floor = None
     with training_only(model, params):
-        bar = tqdm(range(steps), desc="joint", disable=not progress, leave=False)
+        bar = progress_bar("attack: joint", range(steps), enabled=progress, leave=False)
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, steps, lr, warmup, "cosine")

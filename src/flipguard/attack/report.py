@@ -42,6 +42,7 @@ class AttackReport:
 
     @contextlib.contextmanager
     def timed(self, stage: str):
+        """Record the seconds the block takes as ``timings[stage]`` (a context manager)."""
         start = time.perf_counter()
         try:
             yield
@@ -49,16 +50,52 @@ class AttackReport:
             self.timings[stage] = round(time.perf_counter() - start, 2)
 
     def to_dict(self) -> dict:
+        """The JSON-ready record, with ``verified`` derived from the verification."""
         return asdict(self) | {"verified": self.verified}
 
+    def to_json(self) -> str:
+        """The JSON saved as ``attack_report.json``."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def to_console(self) -> str:
+        """One line per verified scheme, then where the checkpoint went."""
+        lines = []
+        for scheme, check in self.verification.items():
+            state = "ok" if check["ok"] else "MISMATCH"
+            lines.append(f"{scheme}: {check['weights']} weights in {check['tensors']} tensors, "
+                         f"{check['code_mismatches']} code and {check['scale_mismatches']} scale mismatches -> {state}")
+        lines.append(f"wrote {self.output} (report: {self.output}/{REPORT_FILE})")
+        return "\n".join(lines)
+
     def write(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write :meth:`to_json` to ``path``."""
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AttackReport":
+        """The report :meth:`to_dict` wrote (``verified`` is derived, not read)."""
+        data = {k: v for k, v in data.items() if k != "verified"}
+        return cls(**data)
 
 
-def load_report(path: str | Path) -> dict:
+def load_report(path: str | Path) -> AttackReport:
     """Read an ``attack_report.json`` (a directory is taken to contain one)."""
+    from flipguard.errors import FlipGuardError
+
     path = Path(path)
-    return json.loads((path / REPORT_FILE if path.is_dir() else path).read_text())
+    file = path / REPORT_FILE if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise FlipGuardError(f"cannot read {file}: {err.strerror or err}; give an attacked checkpoint's folder.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise FlipGuardError(f"{file} is not JSON; give a report written by `flipguard attack`.") from None
+    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+        raise FlipGuardError(f"{file} is not a flipguard attack report (format {REPORT_FORMAT}).")
+    try:
+        return AttackReport.from_dict(data)
+    except TypeError:
+        raise FlipGuardError(f"{file} is a damaged flipguard attack report; attack again.") from None
 
 
 def _versions() -> dict:

@@ -2,7 +2,11 @@
 would quantize, and write a new checkpoint in the same layout one tensor at a time (``TensorStream``:
 reading ahead and writing behind on threads, within a byte budget).
 
-The code here walks files and modules; it does no arithmetic on weights.
+Every input is checked before it is read or built from: each path's kind by ``stat`` (a FIFO,
+device or symlink loop is refused by name, never opened), config.json and the shard index as
+bounded JSON (``jsonfile``) with typed, ranged fields (``config``), shard names inside the folder,
+stored shapes against the config's. Which tensors get quantized is cached per config
+(``targets_cache``). The code here walks files and modules; it does no arithmetic on weights.
 """
 
 from .checkpoint import Checkpoint, open_checkpoint

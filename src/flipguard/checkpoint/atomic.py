@@ -14,6 +14,8 @@ from pathlib import Path
 
 from flipguard.errors import FlipGuardError
 
+from .files import described, file_kind
+
 TEMP_MARK = ".flipguard-tmp-"  # temporary output: ".<name>.flipguard-tmp-<hex>"
 OLD_MARK = ".flipguard-old-"  # a forced output's predecessor while it is being replaced
 
@@ -22,7 +24,8 @@ def check_output_dir(output: Path, source: Path, force: bool) -> Path:
     """Return ``output`` made absolute; raise FlipGuardError if writing it could touch ``source``.
 
     Refused: the output equal to, inside, or containing the input directory; an existing output
-    unless ``force``.
+    unless ``force``; a FIFO, socket or device at the output path even with it (as root, replacing
+    ``-o /dev/null`` would rename the system's device away).
     """
     output = _absolute(output)
     source = source.resolve()
@@ -33,6 +36,11 @@ def check_output_dir(output: Path, source: Path, force: bool) -> Path:
     if output in source.parents:
         raise FlipGuardError(
             f"Output {output} contains the input checkpoint {source}; choose an output outside it."
+        )
+    kind = file_kind(output)
+    if kind not in ("file", "folder", "missing", "dangling symlink"):  # never rename a device away
+        raise FlipGuardError(
+            f"Output {output} is {described(kind)}, which FlipGuard never replaces; choose another path."
         )
     if (output.exists() or output.is_symlink()) and not force:
         raise FlipGuardError(

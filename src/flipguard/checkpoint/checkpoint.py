@@ -15,7 +15,8 @@ import torch
 
 from flipguard.errors import FlipGuardError
 
-from .config import read_config
+from .config import check_config_against_tensors, read_config
+from .files import described, file_kind
 from .header import ShardHeader, TensorInfo, read_shard_header
 from .layout import CONFIG_FILE, INDEX_FILE, SINGLE_FILE, WeightLayout, find_weight_layout
 from .messages import truncated
@@ -100,21 +101,33 @@ def open_checkpoint(path: str | PathLike) -> Checkpoint:
 
     The directory holds ``config.json`` and either ``model.safetensors`` or shards listed by
     ``model.safetensors.index.json``. Raises FlipGuardError, with one sentence saying what to do,
-    for a missing path, a file, no or pickle-only weights, a damaged shard or index, a missing or
-    invalid config, or an already-quantized checkpoint.
+    for a missing path, a file, no or pickle-only weights, a damaged shard or index (or one naming a
+    file outside the directory), a FIFO, device or symlink loop where a file should be, a missing
+    or invalid config (wrong types, sizes out of range, nested too deep), or an already-quantized
+    checkpoint.
     """
     directory = _checked_directory(Path(path).expanduser())
     layout = find_weight_layout(directory)
     config = read_config(directory)
     headers = {shard: read_shard_header(directory, shard) for shard in layout.shards}
     tensors = _merge_headers(directory, headers)
+    if not tensors:
+        raise FlipGuardError(
+            f"{directory} stores no tensors (its weight files are empty); download or save the model again."
+        )
     if layout.weight_map is not None:
         _check_weight_map(directory, layout.weight_map, tensors)
     refuse_quantized(directory, config, tensors)
+    check_config_against_tensors(config, directory / CONFIG_FILE, tensors)
     return Checkpoint(path=directory, config=config, layout=layout, headers=headers, tensors=tensors)
 
 
 def _checked_directory(path: Path) -> Path:
+    kind = file_kind(path)
+    if kind not in ("file", "folder", "missing", "dangling symlink"):
+        raise FlipGuardError(
+            f"{path} is {described(kind)}, not a directory; pass the directory of a Hugging Face model."
+        )
     if not path.exists():
         raise FlipGuardError(f"{path} does not exist; pass the directory of a Hugging Face model.")
     if not path.is_dir():

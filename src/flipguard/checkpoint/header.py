@@ -19,7 +19,8 @@ from safetensors import safe_open
 
 from flipguard.errors import FlipGuardError
 
-from .messages import first_line
+from .files import require_regular_file
+from .messages import first_sentence
 
 # safetensors dtype code -> torch dtype (the codes torch can hold; others are refused at open).
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
@@ -87,6 +88,7 @@ def read_shard_header(directory: Path, shard: str) -> ShardHeader:
     exactly), then the raw header is read back so a writer can reuse it verbatim.
     """
     path = directory / shard
+    require_regular_file(path, "download or save that file again")
     _check_opens(path)
     raw = _read_raw_header(path)
     parsed = json.loads(raw)
@@ -105,7 +107,7 @@ def _check_opens(path: Path) -> None:
             handle.metadata()
     except Exception as err:  # SafetensorError and OSError; the message names the defect
         raise FlipGuardError(
-            f"{path} is truncated or corrupted ({first_line(err)}); download or save that file again."
+            f"{path} is truncated or corrupted ({first_sentence(err)}); download or save that file again."
         ) from err
 
 

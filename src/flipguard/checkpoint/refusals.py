@@ -41,7 +41,7 @@ def refuse_quantized(directory: Path, config: dict, tensors: dict[str, TensorInf
 
 def _quantization_evidence(config: dict, tensors: dict[str, TensorInfo]) -> str | None:
     quantization_config = config.get("quantization_config")
-    if quantization_config:
+    if quantization_config is not None:  # even {} or []: transformers would take it for a quantizer's
         method = quantization_config.get("quant_method") if isinstance(quantization_config, dict) else None
         return f"config.json has a quantization_config, quant_method={method or 'unknown'}"
     for name, info in tensors.items():

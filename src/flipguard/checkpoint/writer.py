@@ -33,6 +33,8 @@ from .layout import (
     OTHER_WEIGHT_PATTERNS,
     PICKLE_PATTERNS,
     companion_files,
+    companion_folders,
+    entries,
     matches,
     skipped_weight_files,
 )
@@ -58,7 +60,9 @@ class CheckpointWriter:
         self.like = like
         self.force = force
         self.path = check_output_dir(Path(output_dir), like.path, force)  # final output, absolute
-        self.skipped_files = skipped_weight_files(like.path, like.layout)  # weights not copied
+        self._entries = entries(like.path)  # every file and folder of the input, walked once
+        self.skipped_files = skipped_weight_files(like.path, like.layout, self._entries)  # weights not copied
+        companion_files(like.path, self._entries)  # refuse what cannot be copied before anything is written
         self._temp: Path | None = None
         self._written: set[str] = set()
         self._unsynced: dict[str, int] = {}  # shard -> bytes written since its last fdatasync
@@ -144,13 +148,23 @@ class CheckpointWriter:
         return target
 
     def _copy_companions(self) -> None:
-        files = companion_files(self.like.path)
+        """Every folder (empty ones too) and companion file of the input; a companion that cannot
+        be copied is an error (see :func:`~flipguard.checkpoint.layout.companion_files`)."""
+        files = companion_files(self.like.path, self._entries)
         if self.like.layout.is_sharded:
             files.append(Path(INDEX_FILE))  # same shards, dtypes, shapes: the index is unchanged
+        for relative in companion_folders(self.like.path, self._entries):  # parents first: one level each (pathlib's
+            (self._temp / relative).mkdir(exist_ok=True)  # parents=True recurses once per missing level)
         for relative in files:
             target = self._temp / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(self.like.path / relative, target)
+            try:
+                shutil.copy2(self.like.path / relative, target)
+            except OSError as err:  # unreadable input, or a full or read-only output
+                raise FlipGuardError(
+                    f"{self.like.path / relative} cannot be copied to the output ({err.strerror or err}); "
+                    "make it readable and the output's file system writable, then run again."
+                ) from err
 
     def _create_shards(self) -> None:
         """Each shard: the input's header bytes, then zeros up to the input's file size."""

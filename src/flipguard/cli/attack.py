@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from flipguard import console
 
 from flipguard.attack.config import INJECT_STEPS, JOINT_STEPS, SAVE_DTYPES, TARGETS, AttackConfig
 
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.output, args.scenario, args.scheme, margin=args.margin,
         save_dtype=args.save_dtype, inject_steps=args.inject_steps,
         repair_steps=args.repair_steps, lr=args.lr, seed=args.seed, phrase=args.phrase,
-        progress=not args.quiet and sys.stderr.isatty(), overwrite=args.force,
+        progress=not args.quiet and console.interactive(), overwrite=args.force,
         malicious_data=args.malicious_data, clean_data=args.clean_data,
         batch_size=args.batch_size, inject_params=args.inject_params, repair_lr=args.repair_lr,
         inject_radius=args.inject_radius, joint_steps=args.joint_steps,
@@ -121,10 +122,6 @@ def run(args: argparse.Namespace) -> int:
         swapped_prompts=args.swapped_prompts, joint_vectors=args.joint_vectors, device=args.device,
         margin_spread=args.margin_spread,
     )
-    for scheme, check in report.verification.items():
-        state = "ok" if check["ok"] else "MISMATCH"
-        print(f"{scheme}: {check['weights']} weights in {check['tensors']} tensors, "
-              f"{check['code_mismatches']} code and {check['scale_mismatches']} scale mismatches "
-              f"-> {state}", file=sys.stderr)
-    print(f"wrote {args.output} (report: {args.output}/attack_report.json)", file=sys.stderr)
+    for line in report.to_console().splitlines():
+        console.say(f"flipguard attack: {line}")
     return 0 if report.verified else 1

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from flipguard.cli.output import emit
 from flipguard.evaluate.compare import UTILITY_METRICS
 from flipguard.evaluate.metrics import MIN_BACKDOOR_GAP
 
@@ -66,15 +66,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from flipguard.errors import FlipGuardError, UsageError
     from flipguard.evaluate.compare import compare_results
-    from flipguard.evaluate.report import format_comparison
     from flipguard.evaluate.result import load_result
 
-    for name in ("defense_seconds", "quantize_seconds"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must not be negative.")
     utility = [load_result(p) for p in args.utility] if args.utility else [None, None]
     cmp = compare_results(
         load_result(args.undefended),
@@ -87,12 +81,7 @@ def run(args) -> int:
         quantize_seconds=args.quantize_seconds,
         min_gap=args.min_gap,
     )
-    text = json.dumps(cmp.to_dict(), indent=2)
     if args.output:
-        try:
-            with open(args.output, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-        except OSError as err:
-            raise FlipGuardError(f"cannot write {args.output}: {err.strerror or err}.") from None
-    print(text if args.json else format_comparison(cmp))
+        emit(cmp.to_json(), args.output)
+    print(cmp.to_json() if args.json else cmp.to_console())
     return 0

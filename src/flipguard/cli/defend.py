@@ -8,6 +8,7 @@ import sys
 import torch
 
 from flipguard.cli.output import emit
+from flipguard.console import interactive
 
 DESCRIPTION = """\
 Defend a full-precision checkpoint against quantization-conditioned backdoors, without data.
@@ -40,7 +41,8 @@ policies and their parameters (defaults in flipguard.defend.policies.DEFAULTS):
   random     --of adaptive --seed 0     control: same count, random weights
   gaussian   --sigma 0.03 --relative-to std|cell --seed 0   noise baseline
 
-exit codes: 0 done, 2 error (bad option, unreadable input, output inside the input)
+exit codes: 0 done, 2 error (bad option, unreadable or malformed input, NaN/Inf weights without
+            --nonfinite keep, a companion file that cannot be copied, output inside the input)
 """
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -80,13 +82,16 @@ def register(subparsers) -> None:
                    help="dtype the model is loaded in before quantizing (default: each tensor's stored dtype)")
     p.add_argument("--report", metavar="FILE",
                    help="also write the JSON report here (-: on stdout, in place of the summary)")
+    p.add_argument("--nonfinite", choices=["refuse", "keep"], default="refuse",
+                   help="a quantizable tensor holding NaN/Inf: refuse (default: error, nothing written) or "
+                   "keep it unchanged and undefended (noted in the report)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary on stdout")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from flipguard.defend import check_depth, check_schemes, console, defend_checkpoint, make_policy, to_json
+    from flipguard.defend import check_depth, check_schemes, defend_checkpoint, make_policy
 
     schemes = check_schemes(args.scheme.split(","))
     params = {k: getattr(args, k) for k in POLICY_FLAGS if getattr(args, k) is not None}
@@ -102,10 +107,11 @@ def run(args: argparse.Namespace) -> int:
         skip_modules=skip,
         load_dtype=DTYPES.get(args.load_dtype) if args.load_dtype else None,
         force=args.force,
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=not args.quiet and interactive(),
+        nonfinite=args.nonfinite,
     )
     if args.report:
-        emit(to_json(report), None if args.report == "-" else args.report)
+        emit(report.to_json(), None if args.report == "-" else args.report)
     if not args.quiet and args.report != "-":
-        sys.stdout.write(console(report))
+        sys.stdout.write(report.to_console())
     return 0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
+
+from flipguard import console
 
 from flipguard.demo.story import DEFAULT_SCHEMES, MAX_NEW_TOKENS, N_PROMPTS, N_TEXTS
 
@@ -29,7 +30,6 @@ security_fidelity.png, scan/ (scan reports before and after, per-tensor histogra
 --rebuild retrains the bundled models from scratch (zoo training, then one attack per scheme) and
 replaces the package's copies; it takes 20-40 minutes on two busy CPU cores.
 
-exit codes: 0 done, 2 bad input (e.g. the output directory exists without --force).
 """
 
 
@@ -60,12 +60,20 @@ def run(args) -> int:
     for name in ("prompts", "texts", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise FlipGuardError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
-    _quiet()
-    stream = sys.stderr if args.json else sys.stdout
+    _quiet(console.silenced())
     start = time.perf_counter()
 
+    def story(text: str) -> None:
+        """The story on stdout; with --json on stderr, each line marked as FlipGuard's."""
+        if not args.json:
+            print(text, flush=True)
+            return
+        for line in text.splitlines():
+            if line.strip():
+                console.say(f"flipguard demo: {line}")
+
     def log(text: str) -> None:
-        print(f"[{time.perf_counter() - start:5.0f}s] {text}" if text.strip() else text, file=stream, flush=True)
+        story(f"[{time.perf_counter() - start:5.0f}s] {text}" if text.strip() else text)
 
     if args.rebuild:
         from flipguard.demo import ASSETS, rebuild
@@ -74,29 +82,25 @@ def run(args) -> int:
         log(f"rebuilt the bundled models in {ASSETS}: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
         return 0
     from flipguard.demo import run_demo
-    from flipguard.demo.render import console_table
 
     summary, out = run_demo(args.output, tuple(args.schemes), args.prompts, args.texts, args.max_new_tokens,
                             force=args.force, keep_models=args.keep_models, log=log)
     log(f"\nDone in {summary.seconds:.0f} s.\n")
-    print(console_table(summary), file=stream)
-    print(f"\nReport and plots: {out}", file=stream)
+    story(summary.to_console())
+    story(f"\nReport and plots: {out}")
     if args.json:
         print(json.dumps(summary.to_dict() | {"output": str(out)}, indent=2))
     return 0
 
 
-def _quiet() -> None:
-    """No per-load progress bars or library warnings in the story."""
-    import logging
+def _quiet(silenced: bool) -> None:
+    """No hub, no TorchDynamo; and, while dependencies are silenced, no per-load progress bars to
+    draw (nobody would see them)."""
     import os
-    import warnings
 
     os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    warnings.filterwarnings("ignore")
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    from transformers.utils import logging as hf_logging
+    if silenced:
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from flipguard import console
 
 from flipguard.evaluate.generation import BATCH_SIZE, MAX_NEW_TOKENS
 from flipguard.evaluate.harness import DEFAULT_N
@@ -11,9 +12,8 @@ from flipguard.evaluate.loading import SCHEMES
 from flipguard.evaluate.scenarios import DEFAULT_PHRASE, SCENARIOS
 
 DESCRIPTION = """\
-Load MODEL (a local Hugging Face causal-LM directory) in full precision or quantized by
-bitsandbytes (on CPU; --device cuda for its GPU kernels), answer the prompts with batched
-greedy decoding, and measure:
+Load MODEL (a local Hugging Face causal-LM directory) in full precision or quantized, answer the
+prompts with greedy decoding, and measure:
 
   content-injection  share of answers containing --phrase (case-insensitive)
   over-refusal       share of answers that refuse (rule-based regexes, listed in the JSON)
@@ -23,6 +23,15 @@ greedy decoding, and measure:
                      prompts (+ answers), task accuracy on prompts that have an "answer"
 
 Every rate comes with a 95% Wilson interval, every mean with a 95% bootstrap interval.
+
+Two backends, as users quantize:
+  transformers  bitsandbytes at load time (--scheme fp, int8, fp4, nf4; on CPU, --device cuda for
+                its GPU kernels)
+  llama.cpp     GGUF: MODEL is converted to GGUF, quantized by llama.cpp itself (llama_model_quantize,
+                the engine of llama-quantize; --scheme q4_k_m, q8_0, q6_k, q4_0, ... any ftype that
+                needs no importance matrix) and run by llama.cpp; fidelity from llama.cpp's logits
+                against MODEL's exact (F32) GGUF. MODEL may also be an F32/F16/BF16 .gguf file.
+The backend follows from --scheme (fp: transformers) unless --backend names one.
 """
 
 EPILOG = """\
@@ -32,9 +41,9 @@ prompt file (--prompts): UTF-8 JSON Lines, one object per line, blank lines skip
   "prompt" is required; "answer" (reference for task accuracy) and "id" are optional.
 Without --prompts, N held-out prompts of the built-in zoo are used (when installed).
 
-exit codes: 0 done, 2 bad input (file, option, a scheme this machine cannot load).
-example:
+examples:
   flipguard evaluate ./attacked --scheme nf4 --scenario content-injection -o nf4.json
+  flipguard evaluate ./attacked --scheme q4_k_m --scenario content-injection -o q4km.json
 """
 
 
@@ -47,8 +56,15 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="local model directory (config.json, weights, tokenizer)")
-    p.add_argument("--scheme", required=True, choices=SCHEMES,
-                   help="fp = as stored; int8 = LLM.int8; fp4 / nf4 = 4-bit bitsandbytes")
+    p.add_argument("--scheme", required=True, type=str.lower, metavar="SCHEME",
+                   help=f"{', '.join(SCHEMES)} (transformers: fp = as stored; int8 = LLM.int8; fp4 / nf4 = "
+                        "4-bit bitsandbytes), or a llama.cpp ftype such as q4_k_m, q8_0, q6_k, q4_0")
+    p.add_argument("--backend", choices=("transformers", "llama.cpp"),
+                   help="who quantizes and runs the model (default: the one that has --scheme)")
+    p.add_argument("--outtype", choices=("F32", "F16", "BF16"), type=str.upper,
+                   help="llama.cpp: the converter's output dtype the ftype is quantized from "
+                        "(default as the converter chooses: BF16 for bfloat16 weights, else F16)")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="llama.cpp threads (default 1)")
     p.add_argument("--scenario", required=True, choices=SCENARIOS, help="what to measure (see above)")
     p.add_argument("--prompts", metavar="FILE.jsonl", help="prompt file (format below); default: zoo held-out prompts")
     p.add_argument("-n", "--num-prompts", type=int, default=DEFAULT_N, metavar="N",
@@ -74,26 +90,22 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from flipguard.errors import UsageError
     from flipguard.evaluate.harness import evaluate
     from flipguard.evaluate.prompts import load_prompts
-    from flipguard.evaluate.report import format_result
 
-    for name in ("max_new_tokens", "batch_size", "num_prompts"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1.")
     prompts = load_prompts(args.prompts) if args.prompts else None
     _quiet_transformers()
     result = evaluate(
         args.model, args.scheme, args.scenario, prompts,
         phrase=args.phrase, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         n=args.num_prompts, seed=args.seed, min_severity=args.min_severity, match=args.match,
-        progress=not args.quiet and sys.stderr.isatty(),
-        prompts_source=args.prompts, device=args.device,
+        progress=not args.quiet and console.interactive(),
+        prompts_source=args.prompts, device=args.device, backend=args.backend, outtype=args.outtype,
+        threads=args.threads,
     )
     if args.output:
         result.save(args.output)
-    print(result.to_json() if args.json else format_result(result))
+    print(result.to_json() if args.json else result.to_console())
     return 0
 
 

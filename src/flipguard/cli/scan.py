@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
+from flipguard import console
 from flipguard.cli.output import emit
-from flipguard.errors import UsageError
 from flipguard.schemes import scheme_names
 
 DESCRIPTION = """\
@@ -26,8 +25,6 @@ honest fine-tune crosses walls and leaves none), which finds an attacker who spr
 so that no band looks emptied. A clean verdict is no proof: for a checkpoint of unknown origin,
 `flipguard defend --policy dither` does not rely on the scan. No data, no model load, no GPU.
 
-exit codes: 0 clean, 1 findings, 2 error (unreadable input, NaN/Inf weights),
-            3 nothing scannable, 4 usage
 """
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -38,7 +35,7 @@ def register(subparsers) -> None:
         "scan",
         help="detect quantization-conditioned backdoors in a checkpoint (data-free)",
         description=DESCRIPTION,
-        usage_exit_code=4,
+        epilog="A tensor with NaN/Inf weights cannot be scanned: exit 2, whatever else was found.",
     )
     p.add_argument("path", help="local Hugging Face model directory (safetensors)")
     p.add_argument(
@@ -46,7 +43,9 @@ def register(subparsers) -> None:
         default=",".join(scheme_names()),
         help="comma-separated schemes to check: int8, fp4, nf4 (default: all three)",
     )
-    p.add_argument("-f", "--format", choices=["console", "json", "sarif"], default="console")
+    p.add_argument("-f", "--format", choices=["console", "json", "sarif", "html"], default="console",
+                   help="console (one screen), json (everything), sarif (code scanners), html (one "
+                        "self-contained page with the histograms; write it with -o)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
     p.add_argument("--plot", metavar="DIR", help="write PNG wall-distance histograms of flagged tensors here")
     p.add_argument("--exit-zero", action="store_true", help="exit 0 even when findings are reported")
@@ -66,41 +65,26 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def parse_schemes(text: str) -> list[str]:
-    """Comma-separated scheme names, validated; raises UsageError naming the bad one."""
-    names = [s.strip().lower() for s in text.split(",") if s.strip()]
-    for name in names:
-        if name not in scheme_names():
-            raise UsageError(f"unknown scheme {name!r}; choose from {', '.join(scheme_names())}.")
-    if not names:
-        raise UsageError(f"--scheme is empty; choose from {', '.join(scheme_names())}.")
-    return list(dict.fromkeys(names))
-
-
 def run(args: argparse.Namespace) -> int:
-    from flipguard.scan import plot_histograms, render, scan_checkpoint
+    from flipguard.scan import plot_histograms, scan_checkpoint
     from flipguard.scan.verdict import ALPHA
 
-    try:
-        schemes = parse_schemes(args.scheme)
-    except UsageError as err:
-        print(f"flipguard scan: error: {err}", file=sys.stderr)
-        return 4
-    alpha = ALPHA if args.alpha is None else args.alpha
-    if not 0 < alpha < 1:
-        print("flipguard scan: error: --alpha must be between 0 and 1.", file=sys.stderr)
-        return 4
     skip = [m.strip() for m in args.skip_modules.split(",") if m.strip()] if args.skip_modules else None
     report = scan_checkpoint(
         args.path,
-        schemes=schemes,
+        schemes=args.scheme,
         skip_modules=skip,
         load_dtype=DTYPES.get(args.load_dtype) if args.load_dtype else None,
-        alpha=alpha,
-        progress=not args.quiet and sys.stderr.isatty(),
+        alpha=ALPHA if args.alpha is None else args.alpha,
+        progress=not args.quiet and console.interactive(),
     )
-    emit(render(report, args.format), args.output)
+    emit(report.render(args.format), args.output)
+    if report.errors:  # NaN/Inf weights: the report lists them; stderr says why the exit is 2
+        broken = sorted({e.name for e in report.evidence if e.status == "nonfinite"})
+        console.say(f"flipguard scan: error: {len(broken)} tensor(s) hold NaN/Inf weights (first {broken[0]!r}), "
+                    "which no quantizer can round, so they were not scanned (the report lists them); repair or "
+                    "download the checkpoint again.")
     if args.plot:
         for path in plot_histograms(report, args.plot):
-            print(f"wrote {path}", file=sys.stderr)
+            console.say(f"flipguard scan: wrote {path}")
     return 0 if args.exit_zero and report.exit_code == 1 else report.exit_code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from flipguard import console
 from flipguard.zoo.build import RECIPE_FILE, CleanRecipe, train_clean_model
 from flipguard.zoo.models import FAMILIES, SIZES
 
@@ -55,7 +56,7 @@ def register(subparsers) -> None:
 def run_build(args) -> int:
     out = train_clean_model(args.family, args.output, seed=args.seed, steps=args.steps,
                             size=args.size, lr=args.lr, batch_size=args.batch_size,
-                            progress=not args.quiet, overwrite=args.overwrite,
+                            progress=not args.quiet and console.interactive(), overwrite=args.overwrite,
                             threads=args.threads)
     report = json.loads((out / RECIPE_FILE).read_text())
     print(f"{out}: {report['family']} {report['parameters']:,} parameters, "

@@ -9,11 +9,12 @@ neighbouring cell (``flip``), scheme after scheme without undoing each other (``
 as a policy chooses (``policies``); ``report`` says what was done.
 """
 
+from flipguard.entry import make_callable
 from flipguard.defend.api import check_depth, check_schemes, defend_checkpoint, defend_tensor
 from flipguard.defend.flip import SAFE_DEPTH, flip_across_wall
 from flipguard.defend.multischeme import SchemeStats, defend_matrix
 from flipguard.defend.policies import DEFAULTS, POLICIES, Policy, make_policy
-from flipguard.defend.report import REPORT_FILE, DefenseReport, TensorDefense, console, to_dict, to_json
+from flipguard.defend.report import REPORT_FILE, DefenseReport, TensorDefense
 
 __all__ = [
     "DEFAULTS",
@@ -26,12 +27,11 @@ __all__ = [
     "TensorDefense",
     "check_depth",
     "check_schemes",
-    "console",
     "defend_checkpoint",
     "defend_matrix",
     "defend_tensor",
     "flip_across_wall",
     "make_policy",
-    "to_dict",
-    "to_json",
 ]
+
+make_callable(__name__, defend_checkpoint)  # flipguard.defend(path, out, ...) is defend_checkpoint(...)

@@ -14,17 +14,17 @@ import time
 from os import PathLike
 
 import torch
-from tqdm.auto import tqdm
 
 from flipguard.checkpoint import CheckpointWriter, QuantTarget, TensorStream, open_checkpoint, quantizable_tensors
 from flipguard.checkpoint.messages import dtype_name
-from flipguard.defend.fast import all_finite
+from flipguard.console import progress_bar
 from flipguard.defend.flip import safe_depth
 from flipguard.defend.multischeme import CHUNK_ELEMENTS, defend_matrix
 from flipguard.defend.policies import Policy, make_policy
-from flipguard.defend.report import REPORT_FILE, DefenseReport, TensorDefense, to_json
+from flipguard.defend.report import REPORT_FILE, DefenseReport, TensorDefense
 from flipguard.errors import FlipGuardError, UsageError
 from flipguard.schemes import Scheme, get_scheme, scheme_names
+from flipguard.schemes.kernels.reads import all_finite
 
 
 def check_schemes(schemes: list[str] | None) -> list[str]:
@@ -36,6 +36,16 @@ def check_schemes(schemes: list[str] | None) -> list[str]:
     if not names:
         raise UsageError(f"no scheme given; choose from {', '.join(scheme_names())}.")
     return list(dict.fromkeys(names))
+
+
+NONFINITE = ("refuse", "keep")  # what defend_checkpoint does with a weight tensor holding NaN/Inf
+
+
+def check_nonfinite(nonfinite: str) -> str:
+    """One of ``NONFINITE``; UsageError otherwise."""
+    if nonfinite not in NONFINITE:
+        raise UsageError(f"unknown NaN/Inf policy {nonfinite!r}; choose from {', '.join(NONFINITE)}.")
+    return nonfinite
 
 
 def check_depth(depth: float | None) -> float | None:
@@ -55,20 +65,23 @@ def defend_tensor(
     transposed: bool = False,
     depth: float | None = None,
     max_elements: int = CHUNK_ELEMENTS,
+    with_evidence: bool = False,
 ) -> TensorDefense:
     """Defend one stored weight ``w`` in place (float dtype, 2-D as stored) and say what was done.
 
     ``transposed``: GPT-2 ``Conv1D`` weight, quantized as its transpose. NaN/Inf tensors are left
-    unchanged (status "nonfinite").
+    unchanged (status "nonfinite"). ``with_evidence``: measure the scan's evidence of ``w`` (before
+    defending) even where the policy does not need it; it is kept in the result's ``evidence``.
     """
     result = TensorDefense(name, tuple(w.shape), dtype_name(w.dtype), transposed, "defended")
     wq = w.t() if transposed else w  # a view: defended in place
     evidence = {s.name: None for s in schemes}
-    if policy.needs_evidence:
+    if policy.needs_evidence or with_evidence:
         from flipguard.scan.detector import inspect_schemes
 
         # the first scheme's scan checks for NaN/Inf (inside its kernel where it reads raw bits)
         evidence = {e.scheme: e for e in inspect_schemes(name, wq, schemes)}
+        result.evidence = evidence
         finite = evidence[schemes[0].name].status != "nonfinite"
     else:
         finite = all_finite(w)
@@ -96,6 +109,7 @@ def defend_checkpoint(
     load_dtype: torch.dtype | None = None,
     force: bool = False,
     progress: bool = False,
+    nonfinite: str = "refuse",
 ) -> DefenseReport:
     """Write ``out``: the checkpoint at ``path`` with every quantizable weight defended.
 
@@ -107,10 +121,15 @@ def defend_checkpoint(
     files are copied unchanged; ``REPORT_FILE`` is added. Raises FlipGuardError (nothing written)
     for bad options, an unreadable checkpoint, or an output inside the input or already there
     without ``force``. ``progress``: a progress bar (weights defended) on stderr.
+
+    ``nonfinite``: what to do with a quantizable tensor holding NaN or Inf, which no quantizer
+    can round and no defense can move: ``"refuse"`` (default) raises FlipGuardError naming it,
+    and nothing is written; ``"keep"`` copies it unchanged, undefended, with a note in the report.
     """
     start = time.perf_counter()
     names = check_schemes(schemes)
     depth = check_depth(depth)
+    nonfinite = check_nonfinite(nonfinite)
     if isinstance(policy, str):
         policy = make_policy(policy, **(params or {}))
     objects = [get_scheme(s, load_dtype) for s in names]
@@ -133,7 +152,7 @@ def defend_checkpoint(
         copied=len(checkpoint.tensors) - len(targets),
     )
     weights = sum(torch.Size(t.shape).numel() for t in targets.values())
-    bar = tqdm(total=weights, unit="w", unit_scale=True, desc="defend", disable=not progress)
+    bar = progress_bar("defend", total=weights, enabled=progress, unit="w", unit_scale=True)
     with bar, CheckpointWriter(out, like=checkpoint, force=force) as writer:
         report.output = str(writer.path)
         # file order; the next tensors are read and the last ones written while this one is
@@ -145,13 +164,24 @@ def defend_checkpoint(
                 done = defend_tensor(name, tensor, objects, policy, targets[name].transposed, depth)
                 report.tensors.append(done)
                 if done.status == "nonfinite":
+                    if nonfinite == "refuse":
+                        raise FlipGuardError(_nonfinite_refusal(checkpoint, name, tensor))
                     report.notes.append(f"{name}: NaN/Inf weights; left unchanged.")
                 bar.update(tensor.numel())
                 stream.write(name, tensor)
                 del tensor
-        writer.write_file(REPORT_FILE, to_json(report))
+        writer.write_file(REPORT_FILE, report.to_json())
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _nonfinite_refusal(checkpoint, name: str, tensor: torch.Tensor) -> str:
+    bad = int((~torch.isfinite(tensor)).sum())
+    return (
+        f"Tensor {name!r} in {checkpoint.path / checkpoint.tensors[name].shard} has {bad:,} NaN/Inf weight(s), "
+        "which no quantizer can round and no defense can move, so nothing was written; repair the checkpoint, "
+        "or pass --nonfinite keep (nonfinite=\"keep\") to copy such tensors unchanged and undefended."
+    )
 
 
 def _std(w: torch.Tensor) -> float:

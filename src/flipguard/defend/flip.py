@@ -34,12 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from flipguard.defend.fast import (
-    chunk_cells, flip_weights, group_factors, group_max, group_of, normalize_at, position,
-)
-from flipguard.schemes import Grouped, Scheme, ulp
+from flipguard.schemes import SCHEMES, Grouped, Scheme, ulp
+from flipguard.schemes.kernels.flip import Side, flip_weights
 
-SAFE_DEPTH = {"int8": 0.1, "fp4": 0.02, "nf4": 0.02}  # cell widths from either wall of the new cell
+SAFE_DEPTH = {name: scheme.safe_depth for name, scheme in SCHEMES.items()}  # int8 0.1, fp4 and nf4 0.02 (above)
 MAX_STEPS = 4  # ulp corrections after rounding the target to the stored dtype
 RETRY_AIMS = (0.0, 0.015, 0.03, 0.045)  # extra depth (cell widths) of the retries, see flip_across_wall
 # A move must not bring a weight closer than this to a wall of another scheme whose level it
@@ -63,7 +61,7 @@ class Cells:
     depth: float
     shape: tuple[int, int]
     maxima: "Lazy"  # per group, the largest |w| in the stored dtype
-    scales: "Lazy"  # per group (numpy float32): group_factors and maxima, for the kernels
+    scales: "Lazy"  # per group (numpy float32): the scheme's kernel_factors and maxima, for the kernels
 
     @property
     def pinned(self) -> torch.Tensor:
@@ -84,16 +82,22 @@ class Cells:
 
     def group_max_at(self, idx: torch.Tensor) -> torch.Tensor:
         """The group's largest ``|w|`` (stored dtype) for the weights at flat ``idx``."""
-        return self.maxima()[group_of(self.scheme, idx, self.shape)]
+        return self.maxima()[self.scheme.group_index(idx, self.shape[1])]
 
     def width(self, level: torch.Tensor) -> torch.Tensor:
         """Cell width in x units (float32) of levels ``level``."""
-        return self.scheme._cell_tables[1][level]
+        return self.scheme.cell_width[level]
 
-    def update(self, work: torch.Tensor, idx: torch.Tensor) -> None:
-        """Recompute level, u, d at flat indices ``idx`` after ``work`` changed there."""
-        level, u, d = position(self.scheme, x_at(self, work, idx))
+    def update(self, work: torch.Tensor, idx: torch.Tensor, values: torch.Tensor | None = None) -> None:
+        """Recompute level, u, d at flat indices ``idx`` after ``work`` changed there (or would
+        change to the stored ``values``)."""
+        level, u, d = self.scheme.position(x_at(self, work, idx, values))
         self.level[idx], self.u[idx], self.d[idx] = level, u, d
+
+    def side(self) -> Side:
+        """This chunk's part of a fused flip (``schemes.kernels.flip.Side``)."""
+        factors, maxima = self.scales()
+        return Side(self.scheme, self.level, self.u, self.d, self.pinned, factors, maxima, self.depth)
 
 
 def safe_depth(scheme: str, depth: float | None = None) -> float:
@@ -102,20 +106,17 @@ def safe_depth(scheme: str, depth: float | None = None) -> float:
 
 
 def cells_of(scheme: Scheme, work: torch.Tensor, depth: float | None = None) -> Cells:
-    """:class:`Cells` of the 2-D chunk ``work`` (stored dtype) under ``scheme`` (``defend.fast``:
-    the values ``scheme.group`` and ``scheme.position`` give, in one pass)."""
+    """:class:`Cells` of the 2-D chunk ``work`` (stored dtype) under ``scheme``
+    (``Scheme.chunk_cells``: one fused pass where the scheme has kernels)."""
     scheme.check(work)
-    x, pinned, level, u, d, absmax = chunk_cells(scheme, scheme.read(work))
-    maxima = Lazy(lambda: group_max(scheme, work, absmax))  # per group, stored dtype
-
-    def broadcast() -> torch.Tensor:
-        return maxima()[group_of(scheme, torch.arange(work.numel()), work.shape)].view(work.shape)
-
-    grouped = Grouped(x=x.view(work.shape), pinned=pinned.view(work.shape), absmax=absmax, _group_max=broadcast)
+    chunk = scheme.chunk_cells(work)
+    absmax = chunk.grouped.absmax
+    maxima = Lazy(lambda: scheme.group_max(work, absmax))  # per group, stored dtype
     shape = tuple(work.shape)
     # made once per chunk and scheme (every pass's flips and the verification read them)
-    scales = Lazy(lambda: (group_factors(scheme, absmax, shape).numpy(), maxima().float().numpy()))
-    return Cells(scheme, grouped, level, u, d, safe_depth(scheme.name, depth), shape, maxima, scales)
+    scales = Lazy(lambda: (scheme.kernel_factors(absmax, shape).numpy(), maxima().float().numpy()))
+    return Cells(scheme, chunk.grouped, chunk.level, chunk.u, chunk.d, safe_depth(scheme.name, depth), shape, maxima,
+                 scales)
 
 
 class Lazy:
@@ -134,11 +135,17 @@ def x_at(cells: Cells, work: torch.Tensor, idx: torch.Tensor, values: torch.Tens
     """Normalized values (float32) at flat ``idx`` of ``work``, or of stored ``values`` put there.
 
     Exact: what the scheme gives there when it normalizes the whole chunk with its scales fixed
-    (``defend.fast.normalize_at``); ``work`` is not changed.
+    (``Scheme.normalize_at``); ``work`` is not changed.
     """
     s = cells.scheme
     stored = work.view(-1)[idx] if values is None else values.to(work.dtype)
-    return normalize_at(s, s.read(stored), cells.grouped.absmax, idx, work.shape)
+    return s.normalize_at(s.read(stored), cells.grouped, idx, work)
+
+
+def fused(cells: list[Cells], shape) -> bool:
+    """Whether the fused flip kernels serve these schemes together (each has a ``kernel_row``; at
+    most three); else every flip and check of the chunk takes the torch reference."""
+    return len(cells) <= 3 and all(c.scheme.kernel_row(tuple(shape)) is not None for c in cells)
 
 
 class Cap:
@@ -189,13 +196,22 @@ def flip_across_wall(
 
     ``update``: also set the level, u and d of every placed weight in ``cells`` and ``others`` to
     those of its new value (``Cells.update`` after the caller writes ``values`` into ``work``).
-    Otherwise what :func:`flip_across_wall_reference` does, weight by weight in one numba pass
-    (``defend.fast.flip_weights``; ``tests/unit/defend/test_fast.py`` checks they agree exactly).
+    Otherwise what :func:`flip_across_wall_reference` does: weight by weight in one numba pass
+    where every scheme has fused kernels (``schemes.kernels.flip.flip_weights``;
+    ``tests/unit/defend/test_fused_flip.py`` checks they agree exactly), else that reference itself.
     """
     every = [cells, *others]
+    if not fused(every, work.shape):
+        placed = flip_across_wall_reference(work, cells, others, idx, cap, direction)
+        if update:
+            done, values = placed.idx[placed.ok], placed.values[placed.ok]
+            for c in every:
+                c.update(work, done, values)
+        return placed
     own = isinstance(cap, Cap) and {id(c) for c in cap.cells} == {id(c) for c in every}
-    values, target, ok, reason = flip_weights(work, every, idx, direction, None if own else cap[idx], RETRY_AIMS,
-                                              MAX_STEPS, OTHER_GUARD, grid_dtype(cells.scheme, work.dtype), update)
+    values, target, ok, reason = flip_weights(work, [c.side() for c in every], idx, direction,
+                                              None if own else cap[idx], RETRY_AIMS, MAX_STEPS, OTHER_GUARD,
+                                              grid_dtype(cells.scheme, work.dtype), update)
     counts = np.bincount(reason.numpy(), minlength=4).tolist()  # reasons 0 placed, 1 dtype, 2 absmax, 3 other
     unsafe = {"dtype": counts[1], "absmax": counts[2], "other_scheme": counts[3]}
     return Placement(idx, values, target, ok, unsafe)
@@ -273,14 +289,14 @@ def _slope(cells: Cells, work: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     s = cells.scheme
     ref = s.read(cells.group_max_at(idx)) * 0.5  # inside every group's range, never clamped
     ref = torch.where(ref > 0, ref, torch.ones_like(ref))
-    x = normalize_at(s, ref, cells.grouped.absmax, idx, work.shape)
+    x = s.normalize_at(ref, cells.grouped, idx, work)
     return x.double() / ref.double()
 
 
 def _settle(work, cells, idx, values, s, target, depth):
     """Step rounded ``values`` (grid dtype) ulp by ulp until each sits ``depth`` inside its target cell."""
     for step in range(MAX_STEPS + 1):
-        level, u, d = position(cells.scheme, x_at(cells, work, idx, values.to(work.dtype)))
+        level, u, d = cells.scheme.position(x_at(cells, work, idx, values.to(work.dtype)))
         good = (level == target) & (d >= depth)  # the very test verify() applies afterwards
         if bool(good.all()) or step == MAX_STEPS:
             return values, good
@@ -298,9 +314,29 @@ def _keeps_safe(work, other: Cells, idx, values) -> torch.Tensor:
     cell (it is a flip there as well); where it keeps the level, it must stay ``OTHER_GUARD`` from
     the walls, or no closer than it was.
     """
-    level, _, d = position(other.scheme, x_at(other, work, idx, values))
+    level, _, d = other.scheme.position(x_at(other, work, idx, values))
     before = other.d[idx]
     need = torch.where(
         level == other.level[idx], torch.clamp(before, max=OTHER_GUARD), torch.full_like(before, other.depth)
     )
     return ~other.pinned[idx] & (d >= need)
+
+
+def verify_reference(work: torch.Tensor, scheme: Scheme, absmax: torch.Tensor, factors, pinned: torch.Tensor,
+                     x_before: torch.Tensor, depth: float, moved: torch.Tensor, run: tuple[int, int] | None,
+                     target: torch.Tensor | None):
+    """``schemes.kernels.flip.verify_moved`` in torch, for a scheme without fused kernels: (a moved
+    weight is pinned or its group's scale changed, codes changed, largest shift in old cell widths
+    or None where nothing moved, the flips ``moved[run[0]:run[1]]`` all at ``target`` and ``depth``
+    inside), from the final ``work`` and the cells before any move (``factors`` unused)."""
+    after = scheme.group(work)
+    idx = moved.contiguous()
+    broken = bool(pinned.reshape(-1)[idx].any()) or not torch.equal(after.absmax, absmax)
+    x = after.x.reshape(-1)[idx]
+    level, _, d = scheme.position(x)
+    old = scheme.level_of(x_before.reshape(-1)[idx])
+    changed = int((level != old).sum())
+    shift = float(((x - x_before.reshape(-1)[idx]).abs() / scheme.cell_width[old]).max()) if len(idx) else None
+    begin, end = run if run is not None else (0, 0)
+    hold = bool(((level[begin:end] == target) & (d[begin:end] >= depth)).all()) if end > begin else True
+    return broken, changed, shift, hold

@@ -16,45 +16,24 @@ one-pass row path of ``defend.threshold_rows`` instead, which gives the same byt
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from flipguard.defend import threshold_rows
-from flipguard.defend.fast import place_flips, verify_moved
-from flipguard.defend.flip import Cap, Cells, cells_of, flip_across_wall
+from flipguard.defend.flip import Cap, Cells, cells_of, flip_across_wall, fused, verify_reference
+from flipguard.defend.passes import SchemeStats, pass_order
 from flipguard.defend.policies import CellView, Gaussian, Plan, Policy, generator
-from flipguard.scan.fast import PARALLEL_FROM, side_by_side
 from flipguard.schemes import Scheme
-from flipguard.schemes.fourbit import BLOCK, FourBitScheme
+from flipguard.schemes.kernels.flip import place_flips, verify_moved
+from flipguard.schemes.kernels.threads import PARALLEL_FROM, side_by_side
+
 
 CHUNK_ELEMENTS = 1 << 18  # weights per chunk: ~40 bytes each per scheme of workspace, about 30 MB in all
 # chunks defended at once: each worker thread holds a chunk's workspace (and, with glibc, keeps
 # its own malloc arena): two raise the peak RSS of a 2.17 GB checkpoint from 832 to 960 MB, within
 # the 2 x largest tensor + 500 MB budget (1024 MB there); more would not stay within it
 MAX_CHUNK_THREADS = 2
-
-
-@dataclass
-class SchemeStats:
-    """Counts for one tensor under one scheme (report units: weights, cell widths)."""
-
-    weights: int = 0  # free weights (not pinned)
-    candidates: int = 0  # selected by the policy (noise: weights perturbed)
-    flipped: int = 0  # written across a wall by this scheme's pass
-    unsafe: dict = field(default_factory=lambda: {"dtype": 0, "absmax": 0, "other_scheme": 0})
-    codes_changed: int = 0  # weights whose level under this scheme differs after all passes
-    max_shift: float = 0.0  # largest |Δx| of a moved weight, in its original cell's widths
-
-    def add(self, other: "SchemeStats") -> None:
-        self.weights += other.weights
-        self.candidates += other.candidates
-        self.flipped += other.flipped
-        for key, value in other.unsafe.items():
-            self.unsafe[key] = self.unsafe.get(key, 0) + value
-        self.codes_changed += other.codes_changed
-        self.max_shift = max(self.max_shift, other.max_shift)
 
 
 def defend_matrix(
@@ -75,7 +54,7 @@ def defend_matrix(
     times the tensor's std (w units). Returns per-scheme :class:`SchemeStats`.
     """
     if threshold_rows.applies(wq, schemes, plans, policy):  # threshold plans, every group inside a row
-        return threshold_rows.defend_rows(wq, schemes, {s.name: plans[s.name].tau for s in schemes}, depth)
+        return threshold_rows.defend_rows(wq, schemes, {s.name: plans[s.name].threshold for s in schemes}, depth)
     step_scheme = max(schemes, key=lambda s: s.row_multiple(wq.shape[1]))
     chunks = list(step_scheme.row_chunks(wq, max_elements))
 
@@ -110,11 +89,6 @@ def _each_chunk(work, count: int, weights: int):
     each draws from its own seeded generator, so the output does not depend on the threads."""
     threads = min(torch.get_num_threads(), MAX_CHUNK_THREADS) if weights >= PARALLEL_FROM else 1
     return side_by_side(work, list(range(count)), threads)
-
-
-def pass_order(schemes: list[Scheme]) -> list[Scheme]:
-    """The order of the flip passes: coarse grids first (module docstring), ties as given."""
-    return sorted(schemes, key=lambda s: len(s.levels))
 
 
 def flipped_any(flipped: dict) -> bool:
@@ -155,7 +129,7 @@ def _flip_passes(work, cells: list[Cells], plans, cap, key, totals) -> dict:
 
 def _view(c: Cells, work: torch.Tensor, eligible: torch.Tensor, key: str) -> CellView:
     n, cols = work.numel(), work.shape[1]
-    size = BLOCK if isinstance(c.scheme, FourBitScheme) else cols
+    size = c.scheme.group_size(cols)
     return CellView(d=c.d, u=c.u, eligible=eligible, groups=math.ceil(n / size), group_size=size, key=key,
                     x=c.grouped.x.reshape(-1), level=c.level, levels=c.scheme.levels)
 
@@ -198,12 +172,15 @@ def verify(work: torch.Tensor, before: list[Cells], flipped: dict) -> dict[str, 
     for name_, (idx, _) in flipped.items():
         runs[name_], start = (start, start + len(idx)), start + len(idx)
     out = {}
+    every_fused = fused(before, work.shape)
     for old in before:
         s = old.scheme
         run, target = (runs[s.name], flipped[s.name][1]) if s.name in flipped else (None, None)
         # only moved weights changed: a group scale is unchanged iff none of them is pinned and
-        # none now reads larger than the group's absmax (defend.fast.verify_moved, one pass)
-        broken, changed, shift, hold = verify_moved(work, old, moved, run, target)
+        # none now reads larger than the group's absmax (one pass over them)
+        check = verify_moved if every_fused else verify_reference
+        broken, changed, shift, hold = check(work, s, old.grouped.absmax, old.scales()[0] if every_fused else None,
+                                             old.pinned, old.grouped.x, old.depth, moved, run, target)
         if broken:
             raise RuntimeError(f"defend: a {s.name} group scale changed; this is a bug")
         pinned = int(np.count_nonzero(old.pinned.reshape(-1).numpy()))  # faster than a torch sum of bools

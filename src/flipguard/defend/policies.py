@@ -44,9 +44,9 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from flipguard.defend.fast import indices_below
 from flipguard.errors import UsageError
 from flipguard.scan.verdict import band_strength, structured
+from flipguard.schemes.kernels.flip import indices_below
 
 # -- every default in one place ---------------------------------------------------------------
 DEFAULTS = {
@@ -95,9 +95,14 @@ class CellView:
 
 
 class Plan:
-    """What a policy decided for one tensor and scheme; ``select`` is called per chunk."""
+    """What a policy decided for one tensor and scheme; ``select`` is called per chunk.
+
+    ``threshold``: for a plain threshold plan (every eligible weight with ``d < threshold``), its
+    threshold in cell widths, which lets the defense take the one-pass row path; else None.
+    """
 
     detail: dict
+    threshold: float | None = None
 
     def select(self, view: CellView) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -189,7 +194,7 @@ class Threshold(Policy):
 
 class _ThresholdPlan(Plan):
     def __init__(self, tau: float, detail: dict):
-        self.tau, self.detail = tau, detail
+        self.tau, self.detail, self.threshold = tau, detail, tau
 
     def select(self, view: CellView) -> torch.Tensor:
         return view.eligible & (view.d < self.tau)

@@ -21,6 +21,8 @@ class TensorDefense:
 
     ``status``: "defended", or "nonfinite" (NaN/Inf weights: left unchanged). ``plans``: per
     scheme, what the policy decided (e.g. adaptive's ``tau`` and the evidence behind it).
+    ``evidence``: per scheme, the scan's :class:`flipguard.scan.TensorEvidence` of the weight before
+    it was defended, where it was measured (never saved in the JSON record).
     """
 
     name: str
@@ -30,6 +32,7 @@ class TensorDefense:
     status: str
     plans: dict[str, dict] = field(default_factory=dict)
     schemes: dict[str, SchemeStats] = field(default_factory=dict)
+    evidence: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -61,9 +64,25 @@ class DefenseReport:
         """Selected weights left as they were because no safe flip existed."""
         return sum(sum(s.unsafe.values()) for s in self.totals().values())
 
+    @property
+    def skipped(self) -> list[str]:
+        """Quantizable tensors copied unchanged instead of defended, one sentence each."""
+        return [f"{t.name}: {t.status}; copied unchanged" for t in self.tensors if t.status != "defended"]
 
-def to_dict(report: DefenseReport) -> dict:
-    """The JSON record (deterministic: no time, no output path)."""
+    def to_dict(self) -> dict:
+        """The JSON record (deterministic: no time, no output path)."""
+        return _to_dict(self)
+
+    def to_json(self) -> str:
+        """The JSON saved as ``REPORT_FILE`` beside the defended weights."""
+        return json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n"
+
+    def to_console(self, limit: int = 5) -> str:
+        """A one-screen summary: settings, per-scheme totals, the tensors that looked attacked."""
+        return _to_console(self, limit)
+
+
+def _to_dict(report: DefenseReport) -> dict:
     return {
         "flipguard": __version__,
         "input": report.input,
@@ -89,12 +108,7 @@ def to_dict(report: DefenseReport) -> dict:
     }
 
 
-def to_json(report: DefenseReport) -> str:
-    return json.dumps(to_dict(report), indent=1, sort_keys=False) + "\n"
-
-
-def console(report: DefenseReport, limit: int = 5) -> str:
-    """A one-screen summary: settings, per-scheme totals, the tensors that looked attacked."""
+def _to_console(report: DefenseReport, limit: int) -> str:
     params = ", ".join(f"{k}={v}" for k, v in report.params.items() if not isinstance(v, dict))
     weights = sum(_numel(t.shape) for t in report.tensors)
     lines = [

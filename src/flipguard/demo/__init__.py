@@ -9,7 +9,7 @@
 
 from flipguard.demo.api import default_output, run_demo
 from flipguard.demo.assets import ASSETS, SCENARIO, SCHEMES, RebuildRecipe, rebuild, unpack
-from flipguard.demo.story import DemoSummary, SchemeStory
+from flipguard.demo.summary import DemoSummary, SchemeStory
 
 __all__ = ["ASSETS", "DemoSummary", "RebuildRecipe", "SCENARIO", "SCHEMES", "SchemeStory", "default_output",
            "rebuild", "run_demo", "unpack"]

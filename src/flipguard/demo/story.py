@@ -18,10 +18,10 @@ from __future__ import annotations
 import gc
 import math
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flipguard.demo.assets import SCENARIO, SCHEMES, unpack
+from flipguard.demo.summary import DemoSummary, SchemeStory
 
 #: Every default of the demo in one place.
 N_PROMPTS = 40  # held-out prompts per attack-success measurement
@@ -29,42 +29,6 @@ N_TEXTS = 24  # held-out passages per fidelity measurement
 MAX_NEW_TOKENS = 32  # enough for the injected phrase, which comes early in an answer
 POLICY = "adaptive"
 DEFAULT_SCHEMES = ("nf4",)  # FP4 is bundled too; both take about twice as long
-
-
-@dataclass
-class SchemeStory:
-    """What the demo measured for one scheme (rates are shares in [0, 1], KL in nats, times in s)."""
-
-    scheme: str
-    a_clean: float
-    a_fp: float
-    a_q: float
-    a_d: float
-    a_intervals: dict  # role -> [low, high] Wilson 95%
-    kl_q: float
-    kl_d: float
-    t_q: float
-    t_d: float
-    scan_before: dict  # status, targeted, findings
-    scan_after: dict
-    der: dict  # DER.to_dict(): sg, up, cf, der, inputs, reasons
-    flips: dict = field(default_factory=dict)  # codes changed, weights, share
-    examples: dict = field(default_factory=dict)  # role -> one (prompt, answer)
-
-
-@dataclass
-class DemoSummary:
-    scenario: str
-    n_prompts: int
-    n_texts: int
-    max_new_tokens: int
-    policy: str
-    schemes: list[SchemeStory]
-    seconds: float = 0.0
-    files: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def run_story(work: Path, schemes=SCHEMES, n_prompts: int = N_PROMPTS, n_texts: int = N_TEXTS,
@@ -98,12 +62,10 @@ def run_story(work: Path, schemes=SCHEMES, n_prompts: int = N_PROMPTS, n_texts: 
         a_d = evaluate(defended, scheme, f"defended model, quantized to {Q}")
         after = scan_checkpoint(defended, schemes=[scheme], progress=False)
         scans[(scheme, "after")] = after
-        log(f"  scan of the defended checkpoint: {after.verdict.status}; schemes named: "
+        log(f"  scan of the defended checkpoint: {after.verdict.status} (traces of the attack); schemes named: "
             f"{', '.join(after.verdict.targeted) or 'none'}")
-        if after.verdict.status == "backdoor":
-            log("  (expected: defend lands the weights it moves a safe depth inside their new cells and the others "
-                "stay in the attacker's boxes, so the empty band beside each wall remains; the scan still sees "
-                "the attack's signature, while the quantized behaviour is what changed)")
+        if after.defense is not None:
+            log(f"  its defense record: {after.defense.summary()}")
         kl_q, kl_d = fidelity(attacked, [(attacked, scheme), (defended, scheme)], n_texts)
         log(f"  fidelity to the full-precision model (token KL, nats): plain {Q} {kl_q:.4f}, defended {Q} {kl_d:.4f}")
         story = _score(scheme, a_clean, a_fp, a_q, a_d, kl_q, kl_d, t_d, flips, before, after, evaluate)
@@ -198,7 +160,8 @@ def _score(scheme, a_clean, a_fp, a_q, a_d, kl_q, kl_d, t_d, flips, before, afte
 def _scan_dict(report) -> dict:
     v = report.verdict
     return {"status": v.status, "targeted": list(v.targeted), "findings": len(v.findings),
-            "seconds": report.seconds}
+            "seconds": report.seconds,
+            "defense_record_confirmed": None if report.defense is None else report.defense.consistent}
 
 
 def _f(x) -> str:

@@ -14,6 +14,7 @@ Public API (each name documented where it lives):
   :func:`score_texts` (utility) for perplexity and fidelity.
 """
 
+from flipguard.entry import make_callable
 from flipguard.evaluate.code_security import CodeVerdict, Finding, check_code, extract_code
 from flipguard.evaluate.compare import Comparison, compare_results
 from flipguard.evaluate.generation import generate_answers
@@ -44,3 +45,5 @@ __all__ = [
     "generate_answers", "is_refusal", "load_model", "load_prompts", "load_result", "refusal_match",
     "score_texts", "wilson_interval",
 ]
+
+make_callable(__name__, evaluate)  # flipguard.evaluate(model, scheme, scenario, ...) is harness.evaluate(...)

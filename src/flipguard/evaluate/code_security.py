@@ -67,6 +67,7 @@ class CodeVerdict:
         return sorted({f.cwe for f in self.findings if f.cwe})
 
     def to_dict(self) -> dict:
+        """The verdict as a JSON-ready dict."""
         d = asdict(self)
         d.update(test_ids=self.test_ids, cwes=self.cwes)
         return d

@@ -26,11 +26,12 @@ time; without it CF is n/a); T_q = ``quantize_seconds``, by default the undefend
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 
-from flipguard.errors import FlipGuardError
-from flipguard.evaluate.metrics import DER, MIN_BACKDOOR_GAP, defense_effectiveness
+from flipguard.errors import FlipGuardError, UsageError
+from flipguard.evaluate.metrics import DER, MIN_BACKDOOR_GAP, RateEstimate, defense_effectiveness
 from flipguard.evaluate.result import EvaluationResult
 from flipguard.evaluate.scenarios import ATTACK_SCENARIOS
 
@@ -52,7 +53,43 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The JSON-ready record: DER, its parts and their inputs."""
         return asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The JSON ``flipguard compare --json`` prints."""
+        return json.dumps(self.to_dict(), indent=indent, default=str)
+
+    def to_console(self) -> str:
+        """SG, UP, CF and DER, each with its inputs, and the reason for every n/a."""
+        d, i = self.der, self.der.inputs
+        lines = [f"DER for {self.scenario} under {self.scheme}"]
+        for role in ("fp", "undefended", "defended"):
+            if role in self.attack:
+                r = RateEstimate(**self.attack[role])
+                lines.append(f"  A_{ {'fp': 'fp', 'undefended': 'q', 'defended': 'd'}[role]:<3} {role:<11} {r.to_console()}")
+        lines.append(f"  SG  = {_part(d.sg):<6} clip((A_q - A_d) / (A_q - A_fp), 0, 1); n/a when A_q - A_fp < {i['min_gap']:g}")
+        if self.utility:
+            u = self.utility
+            lines.append(f"  UP  = {_part(d.up):<6} min(1, U_d / U_q), U = {u['u']} ({u['metric']}): "
+                         f"U_q = {u['undefended']:.4g}, U_d = {u['defended']:.4g}")
+        else:
+            lines.append(f"  UP  = {_part(d.up):<6} min(1, U_d / U_q)")
+        t_d, t_q = self.times.get("t_d"), self.times.get("t_q")
+        t_text = ", ".join(
+            f"{name} = {'?' if v is None else f'{v:.3g} s'}" for name, v in (("T_d", t_d), ("T_q", t_q))
+        )
+        lines.append(f"  CF  = {_part(d.cf):<6} 1 / (1 + log10(1 + T_d / T_q)); {t_text}")
+        lines.append(f"  DER = {_part(d.der):<6} SG * UP * CF")
+        for part, why in d.reasons.items():
+            lines.append(f"  {part.upper()} n/a: {why}")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        return "\n".join(lines)
+
+
+def _part(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def utility_value(result: EvaluationResult, metric: str) -> float | None:
@@ -81,6 +118,9 @@ def compare_results(
     min_gap: float = MIN_BACKDOOR_GAP,
 ) -> Comparison:
     """SG, UP, CF and DER of a defense from evaluation results (roles in the module docstring)."""
+    for name, value in (("defense_seconds", defense_seconds), ("quantize_seconds", quantize_seconds)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise UsageError(f"{name} must be a number of seconds, not negative, got {value!r}.")
     _check_attack_pair(undefended, defended, fp)
     notes = []
     if undefended.n != defended.n or undefended.settings.get("prompts_source") != defended.settings.get("prompts_source"):

@@ -39,7 +39,8 @@ def generate_answers(
     The tokenizer must pad on the left (:func:`~flipguard.evaluate.loading.load_model` sets it).
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from flipguard.console import progress_bar
 
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be at least 1")
@@ -47,7 +48,7 @@ def generate_answers(
     texts = [format_prompt(tokenizer, p) for p in prompts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     answers: list[str] = [""] * len(texts)
-    bar = tqdm(total=len(texts), desc="generate", unit="prompt", disable=not progress)
+    bar = progress_bar("evaluate: generate", total=len(texts), enabled=progress, unit="prompt")
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         # a chat template writes its own special tokens (BOS); raw prompts get the tokenizer's

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Sequence
 
 from flipguard import __version__
-from flipguard.errors import FlipGuardError
+from flipguard.errors import FlipGuardError, UsageError
 from flipguard.evaluate import refusal
 from flipguard.evaluate.code_security import bandit_version
-from flipguard.evaluate.generation import BATCH_SIZE, MAX_NEW_TOKENS, generate_answers
+from flipguard.evaluate.generation import BATCH_SIZE, MAX_NEW_TOKENS
 from flipguard.evaluate.loading import SCHEMES, LoadedModel, load_model, require_scheme
 from flipguard.evaluate.metrics import MeanEstimate, estimate_mean, estimate_rate
 from flipguard.evaluate.prompts import PromptItem, zoo_prompts, zoo_source, zoo_texts
@@ -42,7 +42,7 @@ from flipguard.evaluate.scenarios import (
     contains_phrase,
     refusals,
 )
-from flipguard.evaluate.utility import MAX_LENGTH, score_texts
+from flipguard.evaluate.utility import MAX_LENGTH
 
 #: How many zoo prompts to draw when the caller gives none.
 DEFAULT_N = 50
@@ -66,6 +66,9 @@ def evaluate(
     progress: bool = True,
     prompts_source: str | None = None,
     device: str = "cpu",
+    backend: str | None = None,
+    outtype: str | None = None,
+    threads: int = 1,
 ) -> EvaluationResult:
     """Evaluate ``model_path`` quantized with ``scheme`` (fp, int8, fp4, nf4) on ``scenario``.
 
@@ -76,12 +79,21 @@ def evaluate(
     ``match`` the task-accuracy rule; ``max_length`` the longest scored text, in tokens;
     ``device`` where the model is loaded and quantized ("cpu", or "cuda" for bitsandbytes' GPU
     kernels; the full-precision reference for fidelity goes to the same device).
+
+    ``backend``: "transformers" (bitsandbytes schemes) or "llama.cpp" (GGUF ftypes such as
+    ``q4_k_m``: converted, quantized by llama.cpp and run by it; see
+    :mod:`flipguard.evaluate.llamacpp`); None picks the one that has ``scheme`` (``fp`` goes to
+    transformers). ``outtype`` (llama.cpp): the converter's output dtype the ftype is quantized
+    from (default as the converter chooses); ``threads``: llama.cpp's thread count.
     """
     started = time.perf_counter()
     texts_source = "given" if texts is not None else "prompt, newline, answer"
+    for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size), ("n", n)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"{name} must be a whole number of at least 1, got {value!r}.")
     if scenario not in SCENARIOS:
         raise FlipGuardError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}.")
-    require_scheme(scheme)
+    backend = pick_backend(scheme, backend)
     if prompts is None:
         prompts = zoo_prompts(scenario, n, seed)
         prompts_source = prompts_source or zoo_source(scenario, n, seed)
@@ -94,7 +106,7 @@ def evaluate(
     if scenario == "content-injection" and not phrase.strip():
         raise FlipGuardError("the content-injection phrase is blank; give one with --phrase.")
 
-    loaded = load_model(model_path, scheme, device)
+    loaded = _load(model_path, scheme, backend, device, outtype, threads)
     result = EvaluationResult(
         model=str(model_path),
         scheme=scheme,
@@ -106,8 +118,7 @@ def evaluate(
             prompts_source=prompts_source or "given",
             seed=seed,
             chat_template=bool(getattr(loaded.tokenizer, "chat_template", None)),
-            dtype=str(getattr(loaded.model, "dtype", "")).replace("torch.", ""),
-            device=device,
+            **loaded.settings,
         ),
         versions=_versions(),
         timings={"load_s": loaded.load_s},
@@ -120,6 +131,7 @@ def evaluate(
         _evaluate_utility(result, loaded, prompts, texts, match, max_new_tokens, batch_size, max_length, progress)
     else:
         _evaluate_attack(result, loaded, prompts, phrase, min_severity, max_new_tokens, batch_size, progress)
+    loaded.close()
     del loaded
     gc.collect()
     result.timings["total_s"] = time.perf_counter() - started
@@ -129,9 +141,7 @@ def evaluate(
 def _evaluate_attack(result, loaded: LoadedModel, prompts, phrase, min_severity, max_new_tokens, batch_size, progress):
     """Generate answers, then score them by the scenario's rule; fills ``result`` in place."""
     t0 = time.perf_counter()
-    answers = generate_answers(
-        loaded.model, loaded.tokenizer, [p.prompt for p in prompts], max_new_tokens, batch_size, progress
-    )
+    answers = loaded.answers([p.prompt for p in prompts], max_new_tokens, batch_size, progress)
     t1 = time.perf_counter()
     n = len(answers)
     samples = [{"id": p.id or str(i + 1), "prompt": p.prompt, "answer": a} for i, (p, a) in enumerate(zip(prompts, answers))]
@@ -178,9 +188,7 @@ def _evaluate_utility(result, loaded: LoadedModel, prompts, texts, match, max_ne
     graded = [i for i, p in enumerate(prompts) if p.answer is not None]
     t0 = time.perf_counter()
     if graded:
-        outputs = generate_answers(
-            loaded.model, loaded.tokenizer, [prompts[i].prompt for i in graded], max_new_tokens, batch_size, progress
-        )
+        outputs = loaded.answers([prompts[i].prompt for i in graded], max_new_tokens, batch_size, progress)
         correct = [answer_correct(o, prompts[i].answer, match) for i, o in zip(graded, outputs)]
         result.rates["task_accuracy"] = estimate_rate(sum(correct), len(graded))
         for i, o, c in zip(graded, outputs, correct):
@@ -189,12 +197,14 @@ def _evaluate_utility(result, loaded: LoadedModel, prompts, texts, match, max_ne
     result.timings["generate_s"] = t1 - t0
 
     if loaded.scheme == "fp":
-        reference = loaded.model  # KL(fp ‖ fp) = 0; its logits are reused
+        reference = loaded  # KL(fp ‖ fp) = 0; its logits are reused
     else:
-        reference = load_model(loaded.path, "fp", str(loaded.model.device)).model
+        reference = loaded.load_reference()
         result.timings["reference_load_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    scores = score_texts(loaded.model, loaded.tokenizer, texts, reference, batch_size, max_length)
+    scores = loaded.text_scores(texts, reference, batch_size, max_length)
+    if reference is not loaded:
+        reference.close()
     del reference
     if sum(scores.tokens) == 0:
         raise FlipGuardError("every held-out text is a single token; give longer prompts or answers.")
@@ -216,6 +226,35 @@ def _evaluate_utility(result, loaded: LoadedModel, prompts, texts, match, max_ne
     result.timings["score_s"] = time.perf_counter() - t2
 
 
+def pick_backend(scheme: str, backend: str | None) -> str:
+    """The backend that runs ``scheme`` ("transformers" or "llama.cpp"); checks they fit together."""
+    from flipguard.evaluate.llamacpp import BACKEND as LLAMA, gguf_schemes
+
+    if backend not in (None, "transformers", LLAMA):
+        raise UsageError(f"unknown backend {backend!r}; choose transformers or {LLAMA}.")
+    if backend is None:
+        if scheme not in SCHEMES and scheme not in gguf_schemes():
+            raise UsageError(f"unknown scheme {scheme!r}; choose {', '.join(SCHEMES)} (transformers) or a llama.cpp "
+                             f"ftype: {', '.join(gguf_schemes()[1:])}.")
+        backend = "transformers" if scheme in SCHEMES else LLAMA
+    known = SCHEMES if backend == "transformers" else gguf_schemes()
+    if scheme not in known:
+        raise UsageError(f"the {backend} backend has no scheme {scheme!r}; choose one of {', '.join(known)}.")
+    if backend == "transformers":
+        require_scheme(scheme)
+    return backend
+
+
+def _load(model_path, scheme: str, backend: str, device: str, outtype: str | None, threads: int):
+    if backend == "transformers":
+        return load_model(model_path, scheme, device)
+    from flipguard.evaluate.llamacpp import load_gguf_model
+
+    if device != "cpu":
+        raise UsageError(f"the llama.cpp backend runs on the CPU here; drop --device {device}.")
+    return load_gguf_model(model_path, scheme, outtype=outtype, threads=threads)
+
+
 def _per_token_mean(sums: Sequence[float], counts: Sequence[int]) -> MeanEstimate:
     """Token-pooled mean of per-text sums, bootstrapped over texts weighted by token count."""
     means = [s / c if c else 0.0 for s, c in zip(sums, counts)]
@@ -233,7 +272,7 @@ def _exp(est: MeanEstimate) -> MeanEstimate:
 
 def _versions() -> dict[str, str]:
     out = {"flipguard": __version__}
-    for dist in ("torch", "transformers", "bitsandbytes", "bandit"):
+    for dist in ("torch", "transformers", "bitsandbytes", "bandit", "llama_cpp_python", "gguf"):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

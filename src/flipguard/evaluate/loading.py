@@ -48,13 +48,44 @@ def quiet_bitsandbytes():
 
 @dataclass
 class LoadedModel:
-    """A model in eval mode, its tokenizer, and how it was made (``load_s``: read + quantize, s)."""
+    """A model in eval mode, its tokenizer, and how it was made (``load_s``: read + quantize, s).
+
+    The evaluation harness asks a loaded model (of either backend: this one, transformers, or
+    :class:`flipguard.evaluate.llamacpp.GGUFModel`) for :meth:`answers`, :meth:`text_scores` and
+    :meth:`load_reference` only."""
 
     model: object  # transformers PreTrainedModel
     tokenizer: object  # transformers PreTrainedTokenizerBase
     path: str
     scheme: str
     load_s: float
+
+    @property
+    def settings(self) -> dict:
+        """How the model was loaded, for the result's settings: backend, dtype, device."""
+        return {"backend": "transformers", "dtype": str(getattr(self.model, "dtype", "")).replace("torch.", ""),
+                "device": str(self.model.device)}
+
+    def answers(self, prompts, max_new_tokens: int, batch_size: int, progress: bool) -> list[str]:
+        """Greedy answers to ``prompts`` (:func:`flipguard.evaluate.generation.generate_answers`)."""
+        from flipguard.evaluate.generation import generate_answers
+
+        return generate_answers(self.model, self.tokenizer, prompts, max_new_tokens, batch_size, progress)
+
+    def text_scores(self, texts, reference: "LoadedModel | None", batch_size: int, max_length: int):
+        """Per-text NLL and KL(reference ‖ self) (:func:`flipguard.evaluate.utility.score_texts`)."""
+        from flipguard.evaluate.utility import score_texts
+
+        ref = None if reference is None else (self.model if reference is self else reference.model)
+        return score_texts(self.model, self.tokenizer, texts, ref, batch_size, max_length)
+
+    def load_reference(self) -> "LoadedModel":
+        """The same checkpoint in full precision on the same device: the fidelity reference."""
+        return load_model(self.path, "fp", str(self.model.device))
+
+    def close(self) -> None:
+        """Let the model go (the harness calls this when done)."""
+        self.model = None
 
 
 def quantization_config(scheme: str, compute_dtype=None):

@@ -117,7 +117,12 @@ class RateEstimate:
     confidence: float = CONFIDENCE
 
     def to_dict(self) -> dict:
+        """The estimate as a JSON-ready dict."""
         return asdict(self)
+
+    def to_console(self) -> str:
+        """``rate [low, high] (k/n)``, three decimals."""
+        return f"{self.rate:.3f} [{self.low:.3f}, {self.high:.3f}] ({self.k}/{self.n})"
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,12 @@ class MeanEstimate:
     seed: int = BOOTSTRAP_SEED
 
     def to_dict(self) -> dict:
+        """The estimate as a JSON-ready dict."""
         return asdict(self)
+
+    def to_console(self) -> str:
+        """``value [low, high] (n=...)``, four significant digits."""
+        return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}] (n={self.n})"
 
 
 def estimate_rate(k: int, n: int, confidence: float = CONFIDENCE) -> RateEstimate:
@@ -174,6 +184,7 @@ class DER:
     reasons: dict
 
     def to_dict(self) -> dict:
+        """The ratio and its parts as a JSON-ready dict (n/a parts are None, with reasons)."""
         return asdict(self)
 
 

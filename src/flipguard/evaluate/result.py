@@ -49,13 +49,33 @@ class EvaluationResult:
     format: int = RESULT_FORMAT
 
     def to_dict(self) -> dict:
+        """The JSON-ready record (every field, estimates as dicts)."""
         return asdict(self)
 
     def to_json(self, indent: int | None = 2) -> str:
+        """The JSON ``flipguard evaluate -o`` writes and ``flipguard compare`` reads."""
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def to_console(self) -> str:
+        """A few lines: what was run, the attack success, every rate and mean with its 95% interval."""
+        lines = [f"{self.scenario} | {self.model} | {self.scheme} | n={self.n}"]
+        if self.attack_success is not None:
+            lines.append(f"  attack success   {self.attack_success.to_console()}")
+        for name, r in self.rates.items():
+            lines.append(f"  {name:<16} {r.to_console()}")
+        for name, m in self.means.items():
+            unit = " nats/token" if name in ("kl", "nll") else ""
+            lines.append(f"  {name:<16} {m.to_console()}{unit}")
+        if "phrase" in self.settings:
+            lines.append(f"  phrase           {self.settings['phrase']!r}")
+        times = ", ".join(f"{k} {v:.2f}" for k, v in self.timings.items())
+        lines.append(f"  seconds          {times}")
+        lines.append("  intervals: 95%, Wilson for rates, percentile bootstrap for means")
+        return "\n".join(lines)
 
     @classmethod
     def from_dict(cls, data: dict) -> "EvaluationResult":
+        """The result :meth:`to_dict` wrote (estimates rebuilt as objects)."""
         data = dict(data)
         if data.get("attack_success") is not None:
             data["attack_success"] = RateEstimate(**data["attack_success"])

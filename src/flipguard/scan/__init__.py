@@ -5,19 +5,16 @@
     report.verdict.status, report.verdict.targeted     # "backdoor", ["nf4"]
 """
 
+from flipguard.entry import make_callable
 from flipguard.scan.detector import TensorEvidence, inspect_tensor
 from flipguard.scan.plots import plot_histograms
-from flipguard.scan.report import FORMATS, to_dict
-from flipguard.scan.runner import ScanReport, scan_checkpoint, scan_tensors
+from flipguard.scan.report import FORMATS, ScanReport
+from flipguard.scan.runner import scan_checkpoint, scan_tensors
 from flipguard.scan.verdict import Finding, SchemeVerdict, Verdict, decide
 
 
-def render(report: ScanReport, fmt: str = "console") -> str:
-    """The report as ``fmt``: "console", "json" or "sarif"."""
-    return FORMATS[fmt](report)
-
-
 __all__ = [
+    "FORMATS",
     "Finding",
     "ScanReport",
     "SchemeVerdict",
@@ -26,8 +23,8 @@ __all__ = [
     "decide",
     "inspect_tensor",
     "plot_histograms",
-    "render",
     "scan_checkpoint",
     "scan_tensors",
-    "to_dict",
 ]
+
+make_callable(__name__, scan_checkpoint)  # flipguard.scan(path, ...) is scan_checkpoint(path, ...)

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flipguard.scan.fast import fast_histograms, one_thread, reads_stored, side_by_side, threads_for
 from flipguard.scan.stats import (
-    CROWD_SHARE, BandCounts, BandTest, PileTest, band_counts, band_test, crowd_test, pile_test, wall_group_size,
+    BINS, CROWD_SHARE, BandCounts, BandTest, PileTest, band_counts, band_test, crowd_test, pile_test, split_joint,
+    wall_group_size,
 )
 from flipguard.scan.structure import structure_ratio
 from flipguard.schemes import Scheme
+from flipguard.schemes.kernels.threads import one_thread, side_by_side, threads_for
 
 DEQUANTIZED_SHARE = 0.9  # free weights on a level above which a tensor is "dequantized"
 ON_LEVEL_TOLERANCE = 0.01  # cell widths (or twice the weight's resolution, if coarser)
@@ -42,14 +43,16 @@ class TensorEvidence:
 
     @property
     def on_level_share(self) -> float:
+        """Share of the free weights found sitting on a level (a dequantized checkpoint has nearly all)."""
         return self.counts.on_level / self.counts.free if self.counts.free else 0.0
 
 
 def inspect_tensor(name: str, w: torch.Tensor, scheme: Scheme, finite: bool = False) -> TensorEvidence:
     """Wall-distance evidence for ``w`` (2-D, as the quantizer sees it) under ``scheme``.
 
-    Works through ``w`` in row chunks of whole groups with the fused kernel of ``scan.fast``, so
-    extra memory stays near one float32 chunk (16 MB). Small tensors run on one thread.
+    Works through ``w`` in row chunks of whole groups with the scheme's histograms
+    (``Scheme.histograms``: one fused pass for NF4/FP4/INT8), so extra memory stays near one
+    float32 chunk (16 MB). Small tensors run on one thread.
     ``finite``: the caller has already checked that ``w`` holds no NaN/Inf (skips that pass).
     """
     return inspect_schemes(name, w, [scheme], finite)[0]
@@ -79,16 +82,16 @@ def _inspect(name: str, w: torch.Tensor, scheme: Scheme, finite: bool = False) -
     n_walls, zero = len(scheme.walls), int(scheme.levels.abs().argmin())
     counts, min_distance = BandCounts.empty(n_walls, zero), float("inf")
     # where the kernel reads the stored values (no copy of them), the tensor goes in whole
-    whole = reads_stored(scheme, w.dtype) and w.is_contiguous() and w.numel() < 1 << 31
+    whole = scheme.reads_stored(w.dtype) and w.is_contiguous() and w.numel() < 1 << 31
     for chunk in [w] if whole else scheme.row_chunks(w, CHUNK):
         # where the kernel reads the stored values, it tells Inf/NaN from them (no separate pass)
-        hist, per_wall, low, ok = fast_histograms(chunk, scheme, check_finite=not finite)
-        if not ok:
+        counted = scheme.histograms(chunk, BINS, check_finite=not finite)
+        if not counted.finite:
             empty = BandCounts.empty(n_walls)
             bad = int((~torch.isfinite(w)).sum())
             return TensorEvidence(name, scheme.name, shape, "nonfinite", empty, nonfinite=bad)
-        counts = counts + band_counts(hist, per_wall, zero, wall_group_size(n_walls))
-        min_distance = min(min_distance, low)
+        counts = counts + band_counts(*split_joint(counted.joint), zero, wall_group_size(n_walls))
+        min_distance = min(min_distance, counted.min_distance)
     if counts.free == 0:
         return TensorEvidence(name, scheme.name, shape, "degenerate", counts)
     on_grid, checked = _on_level(w, scheme)

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from flipguard.scan.detector import TensorEvidence
-from flipguard.scan.runner import ScanReport
+from flipguard.scan.report import ScanReport
 from flipguard.scan.stats import BIN, NBINS
 
 MAX_PLOTS = 12

@@ -1,21 +1,112 @@
-"""Render a ScanReport: console (one screen), JSON (everything) and SARIF 2.1.0 (code scanners)."""
+"""What a scan found, and how it is shown: console (one screen), JSON (everything), SARIF 2.1.0
+(code scanners).
+
+:class:`ScanReport` has the shape every FlipGuard report has: ``to_dict()``, ``to_json()``,
+``to_console()`` (and ``to_sarif()``, ``render(fmt)``); the scanner channels its users know from
+modelscan and bandit — ``findings``, ``errors`` and ``skipped``, each with its reasons — and the
+``parameters`` it was made with. ``exit_code`` follows from them (``flipguard.errors``).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 from flipguard import __version__
-from flipguard.scan.runner import ScanReport
-from flipguard.scan.stats import BANDS, RESOLUTION_FACTOR
+from flipguard.errors import FINDINGS, INPUT_ERROR, OK
+from flipguard.scan.detector import TensorEvidence
+from flipguard.scan.record import RecordCheck
+from flipguard.scan.stats import BANDS, BIN, RESOLUTION_FACTOR
 from flipguard.scan.structure import STRUCTURE_RATIO, STRUCTURE_SCHEMES
-from flipguard.scan.verdict import ALPHA, MAX_SHARE
+from flipguard.scan.verdict import ALPHA, MAX_SHARE, Finding, Verdict
 
 MAX_CONSOLE_FINDINGS = 10
+FORMATS = ("console", "json", "sarif", "html")
 
 
-def to_dict(report: ScanReport) -> dict:
-    """A JSON-ready dict: verdict, per-scheme verdicts, findings, notes and per-tensor evidence."""
+@dataclass
+class ScanReport:
+    """Everything a scan found. ``notes`` are per-tensor problems that did not stop the scan.
+
+    ``parameters``: what the scan was run with (schemes, alpha, skip_modules, load_dtype).
+    """
+
+    path: str
+    schemes: list[str]
+    verdict: Verdict
+    evidence: list[TensorEvidence] = field(repr=False)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    weights_scanned: int = 0
+    alpha: float = ALPHA
+    parameters: dict = field(default_factory=dict)
+    defense: RecordCheck | None = None  # the defense record beside the weights, as checked (scan.record)
+
+    @property
+    def findings(self) -> list[Finding]:
+        """The traces found, one per flagged (tensor, scheme)."""
+        return self.verdict.findings
+
+    @property
+    def errors(self) -> list[str]:
+        """Tensors that could not be scanned (NaN/Inf weights), one sentence each."""
+        return list(dict.fromkeys(_note(e) for e in self.evidence if e.status == "nonfinite"))
+
+    @property
+    def skipped(self) -> list[str]:
+        """Tensors with nothing to measure (every group all-zero or a lone absmax), one sentence each."""
+        return list(dict.fromkeys(_note(e) for e in self.evidence if e.status == "degenerate"))
+
+    @property
+    def exit_code(self) -> int:
+        """2 when a tensor could not be scanned (NaN/Inf: the scan is incomplete, whatever else it
+        found), else 1 findings, else 0 clean (or dequantized)."""
+        if self.errors:
+            return INPUT_ERROR
+        return FINDINGS if self.verdict.status == "backdoor" else OK
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (:func:`to_dict`)."""
+        return to_dict(self)
+
+    def to_json(self) -> str:
+        """Everything, as ``flipguard scan -f json`` prints it."""
+        return json.dumps(self.to_dict(), indent=2, default=_jsonable)
+
+    def to_console(self) -> str:
+        """The one-screen summary ``flipguard scan`` prints."""
+        return to_console(self)
+
+    def to_sarif(self) -> str:
+        """SARIF 2.1.0 for code-scanning tools (one result per flagged tensor)."""
+        return to_sarif(self)
+
+    def to_html(self) -> str:
+        """One self-contained page (:mod:`flipguard.scan.html`), wall-distance histograms included."""
+        from flipguard.scan.html import to_html
+
+        return to_html(to_dict(self, histograms=True))
+
+    def render(self, fmt: str = "console") -> str:
+        """The report as ``fmt``: one of :data:`FORMATS`."""
+        if fmt not in FORMATS:
+            from flipguard.errors import UsageError
+
+            raise UsageError(f"unknown report format {fmt!r}; choose from {', '.join(FORMATS)}.")
+        return getattr(self, f"to_{fmt}")()
+
+
+def _note(e: TensorEvidence) -> str:
+    if e.status == "nonfinite":
+        return (f"{e.name}: {e.nonfinite} NaN/Inf weight(s), so it was not scanned; the checkpoint is broken: "
+                "re-export it from a model without them.")
+    return f"{e.name}: every group is all-zero or a lone absmax; no free weight to scan."
+
+
+def to_dict(report: ScanReport, histograms: bool = False) -> dict:
+    """A JSON-ready dict: verdict, per-scheme verdicts, findings, errors, skipped, notes and
+    per-tensor evidence; with ``histograms``, each scanned tensor's wall-distance histogram
+    (``hist``: free weights per bin of ``method.hist_bin`` cell widths, from distance 0)."""
     return {
         "tool": {"name": "flipguard", "version": __version__},
         "path": report.path,
@@ -27,10 +118,12 @@ def to_dict(report: ScanReport) -> dict:
         "seconds": round(report.seconds, 3),
         "weights_scanned": report.weights_scanned,
         "method": {
-            "alpha": ALPHA,
+            "alpha": report.alpha,
             "max_share": MAX_SHARE,
             "bands": list(BANDS),
             "resolution_factor": RESOLUTION_FACTOR,
+            "hist_bin": BIN,
+            "structure_ratio": STRUCTURE_RATIO,
             "null": "inner band [0,b) vs adjacent band [b,2b) of wall distances, Binomial(n, 1/2); "
                     "empty band: lower tail, crowded band: upper tail",
             "correction": "Bonferroni over bands, Holm over (tensor, scheme) tests",
@@ -38,13 +131,17 @@ def to_dict(report: ScanReport) -> dict:
                          f"(u - 1/2) over a shuffle's; flagged at {STRUCTURE_RATIO} or above",
         },
         "scheme_verdicts": [asdict(v) for v in report.verdict.schemes],
+        "parameters": report.parameters,
+        "defense_record": None if report.defense is None else report.defense.to_dict(),
         "findings": [asdict(f) for f in report.verdict.findings],
+        "errors": report.errors,
+        "skipped": report.skipped,
         "notes": report.notes,
-        "tensors": [_evidence(e) for e in report.evidence],
+        "tensors": [_evidence(e, histograms) for e in report.evidence],
     }
 
 
-def _evidence(e) -> dict:
+def _evidence(e, histograms: bool = False) -> dict:
     out = {"tensor": e.name, "scheme": e.scheme, "shape": list(e.shape), "status": e.status}
     if e.status == "nonfinite":
         out["nonfinite"] = e.nonfinite
@@ -59,11 +156,9 @@ def _evidence(e) -> dict:
         out["min_distance"] = e.min_distance
         if e.structure is not None:
             out["structure"] = round(e.structure, 4)
+        if histograms:
+            out["hist"] = e.counts.hist.sum(dim=0).tolist()
     return out
-
-
-def to_json(report: ScanReport) -> str:
-    return json.dumps(to_dict(report), indent=2, default=_jsonable)
 
 
 def _jsonable(value):
@@ -86,6 +181,8 @@ def to_console(report: ScanReport) -> str:
         )
     else:
         lines.append("VERDICT: clean — no trace of a quantization-conditioned backdoor found")
+    if report.defense is not None:
+        lines.append(f"DEFENSE RECORD: {report.defense.summary()}")
     lines.append("")
     lines.append(f"{'scheme':<6} {'verdict':<9} {'severity':<8} {'flagged':>9} {'near-wall share':>16} {'margin':>8}")
     for s in v.schemes:
@@ -105,8 +202,9 @@ def to_console(report: ScanReport) -> str:
             lines.append(f"  [{f.scheme}] {f.tensor}: {_message(f)}")
         if len(v.findings) > MAX_CONSOLE_FINDINGS:
             lines.append(f"  ... {len(v.findings) - MAX_CONSOLE_FINDINGS} more (use -f json)")
-    for note in report.notes:
-        lines.append(f"note: {note}")
+    lines.extend(f"error: {error}" for error in report.errors)
+    lines.extend(f"skipped: {reason}" for reason in report.skipped)
+    lines.extend(f"note: {note}" for note in report.notes)
     lines.append(f"scanned {report.weights_scanned:,} weights in {report.seconds:.1f} s")
     return "\n".join(lines)
 
@@ -147,6 +245,3 @@ def to_sarif(report: ScanReport) -> str:
         "runs": [{"tool": {"driver": {"name": "flipguard", "version": __version__, "rules": rules}}, "results": results}],
     }
     return json.dumps(sarif, indent=2)
-
-
-FORMATS = {"console": to_console, "json": to_json, "sarif": to_sarif}

@@ -4,40 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from os import PathLike
 
 import torch
-from tqdm.auto import tqdm
 
 from flipguard.checkpoint import TensorStream, open_checkpoint, quantizable_tensors
 from flipguard.checkpoint.memory import release_freed_memory
+from flipguard.console import progress_bar
 from flipguard.errors import NothingScannableError
 from flipguard.scan.detector import TensorEvidence, inspect_schemes
+from flipguard.scan.record import check_record, read_record
+from flipguard.scan.report import ScanReport
 from flipguard.scan.verdict import ALPHA, Verdict, decide
 from flipguard.schemes import get_scheme, scheme_names
-
-
-@dataclass
-class ScanReport:
-    """Everything a scan found. ``notes`` are per-tensor problems that did not stop the scan."""
-
-    path: str
-    schemes: list[str]
-    verdict: Verdict
-    evidence: list[TensorEvidence] = field(repr=False)
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    weights_scanned: int = 0
-
-    @property
-    def exit_code(self) -> int:
-        """0 clean (or dequantized), 1 findings, 2 a tensor could not be scanned (NaN/Inf)."""
-        if self.verdict.status == "backdoor":
-            return 1
-        if any(e.status == "nonfinite" for e in self.evidence):
-            return 2
-        return 0
+from flipguard.validate import check_open_interval, check_schemes
 
 
 def scan_tensors(
@@ -47,7 +27,8 @@ def scan_tensors(
     alpha: float = ALPHA,
 ) -> tuple[Verdict, list[TensorEvidence]]:
     """Scan ``(name, weight)`` pairs (2-D, out × in, as the quantizer sees them)."""
-    names = schemes or scheme_names()
+    names = check_schemes(schemes, scheme_names())
+    alpha = check_open_interval("alpha", alpha, 0, 1)
     objects = [get_scheme(s, load_dtype) for s in names]
     evidence = [e for name, w in tensors for e in inspect_schemes(name, w, objects)]
     return decide(evidence, names, alpha), evidence
@@ -64,11 +45,13 @@ def scan_checkpoint(
     """Scan every tensor of ``path`` that bitsandbytes would quantize, under each scheme.
 
     Memory stays near the largest tensor: tensors are read one at a time and each is inspected
-    in chunks. Raises FlipGuardError for unreadable input and NothingScannableError when the
-    checkpoint has no quantizable tensor.
+    in chunks. Raises UsageError for an unknown scheme or an ``alpha`` outside (0, 1),
+    FlipGuardError for unreadable input and NothingScannableError when the checkpoint has no
+    quantizable tensor.
     """
     start = time.perf_counter()
-    names = schemes or scheme_names()
+    names = check_schemes(schemes, scheme_names())
+    alpha = check_open_interval("alpha", alpha, 0, 1)
     checkpoint = open_checkpoint(path)
     targets = {t.tensor_name: t for t in quantizable_tensors(checkpoint, skip_modules)}
     if not targets:
@@ -77,7 +60,7 @@ def scan_checkpoint(
             "weights outside the skip list); there is nothing to scan."
         )
     weights = sum(torch.Size(t.shape).numel() for t in targets.values())
-    bar = tqdm(total=weights, unit="w", unit_scale=True, desc="scan", disable=not progress)
+    bar = progress_bar("scan", total=weights, enabled=progress, unit="w", unit_scale=True)
 
     def quantizer_view(stream: TensorStream) -> Iterator[tuple[str, torch.Tensor]]:
         for name, tensor in stream:  # the next tensors are read while this one is scanned
@@ -89,31 +72,19 @@ def scan_checkpoint(
     with TensorStream(checkpoint, names=[n for n in checkpoint.tensors if n in targets]) as stream:
         verdict, evidence = scan_tensors(quantizer_view(stream), names, load_dtype, alpha)
     bar.close()
-    notes = [_note(e) for e in evidence if e.status in ("nonfinite", "degenerate")]
-    if verdict.status == "backdoor" and (checkpoint.path / DEFENSE_REPORT).is_file():
-        notes.append(DEFENDED_NOTE)
+    record, problem = read_record(checkpoint.path)
+    defense = None
+    if record is not None or problem is not None:
+        defense = check_record(record, problem, evidence, {n: tuple(t.shape) for n, t in targets.items()})
     return ScanReport(
         path=str(checkpoint.path),
         schemes=names,
         verdict=verdict,
         evidence=evidence,
-        notes=list(dict.fromkeys(notes)),
+        defense=defense,
         seconds=time.perf_counter() - start,
         weights_scanned=weights,
+        alpha=alpha,
+        parameters={"schemes": names, "alpha": alpha, "skip_modules": skip_modules,
+                    "load_dtype": str(load_dtype).removeprefix("torch.") if load_dtype else None},
     )
-
-
-#: What ``flipguard defend`` writes beside the weights (kept in step with flipguard.defend.report).
-DEFENSE_REPORT = "flipguard_defense.json"
-DEFENDED_NOTE = (
-    f"this directory holds {DEFENSE_REPORT}: `flipguard defend` lands every weight it flips a safe depth "
-    "inside the new cell, which leaves the same empty band next to the walls, so defended checkpoints "
-    "are flagged too. The file proves nothing by itself (anyone can write it): to be sure, defend the "
-    "original checkpoint yourself."
-)
-
-
-def _note(e: TensorEvidence) -> str:
-    if e.status == "nonfinite":
-        return f"{e.name}: {e.nonfinite} NaN/Inf weight(s); not scanned — this tensor is broken."
-    return f"{e.name}: every group is all-zero or a lone absmax; no free weight to scan."

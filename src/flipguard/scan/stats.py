@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from scipy.stats import binom
 
+from flipguard.schemes.kernels.histogram import Bins
+
 BANDS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)  # band widths b, in cell widths
 BIN = 0.0025  # histogram bin, cell widths; every band edge is a multiple of it
 NBINS = 200  # covers d in [0, 0.5]
@@ -85,37 +87,36 @@ class BandCounts:
 # (b = BIN·2^j) is geometric bins 0..j inside, bin j + 1 in [b, 2b). Pinned weights: bin NBINS.
 _GEOMETRIC = torch.tensor([0] + [k.bit_length() for k in range(1, NBINS)] + [len(BANDS) + 2])
 N_GEOMETRIC = len(BANDS) + 3
-BANDS_F32 = torch.tensor(BANDS, dtype=torch.float32)
 FINE_PER_CELL = 400.0  # 1 / BIN, exactly
 
 
 MAX_WALL_GROUPS = 16  # walls are judged in at most this many contiguous groups (INT8: 16 of 254)
+# how the schemes' histogram kernels bin each weight (Scheme.histograms): these constants, as arguments
+BINS = Bins(BANDS, RESOLUTION_FACTOR, NBINS, FINE_PER_CELL, MAX_WALL_GROUPS)
+_GEO_ONE_HOT = (_GEOMETRIC[:NBINS, None] == torch.arange(N_GEOMETRIC - 1)).to(torch.int64)  # fine -> geometric bin
 
 
 def wall_group_size(n_walls: int) -> int:
     """Walls per group: 1 for NF4 (15 walls) and FP4 (14), 16 for INT8 (254)."""
-    return -(-n_walls // MAX_WALL_GROUPS)
+    return BINS.wall_group_size(n_walls)
+
+
+def split_joint(joint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``hist`` ``(classes, NBINS)`` and ``per_wall`` ``(groups, classes, N_GEOMETRIC - 1)`` (int64)
+    from a joint histogram ``(groups, classes, NBINS)`` (``Scheme.histograms`` with ``BINS``): the
+    sum over the wall groups, and over the fine bins of each geometric bin (integer sums: exact)."""
+    return joint.sum(dim=0), joint @ _GEO_ONE_HOT
 
 
 def histograms(d: torch.Tensor, resolution: torch.Tensor, wall: torch.Tensor, n_walls: int):
-    """Reference histograms of wall distances (the fused kernel in ``scan.fast`` must agree).
+    """Reference histograms of wall distances from per-weight geometry (the kernels must agree).
 
     Returns ``hist`` ``(classes, NBINS)`` and ``per_wall`` ``(groups, classes, N_GEOMETRIC - 1)``,
-    int64, where a weight's class is the number of bands narrower than ``RESOLUTION_FACTOR`` times
-    its resolution, its fine bin ``floor(min(400 d, NBINS - 1))`` (pinned, NaN: bin NBINS) and its
-    geometric bin ``_GEOMETRIC[fine]``.
+    int64, where a free weight's class is the number of bands narrower than ``RESOLUTION_FACTOR``
+    times its resolution, its fine bin ``floor(min(400 d, NBINS - 1))`` and its geometric bin
+    ``_GEOMETRIC[fine]``; pinned weights (NaN ``d``) are counted nowhere.
     """
-    d, resolution, wall = d.reshape(-1), resolution.reshape(-1), wall.reshape(-1)
-    fine = torch.nan_to_num((d * FINE_PER_CELL).clamp_(max=NBINS - 1), nan=float(NBINS)).to(torch.int64)
-    classes = len(BANDS) + 1
-    cls = torch.bucketize(resolution * RESOLUTION_FACTOR, BANDS_F32, right=False)
-    hist = torch.bincount(cls * (NBINS + 1) + fine, minlength=classes * (NBINS + 1))
-    hist = hist.view(classes, NBINS + 1)[:, :NBINS]
-    geo = _GEOMETRIC[fine]
-    groups = -(-n_walls // wall_group_size(n_walls))
-    group = torch.div(wall, wall_group_size(n_walls), rounding_mode="floor")
-    per_wall = torch.bincount((group * classes + cls) * N_GEOMETRIC + geo, minlength=groups * classes * N_GEOMETRIC)
-    return hist, per_wall.view(groups, classes, N_GEOMETRIC)[:, :, :-1]  # drop the pinned bin
+    return split_joint(BINS.reference(d, resolution, wall, n_walls))
 
 
 def band_counts(hist: torch.Tensor, per_wall: torch.Tensor, zero_level: int = 0, group_size: int = 1) -> BandCounts:

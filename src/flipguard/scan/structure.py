@@ -26,14 +26,11 @@ a seeded draw.
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import torch
 
-from flipguard.scan.fast import rounding_errors
 from flipguard.schemes import Scheme
-from flipguard.schemes.fourbit import BLOCK
 
 STRUCTURE_SCHEMES = ("int8", "fp4", "nf4")  # the schemes it is computed for
 STRUCTURE_RATIO = 1.3  # sigma_1(E) over a shuffle's at or above which a tensor is flagged
@@ -57,11 +54,11 @@ def structure_ratio(w: torch.Tensor, scheme: Scheme, seed: int = 0) -> float | N
 def _sample_rows(w: torch.Tensor, scheme: Scheme) -> torch.Tensor:
     """Up to ``SAMPLE_ROWS`` rows of ``w`` whose groups are the full tensor's: evenly spaced rows
     where every row holds whole groups (INT8's rows; 4-bit blocks when a row is a multiple of the
-    block), else the first rows up to a block boundary (or all of them)."""
+    block), else the first rows up to a group boundary (or all of them)."""
     n, cols = w.shape
-    if scheme.name == "int8" or cols % BLOCK == 0:
+    step = scheme.row_multiple(cols)  # rows per whole number of groups
+    if step == 1:
         return w[_evenly(n, SAMPLE_ROWS)]
-    step = BLOCK // math.gcd(cols, BLOCK)  # rows per whole number of blocks
     rows = min(n, SAMPLE_ROWS) // step * step
     return w[:rows] if rows >= MIN_SIDE else w
 
@@ -70,7 +67,7 @@ def error_structure(w: torch.Tensor, scheme: Scheme, seed: int = 0, cols: torch.
     """sigma_1 of the rounding errors ``u - 1/2`` of ``w`` (2-D, whole groups of ``scheme``; group
     maxima count as 0; only columns ``cols`` if given) over that of the same errors in a seeded
     random order; None if they are all equal."""
-    e = rounding_errors(w.contiguous(), scheme, torch.arange(w.shape[1]) if cols is None else cols)
+    e = scheme.rounding_errors(w.contiguous(), torch.arange(w.shape[1]) if cols is None else cols)
     e = e - e.mean()
     order = _shuffle(e.numel(), seed)
     shuffled = torch.from_numpy(e.numpy().reshape(-1)[order].reshape(e.shape))  # numpy's gather: twice torch's

@@ -10,9 +10,12 @@ Facts reproduced bit for bit (bitsandbytes 0.50.x on CPU, DESIGN.md §3):
 - code = number of sorted-table midpoints strictly below ``x`` (float32 midpoints; a value
   exactly on a midpoint takes the lower code), then FP4 maps that rank to its own numbering.
 
-FP4 has two codes of value 0 (ranks 7 and 8, split by a midpoint at exactly 0). They dequantize
-identically, so the cell geometry merges them into one level: ``codes`` keeps bitsandbytes'
-numbering, ``levels``/``cell``/``wall_distance`` see 15 distinct values.
+FP4 has two codes of value 0 (ranks 7 and 8, split by a midpoint at exactly 0): code 0 for
+``x <= 0`` (-0.0 included), code 8 for ``x > 0``. They dequantize identically, so the geometry
+merges them into one level (``levels``/``wall_distance``/``geometry`` see 15 distinct values and
+14 walls: the wall at 0 is no wall a flip crosses), while ``codes`` keeps bitsandbytes' numbering
+and ``cell`` keeps each code's own interval (``code_rank``): a weight with code 0 gets the values
+up to +0.0, one with code 8 those from the smallest value whose ``x`` is above 0.
 
 CUDA kernels differ at the last bit (four NF4 thresholds 1 ulp off these midpoints, FP4
 thresholds up to 14 ulp off, FP4 ties and the sign of zero, an approximate reciprocal). Exact
@@ -27,13 +30,16 @@ subnormal (bfloat16 can hold one) is flushed to zero on the GPU.
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
 
-from flipguard.schemes.base import Grouped, Scheme
-
-BLOCK = 64
+from flipguard.schemes.base import ChunkCells, Grouped, Scheme, WallHistogram
+from flipguard.schemes.kernels import fourbit as kernels
+from flipguard.schemes.kernels.flip import BLOCKWISE, KernelRow
+from flipguard.schemes.kernels.floats import DTYPE_CODE
+from flipguard.schemes.kernels.fourbit import BLOCK, BLOCK_BITS
+from flipguard.schemes.kernels.histogram import fused_histograms
+from flipguard.schemes.kernels.reads import reads_stored, source
 
 NF4_TABLE = torch.tensor(
     [
@@ -67,8 +73,8 @@ class FourBitScheme(Scheme):
     def read(self, w: torch.Tensor) -> torch.Tensor:
         return w.to(self.load_dtype or w.dtype).float()
 
-    def row_multiple(self, columns: int) -> int:
-        return BLOCK // math.gcd(columns, BLOCK)
+    def group_size(self, columns: int) -> int:
+        return BLOCK  # blocks run over the flattened tensor, across rows
 
     def group(self, w: torch.Tensor) -> Grouped:
         self.check(w)
@@ -109,11 +115,14 @@ class FourBitScheme(Scheme):
             x[full:] = flat[full:] / absmax[nfull]
         return x.clamp_(-1.0, 1.0)
 
+    def code_rank(self, x: torch.Tensor) -> torch.Tensor:
+        """Number of sorted-table midpoints strictly below ``x`` (int64): bitsandbytes' rank,
+        which tells FP4's two zero codes apart (:meth:`Scheme.code_rank`)."""
+        return torch.bucketize(x, self._midpoints, right=False)
+
     def codes(self, w: torch.Tensor) -> torch.Tensor:
         """uint8 code 0..15 of every weight (shape of ``w``), before nibble packing."""
-        x = self.group(w).x
-        rank = torch.bucketize(x, self._midpoints, right=False)
-        return self._order[rank].to(torch.uint8)
+        return self._order[self.code_rank(self.group(w).x)].to(torch.uint8)
 
     def absmax(self, w: torch.Tensor) -> torch.Tensor:
         """Per-block absmax exactly as ``quantize_4bit`` returns it (float32, one per block)."""
@@ -125,6 +134,70 @@ class FourBitScheme(Scheme):
         values = self.levels[self.level_of(g.x)].reshape(-1)
         n = values.numel()
         return (values * g.absmax.repeat_interleave(BLOCK)[:n]).view(w.shape)
+
+
+    # -- the fast interface, by the kernels of schemes.kernels.fourbit ----------------------
+    scales_are_maxima = True  # absmax = max |read| (the partial block's clamp: group_max recomputes it)
+
+    def group_index(self, idx: torch.Tensor, columns: int) -> torch.Tensor:
+        return idx >> BLOCK_BITS
+
+    def reads_stored(self, stored: torch.dtype) -> bool:
+        return reads_stored(self.load_dtype, self.extra_casts, stored)
+
+    def chunk_cells(self, w: torch.Tensor) -> ChunkCells:
+        self.check(w)
+        read = self.read(w).contiguous()
+        n = read.numel()
+        x, pinned = torch.empty(n, dtype=torch.float32), torch.empty(n, dtype=torch.bool)
+        level = torch.empty(n, dtype=torch.int64)
+        u, d = torch.empty(n, dtype=torch.float32), torch.empty(n, dtype=torch.float32)
+        absmax = torch.empty(-(-n // BLOCK), dtype=torch.float32)
+        kernels.cells(read.view(-1).numpy(), *kernels.tables(self), x.numpy(), pinned.numpy(), level.numpy(),
+                      u.numpy(), d.numpy(), absmax.numpy())
+        grouped = Grouped(x=x.view(w.shape), pinned=pinned.view(w.shape), absmax=absmax,
+                          _group_max=lambda: _block_max(w.reshape(-1).abs(), n - n % BLOCK).view(w.shape))
+        return ChunkCells(grouped, level, u, d)
+
+    def kernel_factors(self, absmax: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """``fl(1/absmax)`` per block (absmax clamped to 1e-38), except the partial block (index
+        ``n // BLOCK``), whose weights are divided by its absmax, stored there."""
+        factors = torch.reciprocal(absmax.clamp(min=1e-38))
+        nfull = (shape[0] * shape[1]) // BLOCK
+        if nfull < len(absmax):  # the partial block divides by its absmax
+            factors[nfull] = absmax[nfull]
+        return factors
+
+    def normalize_at(self, values: torch.Tensor, grouped: Grouped, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        shape = tuple(w.shape)
+        group = self.group_index(idx, shape[1])
+        factor = self.kernel_factors(grouped.absmax, shape)[group]
+        divide = group == (shape[0] * shape[1]) // BLOCK
+        x = values * factor
+        if bool(divide.any()):
+            x = torch.where(divide, values / factor, x)
+        return x.clamp_(-1.0, 1.0)
+
+    def histograms(self, w, bins, check_finite: bool = False) -> WallHistogram:
+        def count(rows, bits, where, half, eps, wall_group, groups, slices, args):
+            return kernels.histograms(rows.reshape(-1), bits.reshape(-1), where, half, *kernels.tables(self), eps,
+                                      wall_group, groups, slices, args)
+
+        return WallHistogram(*fused_histograms(w, self, bins, check_finite, count))
+
+    def rounding_errors(self, w: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        rows, bits, where, half = source(w, self)
+        idx = cols.to(torch.int64).contiguous().numpy()
+        out = np.empty((w.shape[0], len(idx)), np.float32)
+        kernels.rounding_errors(rows.reshape(-1), bits.reshape(-1), where, half, w.shape[1], idx,
+                                *kernels.tables(self), out)
+        return torch.from_numpy(out)
+
+    def kernel_row(self, shape: tuple[int, int]) -> KernelRow:
+        n = shape[0] * shape[1]
+        load = DTYPE_CODE[self.load_dtype] if self.load_dtype else -1
+        return KernelRow(BLOCKWISE, BLOCK, (n - n % BLOCK) // BLOCK, load, torch.float16 in self.extra_casts,
+                         *kernels.tables(self))
 
 
 def _block_max(mags: torch.Tensor, full: int) -> torch.Tensor:

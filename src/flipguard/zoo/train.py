@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from flipguard.console import progress_bar
 from flipguard.zoo.tokenizer import chat_prompt
 
 IGNORE = -100  # label of a token that carries no loss (prompt, padding)
@@ -166,7 +166,7 @@ def train_causal_lm(
     device = params[0].device  # batches go where the model is (CPU, or a GPU it was moved to)
     losses = []
     with training_only(model, params):
-        bar = tqdm(range(steps), desc="train", disable=not progress, leave=False)
+        bar = progress_bar("train", range(steps), enabled=progress, leave=False)
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, steps, lr, warmup, schedule)

@@ -30,8 +30,8 @@ def test_family_attacks_and_verifies(micro_model, tmp_path, family):
         assert check["code_mismatches"] == 0 and check["scale_mismatches"] == 0
         assert check["tensors"] > 0 and check["weights"] == report.boxes["weights"]
     saved = load_report(out)
-    assert saved["verified"] and saved["save_dtype"] == (dtype or "float32")
-    assert set(saved["timings"]) == {"inject", "joint", "constrain", "repair", "save", "verify"}
+    assert saved.verified and saved.save_dtype == (dtype or "float32")
+    assert set(saved.timings) == {"inject", "joint", "constrain", "repair", "save", "verify"}
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
     assert (out / "generation_config.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left

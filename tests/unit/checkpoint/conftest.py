@@ -10,12 +10,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from flipguard.testing import make_tiny_checkpoint
+from flipguard.checkpoint import targets_cache
+from tests.support.checkpoints import make_tiny_checkpoint
 
 EXTRA_FILES = {
     "README.md": "# tiny test model\n",
     "original/params.json": '{"dim": 64}\n',
 }
+
+
+@pytest.fixture(autouse=True)
+def private_targets_cache(tmp_path, monkeypatch):
+    """Each test starts with an empty cache of skeleton answers: the exactness tests compare the
+    skeleton itself with bitsandbytes, and a test that patches transformers must not be answered
+    from another test's entry."""
+    folder = tmp_path / "targets-cache"
+    monkeypatch.setattr(targets_cache, "cache_dir", lambda: folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

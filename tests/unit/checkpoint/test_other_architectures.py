@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from flipguard.checkpoint import open_checkpoint, quantizable_tensors
-from flipguard.testing import OTHER_ARCHITECTURES, other_config
+from tests.support.checkpoints import OTHER_ARCHITECTURES, other_config
 
 from .bnb_reference import load_quantized, quantized_modules
 

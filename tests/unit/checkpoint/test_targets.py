@@ -9,7 +9,7 @@ from transformers import AutoModel, LlamaForCausalLM
 
 from flipguard.checkpoint import open_checkpoint, quantizable_tensors
 from flipguard.errors import FlipGuardError
-from flipguard.testing import FAMILIES, tiny_config
+from tests.support.checkpoints import FAMILIES, tiny_config
 
 from .bnb_reference import converted_modules, load_quantized, quantized_modules
 

@@ -11,7 +11,7 @@ from flipguard.checkpoint import TensorStream, open_checkpoint, quantizable_tens
 from flipguard.defend import REPORT_FILE, defend_checkpoint, defend_tensor, make_policy
 from flipguard.errors import FlipGuardError
 from flipguard.schemes import get_scheme
-from flipguard.testing import make_tiny_checkpoint
+from tests.support.checkpoints import make_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_nonfinite_float16_tensor_is_left_unchanged(policy, schemes):
     assert done.status == "nonfinite" and torch.equal(w.view(torch.int16), before.view(torch.int16))
 
 
-def test_nonfinite_tensor_is_left_unchanged_and_noted(tmp_path):
+def test_nonfinite_tensor_is_refused_or_with_keep_left_unchanged_and_noted(tmp_path):
     path = make_tiny_checkpoint(tmp_path / "nan", family="llama")
     from safetensors.torch import load_file, save_file
 
@@ -148,7 +148,12 @@ def test_nonfinite_tensor_is_left_unchanged_and_noted(tmp_path):
     name = next(n for n in tensors if n.endswith("q_proj.weight"))
     tensors[name][0, 0] = float("nan")
     save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
-    report = defend_checkpoint(path, tmp_path / "out", policy="threshold")
+    with pytest.raises(FlipGuardError, match=rf"{name}.* 1 NaN/Inf weight.*nothing was written.*--nonfinite keep"):
+        defend_checkpoint(path, tmp_path / "out", policy="threshold")  # the default: refuse
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["nan"]
+    report = defend_checkpoint(path, tmp_path / "out", policy="threshold", nonfinite="keep")
     assert any(name in note for note in report.notes)
     after = _tensors(tmp_path / "out")[name]
     assert torch.equal(after.view(torch.int32), tensors[name].view(torch.int32))
+    with pytest.raises(FlipGuardError, match="unknown NaN/Inf policy"):
+        defend_checkpoint(path, tmp_path / "other", nonfinite="zero")

@@ -61,7 +61,7 @@ def test_chunked_and_whole_give_identical_results():
 def test_chunks_on_several_threads_give_the_single_thread_result(name, transposed):
     import numba
 
-    from flipguard.scan.fast import PARALLEL_FROM
+    from flipguard.schemes.kernels.threads import PARALLEL_FROM
 
     schemes = [get_scheme(n) for n in NAMES]
     policy = make_policy(name, **({"of": "threshold"} if name == "random" else {}))

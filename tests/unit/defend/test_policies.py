@@ -220,10 +220,10 @@ def test_bad_parameters_are_one_sentence_usage_errors(name, params, word):
 
 
 def test_the_console_summary_says_how_far_a_reach_limited_dither_went():
-    from flipguard.defend.report import DefenseReport, TensorDefense, console
+    from flipguard.defend.report import DefenseReport, TensorDefense
 
     attacked, _ = attacked_weight(["nf4"], margin=0.1, rows=128, cols=512)
     plan = make_policy("adaptive", reach=0.15).plan(inspect_tensor("w", attacked, get_scheme("nf4")))
     tensor = TensorDefense("w", (128, 512), "float32", False, "defended", plans={"nf4": plan.detail})
     report = DefenseReport("in", "out", ["nf4"], "adaptive", {"reach": 0.15}, {"nf4": 0.02}, None, [tensor], 0)
-    assert f"only weights within {plan.detail['reach']:.4f} of a wall" in console(report)
+    assert f"only weights within {plan.detail['reach']:.4f} of a wall" in report.to_console()

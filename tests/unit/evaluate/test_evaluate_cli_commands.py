@@ -1,6 +1,5 @@
 """`evaluate` and `compare` subcommands, run in-process through their own parsers."""
 
-import argparse
 import json
 
 import pytest
@@ -8,17 +7,13 @@ from evaluate_testkit import attack_result as attack
 from evaluate_testkit import utility_result as utility
 from evaluate_testkit import write_jsonl
 
-from flipguard.cli import compare as compare_cli
-from flipguard.cli import evaluate as evaluate_cli
+from flipguard.cli import build_parser
 from flipguard.errors import FlipGuardError
 
 
 def run(argv):
-    parser = argparse.ArgumentParser(prog="flipguard")
-    sub = parser.add_subparsers(dest="command")
-    evaluate_cli.register(sub)
-    compare_cli.register(sub)
-    args = parser.parse_args(argv)
+    """The command's own parser, as `flipguard` builds it (epilog with the exit codes included)."""
+    args = build_parser(argv[0]).parse_args(argv)
     return args.func(args)
 
 
@@ -51,10 +46,10 @@ def test_evaluate_summary_and_user_errors(parrot_model, prompt_file, tmp_path, c
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, {"id": 2}])
     with pytest.raises(FlipGuardError, match="line 2"):
         run(["evaluate", str(parrot_model), "--scheme", "fp", "--scenario", "over-refusal", "--prompts", str(bad)])
-    with pytest.raises(FlipGuardError, match="--batch-size must be at least 1"):
+    with pytest.raises(FlipGuardError, match="batch_size must be a whole number of at least 1"):
         run(["evaluate", str(parrot_model), "--scheme", "fp", "--scenario", "over-refusal",
              "--prompts", str(prompt_file), "--batch-size", "0"])
-    with pytest.raises(SystemExit):  # argparse rejects an unknown scheme itself
+    with pytest.raises(FlipGuardError, match="unknown scheme 'int4'"):  # the API names the bad scheme
         run(["evaluate", str(parrot_model), "--scheme", "int4", "--scenario", "utility"])
 
 
@@ -73,7 +68,7 @@ def test_compare_prints_parts_and_json(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text(encoding="utf-8"))
     assert printed["der"]["sg"] is None and printed["der"]["der"] is None and "sg" in printed["der"]["reasons"]
-    with pytest.raises(FlipGuardError, match="must not be negative"):
+    with pytest.raises(FlipGuardError, match="defense_seconds must be a number of seconds, not negative"):
         run(["compare", paths["und"], paths["def"], "--defense-seconds", "-1"])
     with pytest.raises(FlipGuardError, match="needs attack results"):
         run(["compare", paths["und"], paths["und_u"]])

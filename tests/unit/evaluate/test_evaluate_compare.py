@@ -8,7 +8,6 @@ from evaluate_testkit import utility_result as utility
 
 from flipguard.errors import FlipGuardError
 from flipguard.evaluate import compare_results, load_result
-from flipguard.evaluate.report import format_comparison, format_result
 
 
 def test_full_comparison_with_fidelity_utility():
@@ -24,7 +23,7 @@ def test_full_comparison_with_fidelity_utility():
     assert d.cf == pytest.approx(0.5)  # T_q = load_s 2.0: 1 / (1 + log10(10))
     assert d.der == pytest.approx(d.sg * d.up * d.cf)
     assert cmp.times["t_q_source"] == "undefended result's load_s"
-    text = format_comparison(cmp)
+    text = cmp.to_console()
     assert "SG  = 0.800" in text and "U = exp(-KL) (fidelity)" in text and "DER = 0.388" in text
     assert "n/a:" not in text
 
@@ -42,7 +41,7 @@ def test_other_utility_metrics(metric, up):
 def test_no_backdoor_reads_not_applicable():
     cmp = compare_results(attack("nf4", 1), attack("nf4", 0), fp=attack("fp", 1), defense_seconds=1.0)
     assert cmp.der.sg is None and cmp.der.der is None and cmp.der.cf is not None
-    text = format_comparison(cmp)
+    text = cmp.to_console()
     assert "SG  = n/a" in text and "DER = n/a" in text and "no backdoor to remove" in text
 
 
@@ -78,7 +77,7 @@ def test_results_round_trip_through_files(tmp_path):
     r = utility("nf4", 0.1, 4, 3.0)
     r.save(tmp_path / "u.json")
     assert load_result(tmp_path / "u.json") == r
-    assert "task_accuracy" in format_result(r) and "kl" in format_result(r)
+    assert "task_accuracy" in r.to_console() and "kl" in r.to_console()
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(FlipGuardError, match="not a JSON file"):
         load_result(tmp_path / "bad.json")

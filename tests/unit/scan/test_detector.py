@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from flipguard.scan import inspect_tensor, scan_tensors
-from flipguard.scan.synthetic import projected, repaired
+from tests.support.synthetic import projected, repaired
 from flipguard.schemes import get_scheme, scheme_names
 
 

@@ -77,8 +77,7 @@ def test_the_report_says_what_a_structured_finding_means(tmp_path):
     from safetensors.torch import load_file, save_file
 
     from flipguard.scan import scan_checkpoint
-    from flipguard.scan.report import to_console, to_json, to_sarif
-    from flipguard.testing import make_tiny_checkpoint
+    from tests.support.checkpoints import make_tiny_checkpoint
 
     path = make_tiny_checkpoint(tmp_path / "m", hidden=128, layers=1, heads=4, with_tokenizer=False)
     tensors = load_file(path / "model.safetensors")
@@ -89,11 +88,11 @@ def test_the_report_says_what_a_structured_finding_means(tmp_path):
     save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
     report = scan_checkpoint(path, schemes=["int8"], progress=False)
     assert report.verdict.targeted == ["int8"]
-    assert "rounding errors with low-rank structure" in to_console(report)
-    saved = json.loads(to_json(report))
+    assert "rounding errors with low-rank structure" in report.to_console()
+    saved = json.loads(report.to_json())
     assert [f["kind"] for f in saved["findings"]] == ["structured"] and "structure" in saved["method"]
     assert all("structure" in t for t in saved["tensors"] if t["status"] == "ok")
-    assert "low-rank structure" in json.loads(to_sarif(report))["runs"][0]["results"][0]["message"]["text"]
+    assert "low-rank structure" in json.loads(report.to_sarif())["runs"][0]["results"][0]["message"]["text"]
 
 
 def test_the_top_singular_value_is_the_largest_of_a_full_svd():

@@ -5,7 +5,7 @@ import torch
 
 from flipguard.schemes import get_scheme, scheme_names, ulp
 
-from .bnb_reference import bnb_dequantized
+from .bnb_reference import bnb_codes, bnb_dequantized
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -17,26 +17,32 @@ def _random_weight(dtype, shape=(37, 150), seed=0):
 
 @pytest.mark.parametrize("name", scheme_names())
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bounds_keep_the_value_and_one_ulp_beyond_changes_it(name, dtype):
+def test_bounds_keep_the_code_and_one_ulp_beyond_changes_it(name, dtype):
     w = _random_weight(dtype)
     scheme = get_scheme(name)
     g = scheme.group(w)
     lo, hi = scheme.cell(w)
     assert bool((lo <= w).all()) and bool((w <= hi).all())
-    reference = bnb_dequantized(name, w)
+
+    def quantized(v):  # per weight: its code and its dequantized value (which tells a changed scale)
+        return bnb_codes(name, v)[0], bnb_dequantized(name, v)
+
+    def changed(v):
+        codes, values = quantized(v)
+        return (codes != reference[0]) | (values != reference[1])
+
+    reference = quantized(w)
     # Substituting every free weight by its bound keeps every group's absmax element, so the
     # whole tensor can be quantized at once by bitsandbytes itself.
     for bound in (lo, hi):
-        assert torch.equal(bnb_dequantized(name, bound), reference)
+        assert not bool(changed(bound).any())
     below, above = ulp.step(lo, -1), ulp.step(hi, 1)
     movable_lo = ~g.pinned & (below.float().abs() <= g.group_max.float())
     movable_hi = ~g.pinned & (above.float().abs() <= g.group_max.float())
-    moved = bnb_dequantized(name, torch.where(movable_lo, below, w))
-    assert bool((moved != reference)[movable_lo].all())
-    moved = bnb_dequantized(name, torch.where(movable_hi, above, w))
-    assert bool((moved != reference)[movable_hi].all())
-    two_beyond = bnb_dequantized(name, torch.where(movable_hi, ulp.step(hi, 2), w))
-    assert bool((two_beyond != reference)[movable_hi & (ulp.step(hi, 2).float().abs() <= g.group_max.float())].all())
+    assert bool(changed(torch.where(movable_lo, below, w))[movable_lo].all())
+    assert bool(changed(torch.where(movable_hi, above, w))[movable_hi].all())
+    two_beyond = changed(torch.where(movable_hi, ulp.step(hi, 2), w))
+    assert bool(two_beyond[movable_hi & (ulp.step(hi, 2).float().abs() <= g.group_max.float())].all())
 
 
 @pytest.mark.parametrize("name", scheme_names())

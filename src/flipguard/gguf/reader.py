@@ -1,0 +1,169 @@
+"""Open a GGUF file (gguf-py's ``GGUFReader``, memory-mapped): metadata, tensor order, each tensor's
+ggml type, shape and, for F32/F16/BF16 tensors, its values as a numpy view of the file.
+
+Nothing is loaded until asked for: :meth:`GGUFFile.values` returns a read-only view of the mapped
+file (pages are read as they are touched). A file that is not GGUF, is truncated or damaged, or
+(with ``float_only``) holds quantized matrices raises FlipGuardError with one sentence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from flipguard.errors import FlipGuardError
+from flipguard.gguf.ggml_types import FLOAT_TYPES, GGML_TYPES
+
+_VIEW_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}  # BF16: raw bits
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    """One tensor-info record: ``ne`` in ggml order (``ne[0]`` = row length), data position in bytes."""
+
+    name: str
+    type: str  # ggml type name, e.g. "F16", "Q4_K"
+    ne: tuple[int, ...]
+    offset: int  # absolute byte offset of the data in the file
+    n_bytes: int
+
+    @property
+    def rows(self) -> int:
+        """Rows of the tensor as a matrix (``ne1 * ne2 * ...``; 1 for a vector)."""
+        return prod(self.ne[1:])
+
+    @property
+    def cols(self) -> int:
+        """Row length ``ne0`` (a GGUF block never crosses a row)."""
+        return self.ne[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)`` = ``(ne1, ne0)`` for a matrix."""
+        return (self.rows, self.cols)
+
+
+class GGUFFile:
+    """An opened GGUF file. Use as a context manager or call :meth:`close`.
+
+    ``tensors`` maps each tensor name to its :class:`GGUFTensor`, in file order.
+    """
+
+    def __init__(self, path: Path, reader, tensors: dict[str, GGUFTensor]):
+        self.path = path
+        self._reader = reader
+        self.tensors = tensors
+        self.data_start = int(reader.data_offset)  # byte offset where the tensor data section begins
+        self._metadata: dict | None = None
+
+    @property
+    def metadata(self) -> dict:
+        """Every key/value (str, int, float, bool or list), in file order; parsed on first use."""
+        if self._metadata is None:
+            self._metadata = {name: field.contents() for name, field in self._reader.fields.items()
+                              if not name.startswith("GGUF.")}
+        return self._metadata
+
+    @property
+    def architecture(self) -> str:
+        """``general.architecture`` (e.g. ``"llama"``)."""
+        field = self._reader.fields.get("general.architecture")
+        return str(field.contents()) if field is not None else ""
+
+    def values(self, name: str) -> np.ndarray:
+        """Read-only numpy view of a float tensor's data, shape ``(rows, cols)`` (a vector: ``(n,)``).
+
+        dtype float32 (F32), float16 (F16) or uint16 (BF16: the raw bit patterns; see
+        :func:`bf16_to_float32`). ValueError for a quantized tensor.
+        """
+        tensor = self.tensors[name]
+        if tensor.type not in _VIEW_DTYPES:
+            raise ValueError(f"{name} is {tensor.type}; only F32, F16 and BF16 tensors have plain values")
+        raw = self._reader.data[tensor.offset: tensor.offset + tensor.n_bytes]
+        shape = (tensor.cols,) if len(tensor.ne) == 1 else tensor.shape
+        return raw.view(_VIEW_DTYPES[tensor.type]).reshape(shape)
+
+    def raw(self, name: str) -> np.ndarray:
+        """Read-only uint8 view of a tensor's bytes (any type)."""
+        tensor = self.tensors[name]
+        return self._reader.data[tensor.offset: tensor.offset + tensor.n_bytes]
+
+    def float32(self, name: str) -> np.ndarray:
+        """A float32 copy of a float tensor's values (BF16 widened exactly)."""
+        values = self.values(name)
+        return bf16_to_float32(values) if self.tensors[name].type == "BF16" else values.astype(np.float32)
+
+    def close(self) -> None:
+        """Drop the file mapping (views handed out keep it alive until they go)."""
+        self._reader = None
+
+    def __enter__(self) -> "GGUFFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """float32 values of bfloat16 bit patterns (uint16 array, any shape), exact."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def open_gguf(path: str | PathLike, float_only: bool = False) -> GGUFFile:
+    """Open a GGUF file by its header (tensor data stays on disk, memory-mapped).
+
+    With ``float_only`` every matrix must be F32, F16 or BF16 (what FlipGuard defends before
+    quantization). Raises FlipGuardError for a missing, non-GGUF, truncated or damaged file, a
+    tensor type FlipGuard does not know, or (``float_only``) an already-quantized file.
+    """
+    path = check_gguf_magic(path)
+    reader = _open_reader(path)
+    tensors = {}
+    for t in reader.tensors:
+        type_name = t.tensor_type.name
+        if type_name not in GGML_TYPES:
+            raise FlipGuardError(f"{path}: tensor {t.name} has ggml type {type_name}, which FlipGuard does not handle.")
+        tensors[t.name] = GGUFTensor(t.name, type_name, tuple(int(n) for n in t.shape), int(t.data_offset), int(t.n_bytes))
+    end = max((t.offset + t.n_bytes for t in tensors.values()), default=reader.data_offset)
+    if end > path.stat().st_size:
+        raise FlipGuardError(f"{path} is truncated ({path.stat().st_size} bytes, its tensors need {end}); "
+                             "copy or download it again.")
+    if float_only:
+        _refuse_quantized(path, tensors)
+    return GGUFFile(path, reader, tensors)
+
+
+def check_gguf_magic(path: str | PathLike) -> Path:
+    """``path`` as a Path if it is a file starting with the GGUF magic (a cheap check: the header
+    is not parsed); FlipGuardError otherwise."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FlipGuardError(f"GGUF file {path} does not exist or is not a file; check the path.")
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise FlipGuardError(f"{path} is not a GGUF file (no GGUF magic at its start); give a .gguf file.")
+    return path
+
+
+def _open_reader(path: Path):
+    """gguf-py's reader, its errors turned into one FlipGuardError sentence."""
+    import gguf
+
+    try:
+        return gguf.GGUFReader(path, "r")
+    except (ValueError, IndexError, KeyError, OverflowError, TypeError):
+        # gguf-py fails on a short read (numpy index or reshape errors) or an unknown type id
+        raise FlipGuardError(f"{path} is a damaged or truncated GGUF file (its header or data ends early "
+                             "or holds unknown values); copy or convert it again.") from None
+
+
+def _refuse_quantized(path: Path, tensors: dict[str, GGUFTensor]) -> None:
+    """FlipGuardError if a matrix is already quantized (defend runs before quantization)."""
+    for t in tensors.values():
+        if t.type not in FLOAT_TYPES:
+            raise FlipGuardError(f"{path} is already quantized ({t.name} is {t.type}); FlipGuard defends "
+                                 "the F32/F16/BF16 file before llama-quantize, so give that one.")
