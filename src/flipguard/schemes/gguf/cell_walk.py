@@ -25,8 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flipguard.schemes.floatbits import _read
-from flipguard.schemes.gguf.numerics import MAX_ORDINAL, from_ordered, to_ordered
+from flipguard.schemes.gguf.numerics import MAX_ORDINAL, cast_to, from_ordered, to_ordered
 
 WALL, SCALE, CAP, END, BUDGET, PINNED = 0, 1, 2, 3, 4, -1
 REACHED, STOPPED, OUT_OF_BUDGET = 0, 1, 2  # statuses of the exhaustive walk
@@ -35,7 +34,8 @@ REACHED, STOPPED, OUT_OF_BUDGET = 0, 1, 2  # statuses of the exhaustive walk
 @njit(inline="always")
 def read_ordinal(o, stored, load):
     """What the quantizer reads (float32) for the stored value of ordinal ``o``."""
-    return _read(from_ordered(o, stored), stored, load, False)
+    v = from_ordered(o, stored)
+    return cast_to(v, load) if load > 0 and load != stored else v
 
 
 def make_monotone_bound(keeps):

@@ -25,7 +25,7 @@ KVALUES = torch.from_numpy(ik.KVALUES.copy())
 class IQ4Scheme(GGUFScheme):
     """A 4-bit non-linear type over ``kvalues_iq4nl``."""
 
-    group_size = 32
+    sub_block = 32
     family = IQUANT
     levels = KVALUES
     walls = (KVALUES[1:] + KVALUES[:-1]) / 2

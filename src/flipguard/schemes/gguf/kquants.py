@@ -53,7 +53,7 @@ class Q2_K(KQuantScheme):
     name = "q2_k"
     ggml_type = 10
     type_size = 84
-    group_size = 16
+    sub_block = 16
     kind = 0
     levels = torch.arange(0, 4, dtype=torch.float32)
     walls = torch.arange(0.5, 3.0, 1.0, dtype=torch.float32)
@@ -65,7 +65,7 @@ class Q3_K(KQuantScheme):
     name = "q3_k"
     ggml_type = 11
     type_size = 110
-    group_size = 16
+    sub_block = 16
     kind = 1
     with_min = False
     low = -4
@@ -80,7 +80,7 @@ class Q4_K(KQuantScheme):
     name = "q4_k"
     ggml_type = 12
     type_size = 144
-    group_size = 32
+    sub_block = 32
     kind = 2
     levels = torch.arange(0, 16, dtype=torch.float32)
     walls = torch.arange(0.5, 15.0, 1.0, dtype=torch.float32)
@@ -93,7 +93,7 @@ class Q5_K(KQuantScheme):
     name = "q5_k"
     ggml_type = 13
     type_size = 176
-    group_size = 32
+    sub_block = 32
     kind = 3
     levels = torch.arange(0, 32, dtype=torch.float32)
     walls = torch.arange(0.5, 31.0, 1.0, dtype=torch.float32)
@@ -105,7 +105,7 @@ class Q6_K(KQuantScheme):
     name = "q6_k"
     ggml_type = 14
     type_size = 210
-    group_size = 16
+    sub_block = 16
     kind = 4
     with_min = False
     low = -32

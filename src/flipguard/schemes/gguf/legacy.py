@@ -24,7 +24,7 @@ class LegacyScheme(GGUFScheme):
     """A 32-weight-block legacy type."""
 
     block_size = 32
-    group_size = 32
+    sub_block = 32
     family = LEGACY
     with_min = False  # Q4_1 / Q5_1: x = (w - min) * id
     offset = 0.0  # added before truncation (8.5, 16.5, 0.5); Q8_0 rounds instead

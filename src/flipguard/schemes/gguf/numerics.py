@@ -14,7 +14,13 @@ nothing without ``fastmath``. Two traps a port must avoid, and which these helpe
 Helpers: :func:`nearest_int` (ggml's 1.5·2^23 trick: round half to even, bits as ggml reads
 them), :func:`roundf` (half away from zero), :func:`fp16_bits` / :func:`fp16_value`
 (``GGML_FP32_TO_FP16`` / ``GGML_FP16_TO_FP32``: round to nearest even on bits, exact widening),
-:func:`best_index_int8` (the iq4 table lookup).
+:func:`cast_to` (torch's casts to float16/bfloat16), :func:`best_index_int8` (the iq4 table
+lookup), ordered integers of a dtype's values (:func:`to_ordered`, :func:`from_ordered`).
+
+Every helper the GGUF kernels inline is defined in this folder, none in ``schemes.kernels``: the
+kernels are cached with ``schemes.kernels.cache.kernel``, whose freshness stamp covers the
+defining file's folder only, so a kernel inlining a helper from elsewhere could be reused stale
+after that helper changed (``test_kernel_sources`` checks the imports).
 """
 
 from __future__ import annotations
@@ -22,12 +28,38 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flipguard.schemes.floatbits import _as_float32, _as_uint32, _f16_bits, _f16_value
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 f32 = np.float32
 _MAGIC = np.float32(12582912.0)  # 1.5 * 2^23
 _I32_MIN = np.int64(-(2**31))
 _TWO31 = np.float32(2147483648.0)
+
+
+@intrinsic
+def _as_uint32(typingctx, v):
+    """The bits of a float32 as a uint32 (a bit cast)."""
+    if v != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def _as_float32(typingctx, v):
+    """The float32 whose bits are the uint32 ``v``."""
+    if v != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.uint32), codegen
 
 
 @njit(inline="always")
@@ -74,14 +106,62 @@ def roundf(x):
 
 @njit(inline="always")
 def fp16_bits(v):
-    """``GGML_FP32_TO_FP16``: float16 bits (int64) of the float32 ``v``, round to nearest even."""
-    return _f16_bits(np.int64(_as_uint32(v)))
+    """``GGML_FP32_TO_FP16`` (ggml's software conversion, as ``libggml-base`` runs it): float16
+    bits (int64) of the float32 ``v``, round to nearest even, NaN to 0x7E00 (sign kept)."""
+    x = np.int64(_as_uint32(v))
+    sign = (x >> 16) & 0x8000
+    a = x & 0x7FFFFFFF
+    if a > 0x7F800000:
+        return sign | 0x7E00
+    if a >= 0x477FF000:  # >= 65520 (or inf): rounds to inf
+        return sign | 0x7C00
+    if a < 0x38800000:  # below 2^-14: a float16 subnormal or zero
+        if a <= 0x33000000:  # <= 2^-25 (a tie at 2^-25 goes to the even 0)
+            return sign
+        shift = 126 - (a >> 23)
+        m = (a & 0x7FFFFF) | 0x800000
+        h = m >> shift
+        rem = m & ((np.int64(1) << shift) - 1)
+        half = np.int64(1) << (shift - 1)
+        if rem > half or (rem == half and (h & 1) == 1):
+            h += 1
+        return sign | h
+    return sign | ((a - 0x38000000 + 0xFFF + ((a >> 13) & 1)) >> 13)
 
 
 @njit(inline="always")
 def fp16_value(h):
-    """``GGML_FP16_TO_FP32``: the float32 value of float16 bits ``h`` (exact)."""
-    return _f16_value(np.int64(h) & 0xFFFF)
+    """``GGML_FP16_TO_FP32``: the float32 value of float16 bits ``h`` (exact; inf and NaN kept)."""
+    h = np.int64(h) & 0xFFFF
+    sign = (h & 0x8000) << 16
+    e = (h >> 10) & 0x1F
+    m = h & 0x3FF
+    if e == 0:
+        v = f32(m) * f32(5.960464477539063e-08)  # m * 2^-24, exact
+        return -v if sign else v
+    if e == 31:
+        return from_bits32(sign | 0x7F800000 | (m << 13))
+    return from_bits32(sign | ((e + 112) << 23) | (m << 13))
+
+
+@njit(inline="always")
+def bf16_round(v):
+    """The float32 ``v`` rounded to bfloat16 (torch's round to nearest even; NaN stays NaN)."""
+    x = bits32(v)
+    if (x & 0x7FFFFFFF) > 0x7F800000:
+        return v
+    return from_bits32(((x + 0x7FFF + ((x >> 16) & 1)) >> 16) << 16)
+
+
+@njit(inline="always")
+def cast_to(v, code):
+    """The float32 ``v`` rounded to dtype ``code`` (0 float32, 1 float16, 2 bfloat16), as float32:
+    what ``tensor.to(dtype)`` gives (round to nearest even)."""
+    if code == 1:
+        return fp16_value(fp16_bits(v))
+    if code == 2:
+        return bf16_round(v)
+    return v
 
 
 @njit(inline="always")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from flipguard.schemes.base import Geometry, Grouped, Scheme
-from flipguard.schemes.floatbits import DTYPE_CODE
+from flipguard.schemes.kernels.floats import DTYPE_CODE
 from flipguard.schemes.gguf.analysis import analyse, positions
 from flipguard.schemes.gguf.cell_search import CELL_KERNELS, WALK_BUDGET
 
@@ -65,15 +65,14 @@ class GGUFScheme(Scheme):
     ggml_type: int  # ggml's enum value (GGML_TYPE_*)
     block_size: int  # weights per block
     type_size: int  # bytes per block
-    group_size: int  # weights sharing one (d, offset) pair of the normalization
+    sub_block: int  # weights sharing one (d, offset) pair of the normalization
     family: int  # analysis.LEGACY / KQUANT / IQUANT
     kind: int  # index of the type inside its family's kernels
 
     def __init__(self, load_dtype: torch.dtype | None = None):
         super().__init__(load_dtype)
-        lower, width = self._cell_tables
         self._walls_np = self.walls.numpy().astype(np.float32)
-        self._inv_width_np = (1.0 / width).numpy().astype(np.float32)
+        self._inv_width_np = self.inv_cell_width.numpy().astype(np.float32)
 
     # -- layout ------------------------------------------------------------------------------
     def check(self, w: torch.Tensor) -> None:
@@ -85,6 +84,11 @@ class GGUFScheme(Scheme):
                 f"{self.name}: a row of {w.shape[1]} weights is not a multiple of the block size "
                 f"{self.block_size}; llama.cpp quantizes such a tensor with another type"
             )
+
+    def group_size(self, columns: int) -> int:
+        """Weights per group: a ggml block (32, or a 256-weight super-block), the unit ggml
+        quantizes at once; rows hold whole blocks, so groups never span rows."""
+        return self.block_size
 
     def row_bytes(self, columns: int) -> int:
         """Bytes of one quantized row of ``columns`` weights (``ggml_row_size``)."""
@@ -106,8 +110,8 @@ class GGUFScheme(Scheme):
         codes = np.empty(n, dtype=np.uint8)
         x = np.empty(n, dtype=np.float32)
         pinned = np.empty(n, dtype=np.bool_)
-        params = np.empty((n // self.group_size, 2), dtype=np.float32)
-        caps = np.empty((n // self.group_size, 2), dtype=np.float32)
+        params = np.empty((n // self.sub_block, 2), dtype=np.float32)
+        caps = np.empty((n // self.sub_block, 2), dtype=np.float32)
         analyse(self.family, self.kind, xr, data, codes, x, pinned, params, caps)
         return Analysis(data.reshape(w.shape[0], -1), codes, x, pinned, params, caps, xr)
 
@@ -162,11 +166,11 @@ class GGUFScheme(Scheme):
         )
 
     def _group_max(self, w: torch.Tensor) -> torch.Tensor:
-        mags = w.abs().view(w.shape[0], -1, self.group_size)
+        mags = w.abs().view(w.shape[0], -1, self.sub_block)
         return mags.amax(dim=2, keepdim=True).expand_as(mags).reshape(w.shape)
 
     def _expanded_params(self, grouped: Grouped, shape) -> tuple[torch.Tensor, torch.Tensor]:
-        p = grouped.absmax.repeat_interleave(self.group_size, dim=1)  # (rows, columns, 2)
+        p = grouped.absmax.repeat_interleave(self.sub_block, dim=1)  # (rows, columns, 2)
         return p[..., 0].reshape(shape), p[..., 1].reshape(shape)
 
     def geometry(self, w: torch.Tensor) -> Geometry:
@@ -180,7 +184,7 @@ class GGUFScheme(Scheme):
         level = np.empty(n, dtype=np.int64)
         eps = np.float32(self.grid_eps(w.dtype))
         positions(
-            self.family, self.kind, a.x, a.codes, a.pinned, a.read, a.params, self.group_size,
+            self.family, self.kind, a.x, a.codes, a.pinned, a.read, a.params, self.sub_block,
             self._walls_np, self._inv_width_np, eps, u, d, res, level,
         )
         view = lambda t: torch.from_numpy(t).view(w.shape)  # noqa: E731
@@ -189,7 +193,7 @@ class GGUFScheme(Scheme):
     def _position(self, x: torch.Tensor):
         """(level, u, d, inv_width) of normalized values, the torch twin of ``analysis.positions``."""
         level = self.level_of(x).clamp_(0, len(self.levels) - 1)
-        inv = self._inv_width[level]
+        inv = self.inv_cell_width[level]
         walls = self.walls
         top = len(walls)
         lower = walls[(level - 1).clamp(min=0)]
