@@ -14,5 +14,7 @@ a registry fails the suite until this file says the same.
 BNB_SCHEMES = ("int8", "fp4", "nf4")
 #: ``flipguard.defend.flip.SAFE_DEPTH``: each scheme's default ``--depth``, cell widths.
 SAFE_DEPTH = {"int8": 0.1, "fp4": 0.02, "nf4": 0.02}
+#: The same for every llama.cpp type (``flipguard.schemes.gguf``), cell widths.
+GGUF_SAFE_DEPTH = 0.02
 #: The names of ``flipguard.defend.policies.POLICIES``, in its order.
 POLICY_NAMES = ("ratio", "threshold", "adaptive", "dither", "balanced", "diffuse", "random", "gaussian")

@@ -9,7 +9,7 @@ from flipguard.cli import SUMMARIES
 from flipguard.cli.dtypes import LOAD_DTYPES, torch_dtype
 from flipguard.cli.output import emit
 from flipguard.console import interactive
-from flipguard.defaults import POLICY_NAMES, SAFE_DEPTH
+from flipguard.defaults import GGUF_SAFE_DEPTH, POLICY_NAMES, SAFE_DEPTH
 
 DESCRIPTION = """\
 Defend a full-precision checkpoint against quantization-conditioned backdoors, without data.
@@ -78,7 +78,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="adaptive/dither/random/gaussian: seed of the draws")
     p.add_argument("--depth", type=float, default=None,
                    help="cell widths a flipped weight keeps from its new cell's walls, every scheme "
-                   f"(default: {', '.join(f'{k} {v:g}' for k, v in SAFE_DEPTH.items())})")
+                   f"(default: {', '.join(f'{k} {v:g}' for k, v in SAFE_DEPTH.items())}, llama.cpp types {GGUF_SAFE_DEPTH:g})")
     p.add_argument("--skip-modules", metavar="NAMES",
                    help="comma-separated modules left unquantized; replaces transformers' default skip list")
     p.add_argument("--load-dtype", choices=LOAD_DTYPES,

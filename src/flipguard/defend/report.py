@@ -149,11 +149,17 @@ def _to_console(report: DefenseReport, limit: int) -> str:
     if report.unsafe:
         totals = report.totals()
         by = {k: sum(s.unsafe.get(k, 0) for s in totals.values()) for k in ("dtype", "absmax", "other_scheme")}
-        lines.append(
-            f"\n{report.unsafe:,} selected weights could not be flipped safely and were left as they were "
-            f"(dtype too coarse: {by['dtype']:,}; would reach absmax: {by['absmax']:,}; "
-            f"too close to another scheme's wall: {by['other_scheme']:,})."
-        )
+        rescaled = sum(s.unsafe.get("rescaled", 0) for s in totals.values())
+        left = report.unsafe - rescaled
+        if left:
+            lines.append(
+                f"\n{left:,} selected weights could not be flipped safely and were left as they were "
+                f"(dtype too coarse: {by['dtype']:,}; would reach what sets a scale: {by['absmax']:,}; "
+                f"too close to another scheme's wall: {by['other_scheme']:,})."
+            )
+        if rescaled:
+            lines.append(f"\n{rescaled:,} moved weights kept their llama.cpp code because the k-quant scale search "
+                         "chose new scales for their sub-block (those sub-blocks' codes changed instead).")
     lines.extend(f"note: {note}" for note in report.notes[:limit])
     lines.append(f"\nreport: {report.output}/{REPORT_FILE}   ({report.seconds:.1f} s)")
     return "\n".join(lines) + "\n"

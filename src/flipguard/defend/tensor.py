@@ -9,7 +9,9 @@ from flipguard.defend.flip import safe_depth
 from flipguard.defend.multischeme import CHUNK_ELEMENTS, defend_matrix
 from flipguard.defend.policies import Policy
 from flipguard.defend.report import DefenseReport, TensorDefense
+from flipguard.errors import UsageError
 from flipguard.schemes import Scheme
+from flipguard.schemes.gguf.scheme import GGUFScheme
 from flipguard.schemes.kernels.reads import all_finite
 
 
@@ -50,8 +52,37 @@ def defend_tensor(
     if policy.is_noise and policy.relative_to == "std":
         noise_scale = _std(w)
         result.plans = {s.name: {**plans[s.name].detail, "std": noise_scale} for s in schemes}
-    result.schemes = defend_matrix(wq, schemes, plans, policy, name, depth, noise_scale, max_elements)
+    gguf = [s for s in schemes if isinstance(s, GGUFScheme)]
+    if not gguf:
+        result.schemes = defend_matrix(wq, schemes, plans, policy, name, depth, noise_scale, max_elements)
+        return result
+    if policy.is_noise:
+        raise UsageError(f"policy {policy.name!r} is a bitsandbytes baseline; for llama.cpp types use a flip "
+                         "policy (adaptive, dither, threshold, ratio, ...).")
+    result.schemes = _defend_with_gguf(wq, schemes, gguf, plans, policy, name, depth, noise_scale, max_elements)
     return result
+
+
+def _defend_with_gguf(wq, schemes, gguf, plans, policy, name, depth, noise_scale, max_elements) -> dict:
+    """GGUF passes first (coarse grids first, each leaving the weights earlier ones moved), then
+    the bitsandbytes passes on the result; every GGUF count is taken on the final values."""
+    from flipguard.defend.gguf_flip import defend_gguf_matrix
+
+    work = wq if wq.is_contiguous() else wq.contiguous()
+    before = {s.name: s.codes(work).reshape(-1) for s in gguf}
+    locked = torch.zeros(work.numel(), dtype=torch.bool)
+    stats = {}
+    for s in sorted(gguf, key=lambda s: len(s.levels)):
+        stats[s.name], moved = defend_gguf_matrix(work, s, plans[s.name], name, safe_depth(s.name, depth), locked)
+        locked[moved] = True
+    bnb = [s for s in schemes if not isinstance(s, GGUFScheme)]
+    if bnb:
+        stats.update(defend_matrix(work, bnb, plans, policy, name, depth, noise_scale, max_elements))
+    for s in gguf:
+        stats[s.name].codes_changed = int((s.codes(work).reshape(-1) != before[s.name]).sum())
+    if work is not wq:
+        wq.copy_(work)
+    return {s.name: stats[s.name] for s in schemes}
 
 
 def new_report(source: str, plan, policy: Policy, depth: float | None, load_dtype, copied: int) -> DefenseReport:

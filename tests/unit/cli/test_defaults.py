@@ -13,8 +13,12 @@ def test_bnb_schemes_are_the_scheme_registry():
 def test_safe_depths_are_the_schemes_own():
     from flipguard.defend.flip import SAFE_DEPTH
 
-    assert defaults.SAFE_DEPTH == SAFE_DEPTH
-    assert list(defaults.SAFE_DEPTH) == list(SAFE_DEPTH)  # the order --help lists them in
+    from flipguard.schemes import GGUF_SCHEMES
+
+    bnb = {k: v for k, v in SAFE_DEPTH.items() if k not in GGUF_SCHEMES}
+    assert defaults.SAFE_DEPTH == bnb
+    assert list(defaults.SAFE_DEPTH) == list(bnb)  # the order --help lists them in
+    assert {SAFE_DEPTH[k] for k in GGUF_SCHEMES} == {defaults.GGUF_SAFE_DEPTH}
 
 
 def test_policy_names_are_the_policy_registry():

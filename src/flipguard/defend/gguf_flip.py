@@ -1,0 +1,143 @@
+"""Defending one weight matrix under a llama.cpp (GGUF) type: flips across its rounding walls.
+
+The bitsandbytes passes (:mod:`flipguard.defend.multischeme`) rely on a group scale that only the
+group's largest magnitude sets. A GGUF block is different: Q8_0 and Q4_0/Q5_0 are absmax-like, but
+Q4_1/Q5_1 use the block's min and max, and the k-quants choose each sub-block's scale and min by a
+search over all its values. So this pass works as llama.cpp is used, on ggml's exact quantizer:
+
+1. quantize the matrix once (:meth:`GGUFScheme.geometry`: level, position ``u`` and wall distance
+   ``d`` of every weight under its block's quantized scales; pinned weights are those that set the
+   scales: absmax, min/max, or the k-quant search's seeds);
+2. the policy selects weights from the same :class:`~flipguard.defend.policies.CellView` as for
+   bitsandbytes, and each selected weight is moved ``depth`` cell widths past the wall it is
+   nearest to (or the side the policy asks), inside its group's cap (never past what sets a
+   scale), rounded to the dtype llama.cpp reads and checked to land in the neighbouring level
+   under the scales it was measured with;
+3. the result is quantized again, exactly: ``codes_changed`` counts the codes that differ from
+   the original quantization. For the k-quants the moved values can make the search choose other
+   scales for their sub-block (then more codes change than were flipped); that is the defense
+   working, not a broken promise, and is what llama.cpp will do with the output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from flipguard.defend.passes import SchemeStats
+from flipguard.defend.policies import CellView, Plan
+from flipguard.schemes.gguf.scheme import GGUFScheme
+
+MAX_STEPS = 6  # ulp steps to push a rounded target across its wall
+
+
+def defend_gguf_matrix(
+    wq: torch.Tensor, scheme: GGUFScheme, plan: Plan, key: str, depth: float, locked: torch.Tensor | None = None
+) -> tuple[SchemeStats, torch.Tensor]:
+    """Defend ``wq`` (2-D as the GGUF holds it: rows of whole blocks; stored dtype) in place under
+    ``scheme``; ``locked``: bool flat mask of weights another pass moved (never selected).
+
+    Returns the tensor's :class:`SchemeStats` and the flat indices of the weights moved.
+    """
+    scheme.check(wq)
+    work = wq if wq.is_contiguous() else wq.contiguous()
+    flat = work.view(-1)
+    geometry = scheme.geometry(work)
+    grouped = scheme.group(work)
+    pinned = geometry.pinned.reshape(-1)
+    eligible = ~pinned if locked is None else ~pinned & ~locked
+    view = CellView(d=geometry.d.reshape(-1), u=geometry.u.reshape(-1), eligible=eligible,
+                    groups=math.ceil(flat.numel() / scheme.block_size), group_size=scheme.block_size,
+                    key=f"{key}:{scheme.name}", x=grouped.x.reshape(-1), level=geometry.level.reshape(-1),
+                    levels=scheme.levels)
+    stats = SchemeStats(weights=int(eligible.sum()))
+    idx = plan.select_index(view)
+    stats.candidates = len(idx)
+    before = scheme.codes(work).reshape(-1)
+    moved = torch.empty(0, dtype=torch.int64)
+    if len(idx):
+        direction = plan.direction(view)
+        side = _sides(view, idx, None if direction is None else direction[idx])
+        values, ok, shift = _targets(scheme, work, grouped, view, idx, side, depth)
+        stats.unsafe["absmax"] += int((~ok).sum())  # past the cap, or not placeable in the dtype
+        moved = idx[ok]
+        flat[moved] = values[ok]
+        stats.max_shift = float(shift[ok].max()) if len(moved) else 0.0
+    after = scheme.codes(work).reshape(-1)
+    stats.codes_changed = int((after != before).sum())
+    landed = int((after[moved] != before[moved]).sum())
+    stats.flipped = landed
+    # each target was checked under the old scales: only a k-quant's new scales can pull a weight back
+    stats.unsafe["rescaled"] = len(moved) - landed
+    if work is not wq:
+        wq.copy_(work)
+    return stats, moved
+
+
+def _sides(view: CellView, idx: torch.Tensor, asked: torch.Tensor | None) -> torch.Tensor:
+    """±1 per selected weight: the side asked, else the nearest wall; never off the grid's ends."""
+    level, top = view.level[idx], len(view.levels) - 1
+    side = torch.where(view.u[idx] >= 0.5, 1, -1) if asked is None else asked.to(torch.int64)
+    side = torch.where(side == 0, torch.where(view.u[idx] >= 0.5, 1, -1), side)
+    side = torch.where(level + side > top, -1, side)
+    return torch.where(level + side < 0, 1, side)
+
+
+def _targets(scheme: GGUFScheme, work: torch.Tensor, grouped, view: CellView, idx: torch.Tensor,
+             side: torch.Tensor, depth: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """New stored values of the selected weights, which of them are safe to write, and each move
+    in its original cell's widths.
+
+    The normalization is affine in the weight within a group, so its slope per weight gives the
+    move; the rounded value is then checked, and pushed by whole ulps, with the scheme's own
+    ``normalize_like``/``level_of`` under the measured scales. A target is refused where it would
+    leave the cap (reach what sets a scale) or the dtype cannot place it."""
+    read_dtype = scheme.load_dtype or work.dtype
+    shape = work.shape
+    cols = shape[1]
+    rows = idx // cols
+    w0 = scheme.read(work).reshape(-1)[idx].double()
+    level = view.level[idx]
+    target_level = level + side
+    walls = scheme.walls.double()
+    wall = walls[torch.where(side > 0, level, level - 1).clamp(0, len(walls) - 1)]
+    width = scheme.cell_width.double()[target_level]
+    x_target = wall + side.double() * depth * width
+    x0 = _normalized(scheme, grouped, work, idx, w0)
+    x1 = _normalized(scheme, grouped, work, idx, w0 + 1.0)
+    slope = x1 - x0
+    ok = torch.isfinite(slope) & (slope.abs() > 0)
+    w_new = w0 + (x_target - x0) / torch.where(ok, slope, 1.0)
+    values = w_new.to(read_dtype)
+    toward = torch.where(side > 0, torch.tensor(math.inf, dtype=read_dtype), torch.tensor(-math.inf, dtype=read_dtype))
+    for _ in range(MAX_STEPS):
+        landed = scheme.level_of(_normalized(scheme, grouped, work, idx, values.double()).float()) == target_level
+        if bool(landed.all()):
+            break
+        values = torch.where(landed, values, torch.nextafter(values, toward))
+    landed = scheme.level_of(_normalized(scheme, grouped, work, idx, values.double()).float()) == target_level
+    caps = _caps(scheme, work, rows, idx)
+    inside = (values.double() > caps[:, 0]) & (values.double() < caps[:, 1])
+    stored = values.to(work.dtype)
+    exact = stored.to(read_dtype) == values  # the stored dtype holds the value llama.cpp reads
+    shift = (x_target - x0).abs() / scheme.cell_width.double()[level]
+    return stored, ok & landed & inside & exact & torch.isfinite(values), shift
+
+
+def _normalized(scheme: GGUFScheme, grouped, work: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Normalized values (code units, float64) of ``values`` put at flat positions ``idx``, under
+    the scales measured before any move: the scheme's own float32 arithmetic (``normalize_like``)."""
+    trial = scheme.read(work).reshape(-1).clone()
+    trial[idx] = values.float()
+    return scheme.normalize_like(trial.view(work.shape), grouped, work).reshape(-1)[idx].double()
+
+
+def _caps(scheme: GGUFScheme, work: torch.Tensor, rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(k, 2) float64: per selected weight, the open range its group's cap allows (read units)."""
+    a = scheme.analyse(work)
+    cols = work.shape[1]
+    sub = scheme.sub_block
+    g = (idx // cols) * (cols // sub) + (idx % cols) // sub
+    return torch.from_numpy(np.ascontiguousarray(a.caps)).double()[g]
