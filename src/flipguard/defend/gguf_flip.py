@@ -44,30 +44,30 @@ def defend_gguf_matrix(
     scheme.check(wq)
     work = wq if wq.is_contiguous() else wq.contiguous()
     flat = work.view(-1)
-    geometry = scheme.geometry(work)
-    grouped = scheme.group(work)
+    a = scheme.analyse(work)  # one exact quantization: codes, scales, pins, caps
+    geometry = scheme.geometry_of(a, work)
     pinned = geometry.pinned.reshape(-1)
     eligible = ~pinned if locked is None else ~pinned & ~locked
     view = CellView(d=geometry.d.reshape(-1), u=geometry.u.reshape(-1), eligible=eligible,
                     groups=math.ceil(flat.numel() / scheme.block_size), group_size=scheme.block_size,
-                    key=f"{key}:{scheme.name}", x=grouped.x.reshape(-1), level=geometry.level.reshape(-1),
+                    key=f"{key}:{scheme.name}", x=torch.from_numpy(a.x), level=geometry.level.reshape(-1),
                     levels=scheme.levels)
-    stats = SchemeStats(weights=int(eligible.sum()))
+    stats = SchemeStats(weights=int(np.count_nonzero(eligible.numpy())))
     idx = plan.select_index(view)
     stats.candidates = len(idx)
-    before = scheme.codes(work).reshape(-1)
     moved = torch.empty(0, dtype=torch.int64)
     if len(idx):
         direction = plan.direction(view)
         side = _sides(view, idx, None if direction is None else direction[idx])
-        values, ok, shift = _targets(scheme, work, grouped, view, idx, side, depth)
+        values, ok, shift = _targets(scheme, work, a, view, idx, side, depth)
         stats.unsafe["absmax"] += int((~ok).sum())  # past the cap, or not placeable in the dtype
         moved = idx[ok]
         flat[moved] = values[ok]
         stats.max_shift = float(shift[ok].max()) if len(moved) else 0.0
-    after = scheme.codes(work).reshape(-1)
-    stats.codes_changed = int((after != before).sum())
-    landed = int((after[moved] != before[moved]).sum())
+    after = scheme.analyse(work).codes if len(moved) else a.codes
+    changed = after != a.codes
+    stats.codes_changed = int(np.count_nonzero(changed))
+    landed = int(np.count_nonzero(changed[moved.numpy()]))
     stats.flipped = landed
     # each target was checked under the old scales: only a k-quant's new scales can pull a weight back
     stats.unsafe["rescaled"] = len(moved) - landed
@@ -79,65 +79,47 @@ def defend_gguf_matrix(
 def _sides(view: CellView, idx: torch.Tensor, asked: torch.Tensor | None) -> torch.Tensor:
     """±1 per selected weight: the side asked, else the nearest wall; never off the grid's ends."""
     level, top = view.level[idx], len(view.levels) - 1
-    side = torch.where(view.u[idx] >= 0.5, 1, -1) if asked is None else asked.to(torch.int64)
-    side = torch.where(side == 0, torch.where(view.u[idx] >= 0.5, 1, -1), side)
+    nearest = torch.where(view.u[idx] >= 0.5, 1, -1)
+    side = nearest if asked is None else torch.where(asked == 0, nearest, asked.to(torch.int64))
     side = torch.where(level + side > top, -1, side)
     return torch.where(level + side < 0, 1, side)
 
 
-def _targets(scheme: GGUFScheme, work: torch.Tensor, grouped, view: CellView, idx: torch.Tensor,
+def _targets(scheme: GGUFScheme, work: torch.Tensor, a, view: CellView, idx: torch.Tensor,
              side: torch.Tensor, depth: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """New stored values of the selected weights, which of them are safe to write, and each move
     in its original cell's widths.
 
     The normalization is affine in the weight within a group, so its slope per weight gives the
     move; the rounded value is then checked, and pushed by whole ulps, with the scheme's own
-    ``normalize_like``/``level_of`` under the measured scales. A target is refused where it would
-    leave the cap (reach what sets a scale) or the dtype cannot place it."""
+    float32 normalization (``normalize_with``) and ``level_of`` under the measured scales. A
+    target is refused where it would leave the cap (reach what sets a scale) or the dtype
+    cannot place it."""
     read_dtype = scheme.load_dtype or work.dtype
-    shape = work.shape
-    cols = shape[1]
-    rows = idx // cols
-    w0 = scheme.read(work).reshape(-1)[idx].double()
+    cols = work.shape[1]
+    g = (idx // cols) * (cols // scheme.sub_block) + (idx % cols) // scheme.sub_block
+    params = torch.from_numpy(a.params)[g]
+    p0, p1 = params[:, 0].contiguous(), params[:, 1].contiguous()
+    caps = torch.from_numpy(a.caps)[g].double()
+    w0 = torch.from_numpy(a.read)[idx]
     level = view.level[idx]
     target_level = level + side
     walls = scheme.walls.double()
     wall = walls[torch.where(side > 0, level, level - 1).clamp(0, len(walls) - 1)]
-    width = scheme.cell_width.double()[target_level]
-    x_target = wall + side.double() * depth * width
-    x0 = _normalized(scheme, grouped, work, idx, w0)
-    x1 = _normalized(scheme, grouped, work, idx, w0 + 1.0)
-    slope = x1 - x0
+    x_target = wall + side.double() * depth * scheme.cell_width.double()[target_level]
+    x0 = scheme.normalize_with(w0, p0, p1).double()
+    slope = scheme.normalize_with(w0 + 1.0, p0, p1).double() - x0
     ok = torch.isfinite(slope) & (slope.abs() > 0)
-    w_new = w0 + (x_target - x0) / torch.where(ok, slope, 1.0)
-    values = w_new.to(read_dtype)
-    toward = torch.where(side > 0, torch.tensor(math.inf, dtype=read_dtype), torch.tensor(-math.inf, dtype=read_dtype))
+    values = (w0.double() + (x_target - x0) / torch.where(ok, slope, 1.0)).to(read_dtype)
+    toward = torch.where(side > 0, math.inf, -math.inf).to(read_dtype)
     for _ in range(MAX_STEPS):
-        landed = scheme.level_of(_normalized(scheme, grouped, work, idx, values.double()).float()) == target_level
+        landed = scheme.level_of(scheme.normalize_with(values.float(), p0, p1)) == target_level
         if bool(landed.all()):
             break
         values = torch.where(landed, values, torch.nextafter(values, toward))
-    landed = scheme.level_of(_normalized(scheme, grouped, work, idx, values.double()).float()) == target_level
-    caps = _caps(scheme, work, rows, idx)
+    landed = scheme.level_of(scheme.normalize_with(values.float(), p0, p1)) == target_level
     inside = (values.double() > caps[:, 0]) & (values.double() < caps[:, 1])
     stored = values.to(work.dtype)
     exact = stored.to(read_dtype) == values  # the stored dtype holds the value llama.cpp reads
     shift = (x_target - x0).abs() / scheme.cell_width.double()[level]
     return stored, ok & landed & inside & exact & torch.isfinite(values), shift
-
-
-def _normalized(scheme: GGUFScheme, grouped, work: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Normalized values (code units, float64) of ``values`` put at flat positions ``idx``, under
-    the scales measured before any move: the scheme's own float32 arithmetic (``normalize_like``)."""
-    trial = scheme.read(work).reshape(-1).clone()
-    trial[idx] = values.float()
-    return scheme.normalize_like(trial.view(work.shape), grouped, work).reshape(-1)[idx].double()
-
-
-def _caps(scheme: GGUFScheme, work: torch.Tensor, rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """(k, 2) float64: per selected weight, the open range its group's cap allows (read units)."""
-    a = scheme.analyse(work)
-    cols = work.shape[1]
-    sub = scheme.sub_block
-    g = (idx // cols) * (cols // sub) + (idx % cols) // sub
-    return torch.from_numpy(np.ascontiguousarray(a.caps)).double()[g]

@@ -37,7 +37,10 @@ class IQ4Scheme(GGUFScheme):
         ik.unpack(data, self.kind, codes, values)
 
     def normalize_like(self, values: torch.Tensor, grouped: Grouped, w: torch.Tensor) -> torch.Tensor:
-        idl, _ = self._expanded_params(grouped, values.shape)
+        return self.normalize_with(values, *self._expanded_params(grouped, values.shape))
+
+    def normalize_with(self, values: torch.Tensor, idl: torch.Tensor, _unused: torch.Tensor) -> torch.Tensor:
+        """float32 ``values`` normalized with per-value parameters (idl, -) (float32, same shape)."""
         return idl * values
 
     def level_of(self, x: torch.Tensor) -> torch.Tensor:

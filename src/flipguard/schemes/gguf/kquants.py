@@ -38,7 +38,10 @@ class KQuantScheme(GGUFScheme):
         kk.unpack(data, self.kind, codes, values)
 
     def normalize_like(self, values: torch.Tensor, grouped: Grouped, w: torch.Tensor) -> torch.Tensor:
-        d, dm = self._expanded_params(grouped, values.shape)
+        return self.normalize_with(values, *self._expanded_params(grouped, values.shape))
+
+    def normalize_with(self, values: torch.Tensor, d: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
+        """float32 ``values`` normalized with per-value parameters (d, dm) (float32, same shape)."""
         return (values + dm) / d if self.with_min else values / d
 
     def level_of(self, x: torch.Tensor) -> torch.Tensor:

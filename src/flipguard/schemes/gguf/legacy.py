@@ -37,7 +37,10 @@ class LegacyScheme(GGUFScheme):
         lk.unpack(data, self.kind, codes, values)
 
     def normalize_like(self, values: torch.Tensor, grouped: Grouped, w: torch.Tensor) -> torch.Tensor:
-        idd, mn = self._expanded_params(grouped, values.shape)
+        return self.normalize_with(values, *self._expanded_params(grouped, values.shape))
+
+    def normalize_with(self, values: torch.Tensor, idd: torch.Tensor, mn: torch.Tensor) -> torch.Tensor:
+        """float32 ``values`` normalized with per-value parameters (id, min) (float32, same shape)."""
         return (values - mn) * idd if self.with_min else values * idd
 
     def level_of(self, x: torch.Tensor) -> torch.Tensor:

@@ -176,7 +176,10 @@ class GGUFScheme(Scheme):
     def geometry(self, w: torch.Tensor) -> Geometry:
         """Level, position ``u``, wall distance ``d`` (NaN where pinned) and resolution of every
         weight under its block's quantized scales; one quantizer pass plus one pass (numba)."""
-        a = self.analyse(w)
+        return self.geometry_of(self.analyse(w), w)
+
+    def geometry_of(self, a: Analysis, w: torch.Tensor) -> Geometry:
+        """:meth:`geometry` from an :meth:`analyse` of ``w`` already made."""
         n = a.x.size
         u = np.empty(n, dtype=np.float32)
         d = np.empty(n, dtype=np.float32)
@@ -189,6 +192,11 @@ class GGUFScheme(Scheme):
         )
         view = lambda t: torch.from_numpy(t).view(w.shape)  # noqa: E731
         return Geometry(level=view(level), u=view(u), d=view(d), pinned=view(a.pinned), resolution=view(res))
+
+    def normalize_with(self, values: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor) -> torch.Tensor:
+        """float32 ``values`` normalized with per-value parameters ``p0``, ``p1`` (float32, same
+        shape): the two columns of :attr:`Analysis.params` gathered for each value."""
+        raise NotImplementedError
 
     def _position(self, x: torch.Tensor):
         """(level, u, d, inv_width) of normalized values, the torch twin of ``analysis.positions``."""
