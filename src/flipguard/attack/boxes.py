@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from flipguard.schemes import get_scheme, ulp
+from flipguard.schemes.gguf.scheme import GGUFScheme
 
 PUBLISHED_MARGIN = {"int8": 0.1, "fp4": 0.01, "nf4": 0.01}
 # llama.cpp types: 8-bit as INT8, the others as 4-bit (the Mind the Gap boxes are the cells under the
@@ -56,7 +57,10 @@ def boxes_and_cells(
     lo_all, hi_all, cells = None, None, {}
     dtypes = schemes if isinstance(schemes, dict) else dict.fromkeys(schemes, load_dtype)
     for name, cast in dtypes.items():
-        cells[name] = get_scheme(name, cast).cell(w)
+        scheme = get_scheme(name, cast)
+        # a GGUF type: the interval that keeps the code under the block's quantized scales, with
+        # what sets the scales frozen (Mind the Gap's box); its block-exact cell is a slow search
+        cells[name] = scheme.rounding_interval(w) if isinstance(scheme, GGUFScheme) else scheme.cell(w)
         m = _margin(margin, name)
         if spread is not None:
             m = torch.rand(w.shape, generator=spread, dtype=torch.float64) * m
