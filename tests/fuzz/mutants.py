@@ -828,9 +828,12 @@ def value_mutants(rng: random.Random) -> list[Mutant]:
         poison(TARGET, [nan, inf, -inf], "NaN and Inf in q_proj", "error"),
         poison(TARGET, [nan], "q_proj all NaN", "error", everything=True),
         poison("model.layers.1.mlp.down_proj.weight", [inf], "one Inf in the last layer", "error"),
-        poison("model.embed_tokens.weight", [nan], "one NaN in the embedding (not quantized)", "valid"),
+        # llama.cpp quantizes the embedding and the output, and scan checks its types by default
+        poison("model.embed_tokens.weight", [nan], "one NaN in the embedding (quantized by llama.cpp only)",
+               {"scan": "error", "defend": "valid"}),
         poison("model.norm.weight", [inf], "one Inf in a norm (not quantized)", "valid"),
-        poison("lm_head.weight", [nan], "one NaN in lm_head (skipped by default)", "valid"),
+        poison("lm_head.weight", [nan], "one NaN in lm_head (skipped by bitsandbytes, quantized by llama.cpp)",
+               {"scan": "error", "defend": "valid"}),
     ]
 
 

@@ -63,6 +63,11 @@ def checkpoint_targets(checkpoint, ftype_name: str | FType, outtype: str | None 
         planned = by_hf.get(name)
         if planned is None or ggml_type(types[planned.map.gguf_name]).is_float:
             continue
+        if info.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise FlipGuardError(
+                f"Tensor {name!r} is {str(info.dtype).replace('torch.', '')}, but llama.cpp quantizes it "
+                f"({types[planned.map.gguf_name]}) as a float32, float16 or bfloat16 weight; save the model "
+                "in one of those dtypes, or leave the llama.cpp types out (--scheme bnb).")
         targets.append(GGUFTarget(name, planned.map.gguf_name, types[planned.map.gguf_name].lower(), tuple(info.shape),
                                   info.dtype, planned.map.transpose))
     return targets, outtype
