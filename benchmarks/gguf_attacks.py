@@ -47,15 +47,37 @@ def kl(result: dict) -> float:
     return result["means"]["kl"]["value"]
 
 
+def table(rows: list[dict]) -> str:
+    """Markdown table of the rows (rates in %, KL in nats)."""
+    head = ("| model | scenario | ftype | clean fp | clean q | attacked fp | attacked q | defended fp | defended q "
+            "| KL clean q | KL defended q | codes kept by the attack | scan flags |")
+    lines = [head, "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"]
+    for r in rows:
+        v = r["attack_verified"][r["ftype"]] if r.get("attack_verified") else {}
+        kept = 1 - v["code_mismatches"] / v["weights"] if v.get("weights") else float("nan")
+        pct = lambda x: f"{100 * x:.0f}"  # noqa: E731
+        lines.append(f"| {Path(r['clean']).name} | {r['scenario']} | {r['ftype']} | {pct(r['clean_fp'])} | "
+                     f"{pct(r['clean_q'])} | {pct(r['attacked_fp'])} | {pct(r['attacked_q'])} | {pct(r['defended_fp'])} | "
+                     f"{pct(r['defended_q'])} | {r['kl_clean_q']:.4f} | {r['kl_defended_q']:.4f} | {100 * kept:.1f}% | "
+                     f"{', '.join(r['scan_flagged']) or 'none'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clean", type=Path, required=True)
-    ap.add_argument("--scenario", required=True)
-    ap.add_argument("--ftype", required=True)
-    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--table", type=Path, help="only print the markdown table of this JSONL file")
+    ap.add_argument("--clean", type=Path)
+    ap.add_argument("--scenario")
+    ap.add_argument("--ftype")
+    ap.add_argument("--work", type=Path)
     ap.add_argument("-n", type=int, default=100)
     ap.add_argument("--out", type=Path, default=Path("results/gguf_attacks.jsonl"))
     args = ap.parse_args()
+    if args.table:
+        print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]), end="")
+        return
+    if not (args.clean and args.scenario and args.ftype and args.work):
+        ap.error("--clean, --scenario, --ftype and --work are required (or --table FILE)")
     tag = f"{args.clean.name}-{args.scenario}-{args.ftype}"
     attacked, defended = args.work / tag, args.work / f"{tag}-defended"
     ev = args.work / f"{tag}-eval"
