@@ -67,6 +67,9 @@ def main() -> None:
     info = build(args.dir / "hf", args.gb, torch.float16)
     source = args.dir / "model-f16.gguf"
     if not source.exists():
+        from flipguard.zoo.tokenizer import train_tokenizer
+
+        train_tokenizer().save_pretrained(args.dir / "hf")  # a GGUF carries its tokenizer
         convert_checkpoint(args.dir / "hf", source, outtype="F16")
     with open_gguf(source) as f:
         largest = max(t.shape[0] * t.shape[1] * 2 for t in f.tensors.values() if len(t.shape) == 2)

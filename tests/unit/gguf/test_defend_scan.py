@@ -99,3 +99,20 @@ def test_scan_of_a_clean_model_under_gguf_types(kquant_checkpoint, tmp_path):
     assert not report.findings
     source = convert_checkpoint(kquant_checkpoint, tmp_path / "m.gguf")
     assert not scan_checkpoint(source, schemes=["q4_k_m"]).findings
+
+
+@pytest.mark.parametrize("ftype", ["q4_0", "q8_0"])
+def test_attack_on_a_legacy_type_is_verified_by_llama_cpp(kquant_checkpoint, tmp_path, ftype):
+    """A legacy type's box keeps the block scale, so every targeted code survives the repair; the
+    check quantizes the output with llama_model_quantize and compares its bytes with FlipGuard's."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "attacked"
+    run = subprocess.run([sys.executable, "-m", "flipguard", "attack", str(kquant_checkpoint), "-o", str(out),
+                          "--scenario", "content-injection", "--scheme", ftype, "--inject-steps", "2",
+                          "--repair-steps", "2", "--batch-size", "4", "-q"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    counts = json.loads((out / "attack_report.json").read_text())["verification"][ftype]
+    assert counts["ok"] and counts["weights"] > 0
+    assert counts["code_mismatches"] == 0 and counts["scale_mismatches"] == 0 and not counts["missing"]
