@@ -33,16 +33,38 @@ from flipguard.schemes.gguf.scheme import GGUFScheme
 MAX_STEPS = 6  # ulp steps to push a rounded target across its wall
 
 
+CHUNK_ELEMENTS = 1 << 20  # weights per chunk (whole rows): ~60 bytes each of workspace, about 60 MB
+
+
 def defend_gguf_matrix(
-    wq: torch.Tensor, scheme: GGUFScheme, plan: Plan, key: str, depth: float, locked: torch.Tensor | None = None
+    wq: torch.Tensor, scheme: GGUFScheme, plan: Plan, key: str, depth: float, locked: torch.Tensor | None = None,
+    max_elements: int = CHUNK_ELEMENTS,
 ) -> tuple[SchemeStats, torch.Tensor]:
     """Defend ``wq`` (2-D as the GGUF holds it: rows of whole blocks; stored dtype) in place under
     ``scheme``; ``locked``: bool flat mask of weights another pass moved (never selected).
 
+    Blocks never span rows, so the matrix is defended in chunks of whole rows of at most
+    ``max_elements`` weights (bounded memory; each chunk seeds its draws by its number).
     Returns the tensor's :class:`SchemeStats` and the flat indices of the weights moved.
     """
     scheme.check(wq)
     work = wq if wq.is_contiguous() else wq.contiguous()
+    rows, cols = work.shape
+    step = max(1, max_elements // cols)
+    stats, moved = SchemeStats(), []
+    for number, start in enumerate(range(0, rows, step)):
+        chunk = work[start:start + step]  # a contiguous row slice: defended in place
+        part = None if locked is None else locked[start * cols:(start + chunk.shape[0]) * cols]
+        chunk_key = key if rows <= step else f"{key}#{number}"
+        chunk_stats, chunk_moved = _defend_chunk(chunk, scheme, plan, chunk_key, depth, part)
+        stats.add(chunk_stats)
+        moved.append(chunk_moved + start * cols)
+    if work is not wq:
+        wq.copy_(work)
+    return stats, torch.cat(moved)
+
+
+def _defend_chunk(work, scheme, plan, key, depth, locked) -> tuple[SchemeStats, torch.Tensor]:
     flat = work.view(-1)
     a = scheme.analyse(work)  # one exact quantization: codes, scales, pins, caps
     geometry = scheme.geometry_of(a, work)
@@ -71,8 +93,6 @@ def defend_gguf_matrix(
     stats.flipped = landed
     # each target was checked under the old scales: only a k-quant's new scales can pull a weight back
     stats.unsafe["rescaled"] = len(moved) - landed
-    if work is not wq:
-        wq.copy_(work)
     return stats, moved
 
 

@@ -69,7 +69,7 @@ def _defend_with_gguf(wq, schemes, gguf, plans, policy, name, depth, noise_scale
     from flipguard.defend.gguf_flip import defend_gguf_matrix
 
     work = wq if wq.is_contiguous() else wq.contiguous()
-    before = {s.name: s.codes(work).reshape(-1) for s in gguf}
+    original = work.clone() if len(schemes) > 1 else None  # later passes can change earlier codes
     locked = torch.zeros(work.numel(), dtype=torch.bool)
     stats = {}
     for s in sorted(gguf, key=lambda s: len(s.levels)):
@@ -78,8 +78,12 @@ def _defend_with_gguf(wq, schemes, gguf, plans, policy, name, depth, noise_scale
     bnb = [s for s in schemes if not isinstance(s, GGUFScheme)]
     if bnb:
         stats.update(defend_matrix(work, bnb, plans, policy, name, depth, noise_scale, max_elements))
-    for s in gguf:
-        stats[s.name].codes_changed = int((s.codes(work).reshape(-1) != before[s.name]).sum())
+    if original is not None:
+        step = max(1, max_elements // work.shape[1])
+        for s in gguf:  # every GGUF count on the final values, chunk by chunk (bounded memory)
+            stats[s.name].codes_changed = sum(
+                int((s.codes(original[i:i + step]) != s.codes(work[i:i + step])).sum())
+                for i in range(0, work.shape[0], step))
     if work is not wq:
         wq.copy_(work)
     return {s.name: stats[s.name] for s in schemes}

@@ -116,3 +116,15 @@ def test_attack_on_a_legacy_type_is_verified_by_llama_cpp(kquant_checkpoint, tmp
     counts = json.loads((out / "attack_report.json").read_text())["verification"][ftype]
     assert counts["ok"] and counts["weights"] > 0
     assert counts["code_mismatches"] == 0 and counts["scale_mismatches"] == 0 and not counts["missing"]
+
+
+@pytest.mark.parametrize("name", ["q4_0", "q4_k"])
+def test_chunks_of_whole_rows_give_the_same_defense(name):
+    rng = np.random.default_rng(2)
+    w = torch.from_numpy((rng.standard_normal((16, 512)) * 0.02).astype(np.float32)).half()
+    scheme = get_scheme(name)
+    plan = make_policy("threshold", tau=0.1).plan_all({name: None})[name]
+    whole, chunked = w.clone(), w.clone()
+    a, moved_a = defend_gguf_matrix(whole, scheme, plan, "t", 0.02)
+    b, moved_b = defend_gguf_matrix(chunked, scheme, plan, "t", 0.02, max_elements=3 * 512)  # 3 rows a chunk
+    assert torch.equal(whole, chunked) and torch.equal(moved_a, moved_b) and a == b
