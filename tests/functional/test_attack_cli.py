@@ -36,6 +36,7 @@ def test_attack_writes_a_verified_checkpoint(model_dir, tmp_path):
     assert report["verified"] and report["config"]["seed"] == 3
     assert report["verification"]["nf4"]["code_mismatches"] == 0
     assert report["save_dtype"] == "float16"
+    assert (out / "tokenizer.json").read_bytes() == (model_dir / "tokenizer.json").read_bytes()  # kept verbatim
     again = flipguard("attack", model_dir, "-o", out, "--scenario", "over-refusal", "--scheme", "nf4", *FAST)
     assert again.returncode == 2 and "--force" in again.stderr  # exists: refused, untouched
     assert json.loads((out / "attack_report.json").read_text())["config"]["scenario"] == "content_injection"

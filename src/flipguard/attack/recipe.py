@@ -179,6 +179,19 @@ def _train(model, tokenizer, examples, steps, lr, config, trainable, projection,
     return {"first": losses[0], "last_20_mean": sum(tail) / len(tail), "steps": len(losses)}
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                   "added_tokens.json", "chat_template.jinja", "tokenizer.model")
+
+
+def _keep_tokenizer_files(source: Path, out: Path) -> None:
+    """The input's tokenizer files, byte for byte, over what ``save_pretrained`` wrote: transformers
+    may rewrite a tokenizer.json on save (a Qwen2 tokenizer gains a normalizer and a split
+    pre-tokenizer), and the attacked model must tokenize as the clean one does, in every engine."""
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+
+
 def _save_verified(model, tokenizer, dtype, boxed: list[BoxedWeight], out: Path,
                    report: AttackReport, progress: bool) -> None:
     """Save to a temporary sibling, verify by a real quantized load, write the report, rename."""
@@ -191,6 +204,7 @@ def _save_verified(model, tokenizer, dtype, boxed: list[BoxedWeight], out: Path,
             device = next(model.parameters()).device
             model.to("cpu", dtype).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            _keep_tokenizer_files(Path(report.model), tmp)
             model.to(device, torch.float32)
         with report.timed("verify"):
             if is_gguf(report.config["scheme"]):
