@@ -54,14 +54,30 @@ def stats(values: list[float]) -> dict:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
+def table(result: dict) -> str:
+    """Markdown table of a results file."""
+    lines = ["| ftype | FlipGuard s | llama_model_quantize s | ratio (min/median/max) | peak RSS FlipGuard MB "
+             "| peak RSS llama.cpp MB | budget 2 x largest + 512 MB |", "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        s, q = r["seconds"]["flipguard"], r["seconds"]["llama_model_quantize"]
+        lines.append(f"| {r['ftype']} | {s['median']:.1f} | {q['median']:.1f} | {r['ratio']['min']:.2f} / "
+                     f"{r['ratio']['median']:.2f} / {r['ratio']['max']:.2f} | {r['peak_rss_mb']['flipguard']:.0f} | "
+                     f"{r['peak_rss_mb']['llama_model_quantize']:.0f} | {r['memory_budget_mb']:.0f} |")
+    return "\n".join(lines) + f"\n\n({result['date'][:10]}, {result['machine']}, file {result['file_gb']:.2f} GB)\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--table", type=Path, help="only print the markdown table of this results file")
     ap.add_argument("--gb", type=float, default=0.9)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/fg-gguf"))
     ap.add_argument("--ftypes", nargs="+", default=["Q4_K_M", "Q8_0"])
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(args.table.read_text())), end="")
+        return
     from flipguard.gguf import convert_checkpoint, open_gguf
 
     info = build(args.dir / "hf", args.gb, torch.float16)
