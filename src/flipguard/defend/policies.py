@@ -48,6 +48,9 @@ from flipguard.errors import UsageError
 from flipguard.scan.verdict import band_strength, structured
 from flipguard.schemes.kernels.flip import indices_below
 
+GGUF_TYPES = frozenset(("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl",
+                        "iq4_xs"))  # flipguard.schemes.GGUF_SCHEMES (tests check they agree)
+
 # -- every default in one place ---------------------------------------------------------------
 DEFAULTS = {
     "ratio": {"r": 0.15},
@@ -277,6 +280,14 @@ class Adaptive(Policy):
             if attacked and not isinstance(plan, _DitherPlan):
                 plans[name] = _DitherPlan(self.seed, {"margin": 0.0, "evidence": "via " + "+".join(attacked),
                                                       "dither": True})
+        for name in plans:
+            if name in GGUF_TYPES:
+                # a llama.cpp type: always dithered. A k-quant re-searches its scales on the
+                # repaired values, which blurs the band the scan reads; on llama-small and
+                # qwen2-small Q4_K_M over-refusal attacks the scan-driven plan left 28% and 56%
+                # of the backdoor (their tensors called clean kept it) where dithering every
+                # tensor left 0%, at a lower KL (docs/experiments/gguf.md)
+                plans[name] = _DitherPlan(self.seed, {"evidence": "llama.cpp type: always dithered", "dither": True})
         return plans
 
     def margin(self, evidence) -> tuple[float, str]:

@@ -128,3 +128,12 @@ def test_chunks_of_whole_rows_give_the_same_defense(name):
     a, moved_a = defend_gguf_matrix(whole, scheme, plan, "t", 0.02)
     b, moved_b = defend_gguf_matrix(chunked, scheme, plan, "t", 0.02, max_elements=3 * 512)  # 3 rows a chunk
     assert torch.equal(whole, chunked) and torch.equal(moved_a, moved_b) and a == b
+
+
+def test_adaptive_dithers_every_llama_cpp_type_and_leaves_bitsandbytes_to_the_scan():
+    from flipguard.defend.policies import GGUF_TYPES, _DitherPlan, _ThresholdPlan
+    from flipguard.schemes import GGUF_SCHEMES
+
+    assert GGUF_TYPES == set(GGUF_SCHEMES)
+    plans = make_policy("adaptive").plan_all({"q4_k": None, "nf4": None})
+    assert isinstance(plans["q4_k"], _DitherPlan) and isinstance(plans["nf4"], _ThresholdPlan)
