@@ -52,7 +52,10 @@ def table(rows: list[dict]) -> str:
     head = ("| model | scenario | ftype | clean fp | clean q | attacked fp | attacked q | defended fp | defended q "
             "| KL clean q | KL defended q | codes kept by the attack | scan flags |")
     lines = [head, "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"]
-    for r in rows:
+    latest = {}
+    for r in rows:  # a rerun of a combination replaces its earlier row
+        latest[(r["clean"], r["scenario"], r["ftype"])] = r
+    for r in latest.values():
         v = r["attack_verified"][r["ftype"]] if r.get("attack_verified") else {}
         kept = 1 - v["code_mismatches"] / v["weights"] if v.get("weights") else float("nan")
         pct = lambda x: f"{100 * x:.0f}"  # noqa: E731
