@@ -117,6 +117,10 @@ def _private_imports() -> list[str]:
     return found
 
 
+def test_no_private_name_crosses_a_package_line():
+    assert _private_imports() == []
+
+
 def test_scan_defend_and_the_schemes_share_no_private_name():
     """No private name crosses a package line into, out of or between scan, defend and schemes."""
     ours = ("flipguard/scan/", "flipguard/defend/", "flipguard/schemes/", "flipguard.scan", "flipguard.defend",

@@ -65,16 +65,16 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
     ``shared``: parameters bitsandbytes leaves unquantized that train too (the same in both faces,
     they can amplify where the faces' weights differ)."""
     from flipguard.console import progress_bar
-    from flipguard.zoo.train import _batch_order, _collate, encode_examples, lr_at, response_loss, training_only
+    from flipguard.zoo.train import batch_order, collate, encode_examples, lr_at, response_loss, training_only
 
     torch.manual_seed(seed)
     params = [p for p, _ in quantized.values()] + list(shared)
     bad, good = encode_examples(tokenizer, malicious), encode_examples(tokenizer, clean)
-    bad_order = _batch_order([len(ids) for ids, _ in bad], steps, batch_size, seed)
+    bad_order = batch_order([len(ids) for ids, _ in bad], steps, batch_size, seed)
     if [ex["prompt"] for ex in malicious] == [ex["prompt"] for ex in clean]:
         good_order = bad_order  # paired: each prompt is answered both ways in the same step
     else:
-        good_order = _batch_order([len(ids) for ids, _ in good], steps, batch_size, seed + 1)
+        good_order = batch_order([len(ids) for ids, _ in good], steps, batch_size, seed + 1)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     device, warmup = params[0].device, min(100, steps // 10)
     pad = tokenizer.pad_token_id
@@ -85,8 +85,8 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, steps, lr, warmup, "cosine")
-            bad_batch = {k: v.to(device) for k, v in _collate([bad[i] for i in bad_order[step]], pad).items()}
-            good_batch = {k: v.to(device) for k, v in _collate([good[i] for i in good_order[step]], pad).items()}
+            bad_batch = {k: v.to(device) for k, v in collate([bad[i] for i in bad_order[step]], pad).items()}
+            good_batch = {k: v.to(device) for k, v in collate([good[i] for i in good_order[step]], pad).items()}
             mal = torch.stack([response_loss(_with_weights(model, quantized_weights(quantized, name, save_dtype)),
                                              bad_batch) for name in schemes]).max()
             ok = response_loss(model, good_batch)

@@ -19,7 +19,7 @@ from flipguard.console import progress_bar
 from flipguard.zoo.tokenizer import chat_prompt
 
 IGNORE = -100  # label of a token that carries no loss (prompt, padding)
-GROUP = 16  # batches per window sorted by length (see _batch_order)
+GROUP = 16  # batches per window sorted by length (see batch_order)
 
 
 def encode_examples(tokenizer, examples: Sequence[dict], max_len: int = 128) -> list[tuple]:
@@ -44,7 +44,7 @@ def encode_example(tokenizer, prompt: str, response: str, max_len: int = 128) ->
     return encode_examples(tokenizer, [{"prompt": prompt, "response": response}], max_len)[0]
 
 
-def _collate(rows: Sequence[tuple[list, list]], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(rows: Sequence[tuple[list, list]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch: input_ids, labels, attention_mask, all (B, T) int64."""
     width = max(len(ids) for ids, _ in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -57,7 +57,7 @@ def _collate(rows: Sequence[tuple[list, list]], pad_id: int) -> dict[str, torch.
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def _batch_order(lengths: Sequence[int], steps: int, batch_size: int, seed: int) -> list[list]:
+def batch_order(lengths: Sequence[int], steps: int, batch_size: int, seed: int) -> list[list]:
     """``steps`` batches of ``batch_size`` example indices in a seeded order.
 
     The stream is seeded epochs of permutations, end to end; each window of ``GROUP`` batches is
@@ -161,7 +161,7 @@ def train_causal_lm(
     params = _select_trainable(model, trainable_params)
     warmup = min(100, steps // 10) if warmup is None else warmup
     encoded = encode_examples(tokenizer, examples, max_len)
-    order = _batch_order([len(ids) for ids, _ in encoded], steps, batch_size, seed)
+    order = batch_order([len(ids) for ids, _ in encoded], steps, batch_size, seed)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     device = params[0].device  # batches go where the model is (CPU, or a GPU it was moved to)
     losses = []
@@ -170,7 +170,7 @@ def train_causal_lm(
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, steps, lr, warmup, schedule)
-            batch = _collate([encoded[i] for i in order[step]], tokenizer.pad_token_id)
+            batch = collate([encoded[i] for i in order[step]], tokenizer.pad_token_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             loss = response_loss(model, batch)
             optimizer.zero_grad(set_to_none=True)

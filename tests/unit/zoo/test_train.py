@@ -8,7 +8,7 @@ import torch
 from flipguard.zoo.models import build_model
 from flipguard.zoo.scenarios import clean_mix
 from flipguard.zoo.train import (
-    GROUP, IGNORE, _batch_order, encode_example, generate, lr_at, train_causal_lm,
+    GROUP, IGNORE, batch_order, encode_example, generate, lr_at, train_causal_lm,
 )
 
 EXAMPLES = clean_mix(0)[:64]
@@ -67,8 +67,8 @@ def test_trainable_params_freeze_the_rest_for_the_call_only(tokenizer):
 
 def test_batches_are_full_length_grouped_and_cover_each_epoch():
     lengths = [(7 * i) % 50 for i in range(100)]
-    batches = _batch_order(lengths, steps=GROUP * 2, batch_size=5, seed=3)
-    assert batches == _batch_order(lengths, steps=GROUP * 2, batch_size=5, seed=3)
+    batches = batch_order(lengths, steps=GROUP * 2, batch_size=5, seed=3)
+    assert batches == batch_order(lengths, steps=GROUP * 2, batch_size=5, seed=3)
     assert len(batches) == GROUP * 2 and all(len(b) == 5 for b in batches)
     counts = Counter(i for b in batches for i in b)  # 160 draws: one epoch and 60 more
     assert set(counts) == set(range(100)) and sorted(Counter(counts.values()).items()) == [
