@@ -107,6 +107,20 @@ class GGUFFile:
             return torch.from_numpy(values.view(np.int16).copy()).view(torch.bfloat16)
         return torch.from_numpy(values.copy())
 
+    def release(self, name: str) -> None:
+        """Let the resident pages of tensor ``name``'s data go (``MADV_DONTNEED`` on the read-only
+        file mapping: they leave this process's resident set and are read again from the file if
+        touched; the file is never written). Streaming a file tensor by tensor keeps memory at one
+        tensor instead of the whole file."""
+        import mmap
+
+        mapped = getattr(getattr(self._reader, "data", None), "_mmap", None)
+        if mapped is None or not hasattr(mapped, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        tensor = self.tensors[name]
+        start = tensor.offset // mmap.PAGESIZE * mmap.PAGESIZE
+        mapped.madvise(mmap.MADV_DONTNEED, start, tensor.offset + tensor.n_bytes - start)
+
     def close(self) -> None:
         """Drop the file mapping (views handed out keep it alive until they go)."""
         self._reader = None

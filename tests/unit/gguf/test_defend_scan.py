@@ -137,3 +137,12 @@ def test_adaptive_dithers_every_llama_cpp_type_and_leaves_bitsandbytes_to_the_sc
     assert GGUF_TYPES == set(GGUF_SCHEMES)
     plans = make_policy("adaptive").plan_all({"q4_k": None, "nf4": None})
     assert isinstance(plans["q4_k"], _DitherPlan) and isinstance(plans["nf4"], _ThresholdPlan)
+
+
+def test_released_pages_read_back_the_same_values(kquant_checkpoint, tmp_path):
+    source = convert_checkpoint(kquant_checkpoint, tmp_path / "m.gguf")
+    with open_gguf(source) as f:
+        name = next(n for n, t in f.tensors.items() if len(t.shape) == 2)
+        before = f.tensor(name)
+        f.release(name)
+        assert torch.equal(f.tensor(name), before)
