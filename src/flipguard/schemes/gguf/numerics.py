@@ -28,38 +28,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
+from flipguard.schemes.kernels.floats import as_float32 as _as_float32
+from flipguard.schemes.kernels.floats import as_uint32 as _as_uint32
 
 f32 = np.float32
 _MAGIC = np.float32(12582912.0)  # 1.5 * 2^23
 _I32_MIN = np.int64(-(2**31))
 _TWO31 = np.float32(2147483648.0)
-
-
-@intrinsic
-def _as_uint32(typingctx, v):
-    """The bits of a float32 as a uint32 (a bit cast)."""
-    if v != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.uint32(types.float32), codegen
-
-
-@intrinsic
-def _as_float32(typingctx, v):
-    """The float32 whose bits are the uint32 ``v``."""
-    if v != types.uint32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.uint32), codegen
 
 
 @njit(inline="always")
