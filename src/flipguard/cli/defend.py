@@ -7,6 +7,7 @@ import sys
 
 from flipguard.cli import SUMMARIES
 from flipguard.cli.dtypes import LOAD_DTYPES, torch_dtype
+from flipguard.cli.options import add_outtype, add_workers
 from flipguard.cli.output import emit
 from flipguard.console import interactive
 from flipguard.defaults import GGUF_SAFE_DEPTH, POLICY_NAMES, SAFE_DEPTH
@@ -60,11 +61,8 @@ def register(subparsers) -> None:
                    help="comma-separated quantizations to defend against: int8, fp4, nf4 (bitsandbytes), "
                         "llama.cpp ftypes (q4_k_m, q5_k_m, q6_k, q8_0, q4_0, ...), or the groups bnb, gguf, all "
                         "(default: bnb = int8, fp4, nf4; defend the quantization you deploy)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="processes to deal the tensors to (default 1); the output does not depend on it")
-    p.add_argument("--outtype", type=str.upper, choices=("F32", "F16", "BF16"),
-                   help="llama.cpp targets: the GGUF converter's output dtype the ftype is quantized from "
-                        "(default as the converter chooses: BF16 for bfloat16 weights, else F16)")
+    add_workers(p)
+    add_outtype(p)
     p.add_argument("--policy", default="adaptive", help=f"selection policy: {', '.join(POLICY_NAMES)} (default adaptive)")
     p.add_argument("--r", type=float, help="ratio/balanced: share of each group to flip, in (0, 1)")
     p.add_argument("--tau", type=float, help="threshold: wall distance below which to flip, cell widths")

@@ -7,6 +7,7 @@ import argparse
 from flipguard import console
 from flipguard.cli import SUMMARIES
 from flipguard.cli.dtypes import LOAD_DTYPES, torch_dtype
+from flipguard.cli.options import add_outtype, add_workers
 from flipguard.cli.output import emit
 
 DESCRIPTION = """\
@@ -46,11 +47,8 @@ def register(subparsers) -> None:
     p.add_argument("--full", action="store_true",
                    help="measure every weight (default: a tensor of more than 2M weights is measured on evenly "
                         "spaced whole rows holding about 2M; NaN/Inf are looked for in every weight either way)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="processes to deal the tensors to (default 1); the output does not depend on it")
-    p.add_argument("--outtype", type=str.upper, choices=("F32", "F16", "BF16"),
-                   help="llama.cpp targets: the GGUF converter's output dtype the ftype is quantized from "
-                        "(default as the converter chooses: BF16 for bfloat16 weights, else F16)")
+    add_workers(p)
+    add_outtype(p)
     p.add_argument("-f", "--format", choices=["console", "json", "sarif", "html"], default="console",
                    help="console (one screen), json (everything), sarif (code scanners), html (one "
                         "self-contained page with the histograms; write it with -o)")
