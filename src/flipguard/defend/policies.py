@@ -130,6 +130,10 @@ class Policy:
     def plan(self, evidence=None) -> Plan:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def needs_evidence_for(self, schemes: list[str]) -> bool:
+        """Whether the plans of a tensor defended under ``schemes`` (names) read the scan's evidence."""
+        return self.needs_evidence
+
     def plan_all(self, evidence: dict) -> dict[str, Plan]:
         """Plans for one tensor under every scheme defended (scheme name -> scan evidence or None)."""
         return {name: self.plan(ev) for name, ev in evidence.items()}
@@ -289,6 +293,10 @@ class Adaptive(Policy):
                 # tensor left 0%, at a lower KL (docs/experiments/gguf.md)
                 plans[name] = _DitherPlan(self.seed, {"evidence": "llama.cpp type: always dithered", "dither": True})
         return plans
+
+    def needs_evidence_for(self, schemes: list[str]) -> bool:
+        """Only bitsandbytes schemes' plans read the scan: every llama.cpp type is dithered."""
+        return any(name not in GGUF_TYPES for name in schemes)
 
     def margin(self, evidence) -> tuple[float, str]:
         """(estimated attacker margin in cell widths, which evidence gave it: band/pile/clean)."""
@@ -491,6 +499,9 @@ class Random(Policy):
     @property
     def needs_evidence(self) -> bool:  # type: ignore[override]
         return self.of.needs_evidence
+
+    def needs_evidence_for(self, schemes: list[str]) -> bool:
+        return self.of.needs_evidence_for(schemes)
 
     def plan(self, evidence=None) -> Plan:
         return _RandomPlan(self.of.plan(evidence), self.seed)

@@ -34,7 +34,7 @@ def defend_tensor(
     result = TensorDefense(name, tuple(w.shape), dtype_name(w.dtype), transposed, "defended")
     wq = w.t() if transposed else w  # a view: defended in place
     evidence = {s.name: None for s in schemes}
-    if policy.needs_evidence or with_evidence:
+    if policy.needs_evidence_for([s.name for s in schemes]) or with_evidence:
         from flipguard.scan.detector import inspect_schemes
 
         # the first scheme's scan checks for NaN/Inf (inside its kernel where it reads raw bits)
