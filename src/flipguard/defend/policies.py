@@ -291,7 +291,7 @@ class Adaptive(Policy):
                 # qwen2-small Q4_K_M over-refusal attacks the scan-driven plan left 28% and 56%
                 # of the backdoor (their tensors called clean kept it) where dithering every
                 # tensor left 0%, at a lower KL (docs/experiments/gguf.md)
-                plans[name] = _DitherPlan(self.seed, {"evidence": "llama.cpp type: always dithered", "dither": True})
+                plans[name] = _DitherPlan(self.seed, {"evidence": "always", "why": "llama.cpp type", "dither": True})
         return plans
 
     def needs_evidence_for(self, schemes: list[str]) -> bool:

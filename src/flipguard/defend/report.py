@@ -139,8 +139,9 @@ def _to_console(report: DefenseReport, limit: int) -> str:
     raised.sort(key=lambda r: r[2]["evidence"].startswith("via "))  # the scan's own findings first
     always = sum(plan.get("evidence") == "always" for t in report.tensors for plan in t.plans.values())
     if always:
+        gguf = sum(plan.get("why") == "llama.cpp type" for t in report.tensors for plan in t.plans.values())
         lines.append(f"\n{always} tensor/scheme pairs rounded stochastically without asking the scan "
-                     f"(policy {report.policy})")
+                     f"(policy {report.policy}" + (f"; {gguf} under llama.cpp types, always dithered)" if gguf else ")"))
     if raised:
         lines.append(f"\n{len(raised)} tensor/scheme pairs look attacked (rounded stochastically there), e.g.:")
         for tensor, scheme, plan in raised[:limit]:

@@ -146,3 +146,15 @@ def test_released_pages_read_back_the_same_values(kquant_checkpoint, tmp_path):
         before = f.tensor(name)
         f.release(name)
         assert torch.equal(f.tensor(name), before)
+
+
+def test_default_defense_of_a_gguf_file_prints_its_summary(kquant_checkpoint, tmp_path, capsys):
+    """The default policy dithers every llama.cpp type without the scan: the console summary says
+    so (it once looked for a scan margin there and failed after writing the output)."""
+    from flipguard.cli import main
+
+    source = convert_checkpoint(kquant_checkpoint, tmp_path / "m.gguf")
+    out = tmp_path / "d.gguf"
+    assert main(["defend", str(source), "-o", str(out), "--scheme", "q8_0"]) == 0
+    text = capsys.readouterr().out
+    assert out.exists() and "under llama.cpp types, always dithered" in text
