@@ -28,9 +28,11 @@ import torch
 
 from flipguard.defend.passes import SchemeStats
 from flipguard.defend.policies import CellView, Plan
+from flipguard.schemes.gguf.analysis import LEGACY
+from flipguard.schemes.gguf.moves import MAX_STEPS
+from flipguard.schemes.gguf.moves import targets as move_targets
 from flipguard.schemes.gguf.scheme import GGUFScheme
-
-MAX_STEPS = 6  # ulp steps to push a rounded target across its wall
+from flipguard.schemes.kernels.floats import DTYPE_CODE
 
 
 CHUNK_ELEMENTS = 1 << 20  # weights per chunk (whole rows): ~60 bytes each of workspace, about 60 MB
@@ -38,14 +40,16 @@ CHUNK_ELEMENTS = 1 << 20  # weights per chunk (whole rows): ~60 bytes each of wo
 
 def defend_gguf_matrix(
     wq: torch.Tensor, scheme: GGUFScheme, plan: Plan, key: str, depth: float, locked: torch.Tensor | None = None,
-    max_elements: int = CHUNK_ELEMENTS,
+    max_elements: int = CHUNK_ELEMENTS, collect: bool = True,
 ) -> tuple[SchemeStats, torch.Tensor]:
     """Defend ``wq`` (2-D as the GGUF holds it: rows of whole blocks; stored dtype) in place under
     ``scheme``; ``locked``: bool flat mask of weights another pass moved (never selected).
 
     Blocks never span rows, so the matrix is defended in chunks of whole rows of at most
     ``max_elements`` weights (bounded memory; each chunk seeds its draws by its number).
-    Returns the tensor's :class:`SchemeStats` and the flat indices of the weights moved.
+    Returns the tensor's :class:`SchemeStats` and the flat indices of the weights moved (empty
+    unless ``collect``: a caller that defends under one type needs no index of a quarter of
+    the weights).
     """
     scheme.check(wq)
     work = wq if wq.is_contiguous() else wq.contiguous()
@@ -58,10 +62,11 @@ def defend_gguf_matrix(
         chunk_key = key if rows <= step else f"{key}#{number}"
         chunk_stats, chunk_moved = _defend_chunk(chunk, scheme, plan, chunk_key, depth, part)
         stats.add(chunk_stats)
-        moved.append(chunk_moved + start * cols)
+        if collect:
+            moved.append(chunk_moved + start * cols)
     if work is not wq:
         wq.copy_(work)
-    return stats, torch.cat(moved)
+    return stats, torch.cat(moved) if moved else torch.empty(0, dtype=torch.int64)
 
 
 def _defend_chunk(work, scheme, plan, key, depth, locked) -> tuple[SchemeStats, torch.Tensor]:
@@ -79,17 +84,20 @@ def _defend_chunk(work, scheme, plan, key, depth, locked) -> tuple[SchemeStats, 
     stats.candidates = len(idx)
     moved = torch.empty(0, dtype=torch.int64)
     if len(idx):
-        direction = plan.direction(view)
-        side = _sides(view, idx, None if direction is None else direction[idx])
-        values, ok, shift = _targets(scheme, work, a, view, idx, side, depth)
+        side = _sides(view, idx, plan.direction_at(view, idx))
+        values, ok, shift = targets(scheme, work, a, view, idx, side, depth)
         stats.unsafe["absmax"] += int((~ok).sum())  # past the cap, or not placeable in the dtype
         moved = idx[ok]
         flat[moved] = values[ok]
         stats.max_shift = float(shift[ok].max()) if len(moved) else 0.0
-    after = scheme.analyse(work).codes if len(moved) else a.codes
-    changed = after != a.codes
-    stats.codes_changed = int(np.count_nonzero(changed))
-    landed = int(np.count_nonzero(changed[moved.numpy()]))
+    if scheme.family == LEGACY or not len(moved):
+        # a legacy block's scale is set by what the cap keeps in place: every moved weight was
+        # checked to land under it, and no other code can change (tests compare with ggml)
+        stats.codes_changed = landed = len(moved)
+    else:
+        changed = scheme.analyse(work).codes != a.codes
+        stats.codes_changed = int(np.count_nonzero(changed))
+        landed = int(np.count_nonzero(changed[moved.numpy()]))
     stats.flipped = landed
     # each target was checked under the old scales: only a k-quant's new scales can pull a weight back
     stats.unsafe["rescaled"] = len(moved) - landed
@@ -105,8 +113,24 @@ def _sides(view: CellView, idx: torch.Tensor, asked: torch.Tensor | None) -> tor
     return torch.where(level + side < 0, 1, side)
 
 
-def _targets(scheme: GGUFScheme, work: torch.Tensor, a, view: CellView, idx: torch.Tensor,
-             side: torch.Tensor, depth: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def targets(scheme: GGUFScheme, work: torch.Tensor, a, view: CellView, idx: torch.Tensor,
+            side: torch.Tensor, depth: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`targets_reference` in one numba pass (:func:`flipguard.schemes.gguf.moves.targets`),
+    value for value."""
+    norm, rule, offset, low = scheme.move_rule()
+    n = len(idx)
+    values, ok, shift = np.empty(n, np.float32), np.empty(n, np.bool_), np.empty(n, np.float64)
+    move_targets(
+        idx.numpy(), side.numpy(), view.level[idx].numpy(), a.read, a.params, a.caps, work.shape[1],
+        scheme.sub_block, scheme.walls.double().numpy(), scheme.cell_width.double().numpy(), float(depth), norm,
+        rule, np.float32(offset), int(low), scheme.levels.float().numpy(), DTYPE_CODE[scheme.load_dtype or work.dtype],
+        DTYPE_CODE[work.dtype], values, ok, shift,
+    )
+    return torch.from_numpy(values).to(work.dtype), torch.from_numpy(ok), torch.from_numpy(shift)
+
+
+def targets_reference(scheme: GGUFScheme, work: torch.Tensor, a, view: CellView, idx: torch.Tensor,
+                      side: torch.Tensor, depth: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """New stored values of the selected weights, which of them are safe to write, and each move
     in its original cell's widths.
 

@@ -118,6 +118,11 @@ class Plan:
         """int64 flat indices of the selected weights, ascending (``select(view).nonzero()``)."""
         return self.select(view).nonzero().view(-1)
 
+    def direction_at(self, view: CellView, idx: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`direction` at the flat indices ``idx`` only (None: across the nearest wall)."""
+        direction = self.direction(view)
+        return None if direction is None else direction[idx]
+
 
 @dataclass
 class Policy:
@@ -354,6 +359,25 @@ class _DitherPlan(Plan):
         if self.reach < 0.5:
             valid = valid & (view.d < self.reach)
         return valid & (draw < p)
+
+    def select_index(self, view: CellView) -> torch.Tensor:
+        """:meth:`select`'s indices, in one numba pass (``schemes.kernels.dither``) where the view's
+        tensors are as that kernel reads them; the same draws, the same selection."""
+        arrays = (view.x, view.level, view.levels, view.eligible, view.d)
+        if any(t is None or not t.is_contiguous() for t in arrays) or tuple(t.dtype for t in arrays) != _DITHER_DTYPES:
+            return super().select_index(view)
+        from flipguard.schemes.kernels.dither import dither_indices
+
+        draw = torch.rand(view.x.shape, generator=generator(self.seed, view.key))
+        idx = dither_indices(view.x.numpy(), view.level.numpy(), view.levels.numpy(), view.eligible.numpy(),
+                             draw.numpy(), view.d.numpy(), self.reach if self.reach < 0.5 else None)
+        return torch.from_numpy(idx)
+
+    def direction_at(self, view: CellView, idx: torch.Tensor) -> torch.Tensor:
+        return torch.sign(view.x[idx] - view.levels[view.level[idx]]).to(torch.int64)
+
+
+_DITHER_DTYPES = (torch.float32, torch.int64, torch.float32, torch.bool, torch.float32)
 
 
 @dataclass

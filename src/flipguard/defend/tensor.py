@@ -70,11 +70,14 @@ def _defend_with_gguf(wq, schemes, gguf, plans, policy, name, depth, noise_scale
 
     work = wq if wq.is_contiguous() else wq.contiguous()
     original = work.clone() if len(schemes) > 1 else None  # later passes can change earlier codes
-    locked = torch.zeros(work.numel(), dtype=torch.bool)
+    alone = len(schemes) == 1
+    locked = None if alone else torch.zeros(work.numel(), dtype=torch.bool)
     stats = {}
     for s in sorted(gguf, key=lambda s: len(s.levels)):
-        stats[s.name], moved = defend_gguf_matrix(work, s, plans[s.name], name, safe_depth(s.name, depth), locked)
-        locked[moved] = True
+        stats[s.name], moved = defend_gguf_matrix(work, s, plans[s.name], name, safe_depth(s.name, depth), locked,
+                                                  collect=not alone)
+        if locked is not None:
+            locked[moved] = True
     bnb = [s for s in schemes if not isinstance(s, GGUFScheme)]
     if bnb:
         stats.update(defend_matrix(work, bnb, plans, policy, name, depth, noise_scale, max_elements))

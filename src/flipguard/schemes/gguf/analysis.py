@@ -22,6 +22,7 @@ from flipguard.schemes.gguf.iquant_kernels import KVALUES
 from flipguard.schemes.gguf import kquant_kernels as kq
 from flipguard.schemes.gguf import legacy_kernels as lg
 from flipguard.schemes.gguf.numerics import f32
+from flipguard.schemes.kernels.cache import kernel
 
 LEGACY, KQUANT, IQUANT = 0, 1, 2
 
@@ -44,7 +45,7 @@ def level_index(fam, kind, code):
     return code
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def analyse(fam, kind, x, out, codes, xn, pinned, params, caps):
     """Quantize and analyse one tensor of GGUF type (``fam``, ``kind``).
 
@@ -78,7 +79,7 @@ def analyse(fam, kind, x, out, codes, xn, pinned, params, caps):
                 codes[base + i] = np.uint8(L[i])
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def positions(fam, kind, xn, codes, pinned, xr, params, group, walls, inv_width, eps, u_out, d_out, res_out, level_out):
     """Cell position of every weight from its normalized value (float32 outputs, flat).
 

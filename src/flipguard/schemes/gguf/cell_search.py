@@ -39,6 +39,7 @@ from flipguard.schemes.gguf.cell_walk import (
 )
 from flipguard.schemes.gguf.iquant_kernels import KVALUES
 from flipguard.schemes.gguf.numerics import best_index_int8, bits32, from_ordered, to_ordered
+from flipguard.schemes.kernels.cache import kernel
 
 WALK_BUDGET = 1024  # default read-grid values checked per side by the exhaustive walk
 
@@ -241,7 +242,7 @@ def _pinned(base, k, w, lo, hi, why_lo, why_hi):
     why_hi[base + k] = PINNED
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def legacy_cells(kind, xs, xr, stored, load, mode, budget, lo, hi, why_lo, why_hi):
     """Cells of a legacy type (``kind``: legacy_kernels' numbering); see the module docstring."""
     nb = xr.size // 32
@@ -272,7 +273,7 @@ def legacy_cells(kind, xs, xr, stored, load, mode, budget, lo, hi, why_lo, why_h
                 _emit(base, k, a, z, wa, wz, stored, lo, hi, why_lo, why_hi)
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def kquant_cells(kind, xs, xr, stored, load, mode, budget, lo, hi, why_lo, why_hi):
     """Cells of a k-quant (``kind``: kquant_kernels' numbering); see the module docstring."""
     nb = xr.size // 256
@@ -313,7 +314,7 @@ def kquant_cells(kind, xs, xr, stored, load, mode, budget, lo, hi, why_lo, why_h
                 _emit(base, k, a, z, wa, wz, stored, lo, hi, why_lo, why_hi)
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def iquant_cells(kind, xs, xr, stored, load, mode, budget, lo, hi, why_lo, why_hi):
     """Cells of IQ4_NL (``kind`` 0) or IQ4_XS (1); see the module docstring."""
     blk = iq.block_of(kind)

@@ -21,6 +21,7 @@ from numba import njit, prange
 
 from flipguard.schemes.gguf.kquant_search import GROUP_MAX_EPS
 from flipguard.schemes.gguf.numerics import best_index_int8, f32, fp16_bits, fp16_value, nearest_int
+from flipguard.schemes.kernels.cache import kernel
 
 KVALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.float32)
 BLOCK = (32, 256)  # weights per (super-)block, by kind
@@ -192,12 +193,12 @@ def _quantize(x, out, kind):
             quantize_block(kind, x, b * blk, out, b * ts, values, scales, hdr, L)
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def _quantize_iq4_nl(x, out):
     _quantize(x, out, 0)
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def _quantize_iq4_xs(x, out):
     _quantize(x, out, 1)
 
@@ -210,7 +211,7 @@ def quantize(x: np.ndarray, out: np.ndarray, kind: int) -> None:
     _QUANTIZE[kind](x, out)
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def unpack(data, kind, codes_out, values_out):
     """Stored codes (uint8, flat) and ggml's dequantized values (float32, flat): IQ4_NL
     ``fp16(d)*kvalues[q]``, IQ4_XS ``(fp16(d)*(ls - 32))*kvalues[q]``."""

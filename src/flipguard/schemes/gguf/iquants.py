@@ -17,6 +17,7 @@ import torch
 from flipguard.schemes.base import Grouped
 from flipguard.schemes.gguf import iquant_kernels as ik
 from flipguard.schemes.gguf.analysis import IQUANT
+from flipguard.schemes.gguf import moves as mv
 from flipguard.schemes.gguf.scheme import GGUFScheme
 
 KVALUES = torch.from_numpy(ik.KVALUES.copy())
@@ -29,6 +30,9 @@ class IQ4Scheme(GGUFScheme):
     family = IQUANT
     levels = KVALUES
     walls = (KVALUES[1:] + KVALUES[:-1]) / 2
+
+    def move_rule(self) -> tuple[int, int, float, int]:
+        return mv.NORM_MUL, mv.RULE_TABLE, 0.0, 0
 
     def _quantize(self, xr, out):
         ik.quantize(xr, out, self.kind)

@@ -26,6 +26,7 @@ from numba import njit, prange
 
 from flipguard.schemes.gguf.kquant_search import GROUP_MAX_EPS, make_q3_quants, make_qkx2_quants, make_qx_quants
 from flipguard.schemes.gguf.numerics import f32, fp16_bits, fp16_value, nearest_int
+from flipguard.schemes.kernels.cache import kernel
 
 QK_K = 256
 NSUB = (16, 16, 8, 8, 16)  # sub-blocks per super-block, by kind
@@ -379,27 +380,27 @@ def _quantize(x, out, kind):
             quantize_block(kind, x, b * QK_K, out, b * ts, L, Ls, scales, mins, hdr, weights, aux, work)
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def _quantize_q2_k(x, out):
     _quantize(x, out, 0)
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def _quantize_q3_k(x, out):
     _quantize(x, out, 1)
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def _quantize_q4_k(x, out):
     _quantize(x, out, 2)
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def _quantize_q5_k(x, out):
     _quantize(x, out, 3)
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def _quantize_q6_k(x, out):
     _quantize(x, out, 4)
 
@@ -499,7 +500,7 @@ def dequantize_value(kind, hdr, j, code):
     return (d0 * f32(hdr[3 + j])) * f32(code - 32)
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def unpack(data, kind, codes_out, values_out):
     """Stored codes (uint8, flat) and ggml's dequantized values (float32, flat) of the
     super-blocks in ``data`` (uint8, flat) of k-quant ``kind``."""

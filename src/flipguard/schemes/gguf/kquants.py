@@ -20,6 +20,7 @@ import torch
 from flipguard.schemes.base import Grouped
 from flipguard.schemes.gguf import kquant_kernels as kk
 from flipguard.schemes.gguf.analysis import KQUANT
+from flipguard.schemes.gguf import moves as mv
 from flipguard.schemes.gguf.scheme import GGUFScheme
 
 
@@ -30,6 +31,9 @@ class KQuantScheme(GGUFScheme):
     family = KQUANT
     with_min = True  # (w + dm) / d; False: w / d
     low = 0  # smallest value of nearest_int after the clamp (code = value - low)
+
+    def move_rule(self) -> tuple[int, int, float, int]:
+        return (mv.NORM_ADD_DIV if self.with_min else mv.NORM_DIV, mv.RULE_EVEN, 0.0, self.low)
 
     def _quantize(self, xr, out):
         kk.quantize(xr, out, self.kind)

@@ -17,6 +17,7 @@ import torch
 from flipguard.schemes.base import Grouped
 from flipguard.schemes.gguf import legacy_kernels as lk
 from flipguard.schemes.gguf.analysis import LEGACY
+from flipguard.schemes.gguf import moves as mv
 from flipguard.schemes.gguf.scheme import GGUFScheme
 
 
@@ -29,6 +30,10 @@ class LegacyScheme(GGUFScheme):
     with_min = False  # Q4_1 / Q5_1: x = (w - min) * id
     offset = 0.0  # added before truncation (8.5, 16.5, 0.5); Q8_0 rounds instead
     top = 0  # largest code (MIN(top, ...)), 0 for Q8_0
+
+    def move_rule(self) -> tuple[int, int, float, int]:
+        return (mv.NORM_SUB_MUL if self.with_min else mv.NORM_MUL, mv.RULE_Q8_0 if self.ggml_type == 8 else mv.RULE_TRUNC,
+                self.offset, 0)
 
     def _quantize(self, xr, out):
         lk.quantize(xr, out, self.kind)

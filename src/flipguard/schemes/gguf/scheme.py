@@ -20,7 +20,8 @@ import torch
 
 from flipguard.schemes.base import Geometry, Grouped, Scheme
 from flipguard.schemes.kernels.floats import DTYPE_CODE
-from flipguard.schemes.gguf.analysis import analyse, positions
+from flipguard.schemes.gguf.analysis import LEGACY, analyse, positions
+from flipguard.schemes.gguf.legacy_kernels import ANALYSE as ANALYSE_LEGACY
 from flipguard.schemes.gguf.cell_search import CELL_KERNELS, WALK_BUDGET
 
 
@@ -112,7 +113,10 @@ class GGUFScheme(Scheme):
         pinned = np.empty(n, dtype=np.bool_)
         params = np.empty((n // self.sub_block, 2), dtype=np.float32)
         caps = np.empty((n // self.sub_block, 2), dtype=np.float32)
-        analyse(self.family, self.kind, xr, data, codes, x, pinned, params, caps)
+        if self.family == LEGACY:
+            ANALYSE_LEGACY[self.kind](xr, data, codes, x, pinned, params, caps)
+        else:
+            analyse(self.family, self.kind, xr, data, codes, x, pinned, params, caps)
         return Analysis(data.reshape(w.shape[0], -1), codes, x, pinned, params, caps, xr)
 
     def quantize(self, w: torch.Tensor) -> np.ndarray:
@@ -192,6 +196,11 @@ class GGUFScheme(Scheme):
         )
         view = lambda t: torch.from_numpy(t).view(w.shape)  # noqa: E731
         return Geometry(level=view(level), u=view(u), d=view(d), pinned=view(a.pinned), resolution=view(res))
+
+    def move_rule(self) -> tuple[int, int, float, int]:
+        """(normalization, code rule, offset, lowest code) of :meth:`normalize_with` and
+        :meth:`level_of` as :mod:`flipguard.schemes.gguf.moves` computes them."""
+        raise NotImplementedError
 
     def normalize_with(self, values: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor) -> torch.Tensor:
         """float32 ``values`` normalized with per-value parameters ``p0``, ``p1`` (float32, same
