@@ -46,8 +46,7 @@ def defend_gguf_file(source: Path, out, targets: list[str], policy, depth, force
                 t = planned.get(tensor.name)
                 if t is None:
                     return None
-                w = opened.tensor(tensor.name)  # a copy, in the file's dtype
-                opened.release(tensor.name)  # the mapped pages: not needed again
+                w = opened.tensor(tensor.name, release=True)  # a copy, in the file's dtype; mapped pages let go
                 done = defend_tensor(tensor.name, w, objects(t.schemes), policy, False, depth)
                 report.tensors.append(done)
                 bar.update(w.numel())

@@ -97,29 +97,42 @@ class GGUFFile:
         values = self.values(name)
         return bf16_to_float32(values) if self.tensors[name].type == "BF16" else values.astype(np.float32)
 
-    def tensor(self, name: str):
+    def tensor(self, name: str, release: bool = False):
         """A float tensor's values as a torch tensor in its own dtype (float32, float16 or bfloat16),
-        shape ``(rows, cols)``: a copy, free to modify."""
+        shape ``(rows, cols)``: a copy, free to modify. ``release``: let the mapped pages go
+        (:meth:`release`) piece by piece as they are copied, so the file's pages and the copy are
+        never both resident (a tensor's size less at the peak)."""
         import torch
 
         values = self.values(name)
-        if self.tensors[name].type == "BF16":
-            return torch.from_numpy(values.view(np.int16).copy()).view(torch.bfloat16)
-        return torch.from_numpy(values.copy())
+        out = np.empty(values.shape, dtype=np.int16 if self.tensors[name].type == "BF16" else values.dtype)
+        flat_in, flat_out = values.reshape(-1), out.reshape(-1)
+        step = max(1, _COPY_PIECE_BYTES // values.itemsize)
+        for start in range(0, flat_in.size, step):
+            flat_out[start:start + step] = flat_in[start:start + step].view(out.dtype)
+            if release:
+                self._release_bytes(self.tensors[name].offset + start * values.itemsize,
+                                    min(step, flat_in.size - start) * values.itemsize)
+        tensor = torch.from_numpy(out)
+        return tensor.view(torch.bfloat16) if self.tensors[name].type == "BF16" else tensor
 
     def release(self, name: str) -> None:
         """Let the resident pages of tensor ``name``'s data go (``MADV_DONTNEED`` on the read-only
         file mapping: they leave this process's resident set and are read again from the file if
         touched; the file is never written). Streaming a file tensor by tensor keeps memory at one
         tensor instead of the whole file."""
+        tensor = self.tensors[name]
+        self._release_bytes(tensor.offset, tensor.n_bytes)
+
+    def _release_bytes(self, offset: int, length: int) -> None:
+        """:meth:`release` of the pages under data bytes ``[offset, offset + length)``."""
         import mmap
 
         mapped = getattr(getattr(self._reader, "data", None), "_mmap", None)
         if mapped is None or not hasattr(mapped, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
             return
-        tensor = self.tensors[name]
-        start = tensor.offset // mmap.PAGESIZE * mmap.PAGESIZE
-        mapped.madvise(mmap.MADV_DONTNEED, start, tensor.offset + tensor.n_bytes - start)
+        start = offset // mmap.PAGESIZE * mmap.PAGESIZE
+        mapped.madvise(mmap.MADV_DONTNEED, start, offset + length - start)
 
     def close(self) -> None:
         """Drop the file mapping (views handed out keep it alive until they go)."""
@@ -130,6 +143,9 @@ class GGUFFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_COPY_PIECE_BYTES = 16 << 20  # GGUFFile.tensor copies (and releases) this much at a time
 
 
 def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
