@@ -34,17 +34,21 @@ from pathlib import Path
 import torch
 
 
-def build(directory: Path, gb: float, dtype: torch.dtype) -> dict:
-    """Llama config (hidden 2048, MLP 5632, vocab 32000) with as many layers as reach ``gb``."""
+SHAPES = {"small": (2048, 5632, 16), "7b": (4096, 11008, 32)}  # hidden, MLP, heads (7b: Llama-2-7B's)
+
+
+def build(directory: Path, gb: float, dtype: torch.dtype, shape: str = "small") -> dict:
+    """Llama config (vocab 32000; ``shape`` "small": hidden 2048, MLP 5632, with as many layers as
+    reach ``gb``; "7b": Llama-2-7B's hidden 4096, MLP 11008 and 32 layers, ``gb`` ignored)."""
     from safetensors.torch import save_file
     from transformers import LlamaConfig
 
-    hidden, inter, vocab = 2048, 5632, 32000
+    (hidden, inter, heads), vocab = SHAPES[shape], 32000
     per_layer = 4 * hidden * hidden + 3 * hidden * inter + 2 * hidden
     size = torch.finfo(dtype).bits // 8
-    layers = max(1, int((gb * 1e9 / size - 2 * vocab * hidden) / per_layer) + 1)
+    layers = 32 if shape == "7b" else max(1, int((gb * 1e9 / size - 2 * vocab * hidden) / per_layer) + 1)
     config = LlamaConfig(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                         num_attention_heads=16, num_key_value_heads=16, vocab_size=vocab,
+                         num_attention_heads=heads, num_key_value_heads=heads, vocab_size=vocab,
                          tie_word_embeddings=False, dtype=str(dtype).replace("torch.", ""))
     if (directory / "model.safetensors.index.json").exists():
         return json.loads((directory / "bench_info.json").read_text())

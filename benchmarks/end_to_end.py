@@ -74,30 +74,38 @@ for shard in sorted(set(index["weight_map"].values())):
 """
 
 
-def run(cmd: list[str], out: Path | None) -> float:
+def run(cmd: list[str], out: Path | None) -> tuple[float, float]:
+    """(seconds, peak RSS MB) of one whole process. The peak is GNU time's ``%M``: a child forked
+    from this (large) process would report this process's resident set as its own peak."""
     if out is not None and out.exists():
         shutil.rmtree(out)
     os.sync()
+    peak_file = out.parent / f".{out.name}.peak" if out is not None else Path("/tmp/.e2e.peak")
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak_file), *cmd], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return seconds
+    peak = int(peak_file.read_text().split()[-1]) / 1024
+    peak_file.unlink()
+    return seconds, peak
 
 
 def pair(name: str, ours: list[str], theirs: list[str], out: Path, repeat: int) -> dict:
-    times = {"flipguard": [], "yardstick": []}
+    times, peaks = {"flipguard": [], "yardstick": []}, {"flipguard": [], "yardstick": []}
     for _ in range(repeat):
-        times["flipguard"].append(run(ours, out))
-        times["yardstick"].append(run(theirs, out))
+        for side, cmd in (("flipguard", ours), ("yardstick", theirs)):
+            seconds, peak = run(cmd, out)
+            times[side].append(seconds)
+            peaks[side].append(peak)
     ratios = [y / f for f, y in zip(times["flipguard"], times["yardstick"])]
     row = {"figure": name, "flipguard": ours[2:], "yardstick": theirs[:3],
            **{k: [round(v, 2) for v in vals] for k, vals in times.items()},
-           "ratio": [round(r, 3) for r in ratios]}
+           "ratio": [round(r, 3) for r in ratios],
+           "peak_rss_mb": {k: round(max(v)) for k, v in peaks.items()}}
     stats = lambda v: f"{min(v):.2f}/{statistics.median(v):.2f}/{max(v):.2f}"  # noqa: E731
     print(f"{name:<28} flipguard {stats(times['flipguard'])} s  yardstick {stats(times['yardstick'])} s  "
-          f"ratio {stats(ratios)}", flush=True)
+          f"ratio {stats(ratios)}  peak MB {row['peak_rss_mb']}", flush=True)
     return row
 
 
@@ -106,11 +114,13 @@ def main() -> None:
     p.add_argument("--gb", type=float, default=0.9)
     p.add_argument("--dir", type=Path, default=Path("/tmp/fg-e2e"))
     p.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
+    p.add_argument("--shape", default="small", choices=("small", "7b"),
+                   help="small: hidden 2048 with layers up to --gb; 7b: Llama-2-7B's shape (13.5 GB in float16)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--figures", default="defend-int8,defend-fp4,defend-nf4,defend-all,defend-default-cp,scan-read")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    info = build(args.dir, args.gb, getattr(torch, args.dtype))
+    info = build(args.dir, args.gb, getattr(torch, args.dtype), args.shape)
     targets_file = args.dir / "bench_targets.json"
     if not targets_file.exists():
         from flipguard.checkpoint import open_checkpoint, quantizable_tensors
@@ -136,7 +146,8 @@ def main() -> None:
         shutil.rmtree(out)
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "date": datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec="minutes"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "checkpoint": info, "rows": rows}
+        "checkpoint": info, "memory_budget_mb": round(2 * info["largest_tensor_bytes"] / 2**20 + 512),
+        "load_average": os.getloadavg(), "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

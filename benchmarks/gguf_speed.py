@@ -33,21 +33,24 @@ QUANTIZE = "import sys; from flipguard.gguf import quantize_gguf; quantize_gguf(
 
 
 def run(cmd: list[str], out: Path) -> tuple[float, float]:
-    """(seconds, peak RSS MB) of one whole process; ``out`` removed before (write-back flushed)."""
+    """(seconds, peak RSS MB) of one whole process; ``out`` removed before (write-back flushed).
+    The peak is GNU time's ``%M``: a child forked from this process would count this process's
+    resident set as its own peak."""
     if out.exists():
         out.unlink()
     for side in out.parent.glob(out.name + ".flipguard_defense.json"):
         side.unlink()
     os.sync()
+    peak_file = out.parent / f".{out.name}.peak"
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak_file), *cmd], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
     seconds = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace")
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}")
+    peak = int(peak_file.read_text().split()[-1]) / 1024
+    peak_file.unlink()
+    return seconds, peak
 
 
 def stats(values: list[float]) -> dict:
