@@ -5,6 +5,8 @@ A 256-weight super-block is quantized in three stages, kept apart so that the ce
 
 1. :func:`search_sub` — the scale search of one sub-block (``make_qkx2_quants``,
    ``make_qx_quants`` or ``make_q3_quants``): a float scale (and min) and search codes;
+   :func:`search_all` runs it for every sub-block, Q2_K/Q4_K/Q5_K's in lockstep
+   (``make_qkx2_quants_batch``, bit for bit the same);
 2. :func:`header` — the super-block header from all sub-blocks' float scales: fp16 ``d``
    (``dmin``) and the quantized sub-scales (and sub-mins), held decoded in an int64 array
    ``hdr`` (layout below) whose equality is equality of the header bytes;
@@ -24,7 +26,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from flipguard.schemes.gguf.kquant_search import GROUP_MAX_EPS, make_q3_quants, make_qkx2_quants, make_qx_quants
+from flipguard.schemes.gguf.kquant_search import (
+    GROUP_MAX_EPS,
+    make_q3_quants,
+    make_qkx2_quants,
+    make_qkx2_quants_batch,
+    make_qx_quants,
+)
 from flipguard.schemes.gguf.numerics import f32, fp16_bits, fp16_value, nearest_int
 from flipguard.schemes.kernels.cache import kernel
 
@@ -95,6 +103,84 @@ def search_sub(kind, x, base, j, L, weights, aux, work):
     if kind == 3:
         return _search_q5_k(x, base, j, L, weights, aux, work)
     return _search_q6_k(x, base, j, L, weights, aux, work)
+
+
+@njit(inline="always")
+def _qkx2_all(x, base, Ls, scales, mins, G, n, nmax, av_weights, rmin, rdelta, nstep, use_mad):
+    """Stage 1 of all ``G`` sub-blocks of a Q2_K/Q4_K/Q5_K super-block at once
+    (:func:`make_qkx2_quants_batch`, one lane per sub-block): what ``G`` calls of
+    :func:`search_sub` give, bit for bit. False where the batch declines (see there)."""
+    m = n * G
+    fbuf = np.empty(4 * m + 17 * G, dtype=np.float32)
+    xt = fbuf[0:m]
+    wt = fbuf[m : 2 * m]
+    Lbest = fbuf[2 * m : 3 * m]
+    Laux = fbuf[3 * m : 4 * m]
+    st = fbuf[4 * m :]
+    for g in range(G):
+        for i in range(n):
+            xt[i * G + g] = x[base + n * g + i]
+    if av_weights:  # Q4_K/Q5_K: av_x + |x|, av_x = sqrt(sum x^2 / 32), the sum in C's order
+        s2 = st[0:G]
+        for g in range(G):
+            s2[g] = f32(0.0)
+        for i in range(n):
+            for g in range(G):
+                v = xt[i * G + g]
+                s2[g] = s2[g] + v * v
+        for g in range(G):
+            s2[g] = np.sqrt(s2[g] / f32(32.0))
+        for i in range(n):
+            for g in range(G):
+                wt[i * G + g] = s2[g] + abs(xt[i * G + g])
+    else:  # Q2_K: |x|
+        for i in range(m):
+            wt[i] = abs(xt[i])
+    if not make_qkx2_quants_batch(xt, wt, G, n, nmax, Lbest, Laux, st, scales, mins, rmin, rdelta, nstep, use_mad):
+        return False
+    for g in range(G):
+        for i in range(n):
+            Ls[n * g + i] = np.int64(Lbest[i * G + g])
+    return True
+
+
+# The batched searches divide under IEEE rules (inf/NaN, no ZeroDivisionError): lanes that C
+# would not divide in are computed and discarded; the divisions C could fail on are checked
+# (the block then goes to search_sub, which fails as before).
+@njit(error_model="numpy")
+def _search_q2_k_all(x, base, Ls, scales, mins):
+    return _qkx2_all(x, base, Ls, scales, mins, 16, 16, 3, False, f32(-0.5), f32(0.1), 15, True)
+
+
+@njit(error_model="numpy")
+def _search_q4_k_all(x, base, Ls, scales, mins):
+    return _qkx2_all(x, base, Ls, scales, mins, 8, 32, 15, True, f32(-1.0), f32(0.1), 20, False)
+
+
+@njit(error_model="numpy")
+def _search_q5_k_all(x, base, Ls, scales, mins):
+    return _qkx2_all(x, base, Ls, scales, mins, 8, 32, 31, True, f32(-0.5), f32(0.1), 15, False)
+
+
+@njit(inline="always")
+def search_all(kind, x, base, Ls, scales, mins, weights, aux, work):
+    """Stage 1 for every sub-block of the super-block at ``x[base:]``: float sub-scales and
+    sub-mins into ``scales``, ``mins``, search codes into ``Ls`` (int64, 256); the same as
+    :func:`search_sub` for each ``j`` in turn. Q2_K/Q4_K/Q5_K search their sub-blocks in
+    lockstep (:func:`make_qkx2_quants_batch`); the others, and a block the batch declines, one
+    by one."""
+    done = False
+    if kind == 0:
+        done = _search_q2_k_all(x, base, Ls, scales, mins)
+    elif kind == 2:
+        done = _search_q4_k_all(x, base, Ls, scales, mins)
+    elif kind == 3:
+        done = _search_q5_k_all(x, base, Ls, scales, mins)
+    if not done:
+        for j in range(NSUB[kind]):
+            s, m = search_sub(kind, x, base, j, Ls, weights, aux, work)
+            scales[j] = s
+            mins[j] = m
 
 
 @njit(inline="always")
@@ -353,10 +439,7 @@ def pack(kind, hdr, L, out, ob):
 def quantize_block(kind, x, base, out, ob, scr_L, scr_Ls, scales, mins, hdr, weights, aux, work):
     """Stages 1-3 and packing for the super-block at ``x[base:]``; scratch arrays are filled
     with the search codes (``scr_Ls``), final codes (``scr_L``), float sub-scales and the header."""
-    for j in range(NSUB[kind]):
-        s, m = search_sub(kind, x, base, j, scr_Ls, weights, aux, work)
-        scales[j] = s
-        mins[j] = m
+    search_all(kind, x, base, scr_Ls, scales, mins, weights, aux, work)
     header(kind, scales, mins, hdr)
     finish(kind, x, base, hdr, scr_Ls, scr_L)
     pack(kind, hdr, scr_L, out, ob)
