@@ -249,7 +249,7 @@ def test_companion_folders_are_kept_even_when_empty(capsys, copy, tmp_path):
 
 def test_force_never_replaces_a_device(capsys, copy, tmp_path):
     path = copy()
-    os.symlink("/dev/null", tmp_path / "null")
-    code, err = run(capsys, "defend", "-q", path, "-o", tmp_path / "null", "--force")
+    os.symlink("/dev/zero", tmp_path / "zero")  # not /dev/null: some sandboxes make it a regular file
+    code, err = run(capsys, "defend", "-q", path, "-o", tmp_path / "zero", "--force")
     assert code == 2 and SENTENCE.match(err) and "character device" in err, err
-    assert os.path.islink(tmp_path / "null") and os.path.exists("/dev/null")
+    assert os.path.islink(tmp_path / "zero") and os.path.exists("/dev/zero")

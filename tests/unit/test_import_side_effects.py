@@ -1,6 +1,7 @@
 """Importing FlipGuard changes nothing outside it: ``import flipguard`` loads no module of its own and
 no numba; importing the scan and the defense (which define the kernels) sets no environment
-variable, leaves numba's configuration alone and reads no folder of the package but the kernels'."""
+variable, leaves numba's configuration alone and reads no folder of the package but the kernels'
+(their cache stamps: ``schemes/kernels`` and ``schemes/gguf``)."""
 
 import os
 import subprocess
@@ -38,5 +39,5 @@ def test_imports_have_no_side_effects():
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"} | {"PYTHONPATH": str(SRC)}
     done = subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    kernels = str((SRC / "flipguard" / "schemes" / "kernels").resolve())
-    assert done.stdout.strip() == str([("glob", kernels)])  # the kernels' cache stamp: their folder alone
+    folders = [str((SRC / "flipguard" / "schemes" / name).resolve()) for name in ("gguf", "kernels")]
+    assert done.stdout.strip() == str([("glob", f) for f in folders])  # the kernels' cache stamps alone

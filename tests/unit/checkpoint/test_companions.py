@@ -58,7 +58,7 @@ def test_weight_files_are_skipped_whatever_they_are(fresh_checkpoint):
     assert "original/consolidated.safetensors" not in [p.as_posix() for p in companion_files(path)]
 
 
-@pytest.mark.parametrize("target, kind", [("/dev/null", "character device"), ("nowhere", "dangling symlink"),
+@pytest.mark.parametrize("target, kind", [("/dev/zero", "character device"), ("nowhere", "dangling symlink"),
                                           ("loop", "symlink loop")])
 def test_file_kind_follows_links(tmp_path, target, kind):
     os.symlink(target, tmp_path / "loop" if target == "loop" else tmp_path / "link")

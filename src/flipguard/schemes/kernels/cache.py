@@ -1,18 +1,20 @@
-"""The on-disk cache of the compiled kernels: fresh while no source file of their folder changed.
+"""The on-disk cache of the compiled kernels: fresh while no source file of their folder, or of
+this folder, changed.
 
 numba's cache (``njit(cache=True)``) checks a compiled kernel against the file that defines it
-only, while the kernels of this folder inline helpers from its other files (``floats`` into
-every one; ``fourbit`` and ``int8`` into ``flip`` and ``rows``): after a change to a helper alone,
-numba would load a kernel compiled with the old one, and a defense could silently differ from
-what the code says. Every numba kernel of FlipGuard is defined in this folder and inlines nothing
-from outside it (what the scan counts by comes in as arguments), so :func:`kernel` gives each
+only, while kernels inline helpers from other files (``floats`` into every one; ``fourbit`` and
+``int8`` into ``flip`` and ``rows``; ``schemes/gguf/numerics`` into every llama.cpp kernel, and
+``floats`` through it): after a change to a helper alone, numba would load a kernel compiled with
+the old one, and a defense could silently differ from what the code says. Every numba kernel of
+FlipGuard inlines only from its own folder and from this one (``schemes/kernels``, home of the
+shared helpers; what the scan counts by comes in as arguments), so :func:`kernel` gives each
 kernel numba's own cache with one change: its freshness stamp is numba's stamp of the defining
-file together with a digest of every ``.py`` file of the defining file's folder (names and
-contents). Any change to the folder makes every kernel compile afresh (about a minute for all),
-and the stale cache files are overwritten in place. Where the files are kept is numba's choice as
-usual (``NUMBA_CACHE_DIR`` if set, else ``__pycache__`` beside the source, else the user's cache).
-Nothing of numba's configuration or of the environment is changed: numba code outside FlipGuard
-keeps numba's own cache.
+file together with a digest of every ``.py`` file of the defining file's folder and of this
+folder (names and contents). Any change to either makes the kernels compile afresh (about a
+minute for all), and the stale cache files are overwritten in place. Where the files are kept is
+numba's choice as usual (``NUMBA_CACHE_DIR`` if set, else ``__pycache__`` beside the source, else
+the user's cache). Nothing of numba's configuration or of the environment is changed: numba code
+outside FlipGuard keeps numba's own cache.
 
 Built on numba's caching classes (``numba.core.caching``); ``tests/unit/schemes/kernels/
 test_cache.py`` changes a helper in a scratch folder and checks that a kernel inlining it is
@@ -31,6 +33,9 @@ from numba.core.caching import (
 )
 
 
+_HELPERS = Path(__file__).resolve().parent  # schemes/kernels: the helpers every kernel may inline
+
+
 @functools.lru_cache(maxsize=None)  # per process: sources do not change under a running program
 def folder_digest(folder: Path) -> str:
     """sha256 (hex) of the names and contents of every ``.py`` file directly in ``folder``."""
@@ -41,11 +46,13 @@ def folder_digest(folder: Path) -> str:
 
 
 def _folder_stamped(locator: type) -> type:
-    """``locator`` (a numba cache locator) whose source stamp also covers the defining file's folder."""
+    """``locator`` (a numba cache locator) whose source stamp also covers the defining file's folder
+    and the shared helpers' folder (this one)."""
 
     class FolderStamped(locator):
         def get_source_stamp(self):
-            return super().get_source_stamp(), folder_digest(Path(self._py_file).resolve().parent)
+            return (super().get_source_stamp(), folder_digest(Path(self._py_file).resolve().parent),
+                    folder_digest(_HELPERS))
 
     FolderStamped.__name__ = FolderStamped.__qualname__ = f"FolderStamped{locator.__name__}"
     return FolderStamped

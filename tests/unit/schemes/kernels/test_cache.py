@@ -59,3 +59,13 @@ def test_a_user_cache_directory_is_used(tmp_path):
     assert _run(tmp_path, env)[:2] == ["3", "3"]
     assert any(p.suffix == ".nbi" and p.name.startswith("kernels.ours") for p in (tmp_path / "mine").rglob("*"))
     assert not (package / "__pycache__").exists() or not any((package / "__pycache__").glob("*.nbi"))
+
+
+def test_a_kernel_outside_this_folder_is_also_stamped_with_the_shared_helpers():
+    from flipguard.schemes.gguf import moves  # inlines gguf/numerics, which inlines kernels/floats
+    from flipguard.schemes.kernels.cache import folder_digest
+
+    stamp = moves.targets._cache._impl.locator.get_source_stamp()
+    kernels = SRC / "flipguard" / "schemes"
+    assert folder_digest((kernels / "gguf").resolve()) in stamp
+    assert folder_digest((kernels / "kernels").resolve()) in stamp  # a change to floats.py compiles it again
