@@ -5,7 +5,8 @@ One pass over the tensor, parallel over blocks, runs the exact quantizer of the 
 its stored code, its *normalized value* (code units under the block's quantized scales, the
 value ggml rounds) and whether it is pinned, and per group (block or sub-block) the two scale
 parameters of the normalization and the range a free weight may take without moving what sets
-the scale (the cap). :func:`positions` turns normalized values into cell positions.
+the scale (the cap). :func:`positions` turns normalized values into cell positions, and
+:func:`histograms` straight into the scan's joint histogram.
 
 Families: 0 legacy, 1 k-quants, 2 iq4. One compiled kernel serves every type (family and kind
 are arguments); the costly part, each k-quant's scale search, is a separate function per kind
@@ -23,6 +24,7 @@ from flipguard.schemes.gguf import kquant_kernels as kq
 from flipguard.schemes.gguf import legacy_kernels as lg
 from flipguard.schemes.gguf.numerics import f32
 from flipguard.schemes.kernels.cache import kernel
+from flipguard.schemes.kernels.histogram import bin_of
 
 LEGACY, KQUANT, IQUANT = 0, 1, 2
 
@@ -79,6 +81,31 @@ def analyse(fam, kind, x, out, codes, xn, pinned, params, caps):
                 codes[base + i] = np.uint8(L[i])
 
 
+@njit(inline="always")
+def position_of(fam, kind, i, xn, codes, xr, params, group, walls, inv_width, eps):
+    """(level, u, d, resolution) of weight ``i`` (:func:`positions`; ``d`` also where pinned)."""
+    top = walls.size
+    level = level_index(fam, kind, np.int64(codes[i]))
+    level = 0 if level < 0 else (top if level > top else level)
+    t = xn[i]
+    iw = inv_width[level]
+    if level == 0:
+        dist = (walls[0] - t) * iw
+        d = f32(0.0) if dist < 0 else (f32(0.5) if dist > 0.5 else dist)
+        u = f32(1.0) - d
+    elif level == top:
+        dist = (t - walls[top - 1]) * iw
+        d = f32(0.0) if dist < 0 else (f32(0.5) if dist > 0.5 else dist)
+        u = d
+    else:
+        u = (t - walls[level - 1]) * iw
+        u = f32(0.0) if u < 0 else (f32(1.0) if u > 1 else u)
+        d = min(u, f32(1.0) - u)
+    g = i // group
+    scale = abs(f32(1.0) / params[g, 0]) if fam == KQUANT else abs(params[g, 0])
+    return level, u, d, abs(xr[i]) * eps * scale * iw
+
+
 @kernel(parallel=True)
 def positions(fam, kind, xn, codes, pinned, xr, params, group, walls, inv_width, eps, u_out, d_out, res_out, level_out):
     """Cell position of every weight from its normalized value (float32 outputs, flat).
@@ -88,28 +115,35 @@ def positions(fam, kind, xn, codes, pinned, xr, params, group, walls, inv_width,
     widths, capped at 0.5, and ``u = 1 - d`` (lowest) or ``u = d`` (highest), as the bnb schemes.
     ``d`` is NaN where pinned. ``res_out``: ``|xr| * eps`` in cell widths (the dtype's grid
     spacing at the weight). ``level_out``: int64 level index."""
-    n = xn.size
-    top = walls.size
-    for i in prange(n):
-        level = level_index(fam, kind, np.int64(codes[i]))
-        level = 0 if level < 0 else (top if level > top else level)
-        t = xn[i]
-        iw = inv_width[level]
-        if level == 0:
-            dist = (walls[0] - t) * iw
-            d = f32(0.0) if dist < 0 else (f32(0.5) if dist > 0.5 else dist)
-            u = f32(1.0) - d
-        elif level == top:
-            dist = (t - walls[top - 1]) * iw
-            d = f32(0.0) if dist < 0 else (f32(0.5) if dist > 0.5 else dist)
-            u = d
-        else:
-            u = (t - walls[level - 1]) * iw
-            u = f32(0.0) if u < 0 else (f32(1.0) if u > 1 else u)
-            d = min(u, f32(1.0) - u)
-        g = i // group
-        scale = abs(f32(1.0) / params[g, 0]) if fam == KQUANT else abs(params[g, 0])
+    for i in prange(xn.size):
+        level, u, d, res = position_of(fam, kind, i, xn, codes, xr, params, group, walls, inv_width, eps)
         level_out[i] = level
         u_out[i] = u
         d_out[i] = np.float32(np.nan) if pinned[i] else d
-        res_out[i] = abs(xr[i]) * eps * scale * iw
+        res_out[i] = res
+
+
+@kernel(parallel=True)
+def histograms(fam, kind, xn, codes, pinned, xr, params, group, walls, inv_width, eps, wall_group, groups, slices,
+               bins):
+    """(per-slice joint histograms int64 ``(slices, groups * classes * nbins)``, per-slice smallest
+    free ``d``) of the free weights: :func:`positions` and ``Bins.reference`` of its outputs in one
+    pass, nothing per weight written (``bins``: ``Bins.kernel_args``; nearest wall as
+    ``Scheme.nearest_wall``)."""
+    n = xn.size
+    top = walls.size
+    block = (bins[4] + np.int32(1)) * bins[1]
+    joint = np.zeros((slices, groups * block), dtype=np.int64)
+    lows = np.full(slices, np.inf, dtype=np.float32)
+    for s in prange(slices):
+        low = np.float32(np.inf)
+        for i in range(s * n // slices, (s + 1) * n // slices):
+            if pinned[i]:
+                continue
+            level, u, d, res = position_of(fam, kind, i, xn, codes, xr, params, group, walls, inv_width, eps)
+            wall = level - 1 + (1 if u >= 0.5 else 0)
+            wall = 0 if wall < 0 else (top - 1 if wall > top - 1 else wall)
+            joint[s, wall_group[wall] * block + bin_of(d, res, bins)] += 1
+            low = min(low, d)
+        lows[s] = low
+    return joint, lows
