@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import torch
 
 from flipguard.schemes.base import Geometry, Grouped, Scheme, WallHistogram
 from flipguard.schemes.kernels.floats import DTYPE_CODE
-from flipguard.schemes.kernels.histogram import SLICES
+from flipguard.schemes.kernels.histogram import slicing, summed
 from flipguard.schemes.gguf.analysis import LEGACY, analyse, histograms, positions
 from flipguard.schemes.gguf.legacy_kernels import ANALYSE as ANALYSE_LEGACY
 from flipguard.schemes.gguf.cell_search import CELL_KERNELS, WALK_BUDGET
@@ -206,15 +205,12 @@ class GGUFScheme(Scheme):
         if check_finite and not bool(torch.isfinite(w).all()):
             return WallHistogram(None, float("nan"), False)
         a = self.analyse(w)
-        wall_group = bins.wall_groups(len(self.walls))
-        groups = int(wall_group[-1]) + 1
-        slices = 1 if numba.get_num_threads() == 1 else min(SLICES, 4 * numba.get_num_threads())
+        wall_group, groups, slices = slicing(bins, len(self.walls))
         joint, lows = histograms(
             self.family, self.kind, a.x, a.codes, a.pinned, a.read, a.params, self.sub_block, self._walls_np,
             self._inv_width_np, np.float32(self.grid_eps(w.dtype)), wall_group, groups, slices, bins.kernel_args(),
         )
-        joint = joint.sum(axis=0).reshape(groups, bins.classes, bins.nbins)
-        return WallHistogram(torch.from_numpy(joint), float(lows.min()), True)
+        return WallHistogram(summed(joint, groups, bins), float(lows.min()), True)
 
     def move_rule(self) -> tuple[int, int, float, int]:
         """(normalization, code rule, offset, lowest code) of :meth:`normalize_with` and

@@ -118,6 +118,21 @@ def count_free(hist, free, columns, walls, wall_group, ds, count, low_d, block):
 SLICES = 64  # at most this many partial histograms, summed at the end (one per parallel work item)
 
 
+def slicing(bins: Bins, n_walls: int) -> tuple[np.ndarray, int, int]:
+    """(wall group of every wall, number of wall groups, partial histograms) for a histogram
+    kernel's run over ``n_walls`` walls: one partial histogram on one thread, else up to four a
+    thread (at most :data:`SLICES`)."""
+    wall_group = bins.wall_groups(n_walls)
+    threads = numba.get_num_threads()
+    return wall_group, int(wall_group[-1]) + 1, 1 if threads == 1 else min(SLICES, 4 * threads)
+
+
+def summed(joint: np.ndarray, groups: int, bins: Bins) -> torch.Tensor:
+    """The joint histogram int64 ``(groups, classes, nbins)`` of a kernel's partial histograms
+    ``(slices, groups * classes * nbins)`` (integer sums: exact in any order)."""
+    return torch.from_numpy(joint.astype(np.int64).sum(axis=0).reshape(groups, bins.classes, bins.nbins))
+
+
 def fused_histograms(w: torch.Tensor, scheme, bins: Bins, check_finite: bool, count) -> tuple:
     """(joint histogram int64 ``(groups, classes, nbins)`` or None, smallest free d, finite) of
     ``w`` under ``scheme`` from a family's histogram kernel: ``count(rows, bits, source, half, eps,
@@ -125,17 +140,13 @@ def fused_histograms(w: torch.Tensor, scheme, bins: Bins, check_finite: bool, co
     classes * nbins)``, per-slice smallest d, whether a stored value is Inf/NaN). ``finite``: with
     ``check_finite``, whether no stored weight is Inf/NaN -- told inside the kernel where it reads
     the stored values (``reads.source``), else by one ``reads.all_finite`` pass first; without,
-    True (the caller has checked). Integer sums: exact in any order."""
+    True (the caller has checked)."""
     if w.numel() >= 1 << 31:
         raise ValueError("the histogram kernels count in int32: pass at most 2^31 - 1 weights at a time")
     rows, bits, where, half = source(w, scheme)
     if check_finite and where == READ and not all_finite(w):
         return None, float("nan"), False  # the kernels must not see Inf/NaN
     eps = np.float32(scheme.grid_eps(w.dtype))
-    wall_group = bins.wall_groups(len(scheme.walls))
-    groups = int(wall_group[-1]) + 1
-    threads = numba.get_num_threads()
-    slices = 1 if threads == 1 else min(SLICES, 4 * threads)
+    wall_group, groups, slices = slicing(bins, len(scheme.walls))
     joint, out_min, nonfinite = count(rows, bits, where, half, eps, wall_group, groups, slices, bins.kernel_args())
-    joint = joint.astype(np.int64).sum(axis=0).reshape(groups, bins.classes, bins.nbins)
-    return torch.from_numpy(joint), float(out_min.min()), not (check_finite and nonfinite)
+    return summed(joint, groups, bins), float(out_min.min()), not (check_finite and nonfinite)

@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from flipguard.schemes import Scheme, get_scheme
-from flipguard.schemes.kernels.histogram import Bins
+from flipguard.schemes import get_scheme
+from tests.support.histograms import OTHER_BINS, SCAN_BINS, check_histograms
 
 TYPES = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs"]
-SCAN_BINS = Bins((0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16), 4, 200, 400.0, 16)  # scan.stats.BINS
-OTHER_BINS = Bins((0.005, 0.01, 0.02, 0.04), 2, 100, 200.0, 5)
 
 
 def _cases(scheme, dtype):
@@ -28,22 +26,13 @@ def _cases(scheme, dtype):
     return w
 
 
-def _check(scheme, w, bins):
-    fast = scheme.histograms(w, bins, check_finite=True)
-    ref = Scheme.histograms(scheme, w, bins, check_finite=True)
-    assert fast.finite and ref.finite
-    assert fast.joint.dtype == torch.int64 and torch.equal(fast.joint, ref.joint)
-    assert fast.min_distance == ref.min_distance
-    return fast
-
-
 @pytest.mark.parametrize("name", TYPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("bins", [SCAN_BINS, OTHER_BINS], ids=["scan", "other"])
 def test_kernel_matches_the_reference(name, dtype, bins):
     scheme = get_scheme(name)
     for w in _cases(scheme, dtype):
-        joint = _check(scheme, w, bins).joint
+        joint = check_histograms(w, scheme, bins, check_finite=True).joint
         assert int(joint.sum()) == int((~scheme.geometry(w).pinned).sum())  # every free weight counted once
 
 
@@ -51,11 +40,11 @@ def test_kernel_matches_the_reference(name, dtype, bins):
 def test_load_dtype_and_one_thread(name):
     scheme = get_scheme(name, torch.bfloat16)  # read as bfloat16: another resolution per weight
     w = torch.from_numpy((np.random.default_rng(2).standard_normal((4, 512)) * 0.05).astype(np.float32))
-    _check(scheme, w, SCAN_BINS)
+    check_histograms(w, scheme, SCAN_BINS, check_finite=True)
     threads = numba.get_num_threads()
     numba.set_num_threads(1)  # one slice
     try:
-        _check(get_scheme(name), w.half(), SCAN_BINS)
+        check_histograms(w.half(), get_scheme(name), SCAN_BINS, check_finite=True)
     finally:
         numba.set_num_threads(threads)
 
@@ -66,7 +55,7 @@ def test_weights_exactly_on_walls():
     w = torch.zeros(2, 32)
     w[:, 0] = -8.0
     w[:, 1 : 1 + len(scheme.walls)] = scheme.walls.float()
-    assert _check(scheme, w, SCAN_BINS).min_distance == 0.0
+    assert check_histograms(w, scheme, SCAN_BINS, check_finite=True).min_distance == 0.0
 
 
 def test_nonfinite_is_told():

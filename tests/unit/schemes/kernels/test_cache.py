@@ -66,6 +66,6 @@ def test_a_kernel_outside_this_folder_is_also_stamped_with_the_shared_helpers():
     from flipguard.schemes.kernels.cache import folder_digest
 
     stamp = moves.targets._cache._impl.locator.get_source_stamp()
-    kernels = SRC / "flipguard" / "schemes"
-    assert folder_digest((kernels / "gguf").resolve()) in stamp
-    assert folder_digest((kernels / "kernels").resolve()) in stamp  # a change to floats.py compiles it again
+    schemes = SRC / "flipguard" / "schemes"
+    assert folder_digest((schemes / "gguf").resolve()) in stamp
+    assert folder_digest((schemes / "kernels").resolve()) in stamp  # a change to floats.py compiles it again

@@ -9,20 +9,8 @@ from numba import njit
 
 from flipguard.schemes import Scheme, get_scheme, scheme_names
 from flipguard.schemes.kernels.histogram import Bins, bin_of
+from tests.support.histograms import OTHER_BINS, SCAN_BINS, check_histograms
 from tests.support.synthetic import repaired
-
-SCAN_BINS = Bins((0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16), 4, 200, 400.0, 16)  # scan.stats.BINS
-OTHER_BINS = Bins((0.005, 0.01, 0.02, 0.04), 2, 100, 200.0, 5)
-
-
-def _check(w, scheme, bins, check_finite=False):
-    fast = scheme.histograms(w, bins, check_finite)
-    ref = Scheme.histograms(scheme, w, bins, check_finite)
-    assert fast.finite and ref.finite
-    assert fast.joint.dtype == torch.int64 and torch.equal(fast.joint, ref.joint)
-    assert fast.min_distance == ref.min_distance
-    return fast
-
 
 def _cases(dtype):
     gen = torch.Generator().manual_seed(11)
@@ -44,7 +32,7 @@ def _cases(dtype):
 def test_fused_kernel_matches_the_reference(name, dtype, bins):
     scheme = get_scheme(name)
     for w in _cases(dtype):
-        joint = _check(w, scheme, bins).joint
+        joint = check_histograms(w, scheme, bins).joint
         assert joint.shape == (-(-len(scheme.walls) // bins.wall_group_size(len(scheme.walls))), bins.classes,
                                bins.nbins)
 
@@ -55,7 +43,7 @@ def test_weights_exactly_on_walls():
     w = torch.zeros(4, 64)
     w[:, 0] = 1.0
     w[:, 1 : 1 + len(scheme.walls)] = scheme.walls
-    assert _check(w, scheme, SCAN_BINS).min_distance == 0.0
+    assert check_histograms(w, scheme, SCAN_BINS).min_distance == 0.0
 
 
 @pytest.mark.parametrize("name", scheme_names())
@@ -108,7 +96,7 @@ def test_int8_scan_of_float32_weights_outside_float16s_range():
     w[3] *= 1e4
     w[4, :5] = torch.tensor([65504.0, 65519.0, 65520.0, 7e4, -1e5])  # the row's read absmax is inf
     w[5] = torch.randn(96, generator=torch.Generator().manual_seed(6)).half().float() * 1.00048828125
-    _check(w, scheme, SCAN_BINS, check_finite=True)
+    check_histograms(w, scheme, SCAN_BINS, check_finite=True)
 
 
 @pytest.mark.parametrize("name", scheme_names())
