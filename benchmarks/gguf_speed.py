@@ -1,6 +1,8 @@
 """Whole-process speed and peak memory of ``flipguard defend --scheme <ftype>`` on an F16 GGUF file,
 beside the user's alternative: ``llama_model_quantize`` (the engine of ``llama-quantize``) of the
-same file to that ftype, alternating, ``--repeat`` pairs, min/median/max.
+same file to that ftype, alternating, ``--repeat`` pairs, min/median/max. llama.cpp runs with its
+``llama-quantize`` default of one worker per core (``--llama-threads``), FlipGuard with its numba
+default (every core).
 
 The file: the synthetic Llama-shaped checkpoint of ``defend_memory.build`` (hidden 2048, MLP 5632,
 vocab 32000: every row a multiple of 256, so Q4_K_M gets its k-quants) written as an F16 GGUF by
@@ -29,7 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from defend_memory import build  # noqa: E402
 
-QUANTIZE = "import sys; from flipguard.gguf import quantize_gguf; quantize_gguf(sys.argv[1], sys.argv[2], sys.argv[3])"
+# the yardstick runs as ``llama-quantize`` does by default: nthread 0 = every core
+# (``llama_model_quantize_impl``: ``if (nthread <= 0) nthread = hardware_concurrency()``)
+QUANTIZE = ("import sys; from flipguard.gguf import quantize_gguf; "
+            "quantize_gguf(sys.argv[1], sys.argv[2], sys.argv[3], threads=int(sys.argv[4]))")
 
 
 def run(cmd: list[str], out: Path) -> tuple[float, float]:
@@ -77,6 +82,8 @@ def main() -> None:
     ap.add_argument("--ftypes", nargs="+", default=["Q4_K_M", "Q8_0"])
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--llama-threads", type=int, default=0,
+                    help="llama.cpp's worker threads for the yardstick (default 0: every core, as llama-quantize)")
     args = ap.parse_args()
     if args.table:
         print(table(json.loads(args.table.read_text())), end="")
@@ -98,7 +105,7 @@ def main() -> None:
         ours_out, theirs_out = args.dir / "defended.gguf", args.dir / "quantized.gguf"
         ours = [python, "-m", "flipguard", "defend", str(source), "-o", str(ours_out), "--scheme", ftype.lower(),
                 "-q", "--force"]
-        theirs = [python, "-c", QUANTIZE, str(source), str(theirs_out), ftype]
+        theirs = [python, "-c", QUANTIZE, str(source), str(theirs_out), ftype, str(args.llama_threads)]
         run(theirs, theirs_out)  # warm-up: the file cache (numba's kernel cache is warm from the test suite)
         times, peaks = {"flipguard": [], "llama_model_quantize": []}, {"flipguard": [], "llama_model_quantize": []}
         for _ in range(args.repeat):
@@ -113,7 +120,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     result = {"command": " ".join(sys.argv), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-              "machine": f"{platform.machine()} {os.cpu_count()} CPUs", "file_gb": source.stat().st_size / 1e9,
+              "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
+              "llama_threads": args.llama_threads or f"every core ({os.cpu_count()})", "file_gb": source.stat().st_size / 1e9,
               "checkpoint": info, "rows": rows}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
