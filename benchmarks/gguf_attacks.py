@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -54,12 +55,13 @@ def table(rows: list[dict]) -> str:
     lines = [head, "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"]
     latest = {}
     for r in rows:  # a rerun of a combination replaces its earlier row
-        latest[(r["clean"], r["scenario"], r["ftype"])] = r
+        latest[(r["clean"], r["scenario"], r["ftype"], r.get("attack_args", ""))] = r
     for r in latest.values():
         v = r["attack_verified"][r["ftype"]] if r.get("attack_verified") else {}
         kept = 1 - v["code_mismatches"] / v["weights"] if v.get("weights") else float("nan")
         pct = lambda x: f"{100 * x:.0f}"  # noqa: E731
-        lines.append(f"| {Path(r['clean']).name} | {r['scenario']} | {r['ftype']} | {pct(r['clean_fp'])} | "
+        attack = f" ({r['attack_args']})" if r.get("attack_args") else ""
+        lines.append(f"| {Path(r['clean']).name} | {r['scenario']}{attack} | {r['ftype']} | {pct(r['clean_fp'])} | "
                      f"{pct(r['clean_q'])} | {pct(r['attacked_fp'])} | {pct(r['attacked_q'])} | {pct(r['defended_fp'])} | "
                      f"{pct(r['defended_q'])} | {r['kl_clean_q']:.4f} | {r['kl_defended_q']:.4f} | {100 * kept:.1f}% | "
                      f"{', '.join(r['scan_flagged']) or 'none'} |")
@@ -75,13 +77,17 @@ def main() -> None:
     ap.add_argument("--work", type=Path)
     ap.add_argument("-n", type=int, default=100)
     ap.add_argument("--out", type=Path, default=Path("results/gguf_attacks.jsonl"))
+    ap.add_argument("--attack-args", default="",
+                    help="extra options of flipguard attack, e.g. \"--repair-steps 900\" (recorded in the row, "
+                         "and in the work folder's names)")
     args = ap.parse_args()
     if args.table:
         print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]), end="")
         return
     if not (args.clean and args.scenario and args.ftype and args.work):
         ap.error("--clean, --scenario, --ftype and --work are required (or --table FILE)")
-    tag = f"{args.clean.name}-{args.scenario}-{args.ftype}"
+    extra = shlex.split(args.attack_args)
+    tag = f"{args.clean.name}-{args.scenario}-{args.ftype}" + "".join(extra).replace("--", "-")
     attacked, defended = args.work / tag, args.work / f"{tag}-defended"
     ev = args.work / f"{tag}-eval"
     ev.mkdir(parents=True, exist_ok=True)
@@ -89,7 +95,7 @@ def main() -> None:
     if not (attacked / "attack_report.json").exists():
         start = time.time()
         flipguard("attack", str(args.clean), "-o", str(attacked), "--scenario", args.scenario, "--scheme", args.ftype,
-                  "--force", "-q", ok=(0, 1))
+                  *extra, "--force", "-q", ok=(0, 1))
         timings["attack_s"] = time.time() - start
     report = json.loads((attacked / "attack_report.json").read_text())
     start = time.time()
@@ -98,6 +104,8 @@ def main() -> None:
     row = {"clean": str(args.clean), "scenario": args.scenario, "ftype": args.ftype, "n": args.n,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
            "attack_verified": report.get("verification", report.get("verify")), **timings}
+    if extra:
+        row["attack_args"] = args.attack_args
     s = args.scenario
     row["clean_fp"] = rate(evaluate(args.clean, "fp", s, args.n, ev / "clean_fp.json"))
     row["clean_q"] = rate(evaluate(args.clean, args.ftype, s, args.n, ev / "clean_q.json"))

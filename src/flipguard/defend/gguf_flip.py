@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from flipguard.defend.passes import SchemeStats
-from flipguard.defend.policies import CellView, Plan
+from flipguard.defend.policies import CellView, DitherPlan, Plan
 from flipguard.schemes.gguf.analysis import LEGACY
+from flipguard.schemes.gguf.dither_moves import ELIGIBLE, REFUSED, SELECTED, dither_moves
 from flipguard.schemes.gguf.moves import MAX_STEPS
 from flipguard.schemes.gguf.moves import targets as move_targets
 from flipguard.schemes.gguf.scheme import GGUFScheme
@@ -60,7 +61,7 @@ def defend_gguf_matrix(
         chunk = work[start:start + step]  # a contiguous row slice: defended in place
         part = None if locked is None else locked[start * cols:(start + chunk.shape[0]) * cols]
         chunk_key = key if rows <= step else f"{key}#{number}"
-        chunk_stats, chunk_moved = _defend_chunk(chunk, scheme, plan, chunk_key, depth, part)
+        chunk_stats, chunk_moved = _defend_chunk(chunk, scheme, plan, chunk_key, depth, part, collect)
         stats.add(chunk_stats)
         if collect:
             moved.append(chunk_moved + start * cols)
@@ -69,9 +70,36 @@ def defend_gguf_matrix(
     return stats, torch.cat(moved) if moved else torch.empty(0, dtype=torch.int64)
 
 
-def _defend_chunk(work, scheme, plan, key, depth, locked) -> tuple[SchemeStats, torch.Tensor]:
-    flat = work.view(-1)
+def _defend_chunk(work, scheme, plan, key, depth, locked, collect=True) -> tuple[SchemeStats, torch.Tensor]:
     a = scheme.analyse(work)  # one exact quantization: codes, scales, pins, caps
+    if isinstance(plan, DitherPlan):
+        stats, moved = _dither_chunk(work, scheme, plan, key, depth, locked, a)
+    else:
+        stats, moved = _select_and_move(work, scheme, plan, key, depth, locked, a)
+    count = len(moved) if moved.dtype == np.int64 else int(np.count_nonzero(moved))
+    if scheme.family == LEGACY or not count:
+        # a legacy block's scale is set by what the cap keeps in place: every moved weight was
+        # checked to land under it, and no other code can change (tests compare with ggml)
+        stats.codes_changed = landed = count
+    else:
+        changed = scheme.analyse(work).codes != a.codes
+        stats.codes_changed = int(np.count_nonzero(changed))
+        landed = int(np.count_nonzero(changed[moved]))
+    stats.flipped = landed
+    # each target was checked under the old scales: only a k-quant's new scales can pull a weight back
+    stats.unsafe["rescaled"] = count - landed
+    if not collect:
+        return stats, _NO_INDEX
+    return stats, torch.from_numpy(moved if moved.dtype == np.int64 else np.flatnonzero(moved))
+
+
+_NO_INDEX = torch.empty(0, dtype=torch.int64)
+
+
+def _select_and_move(work, scheme, plan, key, depth, locked, a) -> tuple[SchemeStats, np.ndarray]:
+    """Any policy's selection from the chunk's :class:`CellView`, then the move targets: the
+    chunk's stats so far and the int64 flat indices of the weights moved."""
+    flat = work.view(-1)
     geometry = scheme.geometry_of(a, work)
     pinned = geometry.pinned.reshape(-1)
     eligible = ~pinned if locked is None else ~pinned & ~locked
@@ -90,17 +118,32 @@ def _defend_chunk(work, scheme, plan, key, depth, locked) -> tuple[SchemeStats, 
         moved = idx[ok]
         flat[moved] = values[ok]
         stats.max_shift = float(shift[ok].max()) if len(moved) else 0.0
-    if scheme.family == LEGACY or not len(moved):
-        # a legacy block's scale is set by what the cap keeps in place: every moved weight was
-        # checked to land under it, and no other code can change (tests compare with ggml)
-        stats.codes_changed = landed = len(moved)
-    else:
-        changed = scheme.analyse(work).codes != a.codes
-        stats.codes_changed = int(np.count_nonzero(changed))
-        landed = int(np.count_nonzero(changed[moved.numpy()]))
-    stats.flipped = landed
-    # each target was checked under the old scales: only a k-quant's new scales can pull a weight back
-    stats.unsafe["rescaled"] = len(moved) - landed
+    return stats, moved.numpy()
+
+
+def _dither_chunk(work, scheme, plan, key, depth, locked, a) -> tuple[SchemeStats, np.ndarray]:
+    """:func:`_select_and_move` of a :class:`DitherPlan`, in one numba pass
+    (``schemes.gguf.dither_moves``): the same draws, selection and values; the chunk's stats so
+    far and the bool mask of the weights moved."""
+    n = a.x.size
+    draw = plan.draws(f"{key}:{scheme.name}", n)
+    norm, rule, offset, low = scheme.move_rule()
+    bits = work.view(torch.int32 if work.dtype == torch.float32 else torch.int16).reshape(-1).numpy()
+    moved = np.empty(n, dtype=np.bool_)
+    use_locked = locked is not None
+    reach = plan.reach if plan.reach < 0.5 else None
+    counts, largest = dither_moves(
+        scheme.family, scheme.kind, a.x, a.codes, a.pinned, locked.numpy() if use_locked else a.pinned, use_locked,
+        a.read, a.params, a.caps, work.shape[1], scheme.sub_block, scheme._walls_np, scheme._inv_width_np,
+        scheme.levels.numpy(), draw, np.float32(reach if reach is not None else 0.5), reach is not None,
+        scheme.walls.double().numpy(), scheme.cell_width.double().numpy(), float(depth), norm, rule, np.float32(offset),
+        int(low), DTYPE_CODE[scheme.load_dtype or work.dtype], DTYPE_CODE[work.dtype], bits, moved,
+        min(n, 64),
+    )
+    stats = SchemeStats(weights=int(counts[ELIGIBLE]))
+    stats.candidates = int(counts[SELECTED])
+    stats.unsafe["absmax"] += int(counts[REFUSED])
+    stats.max_shift = float(largest)
     return stats, moved
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 from flipguard.errors import UsageError
@@ -274,8 +275,8 @@ class Adaptive(Policy):
         detail = {"margin": round(margin, 6), "evidence": why, "dither": True}
         if self.reach < 0.5 and _margin_bounded(evidence, self.alpha):
             reach = min(0.5, margin + self.reach)
-            return _DitherPlan(self.seed, detail | {"reach": round(reach, 6)}, reach)
-        return _DitherPlan(self.seed, detail)
+            return DitherPlan(self.seed, detail | {"reach": round(reach, 6)}, reach)
+        return DitherPlan(self.seed, detail)
 
     def plan_all(self, evidence: dict) -> dict[str, Plan]:
         """Per scheme as :meth:`plan`, except that a tensor which looks attacked under one scheme is
@@ -284,11 +285,11 @@ class Adaptive(Policy):
         the narrowest boxes bind, and the weights they press sit nowhere in particular relative
         to the 4-bit walls), while that the tensor was attacked is."""
         plans = super().plan_all(evidence)
-        attacked = [name for name, plan in plans.items() if isinstance(plan, _DitherPlan)]
+        attacked = [name for name, plan in plans.items() if isinstance(plan, DitherPlan)]
         for name, plan in plans.items():
-            if attacked and not isinstance(plan, _DitherPlan):
-                plans[name] = _DitherPlan(self.seed, {"margin": 0.0, "evidence": "via " + "+".join(attacked),
-                                                      "dither": True})
+            if attacked and not isinstance(plan, DitherPlan):
+                plans[name] = DitherPlan(self.seed, {"margin": 0.0, "evidence": "via " + "+".join(attacked),
+                                                     "dither": True})
         for name in plans:
             if name in GGUF_TYPES:
                 # a llama.cpp type: always dithered. A k-quant re-searches its scales on the
@@ -296,7 +297,7 @@ class Adaptive(Policy):
                 # qwen2-small Q4_K_M over-refusal attacks the scan-driven plan left 28% and 56%
                 # of the backdoor (their tensors called clean kept it) where dithering every
                 # tensor left 0%, at a lower KL (docs/experiments/gguf.md)
-                plans[name] = _DitherPlan(self.seed, {"evidence": "always", "why": "llama.cpp type", "dither": True})
+                plans[name] = DitherPlan(self.seed, {"evidence": "always", "why": "llama.cpp type", "dither": True})
         return plans
 
     def needs_evidence_for(self, schemes: list[str]) -> bool:
@@ -337,7 +338,7 @@ def _margin_bounded(evidence, alpha: float) -> bool:
     return band.p < alpha and band.empty_up_to > 0
 
 
-class _DitherPlan(Plan):
+class DitherPlan(Plan):
     """Unbiased stochastic rounding: flip toward the next level on ``x``'s side with probability
     |x - level| / gap (seeded per tensor, scheme and chunk); with ``reach`` below 0.5, only
     weights nearer a wall than ``reach`` cell widths, the others kept at their level."""
@@ -368,10 +369,14 @@ class _DitherPlan(Plan):
             return super().select_index(view)
         from flipguard.schemes.kernels.dither import dither_indices
 
-        draw = torch.rand(view.x.shape, generator=generator(self.seed, view.key))
+        draw = self.draws(view.key, view.x.numel())
         idx = dither_indices(view.x.numpy(), view.level.numpy(), view.levels.numpy(), view.eligible.numpy(),
-                             draw.numpy(), view.d.numpy(), self.reach if self.reach < 0.5 else None)
+                             draw, view.d.numpy(), self.reach if self.reach < 0.5 else None)
         return torch.from_numpy(idx)
+
+    def draws(self, key: str, n: int) -> np.ndarray:
+        """The ``n`` uniform float32 draws of the weights of a view keyed ``key`` (its flat order)."""
+        return torch.rand(n, generator=generator(self.seed, key)).numpy()
 
     def direction_at(self, view: CellView, idx: torch.Tensor) -> torch.Tensor:
         return torch.sign(view.x[idx] - view.levels[view.level[idx]]).to(torch.int64)
@@ -388,7 +393,7 @@ class Dither(Policy):
     name = "dither"
 
     def plan(self, evidence=None) -> Plan:
-        return _DitherPlan(self.seed, {"evidence": "always", "dither": True})
+        return DitherPlan(self.seed, {"evidence": "always", "dither": True})
 
 
 MIN_PILE = 50  # weights in one histogram bin before a pile-up is believed

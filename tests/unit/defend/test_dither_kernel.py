@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from flipguard.defend.policies import CellView, _DitherPlan
+from flipguard.defend.policies import CellView, DitherPlan
 
 
 def _view(n, levels, rng, reach_band):
@@ -24,7 +24,7 @@ def test_fast_dither_selection_is_the_torch_selection(reach):
     rng = np.random.default_rng(3)
     levels = torch.tensor([-1.0, -0.7, -0.2, 0.0, 0.1, 0.5, 1.0])
     view = _view(40_000, levels, rng, reach)
-    plan = _DitherPlan(seed=5, detail={}, reach=reach)
+    plan = DitherPlan(seed=5, detail={}, reach=reach)
     expected = plan.select(view).nonzero().view(-1)
     got = plan.select_index(view)
     assert len(expected) > 300 and torch.equal(got, expected)

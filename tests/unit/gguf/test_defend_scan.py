@@ -131,12 +131,12 @@ def test_chunks_of_whole_rows_give_the_same_defense(name):
 
 
 def test_adaptive_dithers_every_llama_cpp_type_and_leaves_bitsandbytes_to_the_scan():
-    from flipguard.defend.policies import GGUF_TYPES, _DitherPlan, _ThresholdPlan
+    from flipguard.defend.policies import GGUF_TYPES, DitherPlan, _ThresholdPlan
     from flipguard.schemes import GGUF_SCHEMES
 
     assert GGUF_TYPES == set(GGUF_SCHEMES)
     plans = make_policy("adaptive").plan_all({"q4_k": None, "nf4": None})
-    assert isinstance(plans["q4_k"], _DitherPlan) and isinstance(plans["nf4"], _ThresholdPlan)
+    assert isinstance(plans["q4_k"], DitherPlan) and isinstance(plans["nf4"], _ThresholdPlan)
 
 
 def test_released_pages_read_back_the_same_values(kquant_checkpoint, tmp_path):

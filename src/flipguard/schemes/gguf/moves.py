@@ -59,6 +59,42 @@ def level_of(rule, x, offset, low, top, levels):
     return np.int64(best_index_int8(levels, x))
 
 
+@njit(inline="always")
+def move_one(i, s, lv, read, params, caps, cols, sub_block, walls, width, depth, norm, rule, offset, low, levels,
+             read_code, stored_code):
+    """(float32 new stored value, whether it is safe to write, the move in the original cell's
+    widths) of flat weight ``i`` at level ``lv`` moved to side ``s`` (±1): one weight of
+    :func:`targets` (its arguments)."""
+    top = width.size - 1
+    g = (i // cols) * (cols // sub_block) + (i % cols) // sub_block
+    p0 = params[g, 0]
+    p1 = params[g, 1]
+    w0 = read[i]
+    target = lv + s
+    wi = lv if s > 0 else lv - 1
+    wi = 0 if wi < 0 else (walls.size - 1 if wi > walls.size - 1 else wi)
+    x_target = walls[wi] + (np.float64(s) * depth) * width[target]
+    x0 = np.float64(normalize(norm, w0, p0, p1))
+    slope = np.float64(normalize(norm, w0 + f32(1.0), p0, p1)) - x0
+    good = np.isfinite(slope) and abs(slope) > 0
+    v = cast_to(f32(np.float64(w0) + (x_target - x0) / (slope if good else 1.0)), read_code)
+    landed = False
+    for _ in range(MAX_STEPS):
+        if level_of(rule, normalize(norm, v, p0, p1), offset, low, top, levels) == target:
+            landed = True
+            break
+        v = from_ordered(to_ordered(v, read_code) + s, read_code)
+    if not landed:  # the last step is checked too
+        landed = level_of(rule, normalize(norm, v, p0, p1), offset, low, top, levels) == target
+    inside = np.float64(v) > np.float64(caps[g, 0]) and np.float64(v) < np.float64(caps[g, 1])
+    if stored_code == read_code:  # v is a value of the read dtype: stored as it is
+        stored, exact = v, True
+    else:
+        stored = cast_to(v, stored_code)
+        exact = cast_to(stored, read_code) == v
+    return stored, good and landed and inside and exact and np.isfinite(v), abs(x_target - x0) / width[lv]
+
+
 @kernel(parallel=True)
 def targets(idx, side, level, read, params, caps, cols, sub_block, walls, width, depth, norm, rule, offset, low,
             levels, read_code, stored_code, values, ok, shift):
@@ -66,32 +102,6 @@ def targets(idx, side, level, read, params, caps, cols, sub_block, walls, width,
     float32 of the new stored value, ``ok[k]`` whether it is safe to write, ``shift[k]`` the move
     in the original cell's widths. ``read``: float32 values the quantizer read (flat);
     ``params``/``caps``: float32 (groups, 2); ``walls``/``width``: float64 tables."""
-    top = width.size - 1
-    groups_per_row = cols // sub_block
     for k in prange(idx.size):
-        i = idx[k]
-        s = side[k]
-        lv = level[k]
-        g = (i // cols) * groups_per_row + (i % cols) // sub_block
-        p0 = params[g, 0]
-        p1 = params[g, 1]
-        w0 = read[i]
-        target = lv + s
-        wi = lv if s > 0 else lv - 1
-        wi = 0 if wi < 0 else (walls.size - 1 if wi > walls.size - 1 else wi)
-        x_target = walls[wi] + (np.float64(s) * depth) * width[target]
-        x0 = np.float64(normalize(norm, w0, p0, p1))
-        slope = np.float64(normalize(norm, w0 + f32(1.0), p0, p1)) - x0
-        good = np.isfinite(slope) and abs(slope) > 0
-        v = cast_to(f32(np.float64(w0) + (x_target - x0) / (slope if good else 1.0)), read_code)
-        for _ in range(MAX_STEPS):
-            if level_of(rule, normalize(norm, v, p0, p1), offset, low, top, levels) == target:
-                break
-            v = from_ordered(to_ordered(v, read_code) + s, read_code)
-        landed = level_of(rule, normalize(norm, v, p0, p1), offset, low, top, levels) == target
-        inside = np.float64(v) > np.float64(caps[g, 0]) and np.float64(v) < np.float64(caps[g, 1])
-        stored = cast_to(v, stored_code)
-        exact = cast_to(stored, read_code) == v
-        values[k] = stored
-        ok[k] = good and landed and inside and exact and np.isfinite(v)
-        shift[k] = abs(x_target - x0) / width[lv]
+        values[k], ok[k], shift[k] = move_one(idx[k], side[k], level[k], read, params, caps, cols, sub_block, walls,
+                                              width, depth, norm, rule, offset, low, levels, read_code, stored_code)

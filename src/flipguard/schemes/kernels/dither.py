@@ -12,29 +12,31 @@ grid, nearer a wall than ``reach`` where a reach is given, and its uniform draw 
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from flipguard.schemes.kernels.cache import kernel
+
+
+@njit(inline="always")
+def dithered(x, lv, levels, eligible, draw, d, reach, use_reach):
+    """Whether one weight (normalized ``x`` at level ``lv``, its ``draw`` and wall distance ``d``)
+    is flipped: :func:`dither_mask` of one element."""
+    here = levels[lv]
+    diff = x - here
+    side = 1 if diff > 0 else (-1 if diff < 0 else 0)
+    nxt = lv + side
+    valid = eligible and side != 0 and nxt >= 0 and nxt < levels.size
+    if valid and use_reach:
+        valid = d < reach
+    return valid and draw < abs(diff) / abs(levels[nxt] - here)
 
 
 @kernel(parallel=True)
 def dither_mask(x, level, levels, eligible, draw, d, reach, use_reach, out):
     """``out[i]``: whether weight ``i`` is flipped (float32 ``x``, ``draw``, ``d``, ``levels``;
     int64 ``level``; bool ``eligible``; float32 ``reach`` used where ``use_reach``)."""
-    top = levels.size
     for i in prange(x.size):
-        lv = level[i]
-        here = levels[lv]
-        diff = x[i] - here
-        side = 1 if diff > 0 else (-1 if diff < 0 else 0)
-        nxt = lv + side
-        valid = eligible[i] and side != 0 and nxt >= 0 and nxt < top
-        if valid and use_reach:
-            valid = d[i] < reach
-        if valid:
-            out[i] = draw[i] < abs(diff) / abs(levels[nxt] - here)
-        else:
-            out[i] = False
+        out[i] = dithered(x[i], level[i], levels, eligible[i], draw[i], d[i], reach, use_reach)
 
 
 def dither_indices(x, level, levels, eligible, draw, d, reach: float | None) -> np.ndarray:
