@@ -8,7 +8,7 @@ Pure layout logic (no file, no model)::
     TensorMap.to_gguf / to_hf (values), gguf_coordinates / hf_coordinates (indices)
     metadata.architecture_metadata(config), vocab.tokenizer_metadata(...) -> [MetaValue]
 
-Files (gguf-py, imported lazily)::
+Files (read by FlipGuard's own header walk, ``gguf.header``; converted with gguf-py, imported lazily)::
 
     convert_checkpoint(checkpoint_dir, output, outtype=None, force=False) -> Path
     open_gguf(path, float_only=False) -> GGUFFile (metadata, tensors, values(name))

@@ -62,6 +62,11 @@ _BY_ID = {t.id: t for t in GGML_TYPES.values()}
 FLOAT_TYPES = ("F32", "F16", "BF16")  # the types a full-precision GGUF stores
 
 
+def known_type(type_id: int) -> GGMLType | None:
+    """The :class:`GGMLType` of a ggml type id, or None if FlipGuard does not handle it."""
+    return _BY_ID.get(type_id)
+
+
 def ggml_type(name_or_id: str | int) -> GGMLType:
     """The :class:`GGMLType` for a ggml type name (``"Q4_K"``) or id (12).
 

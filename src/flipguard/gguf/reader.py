@@ -1,5 +1,6 @@
-"""Open a GGUF file (gguf-py's ``GGUFReader``, memory-mapped): metadata, tensor order, each tensor's
-ggml type, shape and, for F32/F16/BF16 tensors, its values as a numpy view of the file.
+"""Open a GGUF file (memory-mapped; its header walked by :mod:`flipguard.gguf.header`): metadata,
+tensor order, each tensor's ggml type, shape and, for F32/F16/BF16 tensors, its values as a numpy
+view of the file.
 
 Nothing is loaded until asked for: :meth:`GGUFFile.values` returns a read-only view of the mapped
 file (pages are read as they are touched). A file that is not GGUF, is truncated or damaged, or
@@ -16,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from flipguard.errors import FlipGuardError
-from flipguard.gguf.ggml_types import FLOAT_TYPES, GGML_TYPES
+from flipguard.gguf.ggml_types import FLOAT_TYPES, known_type
+from flipguard.gguf.header import DamagedHeader, Header, read_header
 
 _VIEW_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}  # BF16: raw bits
 
@@ -53,26 +55,35 @@ class GGUFFile:
     ``tensors`` maps each tensor name to its :class:`GGUFTensor`, in file order.
     """
 
-    def __init__(self, path: Path, reader, tensors: dict[str, GGUFTensor]):
+    def __init__(self, path: Path, mapped, header: Header, tensors: dict[str, GGUFTensor]):
         self.path = path
-        self._reader = reader
+        self._mapped = mapped  # the read-only mmap of the file
+        self._data = np.frombuffer(mapped, dtype=np.uint8)
+        self._header = header
         self.tensors = tensors
-        self.data_start = int(reader.data_offset)  # byte offset where the tensor data section begins
+        self.data_start = header.data_offset  # byte offset where the tensor data section begins
         self._metadata: dict | None = None
 
     @property
     def metadata(self) -> dict:
-        """Every key/value (str, int, float, bool or list), in file order; parsed on first use."""
+        """Every key/value (str, int, float, bool or list), in file order; decoded on first use."""
         if self._metadata is None:
-            self._metadata = {name: field.contents() for name, field in self._reader.fields.items()
-                              if not name.startswith("GGUF.")}
+            try:
+                self._metadata = {key: self._header.value(key) for key in self._header.fields}
+            except DamagedHeader:
+                raise FlipGuardError(f"{self.path} is a damaged GGUF file (a metadata value cannot be read); "
+                                     "copy or convert it again.") from None
         return self._metadata
 
     @property
     def architecture(self) -> str:
         """``general.architecture`` (e.g. ``"llama"``)."""
-        field = self._reader.fields.get("general.architecture")
-        return str(field.contents()) if field is not None else ""
+        if self._metadata is None and "general.architecture" in self._header.fields:
+            try:
+                return str(self._header.value("general.architecture"))
+            except DamagedHeader:
+                pass  # the metadata's sentence, below
+        return str(self.metadata.get("general.architecture", ""))
 
     def values(self, name: str) -> np.ndarray:
         """Read-only numpy view of a float tensor's data, shape ``(rows, cols)`` (a vector: ``(n,)``).
@@ -83,14 +94,14 @@ class GGUFFile:
         tensor = self.tensors[name]
         if tensor.type not in _VIEW_DTYPES:
             raise ValueError(f"{name} is {tensor.type}; only F32, F16 and BF16 tensors have plain values")
-        raw = self._reader.data[tensor.offset: tensor.offset + tensor.n_bytes]
+        raw = self._data[tensor.offset: tensor.offset + tensor.n_bytes]
         shape = (tensor.cols,) if len(tensor.ne) == 1 else tensor.shape
         return raw.view(_VIEW_DTYPES[tensor.type]).reshape(shape)
 
     def raw(self, name: str) -> np.ndarray:
         """Read-only uint8 view of a tensor's bytes (any type)."""
         tensor = self.tensors[name]
-        return self._reader.data[tensor.offset: tensor.offset + tensor.n_bytes]
+        return self._data[tensor.offset: tensor.offset + tensor.n_bytes]
 
     def float32(self, name: str) -> np.ndarray:
         """A float32 copy of a float tensor's values (BF16 widened exactly)."""
@@ -128,7 +139,7 @@ class GGUFFile:
         """:meth:`release` of the pages under data bytes ``[offset, offset + length)``."""
         import mmap
 
-        mapped = getattr(getattr(self._reader, "data", None), "_mmap", None)
+        mapped = self._mapped
         if mapped is None or not hasattr(mapped, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
             return
         start = offset // mmap.PAGESIZE * mmap.PAGESIZE
@@ -136,7 +147,7 @@ class GGUFFile:
 
     def close(self) -> None:
         """Drop the file mapping (views handed out keep it alive until they go)."""
-        self._reader = None
+        self._mapped = self._data = self._header = None
 
     def __enter__(self) -> "GGUFFile":
         return self
@@ -161,20 +172,22 @@ def open_gguf(path: str | PathLike, float_only: bool = False) -> GGUFFile:
     tensor type FlipGuard does not know, or (``float_only``) an already-quantized file.
     """
     path = check_gguf_magic(path)
-    reader = _open_reader(path)
+    mapped, header = _open_header(path)
     tensors = {}
-    for t in reader.tensors:
-        type_name = t.tensor_type.name
-        if type_name not in GGML_TYPES:
-            raise FlipGuardError(f"{path}: tensor {t.name} has ggml type {type_name}, which FlipGuard does not handle.")
-        tensors[t.name] = GGUFTensor(t.name, type_name, tuple(int(n) for n in t.shape), int(t.data_offset), int(t.n_bytes))
-    end = max((t.offset + t.n_bytes for t in tensors.values()), default=reader.data_offset)
+    for t in header.tensors:
+        known = known_type(t.type_id)
+        if known is None:
+            raise FlipGuardError(f"{path}: tensor {t.name} has ggml type {_type_name(path, t.type_id)}, "
+                                 "which FlipGuard does not handle.")
+        n_bytes = prod(t.ne) * known.type_size // known.block_size
+        tensors[t.name] = GGUFTensor(t.name, known.name, t.ne, header.data_offset + t.offset, n_bytes)
+    end = max((t.offset + t.n_bytes for t in tensors.values()), default=header.data_offset)
     if end > path.stat().st_size:
         raise FlipGuardError(f"{path} is truncated ({path.stat().st_size} bytes, its tensors need {end}); "
                              "copy or download it again.")
     if float_only:
         _refuse_quantized(path, tensors)
-    return GGUFFile(path, reader, tensors)
+    return GGUFFile(path, mapped, header, tensors)
 
 
 def check_gguf_magic(path: str | PathLike) -> Path:
@@ -189,14 +202,28 @@ def check_gguf_magic(path: str | PathLike) -> Path:
     return path
 
 
-def _open_reader(path: Path):
-    """gguf-py's reader, its errors turned into one FlipGuardError sentence."""
+def _open_header(path: Path):
+    """(the file's read-only mmap, its parsed :class:`Header`); a damaged header raises one
+    FlipGuardError sentence."""
+    import mmap
+
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)  # the magic is there: not empty
+    try:
+        return mapped, read_header(memoryview(mapped))
+    except DamagedHeader:
+        raise FlipGuardError(f"{path} is a damaged or truncated GGUF file (its header or data ends early "
+                             "or holds unknown values); copy or convert it again.") from None
+
+
+def _type_name(path: Path, type_id: int) -> str:
+    """ggml's name of a tensor type id FlipGuard does not handle (gguf-py's table); a damaged file
+    if no ggml type has that id."""
     import gguf
 
     try:
-        return gguf.GGUFReader(path, "r")
-    except (ValueError, IndexError, KeyError, OverflowError, TypeError):
-        # gguf-py fails on a short read (numpy index or reshape errors) or an unknown type id
+        return gguf.GGMLQuantizationType(type_id).name
+    except ValueError:
         raise FlipGuardError(f"{path} is a damaged or truncated GGUF file (its header or data ends early "
                              "or holds unknown values); copy or convert it again.") from None
 
