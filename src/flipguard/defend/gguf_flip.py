@@ -82,9 +82,10 @@ def _defend_chunk(work, scheme, plan, key, depth, locked, collect=True) -> tuple
         # checked to land under it, and no other code can change (tests compare with ggml)
         stats.codes_changed = landed = count
     else:
-        changed = scheme.analyse(work).codes != a.codes
+        after, _ = scheme.unpack(scheme.quantize(work), work.shape[1])  # ggml's codes now (no analysis)
+        changed = after.reshape(-1) != a.codes
         stats.codes_changed = int(np.count_nonzero(changed))
-        landed = int(np.count_nonzero(changed[moved]))
+        landed = int(np.count_nonzero(changed & moved if moved.dtype == np.bool_ else changed[moved]))
     stats.flipped = landed
     # each target was checked under the old scales: only a k-quant's new scales can pull a weight back
     stats.unsafe["rescaled"] = count - landed
