@@ -21,7 +21,8 @@ import torch
 from flipguard.schemes.base import Geometry, Grouped, Scheme, WallHistogram
 from flipguard.schemes.kernels.floats import DTYPE_CODE
 from flipguard.schemes.kernels.histogram import slicing, summed
-from flipguard.schemes.gguf.analysis import LEGACY, analyse, histograms, positions
+from flipguard.schemes.gguf.analysis import KQUANT, LEGACY, analyse, histograms, positions
+from flipguard.schemes.gguf.kquant_kernels import ANALYSE as ANALYSE_KQUANT
 from flipguard.schemes.gguf.legacy_kernels import ANALYSE as ANALYSE_LEGACY
 from flipguard.schemes.gguf.cell_search import CELL_KERNELS, WALK_BUDGET
 
@@ -116,6 +117,8 @@ class GGUFScheme(Scheme):
         caps = np.empty((n // self.sub_block, 2), dtype=np.float32)
         if self.family == LEGACY:
             ANALYSE_LEGACY[self.kind](xr, data, codes, x, pinned, params, caps)
+        elif self.family == KQUANT:
+            ANALYSE_KQUANT[self.kind](xr, data, codes, x, pinned, params, caps)
         else:
             analyse(self.family, self.kind, xr, data, codes, x, pinned, params, caps)
         return Analysis(data.reshape(w.shape[0], -1), codes, x, pinned, params, caps, xr)
