@@ -446,19 +446,21 @@ def quantize_block(kind, x, base, out, ob, scr_L, scr_Ls, scales, mins, hdr, wei
 
 
 @njit(inline="always")
+def scratch():
+    """One thread's work arrays for a super-block: final codes, search codes, float sub-scales and
+    mins, the header, and the search's weights, aux and work rows."""
+    return (np.empty(QK_K, dtype=np.int64), np.empty(QK_K, dtype=np.int64), np.empty(16, dtype=np.float32),
+            np.empty(16, dtype=np.float32), np.empty(HDR, dtype=np.int64), np.empty(32, dtype=np.float32),
+            np.empty(32, dtype=np.int64), np.empty((3, 32), dtype=np.float32))
+
+
+@njit(inline="always")
 def _quantize(x, out, kind):
     nb = x.size // QK_K
     ts = TYPE_SIZE[kind]
     nchunk = min(nb, 1024)
     for c in prange(nchunk):
-        L = np.empty(QK_K, dtype=np.int64)
-        Ls = np.empty(QK_K, dtype=np.int64)
-        scales = np.empty(16, dtype=np.float32)
-        mins = np.empty(16, dtype=np.float32)
-        hdr = np.empty(HDR, dtype=np.int64)
-        weights = np.empty(32, dtype=np.float32)
-        aux = np.empty(32, dtype=np.int64)
-        work = np.empty((3, 32), dtype=np.float32)
+        L, Ls, scales, mins, hdr, weights, aux, work = scratch()
         for b in range(c * nb // nchunk, (c + 1) * nb // nchunk):
             quantize_block(kind, x, b * QK_K, out, b * ts, L, Ls, scales, mins, hdr, weights, aux, work)
 
@@ -643,14 +645,7 @@ def _analyse(x, out, codes, xn, pinned, params, caps, kind):
     ts = TYPE_SIZE[kind]
     nchunk = min(nb, 1024)
     for c in prange(nchunk):
-        L = np.empty(QK_K, dtype=np.int64)
-        Ls = np.empty(QK_K, dtype=np.int64)
-        scales = np.empty(16, dtype=np.float32)
-        mins = np.empty(16, dtype=np.float32)
-        hdr = np.empty(HDR, dtype=np.int64)
-        weights = np.empty(32, dtype=np.float32)
-        aux = np.empty(32, dtype=np.int64)
-        work = np.empty((3, 32), dtype=np.float32)
+        L, Ls, scales, mins, hdr, weights, aux, work = scratch()
         for b in range(c * nb // nchunk, (c + 1) * nb // nchunk):
             base = b * QK_K
             analyse_block(kind, x, base, out, b * ts, L, Ls, scales, mins, hdr, weights, aux, work, xn, pinned, params,
