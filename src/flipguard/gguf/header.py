@@ -148,6 +148,8 @@ def read_header(buf) -> Header:
     fields: dict[str, tuple[int, int]] = {}
     for _ in range(n_kv):
         key = walker.string()
+        if key in fields:
+            raise DamagedHeader(f"the key {key} appears twice")
         vtype = walker.take("I")
         fields[key] = (vtype, walker.pos)
         walker.skip(vtype)

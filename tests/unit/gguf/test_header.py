@@ -90,6 +90,7 @@ def test_a_damaged_header_is_one_sentence(tmp_path):
         "version": good[:4] + struct.pack("<I", 9) + good[8:],
         "value type": bytearray(good),
         "utf-8": good[:text] + b"\xff" + good[text + 1:],
+        "key twice": good.replace(b"i8", b"u8", 1),  # the second key renamed to the first's name
     }
     vtype, pos = header.fields["u8"]
     bad["value type"][pos - 4:pos] = struct.pack("<I", 77)
