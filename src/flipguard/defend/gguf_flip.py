@@ -76,22 +76,21 @@ def _defend_chunk(work, scheme, plan, key, depth, locked, collect=True) -> tuple
         stats, moved = _dither_chunk(work, scheme, plan, key, depth, locked, a)
     else:
         stats, moved = _select_and_move(work, scheme, plan, key, depth, locked, a)
-    count = len(moved) if moved.dtype == np.int64 else int(np.count_nonzero(moved))
+    count = int(np.count_nonzero(moved))
     if scheme.family == LEGACY or not count:
         # a legacy block's scale is set by what the cap keeps in place: every moved weight was
         # checked to land under it, and no other code can change (tests compare with ggml)
         stats.codes_changed = landed = count
     else:
-        after, _ = scheme.unpack(scheme.quantize(work), work.shape[1])  # ggml's codes now (no analysis)
-        changed = after.reshape(-1) != a.codes
+        changed = scheme.codes(work).numpy().reshape(-1) != a.codes  # ggml's codes now (no analysis)
         stats.codes_changed = int(np.count_nonzero(changed))
-        landed = int(np.count_nonzero(changed & moved if moved.dtype == np.bool_ else changed[moved]))
+        landed = int(np.count_nonzero(changed & moved))
     stats.flipped = landed
     # each target was checked under the old scales: only a k-quant's new scales can pull a weight back
     stats.unsafe["rescaled"] = count - landed
     if not collect:
         return stats, _NO_INDEX
-    return stats, torch.from_numpy(moved if moved.dtype == np.int64 else np.flatnonzero(moved))
+    return stats, torch.from_numpy(np.flatnonzero(moved))
 
 
 _NO_INDEX = torch.empty(0, dtype=torch.int64)
@@ -99,7 +98,7 @@ _NO_INDEX = torch.empty(0, dtype=torch.int64)
 
 def _select_and_move(work, scheme, plan, key, depth, locked, a) -> tuple[SchemeStats, np.ndarray]:
     """Any policy's selection from the chunk's :class:`CellView`, then the move targets: the
-    chunk's stats so far and the int64 flat indices of the weights moved."""
+    chunk's stats so far and the bool mask of the weights moved."""
     flat = work.view(-1)
     geometry = scheme.geometry_of(a, work)
     pinned = geometry.pinned.reshape(-1)
@@ -119,7 +118,9 @@ def _select_and_move(work, scheme, plan, key, depth, locked, a) -> tuple[SchemeS
         moved = idx[ok]
         flat[moved] = values[ok]
         stats.max_shift = float(shift[ok].max()) if len(moved) else 0.0
-    return stats, moved.numpy()
+    mask = np.zeros(flat.numel(), dtype=np.bool_)
+    mask[moved.numpy()] = True
+    return stats, mask
 
 
 def _dither_chunk(work, scheme, plan, key, depth, locked, a) -> tuple[SchemeStats, np.ndarray]:

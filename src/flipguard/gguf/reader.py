@@ -78,11 +78,6 @@ class GGUFFile:
     @property
     def architecture(self) -> str:
         """``general.architecture`` (e.g. ``"llama"``)."""
-        if self._metadata is None and "general.architecture" in self._header.fields:
-            try:
-                return str(self._header.value("general.architecture"))
-            except DamagedHeader:
-                pass  # the metadata's sentence, below
         return str(self.metadata.get("general.architecture", ""))
 
     def values(self, name: str) -> np.ndarray:
@@ -212,8 +207,7 @@ def _open_header(path: Path):
     try:
         return mapped, read_header(memoryview(mapped))
     except DamagedHeader:
-        raise FlipGuardError(f"{path} is a damaged or truncated GGUF file (its header or data ends early "
-                             "or holds unknown values); copy or convert it again.") from None
+        raise _damaged(path) from None
 
 
 def _type_name(path: Path, type_id: int) -> str:
@@ -224,8 +218,12 @@ def _type_name(path: Path, type_id: int) -> str:
     try:
         return gguf.GGMLQuantizationType(type_id).name
     except ValueError:
-        raise FlipGuardError(f"{path} is a damaged or truncated GGUF file (its header or data ends early "
-                             "or holds unknown values); copy or convert it again.") from None
+        raise _damaged(path) from None
+
+
+def _damaged(path: Path) -> FlipGuardError:
+    return FlipGuardError(f"{path} is a damaged or truncated GGUF file (its header or data ends early "
+                          "or holds unknown values); copy or convert it again.")
 
 
 def _refuse_quantized(path: Path, tensors: dict[str, GGUFTensor]) -> None:
