@@ -12,7 +12,7 @@ from flipguard.scan.stats import (
 )
 from flipguard.scan.structure import structure_ratio
 from flipguard.schemes import Scheme
-from flipguard.schemes.kernels.threads import one_thread, side_by_side, threads_for
+from flipguard.schemes.kernels.threads import PARALLEL_FROM, one_thread, side_by_side, threads_for
 
 DEQUANTIZED_SHARE = 0.9  # free weights on a level above which a tensor is "dequantized"
 ON_LEVEL_TOLERANCE = 0.01  # cell widths (or twice the weight's resolution, if coarser)
@@ -91,8 +91,9 @@ def inspect_schemes(name: str, w: torch.Tensor, schemes: list[Scheme], finite: b
             evidence[-1].shape = tuple(w.shape)
             evidence[-1].sampled = measured.numel() if measured is not w else 0
     wanted = [(e, s) for e, s in zip(evidence, schemes) if e.status == "ok"]
+    side = threads if w.numel() >= PARALLEL_FROM else 1  # a small tensor's statistics: less than a thread's start
     with one_thread():  # each statistic's sample is small: one thread apiece
-        ratios = side_by_side(lambda pair: structure_ratio(w, pair[1]), wanted, threads)
+        ratios = side_by_side(lambda pair: structure_ratio(w, pair[1]), wanted, side)
     for (e, _), ratio in zip(wanted, ratios):
         e.structure = ratio
     return evidence

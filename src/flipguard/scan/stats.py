@@ -93,7 +93,9 @@ FINE_PER_CELL = 400.0  # 1 / BIN, exactly
 MAX_WALL_GROUPS = 16  # walls are judged in at most this many contiguous groups (INT8: 16 of 254)
 # how the schemes' histogram kernels bin each weight (Scheme.histograms): these constants, as arguments
 BINS = Bins(BANDS, RESOLUTION_FACTOR, NBINS, FINE_PER_CELL, MAX_WALL_GROUPS)
-_GEO_ONE_HOT = (_GEOMETRIC[:NBINS, None] == torch.arange(N_GEOMETRIC - 1)).to(torch.int64)  # fine -> geometric bin
+# the fine bins of geometric bin g are [_GEO_START[g], _GEO_END[g]) (``_GEOMETRIC`` is sorted)
+_GEO_START = torch.searchsorted(_GEOMETRIC[:NBINS], torch.arange(N_GEOMETRIC - 1))
+_GEO_END = torch.searchsorted(_GEOMETRIC[:NBINS], torch.arange(N_GEOMETRIC - 1), right=True)
 
 
 def wall_group_size(n_walls: int) -> int:
@@ -104,8 +106,10 @@ def wall_group_size(n_walls: int) -> int:
 def split_joint(joint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``hist`` ``(classes, NBINS)`` and ``per_wall`` ``(groups, classes, N_GEOMETRIC - 1)`` (int64)
     from a joint histogram ``(groups, classes, NBINS)`` (``Scheme.histograms`` with ``BINS``): the
-    sum over the wall groups, and over the fine bins of each geometric bin (integer sums: exact)."""
-    return joint.sum(dim=0), joint @ _GEO_ONE_HOT
+    sum over the wall groups, and over the fine bins of each geometric bin (integer sums: exact;
+    a difference of running sums, as the fine bins of a geometric bin are contiguous)."""
+    running = torch.nn.functional.pad(joint.cumsum(dim=-1), (1, 0))
+    return joint.sum(dim=0), running[..., _GEO_END] - running[..., _GEO_START]
 
 
 def histograms(d: torch.Tensor, resolution: torch.Tensor, wall: torch.Tensor, n_walls: int):
