@@ -91,7 +91,7 @@ def inspect_schemes(name: str, w: torch.Tensor, schemes: list[Scheme], finite: b
             evidence[-1].shape = tuple(w.shape)
             evidence[-1].sampled = measured.numel() if measured is not w else 0
     wanted = [(e, s) for e, s in zip(evidence, schemes) if e.status == "ok"]
-    side = threads if w.numel() >= PARALLEL_FROM else 1  # a small tensor's statistics: less than a thread's start
+    side = threads if w.numel() >= PARALLEL_FROM else 1  # a small tensor: its statistics cost less than starting threads
     with one_thread():  # each statistic's sample is small: one thread apiece
         ratios = side_by_side(lambda pair: structure_ratio(w, pair[1]), wanted, side)
     for (e, _), ratio in zip(wanted, ratios):

@@ -100,3 +100,16 @@ def test_crowding_at_half_the_walls_is_not_an_attack_on_the_scheme():
     assert band_strength(whole, crowd_test(whole, CROWD_SHARE), crowded=True) == "strong"
     crowd = crowd_test(half, CROWD_SHARE)
     assert crowd.p < 1e-10 and band_strength(half, crowd, crowded=True) == ""
+
+
+def test_split_joint_sums_the_fine_bins_of_each_geometric_bin():
+    from flipguard.scan.stats import _GEOMETRIC, N_GEOMETRIC, NBINS, split_joint
+
+    gen = torch.Generator().manual_seed(3)
+    for shape in [(16, len(BANDS) + 1, NBINS), (1, len(BANDS) + 1, NBINS), (3, 2, NBINS)]:
+        joint = torch.randint(0, 1 << 40, shape, generator=gen, dtype=torch.int64)
+        hist, per_wall = split_joint(joint)
+        assert torch.equal(hist, joint.sum(dim=0))
+        geo = _GEOMETRIC[:NBINS]
+        expected = torch.stack([joint[..., geo == g].sum(dim=-1) for g in range(N_GEOMETRIC - 1)], dim=-1)
+        assert torch.equal(per_wall, expected)
