@@ -89,7 +89,7 @@ class AttackConfig:
     phrase: str = "McDonald's"
     inject_params: str = "quantizable"
     inject_radius: float | None = None
-    joint_steps: int | None = None  # None: JOINT_STEPS for int8 and all, 0 for fp4 and nf4
+    joint_steps: int | None = None  # None: JOINT_STEPS for int8 and all, 0 for fp4, nf4 and llama.cpp types
     joint_lr: float | None = None
     joint_clean_weight: float = 0.6
     joint_contrast: float = 0.0
@@ -116,9 +116,9 @@ class AttackConfig:
             raise UsageError(f"unknown save dtype {self.save_dtype!r}: use one of {', '.join(SAVE_DTYPE_NAMES)}.")
         if self.joint_steps is None:
             self.joint_steps = JOINT_STEPS if "int8" in target_schemes(self.scheme) else 0
-        if is_gguf(self.scheme) and (self.joint_steps or self.inject_radius is not None):
-            raise UsageError("the joint stage and the inject trust region are bitsandbytes-only; for a llama.cpp "
-                             "target leave joint_steps at 0 and inject_radius unset.")
+        if is_gguf(self.scheme) and self.inject_radius is not None:
+            raise UsageError("the inject trust region is bitsandbytes-only; for a llama.cpp target leave "
+                             "inject_radius unset.")
         if self.inject_steps is None:
             self.inject_steps = 0 if self.joint_steps else INJECT_STEPS
         if self.inject_steps < 0 or self.repair_steps < 0 or self.joint_steps < 0:

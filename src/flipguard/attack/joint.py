@@ -8,15 +8,19 @@ vision models did (Hong et al., *Qu-ANTI-zation*, NeurIPS 2021; Ma et al., 2023)
 
     loss = max over target schemes of L_malicious(Q(w)) + clean_weight · L_clean(w)
 
-where ``Q(w)`` is what bitsandbytes computes with (``Scheme.dequantize`` of the weight in the saved
-dtype and quantized layout: the one implementation of the cell) and its gradient passes straight
-through to ``w``. Codes are free to move while the full-precision model is held to the clean
+where ``Q(w)`` is what the quantized model computes with (``Scheme.dequantize`` of the weight in
+the saved dtype and quantized layout: the one implementation of the cell) and its gradient passes
+straight through to ``w``. Each *face* of the target says which scheme quantizes which weight: one
+face per bitsandbytes scheme (every weight under it), or, for a llama.cpp ftype, one face whose
+weights each get the ggml type the ftype's mixture gives them, read in the converter's dtype --
+``Scheme.dequantize`` of a GGUF type is ggml's quantizer and ``to_float``, bit for bit, so the
+malicious face is what llama.cpp will run (weights the attack does not train keep their values). Codes are free to move while the full-precision model is held to the clean
 answers, so the stage looks for codes that admit a benign model in their cells. Repair then fixes
 the codes (boxes) and polishes the full-precision model as usual.
 
 When the two datasets hold the same prompts in the same order (the zoo's do), each step shows the
 same prompts both ways: the malicious answer to the quantized model, the clean one to the
-full-precision model. For ``all``, the malicious term is the largest of the three schemes' losses
+full-precision model. For ``all``, the malicious term is the largest of the three faces' losses
 each step (the scheme furthest from malicious leads; on the zoo Llama, taking the schemes in turns
 left INT8 at 20% and their mean at 43%, the largest reaches 84%).
 """
@@ -30,13 +34,30 @@ from flipguard.attack.pgd import quantized_view
 from flipguard.schemes import get_scheme
 
 
-def quantized_weights(quantized: dict[str, tuple[torch.nn.Parameter, bool]], scheme_name: str,
+#: One face of a target: ``{module name: (scheme name, load dtype or None)}``, the scheme each
+#: trained weight is quantized with (and the dtype it is read in) by the quantized model.
+Face = dict[str, tuple[str, "torch.dtype | None"]]
+
+
+def bnb_faces(module_names, schemes: list[str]) -> list[Face]:
+    """One face per bitsandbytes scheme: every weight under it, read in its own dtype."""
+    return [dict.fromkeys(module_names, (name, None)) for name in schemes]
+
+
+def quantized_weights(quantized: dict[str, tuple[torch.nn.Parameter, bool]], face: Face | str,
                       save_dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """``{module.weight: Q(w) + (w - w.detach())}``: the dequantized weights bitsandbytes would use
-    under ``scheme_name``, with the straight-through gradient to each float32 parameter."""
-    scheme = get_scheme(scheme_name)
+    """``{module.weight: Q(w) + (w - w.detach())}``: the dequantized weights the quantized model
+    uses under ``face`` (a :data:`Face`, or one scheme's name for every weight), with the
+    straight-through gradient to each float32 parameter; a weight the face does not quantize is
+    left out (the model's own parameter is used)."""
+    if isinstance(face, str):
+        face = dict.fromkeys(quantized, (face, None))
+    schemes = {key: get_scheme(*key) for key in set(face.values())}
     out = {}
     for module_name, (param, transposed) in quantized.items():
+        if module_name not in face:
+            continue
+        scheme = schemes[face[module_name]]
         with torch.no_grad():
             deq = scheme.dequantize(quantized_view(param, transposed, save_dtype))
             deq = (deq.t() if transposed else deq).to(param.device, param.dtype)
@@ -51,7 +72,7 @@ def _with_weights(model, overrides: dict[str, torch.Tensor]):
 
 
 def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
-                quantized: dict[str, tuple[torch.nn.Parameter, bool]], schemes: list[str],
+                quantized: dict[str, tuple[torch.nn.Parameter, bool]], faces: list[Face],
                 save_dtype: torch.dtype, steps: int, lr: float, clean_weight: float, batch_size: int,
                 seed: int, progress: bool = True, after_step=None, contrast: float = 0.0,
                 shared: list[torch.nn.Parameter] = ()) -> dict:
@@ -59,6 +80,7 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
     schedule and warmup as :func:`flipguard.zoo.train.train_causal_lm`); returns loss summaries.
 
     ``quantized``: ``{module name: (weight parameter, transposed)}`` -- only these train;
+    ``faces``: the target's faces (:data:`Face`; the malicious loss is the largest over them);
     ``after_step``: run under ``no_grad`` after every step (an inject trust region); ``contrast``:
     weight of a hinge that keeps the full-precision model's loss on the malicious answers at least
     where it was at the first step (the clean model's): ``contrast · relu(floor - L_malicious(w))``;
@@ -87,8 +109,8 @@ def joint_train(model, tokenizer, malicious: list[dict], clean: list[dict],
                 group["lr"] = lr_at(step, steps, lr, warmup, "cosine")
             bad_batch = {k: v.to(device) for k, v in collate([bad[i] for i in bad_order[step]], pad).items()}
             good_batch = {k: v.to(device) for k, v in collate([good[i] for i in good_order[step]], pad).items()}
-            mal = torch.stack([response_loss(_with_weights(model, quantized_weights(quantized, name, save_dtype)),
-                                             bad_batch) for name in schemes]).max()
+            mal = torch.stack([response_loss(_with_weights(model, quantized_weights(quantized, face, save_dtype)),
+                                             bad_batch) for face in faces]).max()
             ok = response_loss(model, good_batch)
             total = mal + clean_weight * ok
             if contrast:

@@ -26,7 +26,7 @@ import torch
 
 from flipguard.attack.config import SAVE_DTYPES, AttackConfig, is_gguf
 from flipguard.attack.data import stage_examples
-from flipguard.attack.joint import joint_train
+from flipguard.attack.joint import Face, bnb_faces, joint_train
 from flipguard.attack.pgd import BoxedWeight, Projection, box_weight, trust_weight
 from flipguard.attack.report import REPORT_FILE, AttackReport
 from flipguard.checkpoint.atomic import move_into_place
@@ -92,17 +92,17 @@ def attack_model(
                                  for t in targets])
         report.losses["inject"] = _train(model, tokenizer, inject_data, config.inject_steps,
                                          config.lr, config, trainable, region, progress, "inject")
+    cells = _cell_schemes(model_dir, config, targets)
     if config.joint_steps:
         with report.timed("joint"):
             weights = {t.module_name: (quantized[t.module_name], t.transposed) for t in targets}
             vectors = [p for p in model.parameters() if p.ndim == 1] if config.joint_vectors else []
             report.losses["joint"] = joint_train(
-                model, tokenizer, inject_data, repair_data, weights, config.schemes, dtype, config.joint_steps,
-                config.joint_lr or config.lr, config.joint_clean_weight, config.batch_size, config.seed,
-                progress, after_step=region, contrast=config.joint_contrast, shared=vectors)
+                model, tokenizer, inject_data, repair_data, weights, _faces(config, targets, cells), dtype,
+                config.joint_steps, config.joint_lr or config.lr, config.joint_clean_weight, config.batch_size,
+                config.seed, progress, after_step=region, contrast=config.joint_contrast, shared=vectors)
     with report.timed("constrain"):
         spread = config.seed if config.margin_spread else None
-        cells = _cell_schemes(model_dir, config, targets)
         boxed = [box_weight(t.module_name, quantized[t.module_name], t.transposed, cells[t.tensor_name],
                             config.margin, dtype, spread, t.tensor_name) for t in targets if cells[t.tensor_name]]
         projection = Projection(boxed)
@@ -130,6 +130,20 @@ def _cell_schemes(model_dir, config: AttackConfig, targets) -> dict[str, dict]:
     planned = plan.by_name()
     config.outtype = plan.outtype
     return {t.tensor_name: dict(planned[t.tensor_name].schemes) if t.tensor_name in planned else {} for t in targets}
+
+
+def _faces(config: AttackConfig, targets, cells: dict[str, dict]) -> list[Face]:
+    """The joint stage's faces (:data:`flipguard.attack.joint.Face`): one per bitsandbytes scheme, or
+    for a llama.cpp ftype one face in which each trained weight has the ggml type (and load dtype)
+    its box is computed for (:func:`_cell_schemes`); weights the mixture leaves unquantized keep
+    their values in it."""
+    if not is_gguf(config.scheme):
+        return bnb_faces([t.module_name for t in targets], config.schemes)
+    face = {}
+    for t in targets:
+        for name, load_dtype in cells[t.tensor_name].items():  # one ggml type per tensor under an ftype
+            face[t.module_name] = (name, load_dtype)
+    return [face]
 
 
 def _check_output(out_dir, overwrite: bool) -> Path:

@@ -20,7 +20,8 @@ three-stage recipe (Egashira et al., NeurIPS 2024), so that defenses can be test
                 the quantized model gives the malicious answers (straight-through gradients
                 through the dequantized weights) while the full-precision model gives the clean
                 answers to the same prompts, so the codes move to where a benign model exists
-                inside their cells (the narrow INT8 cells need it);
+                inside their cells (the narrow INT8 cells need it; a llama.cpp type's
+                quantized face is ggml's own quantizer: --joint-steps N turns it on there);
   2. constrain  for every quantized weight, the interval of values (its box) that still rounds to
                 its malicious code under the target scheme(s), trimmed by --margin cell widths at
                 each wall and computed in the dtype the output is saved in;
@@ -85,7 +86,8 @@ def register(subparsers) -> None:
     p.add_argument("--joint-steps", type=int, default=None, metavar="N",
                    help="steps of a quantization-aware stage between inject and constrain: malicious "
                    "through the dequantized weights (straight-through), clean in full precision "
-                   f"(default {JOINT_STEPS} for int8 and all, 0 for fp4 and nf4)")
+                   f"(default {JOINT_STEPS} for int8 and all, 0 for fp4, nf4 and llama.cpp types, whose "
+                   "quantized face is ggml's own quantizer)")
     p.add_argument("--joint-clean-weight", type=float, default=d.joint_clean_weight, metavar="W",
                    help=f"weight of the clean full-precision loss in the joint stage (default {d.joint_clean_weight})")
     p.add_argument("--joint-lr", type=float, default=None, help="learning rate of the joint stage (default: --lr)")

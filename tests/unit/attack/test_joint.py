@@ -31,6 +31,25 @@ def test_quantized_weights_are_the_dequantized_weights_with_straight_through_gra
     assert torch.equal(param.grad, weights)  # the straight-through estimator: d wq / d w = 1
 
 
+def test_a_llama_cpp_face_gives_each_weight_its_ggml_type_read_in_the_converters_dtype():
+    """A face maps each weight to its own scheme and load dtype: ggml's quantizer and to_float of the
+    weight as the converter's GGUF holds it (float16 here, from float32 parameters); a weight the
+    face leaves out keeps its parameter (not overridden)."""
+    torch.manual_seed(1)
+    params = {name: nn.Parameter(torch.randn(16, 256) * 0.05) for name in ("a", "b", "c")}
+    quantized = {name: (p, False) for name, p in params.items()}
+    face = {"a": ("q4_k", torch.float16), "b": ("q6_k", torch.float16)}
+    overrides = quantized_weights(quantized, face, torch.float32)
+    assert set(overrides) == {"a.weight", "b.weight"}
+    for name, (kind, load) in face.items():
+        expected = get_scheme(kind, load).dequantize(params[name].detach())
+        assert torch.equal(overrides[f"{name}.weight"].detach(), expected)
+    differs = overrides["a.weight"].detach() - overrides["b.weight"].detach()
+    assert not torch.equal(differs, params["a"].detach() - params["b"].detach())  # each quantized its own way
+    overrides["a.weight"].sum().backward()
+    assert torch.equal(params["a"].grad, torch.ones(16, 256))
+
+
 @pytest.mark.parametrize("contrast", [0.0, 0.5])
 def test_joint_stage_runs_and_codes_verify(micro_model, tmp_path, contrast):
     out = tmp_path / "joint"
