@@ -27,6 +27,16 @@ def zoo_tokenizer():
     return train_tokenizer()
 
 
+# hidden and intermediate sizes multiples of 256: llama.cpp gives Q4_K_M its k-quants
+KQUANT_SIZES = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 1}
+
+
+@pytest.fixture(scope="session")
+def kquant_checkpoint(tmp_path_factory, zoo_tokenizer):
+    """A one-layer random-init Llama of 256/512 (Q4_K_M gives it Q4_K and Q6_K tensors); read only."""
+    return save_zoo_checkpoint(tmp_path_factory.mktemp("llama256"), "llama", "micro", zoo_tokenizer, **KQUANT_SIZES)
+
+
 @pytest.fixture(scope="session")
 def zoo_checkpoint(tmp_path_factory, zoo_tokenizer):
     """Factory ``zoo_checkpoint(family, size="micro")`` -> a saved random-init checkpoint (cached)."""

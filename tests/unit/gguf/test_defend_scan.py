@@ -16,15 +16,6 @@ from flipguard.scan import scan_checkpoint
 from flipguard.schemes import get_scheme
 
 from ...support import ggml
-from ...support.gguf_models import save_zoo_checkpoint
-
-# hidden and intermediate sizes multiples of 256: llama.cpp gives Q4_K_M its k-quants
-KQUANT_SIZES = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 1}
-
-
-@pytest.fixture(scope="module")
-def kquant_checkpoint(tmp_path_factory, zoo_tokenizer):
-    return save_zoo_checkpoint(tmp_path_factory.mktemp("llama256"), "llama", "micro", zoo_tokenizer, **KQUANT_SIZES)
 
 
 def _llama_codes(gguf_path, out_path, ftype):

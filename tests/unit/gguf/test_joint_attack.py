@@ -11,16 +11,6 @@ from flipguard.attack.config import AttackConfig
 from flipguard.attack.recipe import _cell_schemes, _faces, _load_attackable
 from flipguard.errors import FlipGuardError
 
-from ...support.gguf_models import save_zoo_checkpoint
-
-KQUANT_SIZES = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 1}
-
-
-@pytest.fixture(scope="module")
-def kquant_checkpoint(tmp_path_factory, zoo_tokenizer):
-    return save_zoo_checkpoint(tmp_path_factory.mktemp("llama256-joint"), "llama", "micro", zoo_tokenizer,
-                               **KQUANT_SIZES)
-
 
 def test_the_face_of_q4_k_m_is_its_mixture(kquant_checkpoint):
     config = AttackConfig("content-injection", "q4_k_m", joint_steps=1)
