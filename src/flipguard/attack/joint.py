@@ -14,8 +14,9 @@ straight through to ``w``. Each *face* of the target says which scheme quantizes
 face per bitsandbytes scheme (every weight under it), or, for a llama.cpp ftype, one face whose
 weights each get the ggml type the ftype's mixture gives them, read in the converter's dtype --
 ``Scheme.dequantize`` of a GGUF type is ggml's quantizer and ``to_float``, bit for bit, so the
-malicious face is what llama.cpp will run (weights the attack does not train keep their values). Codes are free to move while the full-precision model is held to the clean
-answers, so the stage looks for codes that admit a benign model in their cells. Repair then fixes
+malicious face is what llama.cpp will run (weights the attack does not train keep their values).
+Codes are free to move while the full-precision model is held to the clean answers, so the stage
+looks for codes that admit a benign model in their cells. Repair then fixes
 the codes (boxes) and polishes the full-precision model as usual.
 
 When the two datasets hold the same prompts in the same order (the zoo's do), each step shows the
@@ -39,19 +40,12 @@ from flipguard.schemes import get_scheme
 Face = dict[str, tuple[str, "torch.dtype | None"]]
 
 
-def bnb_faces(module_names, schemes: list[str]) -> list[Face]:
-    """One face per bitsandbytes scheme: every weight under it, read in its own dtype."""
-    return [dict.fromkeys(module_names, (name, None)) for name in schemes]
 
-
-def quantized_weights(quantized: dict[str, tuple[torch.nn.Parameter, bool]], face: Face | str,
+def quantized_weights(quantized: dict[str, tuple[torch.nn.Parameter, bool]], face: Face,
                       save_dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """``{module.weight: Q(w) + (w - w.detach())}``: the dequantized weights the quantized model
-    uses under ``face`` (a :data:`Face`, or one scheme's name for every weight), with the
-    straight-through gradient to each float32 parameter; a weight the face does not quantize is
-    left out (the model's own parameter is used)."""
-    if isinstance(face, str):
-        face = dict.fromkeys(quantized, (face, None))
+    uses under ``face``, with the straight-through gradient to each float32 parameter; a weight
+    the face does not quantize is left out (the model's own parameter is used)."""
     schemes = {key: get_scheme(*key) for key in set(face.values())}
     out = {}
     for module_name, (param, transposed) in quantized.items():

@@ -26,7 +26,7 @@ import torch
 
 from flipguard.attack.config import SAVE_DTYPES, AttackConfig, is_gguf
 from flipguard.attack.data import stage_examples
-from flipguard.attack.joint import Face, bnb_faces, joint_train
+from flipguard.attack.joint import Face, joint_train
 from flipguard.attack.pgd import BoxedWeight, Projection, box_weight, trust_weight
 from flipguard.attack.report import REPORT_FILE, AttackReport
 from flipguard.checkpoint.atomic import move_into_place
@@ -133,17 +133,16 @@ def _cell_schemes(model_dir, config: AttackConfig, targets) -> dict[str, dict]:
 
 
 def _faces(config: AttackConfig, targets, cells: dict[str, dict]) -> list[Face]:
-    """The joint stage's faces (:data:`flipguard.attack.joint.Face`): one per bitsandbytes scheme, or
-    for a llama.cpp ftype one face in which each trained weight has the ggml type (and load dtype)
-    its box is computed for (:func:`_cell_schemes`); weights the mixture leaves unquantized keep
-    their values in it."""
-    if not is_gguf(config.scheme):
-        return bnb_faces([t.module_name for t in targets], config.schemes)
-    face = {}
+    """The joint stage's faces (:data:`flipguard.attack.joint.Face`), one per target scheme, from the
+    schemes (and load dtypes) each weight's box is computed for (:func:`_cell_schemes`): face ``i``
+    gives every weight the ``i``-th of them -- each bitsandbytes scheme in turn, or for a llama.cpp
+    ftype its one face, the ggml type its mixture gives each tensor (a tensor it leaves
+    unquantized keeps its values)."""
+    faces: list[Face] = [{} for _ in config.schemes]
     for t in targets:
-        for name, load_dtype in cells[t.tensor_name].items():  # one ggml type per tensor under an ftype
-            face[t.module_name] = (name, load_dtype)
-    return [face]
+        for face, scheme in zip(faces, cells[t.tensor_name].items()):
+            face[t.module_name] = scheme
+    return faces
 
 
 def _check_output(out_dir, overwrite: bool) -> Path:

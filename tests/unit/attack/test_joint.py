@@ -18,7 +18,7 @@ def test_quantized_weights_are_the_dequantized_weights_with_straight_through_gra
     torch.manual_seed(0)
     shape = (96, 64) if transposed else (64, 96)  # Conv1D stores (in, out)
     param = nn.Parameter(torch.randn(shape) * 0.05)
-    overrides = quantized_weights({"layer": (param, transposed)}, scheme, torch.float16)
+    overrides = quantized_weights({"layer": (param, transposed)}, {"layer": (scheme, None)}, torch.float16)
     wq = overrides["layer.weight"]
     q = param.detach().to(torch.float16)
     q = q.t().contiguous() if transposed else q
