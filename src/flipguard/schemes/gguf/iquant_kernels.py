@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from flipguard.schemes.gguf.kquant_search import GROUP_MAX_EPS
-from flipguard.schemes.gguf.numerics import best_index_int8, f32, fp16_bits, fp16_value, nearest_int
+from flipguard.schemes.gguf.numerics import best_index_int8, f32, fp16_bits, fp16_value, nearest_int, signed_max_caps
 from flipguard.schemes.kernels.cache import kernel
 
 KVALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.float32)
@@ -236,7 +236,7 @@ def unpack(data, kind, codes_out, values_out):
 def analyse_block(kind, x, base, out, ob, values, scales, hdr, L, xn, pinned, params, caps, g0):
     """Quantize the (super-)block at ``x[base:]`` (bytes into ``out[ob:]``, codes ``L``, float
     block scales), then per weight its normalized value ``xn`` (table units: ``idl * x``) and
-    ``pinned`` flag, per 32-block ``params[g]`` = (idl, 0) and ``caps[g]`` = [-amax, amax];
+    ``pinned`` flag, per 32-block ``params[g]`` = (idl, 0) and ``caps[g]`` (:func:`signed_max_caps`);
     returns the float super-block ``d``."""
     nsub = nsub_of(kind)
     for ib in range(nsub):
@@ -253,6 +253,8 @@ def analyse_block(kind, x, base, out, ob, values, scales, hdr, L, xn, pinned, pa
         params[g, 1] = f32(0.0)
         caps[g, 0] = -amax
         caps[g, 1] = amax
+        if amax > 0:  # the block search starts from the signed maximum
+            caps[g, 0], caps[g, 1] = signed_max_caps(x, b, 32, amax)
         for j in range(32):
             t = idl * x[b + j]
             L[32 * ib + j] = best_index_int8(values, t)

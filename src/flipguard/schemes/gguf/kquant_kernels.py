@@ -33,7 +33,7 @@ from flipguard.schemes.gguf.kquant_search import (
     make_qkx2_quants_batch,
     make_qx_quants,
 )
-from flipguard.schemes.gguf.numerics import f32, fp16_bits, fp16_value, nearest_int
+from flipguard.schemes.gguf.numerics import f32, fp16_bits, fp16_value, nearest_int, signed_max_caps
 from flipguard.schemes.kernels.cache import kernel
 
 QK_K = 256
@@ -612,7 +612,7 @@ def analyse_block(kind, x, base, out, ob, L, Ls, scales, mins, hdr, weights, aux
     search codes ``Ls``, float sub-scales, header), then per weight its normalized value
     ``xn`` and ``pinned`` flag (flat arrays at ``base``), per sub-block ``params[g]`` =
     (d, dm) and ``caps[g]`` = the range a free weight may take without moving the search's
-    start ([min, max] for Q2/Q4/Q5_K, [-amax, amax] for Q3/Q6_K); groups from ``g0``."""
+    start ([min, max] for Q2/Q4/Q5_K, :func:`signed_max_caps` for Q3/Q6_K); groups from ``g0``."""
     quantize_block(kind, x, base, out, ob, L, Ls, scales, mins, hdr, weights, aux, work)
     sub = SUB[kind]
     two_sided = kind == 1 or kind == 4
@@ -632,6 +632,8 @@ def analyse_block(kind, x, base, out, ob, L, Ls, scales, mins, hdr, weights, aux
         params[g, 1] = dm
         caps[g, 0] = -amax if two_sided else lo
         caps[g, 1] = amax if two_sided else hi
+        if two_sided and amax > 0:  # the search starts from the signed maximum
+            caps[g, 0], caps[g, 1] = signed_max_caps(x, b, sub, amax)
         for ii in range(sub):
             v = x[b + ii]
             t = normalized(kind, v, d, dm) if d != 0 else f32(0.0)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from flipguard.schemes.gguf.numerics import cvtt, f32, fp16_bits, fp16_value, roundf
+from flipguard.schemes.gguf.numerics import cvtt, f32, fp16_bits, fp16_value, roundf, signed_max_caps
 from flipguard.schemes.kernels.cache import kernel
 
 QK = 32
@@ -223,7 +223,8 @@ def analyse_block(kind, x, base, codes, xn, pinned, params, caps, g):
 
     ``codes`` (int64, 32): stored codes; ``xn`` / ``pinned``: per weight (flat arrays, at
     ``base``); ``params[g]`` = (id, min) of ``normalized``; ``caps[g]`` = the range of values a
-    free weight may take without changing the block's scale ([-amax, amax] or [min, max])."""
+    free weight may take without changing the block's scale ([-amax, amax], [min, max], or for
+    Q4_0/Q5_0 :func:`signed_max_caps`)."""
     d, idd, mn = block_scale(x, base, kind)
     amax = f32(0.0)
     lo = x[base]
@@ -238,6 +239,8 @@ def analyse_block(kind, x, base, codes, xn, pinned, params, caps, g):
     params[g, 1] = mn
     caps[g, 0] = lo if one_sided else -amax
     caps[g, 1] = hi if one_sided else amax
+    if (kind == 1 or kind == 3) and amax > 0:  # Q4_0 / Q5_0: d follows the signed maximum
+        caps[g, 0], caps[g, 1] = signed_max_caps(x, base, QK, amax)
     for j in range(QK):
         v = x[base + j]
         t = normalized(v, idd, mn, kind)

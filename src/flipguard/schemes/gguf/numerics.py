@@ -50,6 +50,19 @@ def from_bits32(b):
 
 
 @njit(inline="always")
+def signed_max_caps(x, b, n, amax):
+    """``(lo, hi)``: the cap of a block ``x[b:b+n]`` whose scale follows its *signed* maximum, the
+    first value of largest magnitude ``amax`` (> 0) as ggml picks it (Q4_0/Q5_0, make_q3_quants and
+    make_qx_quants, iq4). A free weight may reach ``amax`` only with that value's sign: the same
+    magnitude with the other sign, met first, would take its place and flip the scale's sign."""
+    for i in range(n):
+        if abs(x[b + i]) == amax:
+            inward = from_bits32(bits32(amax) - 1)  # the float32 just below amax
+            return (-amax, inward) if x[b + i] < 0 else (-inward, amax)
+    return -amax, amax
+
+
+@njit(inline="always")
 def nearest_int(fval):
     """ggml's ``nearest_int``: ``bits(fval + 1.5*2^23) & 0x7fffff - 0x400000`` (int64).
 

@@ -73,7 +73,12 @@ def test_legacy_cells_are_exact(name, dtype, source):
         if s.with_min:
             assert np.all((beyond < rows.min(1)) | (beyond > rows.max(1)))
         else:
-            assert np.all(np.abs(beyond) > np.abs(rows).max(1))
+            top = np.abs(rows).max(1)
+            outside = np.abs(beyond) > top
+            if name in ("q4_0", "q5_0"):  # d follows the signed maximum (the first of largest magnitude):
+                first = rows[np.arange(len(rows)), np.argmax(np.abs(rows) == top[:, None], axis=1)]
+                outside |= (np.abs(beyond) == top) & (np.sign(beyond) != np.sign(first))  # the other sign is out
+            assert np.all(outside)
     assert torch.equal(s.cell(w)[0], b.lo) and torch.equal(s.cell(w)[1], b.hi)
 
 
@@ -204,3 +209,26 @@ def test_wall_distance_is_nan_exactly_where_pinned(name):
     assert torch.equal(geo.pinned, s.group(w).pinned)
     free = d[~geo.pinned]
     assert bool(((free >= 0) & (free <= 0.5)).all())
+
+
+@pytest.mark.parametrize("name", ["q4_0", "q5_0", "q3_k", "q6_k", "iq4_nl", "iq4_xs"])
+def test_the_cap_keeps_the_sign_of_the_maximum(name):
+    """These types take their scale from the block's *signed* maximum, the first value of largest
+    magnitude. A free weight read (here: cast to float16) at that magnitude with the other sign,
+    placed before it, would take its place and flip the scale: the cap stops one value short. For
+    Q4_0/Q5_0 every value of the interval then keeps ggml's bytes."""
+    group = 32 if name in ("q4_0", "q5_0", "iq4_nl", "iq4_xs") else 16
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((2, 256)) * 0.02).astype(np.float32)
+    top = np.float32(np.float16(0.1284))  # exact in float16
+    w[:, ::group] = top * np.float32(0.9995)  # first in each group, just below; rounds to `top` in float16
+    w[:, group - 1::group] = -top  # the maximum, negative, later in the group
+    w = torch.from_numpy(w)
+    s = get_scheme(name, torch.float16)
+    lo, hi = s.rounding_interval(w)
+    first = hi.reshape(-1, group)[:, 0]
+    assert bool((first.half().float() < float(top)).all())  # as llama.cpp reads it: below the maximum
+    if name in ("q4_0", "q5_0"):
+        moved = w.clone()
+        moved.reshape(-1, group)[:, 0] = first
+        assert np.array_equal(s.quantize(moved), s.quantize(w))
