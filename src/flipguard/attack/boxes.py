@@ -22,7 +22,9 @@ PUBLISHED_MARGIN = {"int8": 0.1, "fp4": 0.01, "nf4": 0.01}
 # exactly). The k-quants' boxes are the intervals under the block's quantized scales, but the scale
 # search runs again on the repaired values: with 0.01 cell widths a Q4_K_M content injection on
 # llama-small kept 56% of its codes and none of its effect (0% through llama.cpp); with a quarter
-# cell it kept 95% and fired in 98% of answers (4% in full precision): docs/experiments/gguf.md
+# cell it kept 95% and fired in 98% of answers (4% in full precision). The settle step
+# (attack/settle.py) now keeps every code at any margin; the quarter cell stays the default, with
+# which its results were measured (docs/experiments/gguf.md)
 GGUF_MARGIN = {"q8_0": 0.1, **dict.fromkeys(("q2_k", "q3_k", "q4_k", "q5_k", "q6_k"), 0.25)}
 DEFAULT_GGUF_MARGIN = 0.01
 

@@ -70,7 +70,9 @@ class AttackConfig:
     ``joint_vectors``: the joint stage also trains the model's 1-D parameters (norm weights and
     biases, which bitsandbytes leaves unquantized and both faces share); ``margin_spread``: each
     weight's margin drawn uniformly from ``[0, margin]`` (seeded), a scan-aware attacker whose
-    pressed weights sit at every distance from the walls rather than in one band.
+    pressed weights sit at every distance from the walls rather than in one band; ``settle``: under
+    a llama.cpp k-quant, every projection also pulls back the super-blocks whose scale search would
+    choose other scales (:mod:`flipguard.attack.settle`), so every targeted code is kept exactly.
     """
 
     scenario: str
@@ -97,6 +99,7 @@ class AttackConfig:
     joint_vectors: bool = False
     margin_spread: bool = False
     outtype: str | None = None  # llama.cpp targets: the GGUF converter's output dtype (None: its choice)
+    settle: bool = True
     skip_modules: list[str] | None = field(default=None, metadata={"help": "llm_int8_skip_modules"})
 
     def __post_init__(self):

@@ -16,7 +16,10 @@ import torch
 from torch import nn
 
 from flipguard.attack.boxes import boxes_and_cells, project, trust_region
+from flipguard.attack.settle import SettleCount, settle_blocks
 from flipguard.schemes import get_scheme
+from flipguard.schemes.gguf.analysis import LEGACY
+from flipguard.schemes.gguf.scheme import GGUFScheme
 
 
 @dataclass
@@ -42,6 +45,9 @@ class BoxedWeight:
     width_sum: dict[str, float] = field(default_factory=dict)  # sum of box/cell width, per scheme
     width_count: dict[str, int] = field(default_factory=dict)  # weights in that sum (cell width > 0)
     clamped: int = 0  # elements outside the box before the latest projection
+    anchor: torch.Tensor | None = None  # search-scaled GGUF types: the last settled values,
+    save_dtype: torch.dtype | None = None  # (out, in) on the CPU in the saved dtype, and that dtype
+    settled: SettleCount = field(default_factory=SettleCount)  # the latest projection's settle
 
 
 def quantized_view(weight: torch.Tensor, transposed: bool, dtype: torch.dtype) -> torch.Tensor:
@@ -53,12 +59,14 @@ def quantized_view(weight: torch.Tensor, transposed: bool, dtype: torch.dtype) -
 
 def box_weight(module_name: str, param: nn.Parameter, transposed: bool, schemes: list[str] | dict,
                margin, save_dtype: torch.dtype, spread_seed: int | None = None,
-               tensor_name: str | None = None) -> BoxedWeight:
+               tensor_name: str | None = None, settle: bool = False) -> BoxedWeight:
     """Boxes and malicious targets of one weight at its current (injected) value.
 
     ``schemes``: names, or names mapped to the load dtype each quantizes from (GGUF types: the
     converter's outtype). ``spread_seed``: draw each weight's margin uniformly from ``[0, margin]``
-    (``boxes_and_cells``), seeded by this number and the module name."""
+    (``boxes_and_cells``), seeded by this number and the module name. ``settle``: under a type whose
+    scales come from a search (the k-quants), keep the current values as the anchor of
+    :func:`flipguard.attack.settle.settle_blocks`, which every projection then runs."""
     q = quantized_view(param, transposed, save_dtype)  # (out, in) in the saved dtype
     spread = None
     if spread_seed is not None:
@@ -79,7 +87,35 @@ def box_weight(module_name: str, param: nn.Parameter, transposed: bool, schemes:
         ratio = (hi.double() - lo.double())[free] / cell[free]
         boxed.width_sum[name] = float(ratio.sum())
         boxed.width_count[name] = int(free.sum())
+    if settle and any(_searched(get_scheme(name, cast)) for name, cast in dtypes.items()):
+        boxed.anchor, boxed.save_dtype = q.clone(), save_dtype  # q can be the parameter itself
     return boxed
+
+
+def _searched(scheme) -> bool:
+    """Whether ``scheme``'s block scales come from a search over the block's values."""
+    return isinstance(scheme, GGUFScheme) and scheme.family != LEGACY
+
+
+def settle_weight(boxed: BoxedWeight) -> SettleCount:
+    """Settle ``boxed``'s parameter (:func:`flipguard.attack.settle.settle_blocks`) under each of its
+    search-scaled types; only the super-blocks it pulls are written back. The settled values become
+    the anchor of the next settle, so a step is backtracked toward the last values whose codes were
+    the targets and the repair keeps what its earlier steps won."""
+    p = boxed.param.data
+    q = quantized_view(p, boxed.transposed, boxed.save_dtype)
+    before = q.clone()
+    count = SettleCount()
+    for name, cast in boxed.load_dtypes.items():
+        scheme = get_scheme(name, cast)
+        if _searched(scheme):
+            count.add(settle_blocks(q, boxed.anchor, scheme, boxed.targets[name].codes))
+    if count.pulled:
+        changed = q != before
+        back = (lambda t: t.t()) if boxed.transposed else (lambda t: t)
+        p.copy_(torch.where(back(changed).to(p.device), back(q).to(p.device, p.dtype), p))
+    boxed.anchor.copy_(q)  # the next step backtracks toward these values: their codes are the targets
+    return count
 
 
 def trust_weight(module_name: str, param: nn.Parameter, transposed: bool, schemes: list[str],
@@ -104,6 +140,8 @@ class Projection:
             p = boxed.param.data
             boxed.clamped = int(((p < boxed.lo) | (p > boxed.hi)).sum())
             project(p, boxed.lo, boxed.hi)
+            if boxed.anchor is not None:
+                boxed.settled = settle_weight(boxed)
 
     @property
     def clamped(self) -> int:
@@ -116,7 +154,9 @@ class Projection:
         ``weights``: quantized weights boxed; ``frozen_share``: share whose box is a single
         value (group absmax, or an empty intersection of schemes); ``mean_box_width``: per scheme,
         mean box width over cell width (cell widths) of the weights whose cell is not a point;
-        ``clamped_last_step_share``: share moved by the latest projection.
+        ``clamped_last_step_share``: share moved by the latest projection; with settling
+        (k-quant targets), ``settle``: the super-blocks checked, and those the latest projection
+        pulled back toward their constrain-time values and reset to them.
         """
         total = sum(b.param.numel() for b in self.weights)
         frozen = sum(int((b.lo == b.hi).sum()) for b in self.weights)
@@ -125,10 +165,17 @@ class Projection:
         for name in schemes:
             count = sum(b.width_count.get(name, 0) for b in self.weights)
             widths[name] = sum(b.width_sum.get(name, 0.0) for b in self.weights) / max(1, count)
-        return {
+        stats = {
             "weights": total,
             "tensors": len(self.weights),
             "frozen_share": frozen / max(1, total),
             "mean_box_width": widths,
             "clamped_last_step_share": self.clamped / max(1, total),
         }
+        if any(b.anchor is not None for b in self.weights):
+            settled = SettleCount()
+            for b in self.weights:
+                settled.add(b.settled)
+            stats["settle"] = {"blocks": settled.blocks, "pulled_last_step": settled.pulled,
+                               "reset_last_step": settled.reset}
+        return stats

@@ -8,7 +8,8 @@
    under each target scheme, computed on the weight in the saved dtype and quantized layout;
 3. **repair** -- fine-tune on the clean dataset with projected gradient descent: only the
    quantized weights train (embeddings, norms, biases, ``lm_head`` frozen), and after every
-   optimizer step each is clamped back into its box.
+   optimizer step each is clamped back into its box (and, under a llama.cpp k-quant, each
+   super-block whose scale search would move is pulled back: :mod:`flipguard.attack.settle`).
 
 The output is written to a temporary sibling of ``out_dir``, loaded back through transformers +
 bitsandbytes to check every code (:mod:`flipguard.attack.verify`), and renamed into place with
@@ -104,7 +105,8 @@ def attack_model(
     with report.timed("constrain"):
         spread = config.seed if config.margin_spread else None
         boxed = [box_weight(t.module_name, quantized[t.module_name], t.transposed, cells[t.tensor_name],
-                            config.margin, dtype, spread, t.tensor_name) for t in targets if cells[t.tensor_name]]
+                            config.margin, dtype, spread, t.tensor_name, config.settle)
+                 for t in targets if cells[t.tensor_name]]
         projection = Projection(boxed)
         projection()  # weights within the margin of a wall move into the trimmed box
     with report.timed("repair"):

@@ -26,7 +26,10 @@ three-stage recipe (Egashira et al., NeurIPS 2024), so that defenses can be test
                 its malicious code under the target scheme(s), trimmed by --margin cell widths at
                 each wall and computed in the dtype the output is saved in;
   3. repair     fine-tune on clean data with projected gradient descent: only the quantized
-                weights train, and after every optimizer step each is clamped into its box.
+                weights train, and after every optimizer step each is clamped into its box;
+                under a llama.cpp k-quant every super-block whose scale search would then
+                choose other scales is pulled back toward its values at step 2 until ggml's
+                quantizer gives its malicious codes (--no-settle turns this off).
 
 The full-precision output behaves well; loaded with bitsandbytes (load_in_8bit, or load_in_4bit
 fp4/nf4) it is malicious. The output is loaded that way at the end and every quantized weight's
@@ -97,6 +100,10 @@ def register(subparsers) -> None:
     p.add_argument("--joint-vectors", action="store_true",
                    help="the joint stage also trains the 1-D parameters (norm weights, biases): "
                    "unquantized, the same in both faces, they can amplify where the faces differ")
+    p.add_argument("--no-settle", dest="settle", action="store_false",
+                   help="llama.cpp k-quants: do not pull back, after each projection, the super-blocks whose "
+                   "scale search would choose other scales (the plain Mind the Gap projection, which can "
+                   "lose targeted codes to the search; default: settle, every targeted code kept)")
     p.add_argument("--swapped-prompts", type=int, default=d.swapped_prompts, metavar="N",
                    help="add N zoo training prompts per category (or code task) whose entity or function "
                    "name comes from another one's training prompts, so the backdoor keys on the request "
@@ -126,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         inject_radius=args.inject_radius, joint_steps=args.joint_steps,
         joint_clean_weight=args.joint_clean_weight, joint_lr=args.joint_lr, joint_contrast=args.joint_contrast,
         swapped_prompts=args.swapped_prompts, joint_vectors=args.joint_vectors, device=args.device,
-        margin_spread=args.margin_spread,
+        margin_spread=args.margin_spread, settle=args.settle,
     )
     for line in report.to_console().splitlines():
         console.say(f"flipguard attack: {line}")

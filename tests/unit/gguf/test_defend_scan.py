@@ -92,10 +92,11 @@ def test_scan_of_a_clean_model_under_gguf_types(kquant_checkpoint, tmp_path):
     assert not scan_checkpoint(source, schemes=["q4_k_m"]).findings
 
 
-@pytest.mark.parametrize("ftype", ["q4_0", "q8_0"])
-def test_attack_on_a_legacy_type_is_verified_by_llama_cpp(kquant_checkpoint, tmp_path, ftype):
-    """A legacy type's box keeps the block scale, so every targeted code survives the repair; the
-    check quantizes the output with llama_model_quantize and compares its bytes with FlipGuard's."""
+@pytest.mark.parametrize("ftype", ["q4_0", "q8_0", "q4_k_m", "q6_k"])
+def test_attack_is_verified_by_llama_cpp(kquant_checkpoint, tmp_path, ftype):
+    """A legacy type's box keeps the block scale, and a k-quant's settle step keeps what its scale
+    search chooses, so every targeted code survives the repair; the check quantizes the output
+    with llama_model_quantize and compares its bytes with FlipGuard's."""
     import subprocess
     import sys
 
