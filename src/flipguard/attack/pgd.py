@@ -156,7 +156,7 @@ class Projection:
         mean box width over cell width (cell widths) of the weights whose cell is not a point;
         ``clamped_last_step_share``: share moved by the latest projection; with settling
         (k-quant targets), ``settle``: the super-blocks checked, and those the latest projection
-        pulled back toward their constrain-time values and reset to them.
+        pulled back toward their last settled values and reset to them.
         """
         total = sum(b.param.numel() for b in self.weights)
         frozen = sum(int((b.lo == b.hi).sum()) for b in self.weights)
