@@ -40,7 +40,6 @@ from flipguard.schemes import get_scheme
 Face = dict[str, tuple[str, "torch.dtype | None"]]
 
 
-
 def quantized_weights(quantized: dict[str, tuple[torch.nn.Parameter, bool]], face: Face,
                       save_dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """``{module.weight: Q(w) + (w - w.detach())}``: the dequantized weights the quantized model

@@ -45,7 +45,8 @@ class BoxedWeight:
     width_sum: dict[str, float] = field(default_factory=dict)  # sum of box/cell width, per scheme
     width_count: dict[str, int] = field(default_factory=dict)  # weights in that sum (cell width > 0)
     clamped: int = 0  # elements outside the box before the latest projection
-    anchor: torch.Tensor | None = None  # search-scaled GGUF types: the last settled values,
+    settles: dict = field(default_factory=dict)  # name -> scheme, of the targets whose scales are searched
+    anchor: torch.Tensor | None = None  # with ``settles``: the last settled values,
     save_dtype: torch.dtype | None = None  # (out, in) on the CPU in the saved dtype, and that dtype
     settled: SettleCount = field(default_factory=SettleCount)  # the latest projection's settle
 
@@ -87,7 +88,9 @@ def box_weight(module_name: str, param: nn.Parameter, transposed: bool, schemes:
         ratio = (hi.double() - lo.double())[free] / cell[free]
         boxed.width_sum[name] = float(ratio.sum())
         boxed.width_count[name] = int(free.sum())
-    if settle and any(_searched(get_scheme(name, cast)) for name, cast in dtypes.items()):
+        if settle and _searched(scheme):
+            boxed.settles[name] = scheme
+    if boxed.settles:
         boxed.anchor, boxed.save_dtype = q.clone(), save_dtype  # q can be the parameter itself
     return boxed
 
@@ -99,17 +102,15 @@ def _searched(scheme) -> bool:
 
 def settle_weight(boxed: BoxedWeight) -> SettleCount:
     """Settle ``boxed``'s parameter (:func:`flipguard.attack.settle.settle_blocks`) under each of its
-    search-scaled types; only the super-blocks it pulls are written back. The settled values become
+    search-scaled types (``boxed.settles``); only the super-blocks it pulls are written back. The settled values become
     the anchor of the next settle, so a step is backtracked toward the last values whose codes were
     the targets and the repair keeps what its earlier steps won."""
     p = boxed.param.data
     q = quantized_view(p, boxed.transposed, boxed.save_dtype)
     before = q.clone()
     count = SettleCount()
-    for name, cast in boxed.load_dtypes.items():
-        scheme = get_scheme(name, cast)
-        if _searched(scheme):
-            count.add(settle_blocks(q, boxed.anchor, scheme, boxed.targets[name].codes))
+    for name, scheme in boxed.settles.items():
+        count.add(settle_blocks(q, boxed.anchor, scheme, boxed.targets[name].codes))
     if count.pulled:
         changed = q != before
         back = (lambda t: t.t()) if boxed.transposed else (lambda t: t)

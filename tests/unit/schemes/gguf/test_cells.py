@@ -221,7 +221,7 @@ def test_the_cap_keeps_the_sign_of_the_maximum(name):
     rng = np.random.default_rng(5)
     w = (rng.standard_normal((2, 256)) * 0.02).astype(np.float32)
     top = np.float32(np.float16(0.1284))  # exact in float16
-    w[:, ::group] = top * np.float32(0.9995)  # first in each group, just below; rounds to `top` in float16
+    w[:, ::group] = top * np.float32(0.9995)  # first in each group: read (float16) one value below `top`, free
     w[:, group - 1::group] = -top  # the maximum, negative, later in the group
     w = torch.from_numpy(w)
     s = get_scheme(name, torch.float16)
